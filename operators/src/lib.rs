@@ -1,0 +1,19 @@
+//! Freshet's operator library: event-time windows, aggregations and joins.
+//!
+//! Every operator here is generic over an [`EventTime`] timestamp and follows one
+//! rule: while it holds state derived from an input at `(t, e)`, it holds a capability
+//! at or below `(·, e)` for the output that state will produce. Users reach these
+//! through the `freshet` crate, which re-exports them.
+
+#![forbid(missing_docs)]
+
+pub mod assign;
+pub mod hash;
+pub mod time;
+pub mod tumble;
+pub mod window;
+
+pub use assign::AssignEventTime;
+pub use time::{event_frontier, EventTime, Time, TimeSummary};
+pub use tumble::Tumble;
+pub use window::Windowed;
