@@ -9,11 +9,13 @@
 
 pub mod assign;
 pub mod hash;
+pub mod late;
 pub mod time;
 pub mod tumble;
 pub mod window;
 
 pub use assign::AssignEventTime;
+pub use late::Late;
 pub use time::{event_frontier, EventTime, Time, TimeSummary};
 pub use tumble::Tumble;
 pub use window::Windowed;
