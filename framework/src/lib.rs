@@ -1,1 +1,43 @@
-//! x
+//! Freshet: Kafka stream processing on timely-dataflow.
+//!
+//! Kafka partitions become timely inputs whose event-time watermarks drive timely's
+//! progress tracking; operators from [`freshet_operators`] compute event-time windows
+//! and joins; sinks acknowledge durable output, and consumer offsets are committed
+//! only for epochs whose output every sink has acknowledged. Start with [`run`] and
+//! [`KafkaSource`]; `docs/architecture.md` explains the model.
+
+#![forbid(missing_docs)]
+
+pub mod cli;
+pub mod codec;
+pub mod commit;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+
+/// The event time × epoch timestamp (defined with the operators, which are generic over it).
+pub mod time {
+    pub use freshet_operators::time::*;
+    pub use freshet_operators::Late;
+}
+
+/// The operator library, re-exported.
+pub mod operators {
+    pub use freshet_operators::*;
+}
+
+pub use cli::JobArgs;
+pub use codec::{Bincode, Decoder, Encoder, Json, WithMeta};
+pub use config::{KafkaConfig, ProducerSettings, SourceConfig, StartFrom};
+pub use error::{Error, Result};
+pub use freshet_operators::{AssignEventTime, Late, Tumble, Windowed};
+pub use metrics::{Metrics, Summary};
+pub use runtime::{run, Cluster, Job, JobConfig};
+pub use sink::collect::{Collect, Collected};
+pub use sink::kafka::{KafkaSink, WriteKafka};
+pub use sink::stdout::PrintStdout;
+pub use source::{KafkaSource, SourceError, SourceStreams};
+pub use time::Time;

@@ -1,0 +1,111 @@
+//! Command-line arguments every Freshet job binary shares (clap).
+//!
+//! Flatten [`JobArgs`] into a binary's own `clap::Parser` and call
+//! [`JobArgs::into_config`]. timely's `-w/-n/-p/-h` are here too, so the help flag
+//! is `--help` only (`-h` is timely's hostfile).
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::config::{parse_passthrough, Fallback, KafkaConfig, SourceConfig, StartFrom};
+use crate::error::Result;
+use crate::runtime::{Cluster, JobConfig};
+
+/// Kafka, source and cluster settings of a job.
+#[derive(Args, Clone, Debug)]
+pub struct JobArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "FRESHET_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Consumer group that offsets are committed to.
+    #[arg(long, default_value = "freshet")]
+    pub group: String,
+    /// Where to start reading: the group's committed offsets, or earliest/latest.
+    #[arg(long, value_enum, default_value = "committed")]
+    pub from: StartFrom,
+    /// With --from committed: where partitions without a committed offset start.
+    #[arg(long, value_enum, default_value = "earliest")]
+    pub fallback: Fallback,
+    /// Read each partition to its current end, flush every window, commit, exit.
+    #[arg(long)]
+    pub bounded: bool,
+    /// Raw librdkafka setting, repeatable: -X fetch.min.bytes=1024.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_passthrough)]
+    pub extra: Vec<(String, String)>,
+    /// Epoch length in ms (offset commits are aligned to epochs).
+    #[arg(long, default_value_t = 200)]
+    pub epoch_ms: u64,
+    /// Bounded out-of-orderness of event times, ms.
+    #[arg(long, default_value_t = 500)]
+    pub out_of_orderness_ms: u64,
+    /// A partition at its end and quiet this long stops holding the watermark, ms.
+    #[arg(long, default_value_t = 5000)]
+    pub idle_timeout_ms: u64,
+    /// Pause reading when this many epochs ahead of the last complete epoch.
+    #[arg(long, default_value_t = 50)]
+    pub max_epochs_ahead: u64,
+    /// Worker threads per process (timely -w).
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Number of processes (timely -n).
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// Index of this process (timely -p).
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// File with one host:port per process (timely -h).
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl JobArgs {
+    /// The job configuration these arguments describe, checked.
+    pub fn into_config(self) -> Result<JobConfig> {
+        let mut kafka = KafkaConfig::new(self.brokers, self.group);
+        for (k, v) in &self.extra {
+            kafka = kafka.set(k, v)?;
+        }
+        kafka.validate()?;
+        let source = SourceConfig {
+            start: self.from,
+            fallback: self.fallback,
+            bounded: self.bounded,
+            epoch_interval: Duration::from_millis(self.epoch_ms),
+            out_of_orderness: Duration::from_millis(self.out_of_orderness_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_epochs_ahead: self.max_epochs_ahead,
+            ..SourceConfig::default()
+        };
+        source.validate()?;
+        let mut config = JobConfig::new(kafka);
+        config.source = source;
+        config.cluster = Cluster {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile,
+        };
+        Ok(config)
+    }
+}
+
+/// Sets `stop` when the process gets SIGINT or SIGTERM, so the job drains and commits.
+pub fn stop_on_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    Ok(())
+}
+
+/// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` (default info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

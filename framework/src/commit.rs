@@ -1,0 +1,81 @@
+//! The commit protocol: offsets are committed only for complete epochs.
+//!
+//! Every sink's acknowledgement stream is probed by one [`Progress`] per worker. Epoch
+//! `E` is complete when every element of that probed frontier has an epoch above `E`:
+//! then everything read in epochs `<= E` has been durably written. Each source keeps,
+//! per epoch, the next offset of each of its partitions at the epoch's end, and commits
+//! the latest complete snapshot (see `docs/architecture.md`).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
+use crate::error::Result;
+use crate::time::Time;
+
+/// Something that commits offsets once epochs are complete: one per source per worker.
+pub trait Committer {
+    /// Commits what was read in epochs below `complete_below`. With `sync`, waits for
+    /// the broker's answer (used for the final commit before the job exits).
+    fn commit_complete(&mut self, complete_below: u64, sync: bool) -> Result<()>;
+}
+
+/// The sources' committers of one worker.
+type Committers = Rc<RefCell<Vec<Rc<RefCell<dyn Committer>>>>>;
+
+/// Per worker: the probe over all sinks' acknowledgements, and the sources to commit.
+#[derive(Clone, Default)]
+pub struct Progress {
+    probe: ProbeHandle<Time>,
+    committers: Committers,
+    sinks: Rc<RefCell<usize>>,
+}
+
+impl Progress {
+    /// A tracker with no sinks and no sources yet.
+    pub fn new() -> Self {
+        Progress::default()
+    }
+
+    /// The probe every sink's acknowledgement stream must feed.
+    pub fn probe(&self) -> &ProbeHandle<Time> {
+        &self.probe
+    }
+
+    /// Counts a sink whose acknowledgements were connected to [`Progress::probe`].
+    pub fn add_sink(&self) {
+        *self.sinks.borrow_mut() += 1;
+    }
+
+    /// How many sinks feed the probe.
+    pub fn sinks(&self) -> usize {
+        *self.sinks.borrow()
+    }
+
+    /// Registers a source's committer.
+    pub fn add_committer(&self, committer: Rc<RefCell<dyn Committer>>) {
+        self.committers.borrow_mut().push(committer);
+    }
+
+    /// Epochs below this are complete: the least epoch in the acknowledgement frontier,
+    /// or `u64::MAX` once every sink is finished.
+    pub fn complete_below(&self) -> u64 {
+        self.probe
+            .with_frontier(|f| f.iter().map(|t| t.epoch).min().unwrap_or(u64::MAX))
+    }
+
+    /// True once every sink has acknowledged everything it will ever receive.
+    pub fn done(&self) -> bool {
+        self.probe.done()
+    }
+
+    /// Asks every source to commit its complete epochs.
+    pub fn commit(&self, sync: bool) -> Result<()> {
+        let below = self.complete_below();
+        for c in self.committers.borrow().iter() {
+            c.borrow_mut().commit_complete(below, sync)?;
+        }
+        Ok(())
+    }
+}

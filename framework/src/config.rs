@@ -1,0 +1,236 @@
+//! Typed settings for Kafka clients, sources and sinks.
+//!
+//! Kafka client settings are applied in three layers: Freshet's defaults, then the
+//! user's raw librdkafka keys (`-X key=value`), then the keys Freshet must control
+//! for its commit protocol, which a user may not override (see [`CONTROLLED_KEYS`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+use crate::error::{Error, Result};
+
+/// librdkafka keys Freshet sets itself; `-X` may not set them.
+///
+/// * `enable.auto.commit=false`, `enable.auto.offset.store=false`: offsets are
+///   committed only after the frontier shows the output is durable.
+/// * `enable.partition.eof=true`: end-of-partition events drive bounded mode and
+///   idle-partition detection.
+/// * `group.id`: set from `--group`.
+/// * `bootstrap.servers`: set from `--brokers`.
+pub const CONTROLLED_KEYS: &[&str] = &[
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "group.id",
+    "bootstrap.servers",
+];
+
+/// Where a source starts reading each partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartFrom {
+    /// The group's committed offset; partitions without one start at `fallback`.
+    Committed,
+    /// The earliest offset still on the broker.
+    Earliest,
+    /// The end of the partition: only records produced from now on.
+    Latest,
+}
+
+/// Where a partition with no committed offset starts when reading from committed offsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// The earliest offset still on the broker.
+    Earliest,
+    /// The end of the partition.
+    Latest,
+}
+
+/// Connection settings shared by every Kafka client of a job.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// The consumer group offsets are committed to.
+    pub group: String,
+    /// Raw librdkafka settings (`-X key=value`), applied after Freshet's defaults.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Settings for `brokers` and `group`, no extra keys.
+    pub fn new(brokers: impl Into<String>, group: impl Into<String>) -> Self {
+        KafkaConfig {
+            brokers: brokers.into(),
+            group: group.into(),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a raw librdkafka setting; rejects the keys Freshet controls.
+    pub fn set(mut self, key: &str, value: &str) -> Result<Self> {
+        check_passthrough_key(key)?;
+        self.extra.insert(key.to_string(), value.to_string());
+        Ok(self)
+    }
+
+    /// Checks the settings without connecting: non-empty brokers and group, allowed keys.
+    pub fn validate(&self) -> Result<()> {
+        if self.brokers.trim().is_empty() {
+            return Err(Error::Config("--brokers is empty".into()));
+        }
+        if self.group.trim().is_empty() {
+            return Err(Error::Config("--group is empty".into()));
+        }
+        self.extra.keys().try_for_each(|k| check_passthrough_key(k))
+    }
+
+    /// A consumer configuration: defaults, then the user's keys, then the controlled keys.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("session.timeout.ms", "6000")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.max.messages.kbytes", "65536");
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true");
+        c
+    }
+
+    /// A producer configuration: `settings` (the sink's typed knobs) then the user's keys.
+    pub fn producer_config(&self, settings: &ProducerSettings) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("linger.ms", settings.linger.as_millis().to_string())
+            .set("batch.size", settings.batch_bytes.to_string())
+            .set("compression.type", &settings.compression)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set(
+                "message.timeout.ms",
+                settings.delivery_timeout.as_millis().to_string(),
+            );
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c.set("bootstrap.servers", &self.brokers);
+        c
+    }
+}
+
+/// Parses one `-X key=value` argument.
+pub fn parse_passthrough(arg: &str) -> Result<(String, String), String> {
+    let (k, v) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("'{arg}' is not key=value (e.g. -X fetch.min.bytes=1024)"))?;
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("'{arg}' has an empty key"));
+    }
+    check_passthrough_key(k).map_err(|e| e.to_string())?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn check_passthrough_key(key: &str) -> Result<()> {
+    if CONTROLLED_KEYS.contains(&key) {
+        return Err(Error::Config(format!(
+            "librdkafka key '{key}' is set by Freshet and cannot be overridden with -X (see docs/architecture.md)"
+        )));
+    }
+    Ok(())
+}
+
+/// How a source reads, stamps and paces its partitions.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Where to start each partition.
+    pub start: StartFrom,
+    /// Where partitions without a committed offset start (with [`StartFrom::Committed`]).
+    pub fallback: Fallback,
+    /// Read each partition to its end once, then finish (bounded mode).
+    pub bounded: bool,
+    /// Length of one epoch, the processing-time round offsets are committed at.
+    pub epoch_interval: Duration,
+    /// Bounded out-of-orderness: a partition's watermark trails its largest event time by this.
+    pub out_of_orderness: Duration,
+    /// A partition at its end that has seen nothing for this long stops holding the watermark.
+    pub idle_timeout: Duration,
+    /// Event times are rounded down to a multiple of this many milliseconds (1 = exact).
+    pub tick_ms: u64,
+    /// Pause partitions while the source's epoch is more than this many epochs ahead of the
+    /// last complete epoch (flow control).
+    pub max_epochs_ahead: u64,
+    /// Most messages read in one activation of the source.
+    pub batch_size: usize,
+    /// Payloads larger than this many bytes go to the error stream.
+    pub max_record_bytes: usize,
+    /// Event times more than this far past the wall clock go to the error stream.
+    pub max_future: Duration,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            start: StartFrom::Committed,
+            fallback: Fallback::Earliest,
+            bounded: false,
+            epoch_interval: Duration::from_millis(200),
+            out_of_orderness: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(5),
+            tick_ms: 1,
+            max_epochs_ahead: 50,
+            batch_size: 4096,
+            max_record_bytes: 8 << 20,
+            max_future: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl SourceConfig {
+    /// Checks that every setting is usable.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.epoch_interval.as_millis() == 0 {
+            return bad("epoch interval must be at least 1 ms");
+        }
+        if self.tick_ms == 0 {
+            return bad("tick must be at least 1 ms");
+        }
+        if self.max_epochs_ahead == 0 {
+            return bad("max epochs ahead must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch size must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Typed producer knobs of a Kafka sink.
+#[derive(Clone, Debug)]
+pub struct ProducerSettings {
+    /// `linger.ms`: how long the producer waits to fill a batch.
+    pub linger: Duration,
+    /// `batch.size` in bytes.
+    pub batch_bytes: usize,
+    /// `compression.type`: none, gzip, snappy, lz4 or zstd.
+    pub compression: String,
+    /// `message.timeout.ms`: after this a record that could not be delivered fails the job.
+    pub delivery_timeout: Duration,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        ProducerSettings {
+            linger: Duration::from_millis(5),
+            batch_bytes: 1 << 20,
+            compression: "lz4".into(),
+            delivery_timeout: Duration::from_secs(60),
+        }
+    }
+}

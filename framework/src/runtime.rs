@@ -1,0 +1,280 @@
+//! Running a job: timely workers, the step loop, commits, shutdown.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::BaseConsumer;
+use timely::dataflow::Scope;
+use timely::worker::Worker;
+
+use crate::commit::Progress;
+use crate::config::{KafkaConfig, SourceConfig};
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, Summary};
+use crate::time::Time;
+
+/// How many workers and processes, as timely's `-w -n -p -h`.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// Worker threads per process.
+    pub workers: usize,
+    /// Number of processes.
+    pub processes: usize,
+    /// This process's index among them.
+    pub process: usize,
+    /// File with one `host:port` per process (default `localhost:2101+i`).
+    pub hostfile: Option<PathBuf>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }
+    }
+}
+
+impl Cluster {
+    fn timely_config(&self) -> Result<timely::Config> {
+        if self.workers == 0 || self.processes == 0 {
+            return Err(Error::Config("-w and -n must be at least 1".into()));
+        }
+        if self.process >= self.processes {
+            return Err(Error::Config(format!(
+                "-p {} is out of range for -n {} (processes are numbered from 0)",
+                self.process, self.processes
+            )));
+        }
+        let mut args = vec![
+            "-w".to_string(),
+            self.workers.to_string(),
+            "-n".to_string(),
+            self.processes.to_string(),
+            "-p".to_string(),
+            self.process.to_string(),
+        ];
+        if let Some(h) = &self.hostfile {
+            args.push("-h".into());
+            args.push(h.display().to_string());
+        }
+        timely::Config::from_args(args.into_iter()).map_err(Error::Config)
+    }
+}
+
+/// Everything a job needs besides its dataflow.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    /// Kafka connection and group.
+    pub kafka: KafkaConfig,
+    /// Default settings of every source.
+    pub source: SourceConfig,
+    /// Workers and processes.
+    pub cluster: Cluster,
+    /// When set, the job stops reading, drains and commits (SIGINT/SIGTERM set it).
+    pub stop: Arc<AtomicBool>,
+    /// How long a stopping job waits for in-flight output before its last commit.
+    pub drain: Duration,
+    /// Log a one-line status this often (never when zero).
+    pub status_every: Duration,
+}
+
+impl JobConfig {
+    /// A one-worker job on `kafka` with default source settings.
+    pub fn new(kafka: KafkaConfig) -> Self {
+        JobConfig {
+            kafka,
+            source: SourceConfig::default(),
+            cluster: Cluster::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+            drain: Duration::from_secs(2),
+            status_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// State shared by every worker of the process.
+pub struct Shared {
+    kafka: KafkaConfig,
+    source: SourceConfig,
+    metrics: Arc<Metrics>,
+    failure: Mutex<Option<String>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// True once the job was asked to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Fails the job: every worker stops, nothing more is committed.
+    pub fn fail(&self, error: Error) {
+        tracing::error!(%error, "job failed");
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        f.get_or_insert_with(|| error.to_string());
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// What a job's build function gets: the dataflow scope and the job's settings.
+pub struct Job<'scope> {
+    scope: Scope<'scope, Time>,
+    progress: Progress,
+    shared: Arc<Shared>,
+}
+
+impl<'scope> Job<'scope> {
+    /// The dataflow scope, for timely and Freshet operators.
+    pub fn scope(&self) -> Scope<'scope, Time> {
+        self.scope
+    }
+    /// This worker's index among all workers of all processes.
+    pub fn index(&self) -> usize {
+        self.scope.index()
+    }
+    /// The number of workers in all processes.
+    pub fn peers(&self) -> usize {
+        self.scope.peers()
+    }
+    /// The process-wide counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+    /// The job's Kafka settings.
+    pub fn kafka_config(&self) -> &KafkaConfig {
+        &self.shared.kafka
+    }
+    /// The job's default source settings.
+    pub fn source_config(&self) -> &SourceConfig {
+        &self.shared.source
+    }
+    /// The commit tracker of this worker.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+    /// The process-wide shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+/// Runs a job: builds `build`'s dataflow on every worker and steps it until it is done
+/// (bounded mode), fails, or is asked to stop; returns the process's summary.
+pub fn run<F>(config: JobConfig, build: F) -> Result<Summary>
+where
+    F: Fn(&mut Job<'_>) -> Result<()> + Send + Sync + 'static,
+{
+    config.kafka.validate()?;
+    config.source.validate()?;
+    // librdkafka rejects unknown or malformed keys here, before any worker starts.
+    config
+        .kafka
+        .consumer_config()
+        .create::<BaseConsumer>()
+        .map_err(|e| Error::Config(format!("Kafka client settings: {e}")))?;
+    let timely_config = config.cluster.timely_config()?;
+    let shared = Arc::new(Shared {
+        kafka: config.kafka.clone(),
+        source: config.source.clone(),
+        metrics: Arc::new(Metrics::default()),
+        failure: Mutex::new(None),
+        stop: config.stop.clone(),
+    });
+    let start = Instant::now();
+    let worker_shared = shared.clone();
+    let (drain, status_every) = (config.drain, config.status_every);
+    let guards = timely::execute(timely_config, move |worker| {
+        let result = run_worker(worker, &worker_shared, &build, drain, status_every);
+        if let Err(e) = &result {
+            worker_shared.fail(Error::Runtime(e.to_string()));
+        }
+        result
+    })
+    .map_err(|e| Error::Runtime(format!("starting workers: {e}")))?;
+    let mut first_error = None;
+    for r in guards.join() {
+        let err = match r {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(panic) => Error::Runtime(format!("a worker panicked: {panic}")),
+        };
+        first_error.get_or_insert(err);
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(shared.metrics.summary(start.elapsed()))
+}
+
+fn run_worker<F>(
+    worker: &mut Worker,
+    shared: &Arc<Shared>,
+    build: &F,
+    drain: Duration,
+    status_every: Duration,
+) -> Result<()>
+where
+    F: Fn(&mut Job<'_>) -> Result<()>,
+{
+    let progress = Progress::new();
+    worker.dataflow_named::<Time, _, _>("Job", |scope| {
+        let mut job = Job {
+            scope,
+            progress: progress.clone(),
+            shared: shared.clone(),
+        };
+        build(&mut job)
+    })?;
+    if progress.sinks() == 0 {
+        return Err(Error::Config(
+            "the job has no sink: offsets are committed only for output a sink acknowledged".into(),
+        ));
+    }
+    let index = worker.index();
+    let mut last_status = Instant::now();
+    let mut stop_deadline = None;
+    loop {
+        if let Some(f) = shared.failure() {
+            return Err(Error::Runtime(f));
+        }
+        if progress.done() {
+            break;
+        }
+        if shared.stopping() {
+            let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + drain);
+            if Instant::now() >= deadline {
+                tracing::info!(worker = index, "stopping: drained; final commit");
+                break;
+            }
+        }
+        worker.step_or_park(Some(Duration::from_millis(10)));
+        if let Err(e) = progress.commit(false) {
+            tracing::warn!(worker = index, error = %e, "offset commit failed; retried at the next complete epoch");
+        }
+        if index == 0 && !status_every.is_zero() && last_status.elapsed() >= status_every {
+            last_status = Instant::now();
+            let m = &shared.metrics;
+            tracing::info!(
+                records_in = m.records_in.load(Ordering::Relaxed),
+                records_out = m.records_out.load(Ordering::Relaxed),
+                malformed = m.errors.load(Ordering::Relaxed),
+                late = m.late.load(Ordering::Relaxed),
+                commits = m.commits.load(Ordering::Relaxed),
+                complete_below_epoch = progress.complete_below(),
+                "status"
+            );
+        }
+    }
+    progress.commit(true)
+}

@@ -1,0 +1,23 @@
+//! Sinks: where results leave the dataflow, and when they count as durable.
+//!
+//! Every sink has an acknowledgement stream whose frontier holds a capability at the
+//! time of each record written but not yet acknowledged; [`register_acks`] connects
+//! it to the worker's commit probe. A sink that acknowledges at once (stdout, an
+//! in-memory collection) lets its acknowledgement frontier follow its input.
+
+pub mod collect;
+pub mod kafka;
+pub mod stdout;
+
+use timely::dataflow::operators::Probe;
+use timely::dataflow::Stream;
+use timely::Container;
+
+use crate::runtime::Job;
+use crate::time::Time;
+
+/// Connects a sink's acknowledgement stream to the job's commit probe.
+pub fn register_acks<C: Container>(job: &Job<'_>, acks: Stream<'_, Time, C>) {
+    acks.probe_with(job.progress().probe());
+    job.progress().add_sink();
+}

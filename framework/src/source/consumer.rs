@@ -1,0 +1,197 @@
+//! Opening a worker's consumer on its partitions, and committing its complete epochs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::commit::Committer;
+use crate::config::{Fallback, SourceConfig, StartFrom};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::runtime::Job;
+use crate::source::assign::owner;
+use crate::source::partition::PartitionState;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One worker's consumer and what it has read, shared by the operator and the committer.
+pub(crate) struct Reader {
+    pub consumer: Rc<BaseConsumer>,
+    pub topic: String,
+    pub partitions: Vec<PartitionState>,
+    pub committer: Rc<std::cell::RefCell<SourceCommitter>>,
+    pub known_partitions: usize,
+}
+
+/// Positions at the end of each epoch, and what has been committed.
+pub(crate) struct SourceCommitter {
+    consumer: Rc<BaseConsumer>,
+    topic: String,
+    /// `(epoch, [(partition, next offset)])`, oldest first.
+    snapshots: VecDeque<(u64, Vec<(i32, i64)>)>,
+    committed: BTreeMap<i32, i64>,
+    metrics: Arc<Metrics>,
+}
+
+impl SourceCommitter {
+    /// Records the positions reached at the end of `epoch`.
+    pub fn snapshot(&mut self, epoch: u64, parts: &[PartitionState]) {
+        let positions: Vec<(i32, i64)> = parts
+            .iter()
+            .filter_map(|p| p.next_offset.map(|o| (p.partition, o)))
+            .collect();
+        if let Some((e, last)) = self.snapshots.back_mut() {
+            if *e == epoch {
+                *last = positions;
+                return;
+            }
+            if *last == positions {
+                return;
+            }
+        }
+        self.snapshots.push_back((epoch, positions));
+    }
+}
+
+impl Committer for SourceCommitter {
+    fn commit_complete(&mut self, complete_below: u64, sync: bool) -> Result<()> {
+        let mut latest = None;
+        while self
+            .snapshots
+            .front()
+            .is_some_and(|(e, _)| *e < complete_below)
+        {
+            latest = self.snapshots.pop_front();
+        }
+        let Some((epoch, positions)) = latest else {
+            return Ok(());
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut advanced = Vec::new();
+        for (p, off) in positions {
+            // Never move a committed offset backwards.
+            if self.committed.get(&p).is_none_or(|&c| off > c) {
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(off))
+                    .map_err(|e| Error::kafka("building commit", e))?;
+                advanced.push((p, off));
+            }
+        }
+        if advanced.is_empty() {
+            return Ok(());
+        }
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        self.consumer
+            .commit(&tpl, mode)
+            .map_err(|e| Error::kafka(format!("committing epoch {epoch} of {}", self.topic), e))?;
+        Metrics::add(&self.metrics.commits, 1);
+        for (p, off) in advanced {
+            self.committed.insert(p, off);
+            self.metrics.committed(&self.topic, p, off);
+        }
+        tracing::debug!(topic = %self.topic, epoch, "committed complete epoch");
+        Ok(())
+    }
+}
+
+/// The partition numbers of `topic`, or a clear error if it does not exist.
+pub(crate) fn partition_count(
+    consumer: &BaseConsumer,
+    topic: &str,
+    brokers: &str,
+) -> Result<usize> {
+    let md = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| Error::kafka(format!("fetching metadata of '{topic}' from {brokers}"), e))?;
+    let t = md.topics().iter().find(|t| t.name() == topic);
+    match t {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+        _ => Err(Error::MissingTopic {
+            topic: topic.into(),
+            brokers: brokers.into(),
+        }),
+    }
+}
+
+/// Creates this worker's consumer, assigned to its partitions at their start offsets.
+pub(crate) fn open(job: &Job<'_>, topic: &str, config: &SourceConfig) -> Result<Reader> {
+    let kafka = job.kafka_config();
+    let consumer: BaseConsumer = kafka
+        .consumer_config()
+        .create()
+        .map_err(|e| Error::kafka("creating consumer", e))?;
+    let count = partition_count(&consumer, topic, &kafka.brokers)?;
+    let (index, peers) = (job.scope().index(), job.scope().peers());
+    let mine: Vec<i32> = (0..count as i32)
+        .filter(|&p| owner(topic, p, peers) == index)
+        .collect();
+
+    let mut tpl = TopicPartitionList::new();
+    for &p in &mine {
+        tpl.add_partition(topic, p);
+    }
+    let fallback = match config.fallback {
+        Fallback::Earliest => Offset::Beginning,
+        Fallback::Latest => Offset::End,
+    };
+    let committed = if config.start == StartFrom::Committed && !mine.is_empty() {
+        Some(
+            consumer
+                .committed_offsets(tpl.clone(), METADATA_TIMEOUT)
+                .map_err(|e| {
+                    Error::kafka(
+                        format!("reading committed offsets of group '{}'", kafka.group),
+                        e,
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
+    let mut assignment = TopicPartitionList::new();
+    for &p in &mine {
+        let offset = match config.start {
+            StartFrom::Earliest => Offset::Beginning,
+            StartFrom::Latest => Offset::End,
+            StartFrom::Committed => match committed
+                .as_ref()
+                .and_then(|c| c.find_partition(topic, p))
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) if o >= 0 => Offset::Offset(o),
+                _ => fallback,
+            },
+        };
+        tracing::info!(worker = index, topic, partition = p, ?offset, "assigned");
+        assignment
+            .add_partition_offset(topic, p, offset)
+            .map_err(|e| Error::kafka("building assignment", e))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| Error::kafka(format!("assigning partitions of '{topic}'"), e))?;
+
+    let consumer = Rc::new(consumer);
+    let committer = Rc::new(std::cell::RefCell::new(SourceCommitter {
+        consumer: consumer.clone(),
+        topic: topic.to_string(),
+        snapshots: VecDeque::new(),
+        committed: BTreeMap::new(),
+        metrics: job.metrics().clone(),
+    }));
+    job.progress().add_committer(committer.clone());
+    Ok(Reader {
+        consumer,
+        topic: topic.to_string(),
+        partitions: mine.into_iter().map(PartitionState::new).collect(),
+        committer,
+        known_partitions: count,
+    })
+}
