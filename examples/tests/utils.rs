@@ -1,0 +1,159 @@
+//! Helpers shared by the Kafka integration tests: the broker address, fresh topics,
+//! reading topics back, committed offsets, running the job binary.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use freshet_examples::Event;
+use rand::Rng;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The broker the tests use: `FRESHET_BROKERS`, default 127.0.0.1:9092 (started by
+/// `scripts/kafka-broker start`, which `.ci/run` calls).
+pub fn brokers() -> String {
+    std::env::var("FRESHET_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::thread_rng().gen::<u64>())
+}
+
+/// Creates a fresh topic with `partitions` partitions and returns its name.
+pub fn create_topic(prefix: &str, partitions: i32) -> String {
+    let name = unique(prefix);
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
+    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    let res = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap_or_else(|e| panic!("creating topic {name} on {}: {e} (is the broker running? scripts/kafka-broker start)", brokers()));
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+    name
+}
+
+/// A message read back: partition, offset, payload.
+pub type Read = (i32, i64, Option<Vec<u8>>);
+
+/// Reads every partition of `topic` from the start to its end (end-of-partition events).
+pub fn read_topic(topic: &str, partitions: i32) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut at_end = vec![false; partitions as usize];
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end.iter().any(|e| !e) {
+        assert!(Instant::now() < deadline, "reading {topic} did not reach the end of every partition");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                at_end[m.partition() as usize] = false;
+                out.push((m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec)));
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Decodes JSON payloads read back from a topic.
+pub fn decode<T: serde::de::DeserializeOwned>(read: &[Read]) -> Vec<T> {
+    read.iter()
+        .map(|(p, o, b)| serde_json::from_slice(b.as_deref().unwrap_or_default()).unwrap_or_else(|e| panic!("{p}@{o}: {e}")))
+        .collect()
+}
+
+/// Per partition, the offset after the last message: its end.
+pub fn ends(read: &[Read]) -> BTreeMap<i32, i64> {
+    let mut ends = BTreeMap::new();
+    for (p, o, _) in read {
+        let e = ends.entry(*p).or_insert(0);
+        *e = (*e).max(o + 1);
+    }
+    ends
+}
+
+/// The offsets `group` has committed for `topic` (partitions without a commit are left out).
+pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Generates and produces events to a fresh topic; returns the topic and the events.
+pub fn preload(prefix: &str, partitions: i32, seed: u64, n: usize, span_ms: u64) -> (String, Vec<(i32, Event)>) {
+    let topic = create_topic(prefix, partitions);
+    let events = freshet_examples::generate(seed, n, 16, partitions, 1_700_000_000_000, span_ms, 200);
+    freshet_examples::produce(&brokers(), &topic, &events).expect("producing test events");
+    (topic, events)
+}
+
+/// A hostfile with two free loopback ports, for `-n 2` runs.
+pub fn hostfile(processes: usize) -> tempfile_path::Path {
+    let listeners: Vec<_> = (0..processes).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let lines: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    drop(listeners);
+    let path = std::env::temp_dir().join(unique("freshet-hosts"));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    tempfile_path::Path(path)
+}
+
+/// A file path removed when dropped.
+pub mod tempfile_path {
+    /// The path.
+    pub struct Path(pub std::path::PathBuf);
+    impl Drop for Path {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// The window-count job binary built for these tests.
+pub fn job_binary() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_window-count"));
+    cmd.env("FRESHET_BROKERS", brokers()).env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
