@@ -28,8 +28,10 @@ pub fn unique(prefix: &str) -> String {
 /// Creates a fresh topic with `partitions` partitions and returns its name.
 pub fn create_topic(prefix: &str, partitions: i32) -> String {
     let name = unique(prefix);
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
     let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
     let res = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new()))
         .unwrap_or_else(|e| panic!("creating topic {name} on {}: {e} (is the broker running? scripts/kafka-broker start)", brokers()));
@@ -53,14 +55,18 @@ pub fn read_topic(topic: &str, partitions: i32) -> Vec<Read> {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut at_end = vec![false; partitions as usize];
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while at_end.iter().any(|e| !e) {
-        assert!(Instant::now() < deadline, "reading {topic} did not reach the end of every partition");
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} did not reach the end of every partition"
+        );
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 at_end[m.partition() as usize] = false;
@@ -77,7 +83,10 @@ pub fn read_topic(topic: &str, partitions: i32) -> Vec<Read> {
 /// Decodes JSON payloads read back from a topic.
 pub fn decode<T: serde::de::DeserializeOwned>(read: &[Read]) -> Vec<T> {
     read.iter()
-        .map(|(p, o, b)| serde_json::from_slice(b.as_deref().unwrap_or_default()).unwrap_or_else(|e| panic!("{p}@{o}: {e}")))
+        .map(|(p, o, b)| {
+            serde_json::from_slice(b.as_deref().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{p}@{o}: {e}"))
+        })
         .collect()
 }
 
@@ -93,17 +102,28 @@ pub fn ends(read: &[Read]) -> BTreeMap<i32, i64> {
 
 /// The offsets `group` has committed for `topic` (partitions without a commit are left out).
 pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    committed_by(&group_client(group), topic, partitions)
+}
+
+/// A client of `group` for reading its committed offsets repeatedly.
+pub fn group_client(group: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
-        .expect("consumer");
+        .expect("consumer")
+}
+
+/// The offsets committed for `topic` by the group of `consumer`.
+pub fn committed_by(consumer: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
     got.elements()
         .iter()
         .filter_map(|e| match e.offset() {
@@ -114,17 +134,29 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
 }
 
 /// Generates and produces events to a fresh topic; returns the topic and the events.
-pub fn preload(prefix: &str, partitions: i32, seed: u64, n: usize, span_ms: u64) -> (String, Vec<(i32, Event)>) {
+pub fn preload(
+    prefix: &str,
+    partitions: i32,
+    seed: u64,
+    n: usize,
+    span_ms: u64,
+) -> (String, Vec<(i32, Event)>) {
     let topic = create_topic(prefix, partitions);
-    let events = freshet_examples::generate(seed, n, 16, partitions, 1_700_000_000_000, span_ms, 200);
+    let events =
+        freshet_examples::generate(seed, n, 16, partitions, 1_700_000_000_000, span_ms, 200);
     freshet_examples::produce(&brokers(), &topic, &events).expect("producing test events");
     (topic, events)
 }
 
 /// A hostfile with two free loopback ports, for `-n 2` runs.
 pub fn hostfile(processes: usize) -> tempfile_path::Path {
-    let listeners: Vec<_> = (0..processes).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let lines: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let listeners: Vec<_> = (0..processes)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let lines: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
     drop(listeners);
     let path = std::env::temp_dir().join(unique("freshet-hosts"));
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
@@ -145,7 +177,8 @@ pub mod tempfile_path {
 /// The window-count job binary built for these tests.
 pub fn job_binary() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_window-count"));
-    cmd.env("FRESHET_BROKERS", brokers()).env("RUST_LOG", "warn");
+    cmd.env("FRESHET_BROKERS", brokers())
+        .env("RUST_LOG", "warn");
     cmd
 }
 

@@ -19,9 +19,10 @@ pub type Collected<D> = Arc<Mutex<Vec<(Time, D)>>>;
 
 /// Extension trait: collect records in memory.
 pub trait Collect<D> {
-    /// Collects records into `into`, acknowledging each batch `delay` after it arrives
-    /// (a slow sink, for tests of the commit protocol); a record enters `into` when it
-    /// is acknowledged, so `into` always holds exactly the durable output.
+    /// Collects records into `into`, acknowledging one batch at most every `delay`
+    /// (a slow sink with limited throughput, for tests of the commit protocol and flow
+    /// control); a record enters `into` when it is acknowledged, so `into` always holds
+    /// exactly the durable output.
     fn collect_delayed(self, job: &Job<'_>, name: &str, into: Collected<D>, delay: Duration);
 
     /// Collects records into `into`, acknowledging at once.
