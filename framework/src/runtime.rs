@@ -227,6 +227,26 @@ fn run_worker<F>(
 where
     F: Fn(&mut Job<'_>) -> Result<()>,
 {
+    let result = drive(worker, shared, build, drain, status_every);
+    // A stopped, failed or half-built job leaves operators holding capabilities: drop its
+    // dataflow so timely does not keep stepping it after the worker function returns.
+    for id in worker.installed_dataflows() {
+        worker.drop_dataflow(id);
+    }
+    result
+}
+
+/// Builds the dataflow and steps it until it is done, fails or is stopped; then commits.
+fn drive<F>(
+    worker: &mut Worker,
+    shared: &Arc<Shared>,
+    build: &F,
+    drain: Duration,
+    status_every: Duration,
+) -> Result<()>
+where
+    F: Fn(&mut Job<'_>) -> Result<()>,
+{
     let progress = Progress::new();
     worker.dataflow_named::<Time, _, _>("Job", |scope| {
         let mut job = Job {
