@@ -7,15 +7,19 @@
 
 #![forbid(missing_docs)]
 
+pub mod aggregate;
 pub mod assign;
+mod fixed;
 pub mod hash;
 pub mod late;
+pub mod slide;
 pub mod time;
 pub mod tumble;
 pub mod window;
 
 pub use assign::AssignEventTime;
 pub use late::Late;
+pub use slide::Slide;
 pub use time::{event_frontier, EventTime, Time, TimeSummary};
 pub use tumble::Tumble;
-pub use window::Windowed;
+pub use window::{Emit, WindowPolicy, WindowStreams, Windowed};
