@@ -26,7 +26,6 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
@@ -39,7 +38,8 @@ use crate::aggregate::Aggregator;
 use crate::late::Late;
 use crate::time::EventTime;
 use crate::window::{
-    emission_cap, hold, sliding_starts, watermark, Emit, WindowPolicy, WindowStreams, Windowed,
+    emission_cap, hold, sliding_starts, watermark, Emit, VecOutput, WindowPolicy, WindowStreams,
+    Windowed,
 };
 
 /// One key's accumulator in one window.
@@ -109,10 +109,8 @@ where
     let mut late_in = builder.new_input(late, late_pact);
     let (results_out, results) = builder.new_output();
     let (too_late_out, too_late) = builder.new_output();
-    let mut results_out: OutputBuilder<T, CapacityContainerBuilder<Vec<Windowed<K, G::Out>>>> =
-        OutputBuilder::from(results_out);
-    let mut too_late_out: OutputBuilder<T, CapacityContainerBuilder<Vec<Late<D>>>> =
-        OutputBuilder::from(too_late_out);
+    let mut results_out: VecOutput<T, Windowed<K, G::Out>> = OutputBuilder::from(results_out);
+    let mut too_late_out: VecOutput<T, Late<D>> = OutputBuilder::from(too_late_out);
     let too_late_count = Rc::new(Cell::new(0u64));
     let counter = too_late_count.clone();
 

@@ -96,6 +96,12 @@ pub struct WindowStreams<'scope, T: EventTime, K, V, D> {
     pub too_late_count: Rc<Cell<u64>>,
 }
 
+/// An operator output of `Vec<D>` containers, as `OperatorBuilder` operators use.
+pub(crate) type VecOutput<T, D> = timely::dataflow::operators::generic::OutputBuilder<
+    T,
+    timely::container::CapacityContainerBuilder<Vec<D>>,
+>;
+
 /// The start of the tumbling window of `size` milliseconds that holds `event`.
 #[inline]
 pub fn tumbling_start(event: u64, size: u64) -> u64 {
