@@ -221,7 +221,7 @@ where
                     break;
                 }
                 let window = entry.remove();
-                if let Some(cap) = emission_cap(&window.caps) {
+                if let Some(cap) = emission_cap(&window.caps, end - 1) {
                     let mut session = results_out.session(&cap);
                     for (k, slot) in window.keys.iter() {
                         session.give(Windowed {
@@ -251,7 +251,7 @@ where
                         continue;
                     }
                     window.next_early = start + period * ((watermark - start) / period + 1);
-                    let Some(cap) = emission_cap(&window.caps) else {
+                    let Some(cap) = emission_cap(&window.caps, end - 1) else {
                         continue;
                     };
                     let mut session = results_out.session(&cap);

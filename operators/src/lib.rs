@@ -12,6 +12,7 @@ pub mod assign;
 mod fixed;
 pub mod hash;
 pub mod late;
+pub mod session;
 pub mod slide;
 pub mod time;
 pub mod tumble;
@@ -19,6 +20,7 @@ pub mod window;
 
 pub use assign::AssignEventTime;
 pub use late::Late;
+pub use session::Session;
 pub use slide::Slide;
 pub use time::{event_frontier, EventTime, Time, TimeSummary};
 pub use tumble::Tumble;

@@ -144,19 +144,23 @@ pub(crate) fn hold<T: EventTime>(
     }
 }
 
-/// The capability to emit a result owed under `caps`: at the greatest event time among
-/// them and the meet of their other coordinates (for [`crate::Time`], the least epoch),
-/// so it is at or below `(·, e)` for every epoch `e` whose records the result covers.
-pub(crate) fn emission_cap<T: EventTime>(caps: &CapabilitySet<T>) -> Option<Capability<T>> {
-    if caps.len() <= 1 {
-        return caps.first().cloned();
-    }
-    let event = caps.iter().map(|c| c.time().event()).max()?;
+/// The capability to emit a result owed under `caps`, at event time `event` (or the
+/// greatest event time among them, if later) and the meet of their other coordinates
+/// (for [`crate::Time`], the least epoch): at or below `(·, e)` for every epoch `e`
+/// whose records the result covers.
+pub(crate) fn emission_cap<T: EventTime>(
+    caps: &CapabilitySet<T>,
+    event: u64,
+) -> Option<Capability<T>> {
+    let event = caps.iter().map(|c| c.time().event()).fold(event, u64::max);
     let time = caps
         .iter()
         .map(|c| c.time().with_event(event))
         .reduce(|a, b| a.meet(&b))?;
-    caps.try_delayed(&time).or_else(|| caps.first().cloned())
+    match caps.try_delayed(&time) {
+        Some(cap) => Some(cap),
+        None => caps.first().cloned(),
+    }
 }
 
 #[cfg(test)]
