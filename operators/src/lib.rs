@@ -11,6 +11,7 @@ pub mod aggregate;
 pub mod assign;
 mod fixed;
 pub mod hash;
+pub mod join;
 pub mod late;
 pub mod session;
 pub mod slide;
@@ -19,6 +20,7 @@ pub mod tumble;
 pub mod window;
 
 pub use assign::AssignEventTime;
+pub use join::WindowJoin;
 pub use late::Late;
 pub use session::Session;
 pub use slide::Slide;
