@@ -11,6 +11,7 @@ pub mod aggregate;
 pub mod assign;
 mod fixed;
 pub mod hash;
+pub mod interval_join;
 pub mod join;
 pub mod late;
 pub mod session;
@@ -20,7 +21,8 @@ pub mod tumble;
 pub mod window;
 
 pub use assign::AssignEventTime;
-pub use join::WindowJoin;
+pub use interval_join::IntervalJoin;
+pub use join::{JoinKind, WindowJoin};
 pub use late::Late;
 pub use session::Session;
 pub use slide::Slide;
