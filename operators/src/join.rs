@@ -31,8 +31,9 @@ pub enum JoinKind {
     Left,
 }
 
-/// One window's records per key: the left and the right side.
-type Sides<K, A, B> = FxHashMap<K, (Vec<A>, Vec<B>)>;
+/// Open windows by start: the capability for the result, and per key the records of
+/// the left and the right side.
+type Open<T, K, A, B> = BTreeMap<u64, (CapabilitySet<T>, FxHashMap<K, (Vec<A>, Vec<B>)>)>;
 
 /// Extension trait: keyed tumbling-window joins.
 pub trait WindowJoin<'scope, T: EventTime, A> {
@@ -205,7 +206,7 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
         let (output, stream) = builder.new_output();
         let mut output: VecOutput<T, Windowed<K, R>> = OutputBuilder::from(output);
 
-        let mut open: BTreeMap<u64, (CapabilitySet<T>, Sides<K, A, B>)> = BTreeMap::new();
+        let mut open: Open<T, K, A, B> = BTreeMap::new();
 
         builder.build(move |_initial| {
             move |frontiers| {
