@@ -16,7 +16,7 @@ fn sides(rounds: &[Round<Rec>]) -> (Vec<Rec>, Vec<Rec>) {
     let all = rounds
         .iter()
         .flat_map(|r| r.records.iter().map(|(_, d)| *d));
-    all.partition(|r| r.1 % 2 == 0)
+    all.partition(|r| r.1 & 1 == 0)
 }
 
 fn pairs(
@@ -51,8 +51,8 @@ proptest! {
         let want = pairs(&rounds, kind, |a, b| a.0 == b.0 && a.2 / size == b.2 / size);
         for workers in [1, 4] {
             let got = run_windowed(workers, &rounds, move |main, _late| {
-                let a = main.clone().filter(|r: &Rec| r.1 % 2 == 0);
-                let b = main.filter(|r: &Rec| r.1 % 2 == 1);
+                let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
+                let b = main.filter(|r: &Rec| r.1 & 1 == 1);
                 a.window_join_with(b, "j", size, kind, |r: &Rec| r.0, |r: &Rec| r.0,
                     |_, a, b| (*a, b.copied()))
                     .map(move |w| {
@@ -74,8 +74,8 @@ proptest! {
         });
         for workers in [1, 4] {
             let got = run_windowed(workers, &rounds, move |main, _late| {
-                let a = main.clone().filter(|r: &Rec| r.1 % 2 == 0);
-                let b = main.filter(|r: &Rec| r.1 % 2 == 1);
+                let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
+                let b = main.filter(|r: &Rec| r.1 & 1 == 1);
                 a.interval_join_with(b, "j", lower, upper, kind, |r: &Rec| r.0, |r: &Rec| r.0,
                     |_, a, b| (*a, b.copied()))
             });
