@@ -98,6 +98,8 @@ where
         "window slide must be in 1..=size ms"
     );
     let scope = stream.scope();
+    // Without a late input no record can use kept state.
+    let lateness = if late.is_some() { policy.lateness } else { 0 };
     let late = late.unwrap_or_else(|| empty(scope));
     let key = Rc::new(key);
     let (k1, k2) = (key.clone(), key.clone());
@@ -114,7 +116,6 @@ where
     let too_late_count = Rc::new(Cell::new(0u64));
     let counter = too_late_count.clone();
 
-    let lateness = policy.lateness;
     let first_early = move |start: u64| match policy.early {
         Some(period) => start.saturating_add(period),
         None => u64::MAX,
@@ -220,25 +221,31 @@ where
                 if end > watermark {
                     break;
                 }
-                let window = entry.remove();
-                if let Some(cap) = emission_cap(&window.caps, end - 1) {
+                let Open { caps, mut keys, .. } = entry.remove();
+                if let Some(cap) = emission_cap(&caps, end - 1) {
                     let mut session = results_out.session(&cap);
-                    for (k, slot) in window.keys.iter() {
-                        session.give(Windowed {
-                            key: k.clone(),
-                            start,
-                            end,
-                            value: agg.finish(&slot.acc),
-                            revision: slot.revision,
-                            kind: Emit::Final,
-                        });
+                    let final_of = |key: K, slot: &Slot<G::Acc>| Windowed {
+                        key,
+                        start,
+                        end,
+                        value: agg.finish(&slot.acc),
+                        revision: slot.revision,
+                        kind: Emit::Final,
+                    };
+                    if lateness > 0 {
+                        for (k, slot) in keys.iter_mut() {
+                            session.give(final_of(k.clone(), slot));
+                            slot.revision += 1;
+                        }
+                    } else {
+                        for (k, slot) in keys.drain() {
+                            session.give(final_of(k, &slot));
+                        }
                     }
                 }
                 // Kept even if already past its lateness: late records pending below
                 // `end + lateness` are applied first, then it is dropped below.
                 if lateness > 0 {
-                    let mut keys = window.keys;
-                    keys.values_mut().for_each(|slot| slot.revision += 1);
                     closed.insert(start, keys);
                 }
             }
