@@ -4,11 +4,12 @@
 //! Both inputs are exchanged by key. A pair is emitted as soon as its second record
 //! arrives, at that record's own time. Each record is kept, per key and event time,
 //! for as long as a partner can still arrive: an `a` until the event-time watermark
-//! passes `ta + upper`, a `b` until it passes `tb + lower`. While kept, each batch's
-//! records hold a capability at the batch's own time `(t, e)` (one per batch and
-//! event time, not per record), so their epoch is not complete while a future pair
-//! could still need them. For a left join, an `a` that found no partner is emitted
-//! with `None` when it expires, at that capability.
+//! passes `ta + upper`, a `b` until it passes `tb + lower`. While any record of epoch
+//! `e` is kept the operator holds a capability at `(watermark, e)` (one per epoch,
+//! moved up with the watermark; counted per batch, not per record), so the epoch is
+//! not complete while a future pair could still need its records, and downstream
+//! event time is not held back. For a left join, an `a` that found no partner is
+//! emitted with `None` when it expires, at `(ta + upper, e)`.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -18,19 +19,19 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::join::JoinKind;
+use crate::owe::Debts;
 use crate::time::EventTime;
-use crate::window::{emission_cap, watermark, VecOutput};
+use crate::window::{watermark, VecOutput};
 
 /// One side's kept records: per key, per event time, the records and whether each
 /// found a partner.
 type Kept<K, D> = FxHashMap<K, BTreeMap<u64, Vec<(D, bool)>>>;
-/// Per event time of kept records: the capabilities held for them and their keys.
-type Expiry<T, K> = BTreeMap<u64, (CapabilitySet<T>, Vec<K>)>;
+/// Per event time of kept records: the times of their batches and their keys.
+type Expiry<T, K> = BTreeMap<u64, (Vec<T>, Vec<K>)>;
 
 /// Extension trait: keyed event-time interval joins.
 pub trait IntervalJoin<'scope, T: EventTime, A> {
@@ -212,6 +213,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
         let mut kept_b: Kept<K, B> = FxHashMap::default();
         let mut expiry_a: Expiry<T, K> = BTreeMap::new();
         let mut expiry_b: Expiry<T, K> = BTreeMap::new();
+        let mut debts: Debts<T> = Debts::new();
 
         builder.build(move |_initial| {
             move |frontiers| {
@@ -221,8 +223,9 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                         return;
                     };
                     let ta = time.event();
-                    let (caps, keys) = expiry_a.entry(ta).or_default();
-                    caps.insert(cap.delayed(&time, 0));
+                    let (times, keys) = expiry_a.entry(ta).or_default();
+                    times.push(time);
+                    debts.owe(&time, &cap, 0);
                     let mut session = output.session(&cap);
                     let range = ta.saturating_sub(lower)..=ta.saturating_add(upper);
                     for batch in batches {
@@ -251,8 +254,9 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                         return;
                     };
                     let tb = time.event();
-                    let (caps, keys) = expiry_b.entry(tb).or_default();
-                    caps.insert(cap.delayed(&time, 0));
+                    let (times, keys) = expiry_b.entry(tb).or_default();
+                    times.push(time);
+                    debts.owe(&time, &cap, 0);
                     let mut session = output.session(&cap);
                     let range = tb.saturating_sub(upper)..=tb.saturating_add(lower);
                     for batch in batches {
@@ -282,22 +286,24 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                     if ta.saturating_add(upper) >= watermark {
                         break;
                     }
-                    let (caps, keys) = entry.remove();
-                    let cap = emission_cap(&caps, ta);
+                    let (times, keys) = entry.remove();
+                    // At `ta + upper`, at or above the last settled watermark, in the
+                    // least epoch among the records.
+                    let since = times.iter().copied().reduce(|a, b| a.meet(&b));
+                    let cap = since.map(|t| debts.delayed(&t.with_event(ta.saturating_add(upper))));
+                    times.iter().for_each(|t| debts.pay(t));
                     for k in keys {
-                        let Some(times) = kept_a.get_mut(&k) else {
+                        let Some(kept) = kept_a.get_mut(&k) else {
                             continue;
                         };
-                        let expired = times.remove(&ta).unwrap_or_default();
-                        if times.is_empty() {
+                        let expired = kept.remove(&ta).unwrap_or_default();
+                        if kept.is_empty() {
                             kept_a.remove(&k);
                         }
-                        if kind == JoinKind::Left {
-                            if let Some(cap) = cap.as_ref() {
-                                let mut session = output.session(cap);
-                                for (a, _) in expired.iter().filter(|(_, paired)| !paired) {
-                                    session.give(result(&k, a, None));
-                                }
+                        if let (JoinKind::Left, Some(cap)) = (kind, cap.as_ref()) {
+                            let mut session = output.session(cap);
+                            for (a, _) in expired.iter().filter(|(_, paired)| !paired) {
+                                session.give(result(&k, a, None));
                             }
                         }
                     }
@@ -307,7 +313,8 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                     if tb.saturating_add(lower) >= watermark {
                         break;
                     }
-                    let (_caps, keys) = entry.remove();
+                    let (times, keys) = entry.remove();
+                    times.iter().for_each(|t| debts.pay(t));
                     for k in keys {
                         if let Some(times) = kept_b.get_mut(&k) {
                             times.remove(&tb);
@@ -317,6 +324,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                         }
                     }
                 }
+                debts.settle(watermark);
             }
         });
         stream

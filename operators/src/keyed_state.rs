@@ -21,11 +21,11 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::{Capability, CapabilitySet};
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
-use timely::progress::Antichain;
 use timely::ExchangeData;
 
+use crate::owe::Debts;
 use crate::time::EventTime;
 use crate::window::{watermark, VecOutput};
 
@@ -201,19 +201,8 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
         let mut states: FxHashMap<K, Entry<T, S>> = FxHashMap::default();
         // Keys by `last + ttl` when it was set; stale entries are skipped.
         let mut expiry: BTreeMap<u64, Vec<K>> = BTreeMap::new();
-        // How many live states have each `since` with event time 0 (its epoch, for
-        // `Time`): what `held` must cover.
-        let mut owed: BTreeMap<T, usize> = BTreeMap::new();
-        let mut held: CapabilitySet<T> = CapabilitySet::new();
-
-        fn owe<T: EventTime>(owed: &mut BTreeMap<T, usize>, since: &T, by: isize) {
-            let at = since.with_event(0);
-            let count = owed.entry(at).or_default();
-            *count = count.checked_add_signed(by).expect("owed counts balance");
-            if *count == 0 {
-                owed.remove(&at);
-            }
-        }
+        // One capability per epoch among live states, at the watermark.
+        let mut debts: Debts<T> = Debts::new();
 
         builder.build(move |_initial| {
             move |frontiers| {
@@ -238,13 +227,12 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
                     }
                     let (cap, records) = entry.remove();
                     let mut session = output.session(&cap);
-                    let mut keeps = false;
                     for record in records {
                         let k = key(&record);
                         let mut state = None;
                         let mut since = time;
                         if let Some(old) = states.remove(&k) {
-                            owe(&mut owed, &old.since, -1);
+                            debts.pay(&old.since);
                             if old.last.saturating_add(ttl) < t {
                                 session.give_iterator(expire(&k, old.state).into_iter());
                             } else {
@@ -254,8 +242,8 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
                         }
                         session.give_iterator(step(&k, &mut state, record).into_iter());
                         if let Some(state) = state {
-                            owe(&mut owed, &since, 1);
-                            keeps = true;
+                            // `t` is at or above the last settled watermark.
+                            debts.owe_with(&since.with_event(t), &cap);
                             let at = t.saturating_add(ttl);
                             expiry.entry(at).or_default().push(k.clone());
                             states.insert(
@@ -267,10 +255,6 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
                                 },
                             );
                         }
-                    }
-                    drop(session);
-                    if keeps {
-                        held.insert(cap);
                     }
                 }
 
@@ -288,31 +272,16 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
                             continue;
                         }
                         let old = states.remove(&k).expect("live");
-                        owe(&mut owed, &old.since, -1);
+                        debts.pay(&old.since);
                         if let Some(r) = expire(&k, old.state) {
-                            let time = old.since.with_event(at);
-                            // `held` covers `old.since`'s epoch at or below `at`.
-                            let cap = held
-                                .try_delayed(&time)
-                                .or_else(|| held.first().cloned())
-                                .expect("a live state's epoch is held");
+                            // `at` is at or above the last settled watermark.
+                            let cap = debts.delayed(&old.since.with_event(at));
                             output.session(&cap).give(r);
                         }
                     }
                 }
 
-                // Hold `(watermark, e)` for each epoch `e` still owed, nothing else.
-                let mut times = Antichain::new();
-                for since in owed.keys() {
-                    times.insert(since.with_event(watermark));
-                }
-                let moved = times.len() != held.len()
-                    || held.iter().any(|c| !times.elements().contains(c.time()));
-                if moved && held.try_downgrade(times.iter()).is_err() {
-                    // Cannot happen: every owed epoch entered `held` with a record's
-                    // capability at or below the watermark.
-                    unreachable!("keyed state owes an epoch it holds no capability for");
-                }
+                debts.settle(watermark);
             }
         });
         stream

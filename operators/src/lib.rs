@@ -16,6 +16,7 @@ pub mod join;
 pub mod keyed_state;
 pub mod late;
 pub mod lookup;
+mod owe;
 pub mod session;
 pub mod slide;
 pub mod time;

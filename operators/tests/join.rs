@@ -134,8 +134,12 @@ fn interval_join_holds_what_it_owes() {
             a.advance(Time::new(t, epoch));
             b.advance(Time::new(t, epoch));
             steps(worker);
-            // `a` at 5 may still pair with a `b` at 15, and is owed as unmatched.
+            // `a` at 5 may still pair with a `b` at 15, and is owed as unmatched; its
+            // epoch is held at the watermark, not at 5.
             assert_eq!(complete(&probe, 0), t > 15, "watermark {t}");
+            if t <= 15 {
+                assert_eq!(probe.with_frontier(|f| f.to_vec()), vec![Time::new(t, 0)]);
+            }
         }
         a.close();
         b.close();
