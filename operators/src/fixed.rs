@@ -69,6 +69,16 @@ struct Open<T: EventTime, K, A> {
     next_early: u64,
 }
 
+impl<T: EventTime, K, A> Open<T, K, A> {
+    fn new(next_early: u64) -> Self {
+        Open {
+            caps: CapabilitySet::new(),
+            keys: FxHashMap::default(),
+            next_early,
+        }
+    }
+}
+
 /// Late records waiting, at their time, for the watermark to pass it.
 type Pending<T, D> = BTreeMap<(u64, T), (Capability<T>, Vec<Late<D>>)>;
 
@@ -137,11 +147,9 @@ where
                 };
                 let (first, last) = sliding_starts(time.event(), size, slide);
                 for start in (first..=last).step_by(slide as usize) {
-                    let window = open.entry(start).or_insert_with(|| Open {
-                        caps: CapabilitySet::new(),
-                        keys: FxHashMap::default(),
-                        next_early: first_early(start),
-                    });
+                    let window = open
+                        .entry(start)
+                        .or_insert_with(|| Open::new(first_early(start)));
                     let end = start.saturating_add(size);
                     hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
                 }
@@ -180,11 +188,9 @@ where
                         for start in (first..=last).step_by(slide as usize) {
                             let end = start.saturating_add(size);
                             if end > now {
-                                let window = open.entry(start).or_insert_with(|| Open {
-                                    caps: CapabilitySet::new(),
-                                    keys: FxHashMap::default(),
-                                    next_early: first_early(start),
-                                });
+                                let window = open
+                                    .entry(start)
+                                    .or_insert_with(|| Open::new(first_early(start)));
                                 hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
                                 let slot = window
                                     .keys
