@@ -2,10 +2,9 @@
 //! session `[first, last + gap)`; a record that bridges two sessions merges them.
 //!
 //! A session is emitted once the event-time watermark reaches its end `last + gap`
-//! (no record can extend it any more). While open it holds a capability at or below
-//! `(end - 1, e)` for each epoch `e` among its records (usually one capability, at the
-//! earliest epoch: later records' times are above it), and emits at
-//! `(end - 1, e_min)`. Session windows take no allowed lateness: every record on the
+//! (no record can extend it any more). While open it holds a capability at
+//! `(end - 1, e)` for each least epoch `e` among its records (usually one, the
+//! earliest), moved up as the session grows, and emits there, at `(end - 1, e_min)`. Session windows take no allowed lateness: every record on the
 //! late input is emitted on the too-late output (a late record could extend or merge
 //! sessions already emitted, which an upsert by `(key, start, end)` cannot express).
 
@@ -26,7 +25,9 @@ use timely::ExchangeData;
 use crate::aggregate::{Aggregator, Count};
 use crate::late::Late;
 use crate::time::EventTime;
-use crate::window::{emission_cap, hold, watermark, Emit, VecOutput, WindowStreams, Windowed};
+use crate::window::{
+    advance_caps, emission_cap, hold, watermark, Emit, VecOutput, WindowStreams, Windowed,
+};
 
 /// One open session of one key.
 struct Open<T: EventTime, A> {
@@ -183,8 +184,10 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
 
         // Per key, its open sessions, sorted and at least `gap` apart.
         let mut sessions: FxHashMap<K, Vec<Open<T, G::Acc>>> = FxHashMap::default();
-        // Keys by the end of a session they had; entries go stale as sessions grow,
-        // and are checked when the watermark reaches them.
+        // Keys by the end of a session they had: at or before the end of each of the
+        // key's open sessions. Entries go stale as sessions grow; when the watermark
+        // reaches one, the key's ended sessions are emitted and the key is filed again
+        // under its earliest open session's end.
         let mut ends: BTreeMap<u64, Vec<K>> = BTreeMap::new();
 
         builder.build(move |_initial| {
@@ -204,11 +207,20 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                             // Sessions this record touches: a contiguous run.
                             let from = open.partition_point(|s| s.last.saturating_add(gap) <= t);
                             let to = open.partition_point(|s| s.start < t.saturating_add(gap));
-                            let old_end = (from < to).then(|| open[to - 1].last + gap);
-                            if to == from + 1 && open[from].start <= t && t <= open[from].last {
-                                // Inside a session: the common case, nothing moves.
+                            if to == from + 1 {
+                                // Touches one session: the common case, updated in place.
                                 let s = &mut open[from];
-                                hold(&mut s.caps, &cap, time.with_event(s.last + gap - 1), 0);
+                                s.start = s.start.min(t);
+                                s.last = s.last.max(t);
+                                let end = s.last + gap;
+                                hold(&mut s.caps, &cap, time.with_event(end - 1), 0);
+                                // Move the capabilities up with the session's end once they
+                                // lag it by a gap: not per record, yet a long session does
+                                // not hold event time back for long.
+                                let lag = s.caps.iter().map(|c| c.time().event()).min();
+                                if lag.is_some_and(|e| e.saturating_add(gap) < end) {
+                                    advance_caps(&mut s.caps, end - 1);
+                                }
                                 agg.add(&mut s.acc, &record);
                                 continue;
                             }
@@ -218,6 +230,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                                 caps: CapabilitySet::new(),
                                 acc: agg.create(),
                             };
+                            let new = from == to;
                             for s in open.drain(from..to) {
                                 merged.start = merged.start.min(s.start);
                                 merged.last = merged.last.max(s.last);
@@ -228,9 +241,12 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                             }
                             let end = merged.last + gap;
                             hold(&mut merged.caps, &cap, time.with_event(end - 1), 0);
+                            advance_caps(&mut merged.caps, end - 1);
                             agg.add(&mut merged.acc, &record);
                             open.insert(from, merged);
-                            if old_end != Some(end) {
+                            // A merged session's parts have entries in `ends`, at or before
+                            // its end; a new session needs one.
+                            if new {
                                 ends.entry(end).or_default().push(key(&record));
                             }
                         }
@@ -268,8 +284,12 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                                 });
                             }
                         }
-                        if open.is_empty() {
-                            sessions.remove(&k);
+                        match open.first() {
+                            // Look again when the earliest open session may end.
+                            Some(s) => ends.entry(s.last + gap).or_default().push(k),
+                            None => {
+                                sessions.remove(&k);
+                            }
                         }
                     }
                 }

@@ -144,6 +144,19 @@ pub(crate) fn hold<T: EventTime>(
     }
 }
 
+/// Moves every capability in `caps` up to event time `event` (none is above it), so a
+/// window whose end moved later (a growing session) holds its epochs there and no
+/// longer holds back event time below it.
+pub(crate) fn advance_caps<T: EventTime>(caps: &mut CapabilitySet<T>, event: u64) {
+    if caps.iter().any(|c| c.time().event() < event) {
+        let mut times = timely::progress::Antichain::new();
+        for c in caps.iter() {
+            times.insert(c.time().with_event(event));
+        }
+        caps.downgrade(times.iter());
+    }
+}
+
 /// The capability to emit a result owed under `caps`, at event time `event` (or the
 /// greatest event time among them, if later) and the meet of their other coordinates
 /// (for [`crate::Time`], the least epoch): at or below `(·, e)` for every epoch `e`

@@ -85,10 +85,17 @@ fn session_holds_what_it_owes() {
         main.advance(Time::new(20, 2));
         steps(worker);
         assert!(!complete(0), "session [5, 24) open");
-        main.advance(Time::new(24, 2));
+        // Extends it to [5, 33): its capability, a gap behind, moves up to (32, 0).
+        main.send(Time::new(23, 2), (1, 0, 23));
+        main.advance(Time::new(30, 3));
         steps(worker);
-        assert!(complete(1), "session emitted, nothing held");
-        assert_eq!(out.lock().unwrap().clone(), vec![(5, 24, 2)]);
+        assert!(!complete(0), "session [5, 33) open");
+        let frontier = probe.with_frontier(|f| f.to_vec());
+        assert!(frontier.contains(&Time::new(32, 0)), "{frontier:?}");
+        main.advance(Time::new(33, 3));
+        steps(worker);
+        assert!(complete(2), "session emitted, nothing held");
+        assert_eq!(out.lock().unwrap().clone(), vec![(5, 33, 3)]);
         main.close();
     })
     .unwrap();
