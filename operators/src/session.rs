@@ -1,12 +1,24 @@
 //! Keyed session windows: a key's records closer than `gap` ms in event time form one
 //! session `[first, last + gap)`; a record that bridges two sessions merges them.
 //!
-//! A session is emitted once the event-time watermark reaches its end `last + gap`
-//! (no record can extend it any more). While open it holds a capability at
-//! `(end - 1, e)` for each least epoch `e` among its records (usually one, the
-//! earliest), moved up as the session grows, and emits there, at `(end - 1, e_min)`. Session windows take no allowed lateness: every record on the
-//! late input is emitted on the too-late output (a late record could extend or merge
-//! sessions already emitted, which an upsert by `(key, start, end)` cannot express).
+//! A session is emitted (`Final`) once the event-time watermark reaches its end
+//! `last + gap` (no record can extend it any more). While open it holds a capability
+//! at `(end - 1, e)` for each least epoch `e` among its records (usually one, the
+//! earliest), moved up as the session grows, and emits there, at `(end - 1, e_min)`.
+//!
+//! With a late input, emitted sessions are kept (without a capability) and late
+//! records are applied in event-time order: a late batch at `(t', e')` waits, holding
+//! its capability, until the watermark passes `t'`; sessions ending at or before `t'`
+//! are emitted first; then each late record joins the sessions it touches like any
+//! record. A session already emitted whose bounds stay the same gets a correction
+//! (`Late`, next revision); one that grows or merges is retracted (`Retract`, next
+//! revision, carrying its last emitted value) and the session it became is emitted
+//! as new (`Late`, revision 0, if it ends at or before `t'`; otherwise `Final` when it
+//! ends). A late record is too late, and goes to the too-late output, if
+//! `t' >= event_time + gap + lateness`: lateness counts from the end of the record's
+//! own one-record session. Emitted sessions are dropped when the watermark reaches
+//! `end + gap + lateness`, after which no late record that is not too late can touch
+//! them.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -18,7 +30,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
@@ -37,36 +49,66 @@ struct Open<T: EventTime, A> {
     acc: A,
 }
 
+/// One emitted (or, within a late batch, about to be emitted) session of one key.
+struct Closed<A, O> {
+    start: u64,
+    last: u64,
+    acc: A,
+    /// The revision of its next emission.
+    revision: u32,
+    /// The value last emitted, if any.
+    shown: Option<O>,
+    /// Changed by the current late batch.
+    dirty: bool,
+}
+
+/// Where a session's results go: `(capability, result)`.
+type Emitter<'a, T, K, O> = dyn FnMut(&Capability<T>, Windowed<K, O>) + 'a;
+
+/// Late batches waiting, at their time, for the watermark to pass it.
+type Pending<T, D> = BTreeMap<(u64, T), (Capability<T>, Vec<Late<D>>)>;
+
 /// Extension trait: keyed, gap-based session windows.
 pub trait Session<'scope, T: EventTime, D> {
     /// Aggregates each key's sessions (records less than `gap` ms apart) with `agg`,
     /// which must merge: a record bridging two sessions merges their accumulators.
     ///
-    /// Emit-final. Records on `late` are all emitted on the too-late output.
+    /// Emit-final; late records from `late` within `lateness` update emitted sessions
+    /// (see the module documentation for corrections and retractions).
     ///
     /// # Examples
     /// ```
     /// use timely::dataflow::operators::{Capture, ToStream};
     /// use timely::dataflow::operators::capture::Extract;
-    /// use freshet_operators::{AssignEventTime, Session};
+    /// use freshet_operators::{AssignEventTime, Emit, Late, Session};
     /// use freshet_operators::aggregate::Count;
     ///
     /// let out = timely::example(|scope| {
-    ///     // 1 and 12 start two sessions; 6 bridges them (gap 7).
-    ///     vec![1u64, 12, 6, 30].to_stream(scope).assign_event_time("at", |r: &u64| *r)
-    ///         .session("visits", 7, None, |_: &u64| 'u', Count)
+    ///     // 1 and 12 start two sessions (gap 7): [1, 8) and [12, 19).
+    ///     let main = vec![1u64, 12].to_stream(scope).assign_event_time("at", |r: &u64| *r);
+    ///     // At event time 30, a late 6 bridges them: both are retracted, [1, 19) is new.
+    ///     let late = vec![Late { event_time: 6, watermark: 30, record: 6u64 }]
+    ///         .to_stream(scope)
+    ///         .assign_event_time("late at", |_| 30);
+    ///     main.session("visits", 7, 20, Some(late), |_: &u64| 'u', Count)
     ///         .results
     ///         .capture()
     /// });
     /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v)
-    ///     .map(|w| (w.start, w.end, w.value)).collect();
+    ///     .map(|w| (w.start, w.end, w.value, w.revision, w.kind)).collect();
     /// got.sort();
-    /// assert_eq!(got, vec![(1, 19, 3), (30, 37, 1)]);
+    /// assert_eq!(got, vec![
+    ///     (1, 8, 1, 0, Emit::Final), (1, 8, 1, 1, Emit::Retract),
+    ///     (1, 19, 3, 0, Emit::Late),
+    ///     (12, 19, 1, 0, Emit::Final), (12, 19, 1, 1, Emit::Retract),
+    /// ]);
     /// ```
+    #[allow(clippy::too_many_arguments)]
     fn session<K, G, KF>(
         self,
         name: &str,
         gap: u64,
+        lateness: u64,
         late: Option<StreamVec<'scope, T, Late<D>>>,
         key: KF,
         agg: G,
@@ -111,7 +153,7 @@ pub trait Session<'scope, T: EventTime, D> {
         G::Out: Clone + 'static,
         KF: Fn(&D) -> K + 'static,
     {
-        self.session(name, gap, None, key, agg).results
+        self.session(name, gap, 0, None, key, agg).results
     }
 
     /// Counts each key's records per session.
@@ -147,6 +189,332 @@ pub trait Session<'scope, T: EventTime, D> {
     }
 }
 
+/// All of one operator's sessions.
+struct Sessions<T: EventTime, K, A, O> {
+    gap: u64,
+    lateness: u64,
+    /// Whether emitted sessions are kept for late records.
+    keep: bool,
+    /// Per key, its open sessions, sorted and at least `gap` apart.
+    open: FxHashMap<K, Vec<Open<T, A>>>,
+    /// Keys by the end of a session they had: at or before the end of each of the
+    /// key's open sessions. Entries go stale as sessions grow; when the watermark
+    /// reaches one, the key's ended sessions are emitted and the key is filed again
+    /// under its earliest open session's end.
+    ends: BTreeMap<u64, Vec<K>>,
+    /// Per key, its emitted sessions kept for late records, sorted.
+    closed: FxHashMap<K, Vec<Closed<A, O>>>,
+    /// Keys by the watermark at which an emitted session of theirs may be dropped.
+    expiry: BTreeMap<u64, Vec<K>>,
+    /// Keys changed by the current late batch.
+    dirty: Vec<K>,
+}
+
+impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
+    fn new(gap: u64, lateness: u64, keep: bool) -> Self {
+        Sessions {
+            gap,
+            lateness,
+            keep,
+            open: FxHashMap::default(),
+            ends: BTreeMap::new(),
+            closed: FxHashMap::default(),
+            expiry: BTreeMap::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Adds a record at `time` (held under `cap`) to key `k`'s open sessions. `rekey`
+    /// gives the key again, needed only when the record starts a new session.
+    fn add<D, G>(
+        &mut self,
+        k: K,
+        time: T,
+        cap: &InputCapability<T>,
+        record: &D,
+        agg: &G,
+        rekey: impl FnOnce() -> K,
+    ) where
+        G: Aggregator<D, Acc = A, Out = O>,
+    {
+        let gap = self.gap;
+        let t = time.event();
+        let open = self.open.entry(k).or_default();
+        // Sessions this record touches: a contiguous run.
+        let from = open.partition_point(|s| s.last.saturating_add(gap) <= t);
+        let to = open.partition_point(|s| s.start < t.saturating_add(gap));
+        if to == from + 1 {
+            // Touches one session: the common case, updated in place.
+            let s = &mut open[from];
+            s.start = s.start.min(t);
+            s.last = s.last.max(t);
+            let end = s.last + gap;
+            hold(&mut s.caps, cap, time.with_event(end - 1), 0);
+            // Move the capabilities up with the session's end once they lag it by a
+            // gap: not per record, yet a long session does not hold event time back.
+            let lag = s.caps.iter().map(|c| c.time().event()).min();
+            if lag.is_some_and(|e| e.saturating_add(gap) < end) {
+                advance_caps(&mut s.caps, end - 1);
+            }
+            agg.add(&mut s.acc, record);
+            return;
+        }
+        let mut merged = Open {
+            start: t,
+            last: t,
+            caps: CapabilitySet::new(),
+            acc: agg.create(),
+        };
+        let new = from == to;
+        for s in open.drain(from..to) {
+            merge_open(&mut merged, s, agg);
+        }
+        let end = merged.last + gap;
+        hold(&mut merged.caps, cap, time.with_event(end - 1), 0);
+        advance_caps(&mut merged.caps, end - 1);
+        agg.add(&mut merged.acc, record);
+        open.insert(from, merged);
+        // A merged session's parts have entries in `ends`, at or before its end; a
+        // new session needs one.
+        if new {
+            self.ends.entry(end).or_default().push(rekey());
+        }
+    }
+
+    /// Emits every open session that ends at or before `upto`, keeping it if late
+    /// records may still touch it.
+    fn close<D, G>(
+        &mut self,
+        upto: u64,
+        agg: &G,
+        emit: &mut impl FnMut(&Capability<T>, Windowed<K, O>),
+    ) where
+        G: Aggregator<D, Acc = A, Out = O>,
+    {
+        let gap = self.gap;
+        while let Some(entry) = self.ends.first_entry() {
+            if *entry.key() > upto {
+                break;
+            }
+            for k in entry.remove() {
+                let Some(open) = self.open.get_mut(&k) else {
+                    continue;
+                };
+                let ended = open.partition_point(|s| s.last + gap <= upto);
+                for s in open.drain(..ended) {
+                    let end = s.last + gap;
+                    let value = agg.finish(&s.acc);
+                    if let Some(cap) = emission_cap(&s.caps, end - 1) {
+                        emit(
+                            &cap,
+                            windowed(&k, s.start, end, value.clone(), 0, Emit::Final),
+                        );
+                    }
+                    if self.keep {
+                        let drop_at = end.saturating_add(gap).saturating_add(self.lateness);
+                        self.expiry.entry(drop_at).or_default().push(k.clone());
+                        let closed = self.closed.entry(k.clone()).or_default();
+                        let at = closed.partition_point(|c| c.start < s.start);
+                        closed.insert(
+                            at,
+                            Closed {
+                                start: s.start,
+                                last: s.last,
+                                acc: s.acc,
+                                revision: 1,
+                                shown: Some(value),
+                                dirty: false,
+                            },
+                        );
+                    }
+                }
+                match open.first() {
+                    // Look again when the earliest open session may end.
+                    Some(s) => self.ends.entry(s.last + gap).or_default().push(k),
+                    None => {
+                        self.open.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a batch of late records at `time` (every session ending at or before
+    /// it emitted, none ending later), emitting retractions and corrections at `cap`.
+    fn apply_late<D, G>(
+        &mut self,
+        time: T,
+        cap: &Capability<T>,
+        records: Vec<Late<D>>,
+        key: &impl Fn(&D) -> K,
+        agg: &G,
+        emit: &mut impl FnMut(&Capability<T>, Windowed<K, O>),
+    ) where
+        G: Aggregator<D, Acc = A, Out = O>,
+    {
+        let (gap, now) = (self.gap, time.event());
+        for Late {
+            event_time: et,
+            record,
+            ..
+        } in records
+        {
+            let k = key(&record);
+            let closed = self.closed.entry(k.clone()).or_default();
+            let open = self.open.entry(k.clone()).or_default();
+            // The sessions the record touches, emitted and open: contiguous runs.
+            let cf = closed.partition_point(|c| c.last.saturating_add(gap) <= et);
+            let ct = closed.partition_point(|c| c.start < et.saturating_add(gap));
+            let of = open.partition_point(|s| s.last.saturating_add(gap) <= et);
+            let ot = open.partition_point(|s| s.start < et.saturating_add(gap));
+            let (mut start, mut last) = (et, et);
+            for (s, l) in closed[cf..ct]
+                .iter()
+                .map(|c| (c.start, c.last))
+                .chain(open[of..ot].iter().map(|s| (s.start, s.last)))
+            {
+                start = start.min(s);
+                last = last.max(l);
+            }
+            let end = last + gap;
+            let retract = |c: Closed<A, O>, emit: &mut Emitter<T, K, O>| {
+                if let Some(value) = c.shown {
+                    let end = c.last + gap;
+                    emit(
+                        cap,
+                        windowed(&k, c.start, end, value, c.revision, Emit::Retract),
+                    );
+                }
+                c.acc
+            };
+            if of == ot && end <= now {
+                // The record's session has ended: a correction, now.
+                if ct == cf + 1 && closed[cf].start == start && closed[cf].last == last {
+                    agg.add(&mut closed[cf].acc, &record);
+                    closed[cf].dirty = true;
+                } else {
+                    let mut acc = agg.create();
+                    for c in closed.drain(cf..ct).collect::<Vec<_>>() {
+                        agg.merge(&mut acc, retract(c, emit));
+                    }
+                    agg.add(&mut acc, &record);
+                    let drop_at = end.saturating_add(gap).saturating_add(self.lateness);
+                    self.expiry.entry(drop_at).or_default().push(k.clone());
+                    closed.insert(
+                        cf,
+                        Closed {
+                            start,
+                            last,
+                            acc,
+                            revision: 0,
+                            shown: None,
+                            dirty: true,
+                        },
+                    );
+                }
+                if open.is_empty() {
+                    self.open.remove(&k);
+                }
+                self.dirty.push(k);
+            } else {
+                // The record's session is open (or reopens emitted ones): it will be
+                // emitted when it ends.
+                let mut merged = Open {
+                    start,
+                    last,
+                    caps: CapabilitySet::new(),
+                    acc: agg.create(),
+                };
+                for c in closed.drain(cf..ct).collect::<Vec<_>>() {
+                    agg.merge(&mut merged.acc, retract(c, emit));
+                }
+                let new = of == ot;
+                for s in open.drain(of..ot) {
+                    merge_open(&mut merged, s, agg);
+                }
+                // The batch's capability, moved to the session's end, covers its epoch.
+                merged.caps.insert(cap.delayed(&time.with_event(end - 1)));
+                advance_caps(&mut merged.caps, end - 1);
+                agg.add(&mut merged.acc, &record);
+                open.insert(of, merged);
+                if closed.is_empty() {
+                    self.closed.remove(&k);
+                }
+                if new {
+                    self.ends.entry(end).or_default().push(k);
+                }
+            }
+        }
+        for k in self.dirty.drain(..) {
+            for c in self.closed.get_mut(&k).into_iter().flatten() {
+                if c.dirty {
+                    let value = agg.finish(&c.acc);
+                    let end = c.last + gap;
+                    emit(
+                        cap,
+                        windowed(&k, c.start, end, value.clone(), c.revision, Emit::Late),
+                    );
+                    c.revision += 1;
+                    c.shown = Some(value);
+                    c.dirty = false;
+                }
+            }
+        }
+    }
+
+    /// Drops emitted sessions no late record that is not too late can touch.
+    fn expire(&mut self, watermark: u64) {
+        let horizon = self
+            .gap
+            .saturating_add(self.gap)
+            .saturating_add(self.lateness);
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            for k in entry.remove() {
+                if let Some(closed) = self.closed.get_mut(&k) {
+                    closed.retain(|c| c.last.saturating_add(horizon) > watermark);
+                    if closed.is_empty() {
+                        self.closed.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn merge_open<T: EventTime, D, G: Aggregator<D>>(
+    into: &mut Open<T, G::Acc>,
+    other: Open<T, G::Acc>,
+    agg: &G,
+) {
+    into.start = into.start.min(other.start);
+    into.last = into.last.max(other.last);
+    for c in other.caps.iter() {
+        into.caps.insert(c.clone());
+    }
+    agg.merge(&mut into.acc, other.acc);
+}
+
+fn windowed<K: Clone, V>(
+    key: &K,
+    start: u64,
+    end: u64,
+    value: V,
+    revision: u32,
+    kind: Emit,
+) -> Windowed<K, V> {
+    Windowed {
+        key: key.clone(),
+        start,
+        end,
+        value,
+        revision,
+        kind,
+    }
+}
+
 impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
     for StreamVec<'scope, T, D>
 {
@@ -154,6 +522,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         self,
         name: &str,
         gap: u64,
+        lateness: u64,
         late: Option<StreamVec<'scope, T, Late<D>>>,
         key: KF,
         agg: G,
@@ -166,133 +535,84 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
     {
         assert!(gap > 0, "session gap must be at least 1 ms");
         let scope = self.scope();
+        let mut state: Sessions<T, K, G::Acc, G::Out> =
+            Sessions::new(gap, lateness, late.is_some());
         let late = late.unwrap_or_else(|| empty(scope));
         let key = Rc::new(key);
-        let route = key.clone();
-        let pact = Exchange::new(move |d: &D| crate::hash::hash(&route(d)));
+        let (k1, k2) = (key.clone(), key.clone());
+        let pact = Exchange::new(move |d: &D| crate::hash::hash(&k1(d)));
+        let late_pact = Exchange::new(move |d: &Late<D>| crate::hash::hash(&k2(&d.record)));
 
         let mut builder = OperatorBuilder::new(format!("Session({name}, gap {gap}ms)"), scope);
         let mut main_in = builder.new_input(self, pact);
-        // Late records are not applied: no need to route them by key.
-        let mut late_in = builder.new_input(late, timely::dataflow::channels::pact::Pipeline);
+        let mut late_in = builder.new_input(late, late_pact);
         let (results_out, results) = builder.new_output();
         let (too_late_out, too_late) = builder.new_output();
         let mut results_out: VecOutput<T, Windowed<K, G::Out>> = OutputBuilder::from(results_out);
         let mut too_late_out: VecOutput<T, Late<D>> = OutputBuilder::from(too_late_out);
         let too_late_count = Rc::new(Cell::new(0u64));
         let counter = too_late_count.clone();
-
-        // Per key, its open sessions, sorted and at least `gap` apart.
-        let mut sessions: FxHashMap<K, Vec<Open<T, G::Acc>>> = FxHashMap::default();
-        // Keys by the end of a session they had: at or before the end of each of the
-        // key's open sessions. Entries go stale as sessions grow; when the watermark
-        // reaches one, the key's ended sessions are emitted and the key is filed again
-        // under its earliest open session's end.
-        let mut ends: BTreeMap<u64, Vec<K>> = BTreeMap::new();
+        let mut pending: Pending<T, D> = BTreeMap::new();
 
         builder.build(move |_initial| {
             move |frontiers| {
                 let mut results_out = results_out.activate();
                 let mut too_late_out = too_late_out.activate();
+                let mut emit = |cap: &Capability<T>, w| results_out.session(cap).give(w);
 
                 main_in.for_each_stamp(|cap, batches| {
                     let Some(time) = cap.stamp().iter().next().copied() else {
                         return;
                     };
-                    let t = time.event();
                     for batch in batches {
                         for record in batch.drain(..) {
                             let k = key(&record);
-                            let open = sessions.entry(k).or_default();
-                            // Sessions this record touches: a contiguous run.
-                            let from = open.partition_point(|s| s.last.saturating_add(gap) <= t);
-                            let to = open.partition_point(|s| s.start < t.saturating_add(gap));
-                            if to == from + 1 {
-                                // Touches one session: the common case, updated in place.
-                                let s = &mut open[from];
-                                s.start = s.start.min(t);
-                                s.last = s.last.max(t);
-                                let end = s.last + gap;
-                                hold(&mut s.caps, &cap, time.with_event(end - 1), 0);
-                                // Move the capabilities up with the session's end once they
-                                // lag it by a gap: not per record, yet a long session does
-                                // not hold event time back for long.
-                                let lag = s.caps.iter().map(|c| c.time().event()).min();
-                                if lag.is_some_and(|e| e.saturating_add(gap) < end) {
-                                    advance_caps(&mut s.caps, end - 1);
-                                }
-                                agg.add(&mut s.acc, &record);
-                                continue;
-                            }
-                            let mut merged = Open {
-                                start: t,
-                                last: t,
-                                caps: CapabilitySet::new(),
-                                acc: agg.create(),
-                            };
-                            let new = from == to;
-                            for s in open.drain(from..to) {
-                                merged.start = merged.start.min(s.start);
-                                merged.last = merged.last.max(s.last);
-                                for c in s.caps.iter() {
-                                    merged.caps.insert(c.clone());
-                                }
-                                agg.merge(&mut merged.acc, s.acc);
-                            }
-                            let end = merged.last + gap;
-                            hold(&mut merged.caps, &cap, time.with_event(end - 1), 0);
-                            advance_caps(&mut merged.caps, end - 1);
-                            agg.add(&mut merged.acc, &record);
-                            open.insert(from, merged);
-                            // A merged session's parts have entries in `ends`, at or before
-                            // its end; a new session needs one.
-                            if new {
-                                ends.entry(end).or_default().push(key(&record));
-                            }
+                            state.add(k, time, &cap, &record, &agg, || key(&record));
                         }
                     }
                 });
 
                 late_in.for_each_stamp(|cap, batches| {
-                    let mut session = too_late_out.session(&cap);
+                    let Some(time) = cap.stamp().iter().next().copied() else {
+                        return;
+                    };
+                    let now = time.event();
+                    let mut too_late = too_late_out.session(&cap);
+                    let mut kept = Vec::new();
                     for batch in batches {
-                        counter.set(counter.get() + batch.len() as u64);
-                        session.give_iterator(batch.drain(..));
+                        for record in batch.drain(..) {
+                            let horizon = record.event_time.saturating_add(gap);
+                            if now >= horizon.saturating_add(lateness) {
+                                counter.set(counter.get() + 1);
+                                too_late.give(record);
+                            } else {
+                                kept.push(record);
+                            }
+                        }
+                    }
+                    if !kept.is_empty() {
+                        pending
+                            .entry((now, time))
+                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                            .1
+                            .append(&mut kept);
                     }
                 });
 
+                // In event-time order: sessions ending at or before a late batch's time,
+                // then the batch; finally sessions ending at or before the watermark.
                 let watermark = watermark(frontiers);
-                while let Some(entry) = ends.first_entry() {
-                    if *entry.key() > watermark {
+                while let Some(entry) = pending.first_entry() {
+                    let (now, time) = *entry.key();
+                    if now >= watermark {
                         break;
                     }
-                    for k in entry.remove() {
-                        let Some(open) = sessions.get_mut(&k) else {
-                            continue;
-                        };
-                        let closed = open.partition_point(|s| s.last + gap <= watermark);
-                        for s in open.drain(..closed) {
-                            let end = s.last + gap;
-                            if let Some(cap) = emission_cap(&s.caps, end - 1) {
-                                results_out.session(&cap).give(Windowed {
-                                    key: k.clone(),
-                                    start: s.start,
-                                    end,
-                                    value: agg.finish(&s.acc),
-                                    revision: 0,
-                                    kind: Emit::Final,
-                                });
-                            }
-                        }
-                        match open.first() {
-                            // Look again when the earliest open session may end.
-                            Some(s) => ends.entry(s.last + gap).or_default().push(k),
-                            None => {
-                                sessions.remove(&k);
-                            }
-                        }
-                    }
+                    let (cap, records) = entry.remove();
+                    state.close(now, &agg, &mut emit);
+                    state.apply_late(time, &cap, records, &*key, &agg, &mut emit);
                 }
+                state.close(watermark, &agg, &mut emit);
+                state.expire(watermark);
             }
         });
 

@@ -27,8 +27,12 @@ pub enum Emit {
     /// The result when the event-time frontier passed the window's end.
     #[default]
     Final,
-    /// A correction after late records updated a window already emitted.
+    /// A correction after late records updated a window already emitted, or a window
+    /// late records created.
     Late,
+    /// The window no longer exists (a late record grew or merged the session): a
+    /// consumer deletes `(key, start, end)`. Carries the value last emitted for it.
+    Retract,
 }
 
 /// The result of a window for one key: `[start, end)` in event-time milliseconds.

@@ -8,56 +8,161 @@ use std::sync::{Arc, Mutex};
 
 use common::{collect, rounds, run_windowed, steps, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
-use freshet_operators::{Late, Session, Time};
+use freshet_operators::{Emit, Late, Session, Time};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Probe};
 
-/// `(key, start, end, sum)` or a too-late record.
-type Out = Result<(u8, u64, u64, u64), Late<Rec>>;
+/// `(key, start, end, sum, revision, kind)` or a too-late record.
+type Out = Result<(u8, u64, u64, u64, u32, Emit), Late<Rec>>;
 
-/// Sessions of each key: sorted events, split where consecutive ones are `gap` apart.
-fn reference(rounds: &[Round<Rec>], gap: u64) -> Vec<Out> {
-    let mut by_key: BTreeMap<u8, Vec<(u64, u64)>> = BTreeMap::new();
+/// A session in the model: `(start, last, sum)`, and for emitted ones
+/// `(revision of the next emission, value last emitted)`.
+#[derive(Clone, Debug)]
+struct S {
+    start: u64,
+    last: u64,
+    sum: u64,
+    next: u32,
+    shown: Option<u64>,
+}
+
+/// The sequential model, in event-time order: main records up to a late batch's time,
+/// then the sessions ended by then, then the batch; at the end all the rest.
+fn reference(rounds: &[Round<Rec>], gap: u64, lateness: u64) -> Vec<Out> {
+    let mut main: Vec<(u64, u8, u64)> = rounds
+        .iter()
+        .flat_map(|r| r.records.iter().map(|(t, (k, v, _))| (*t, *k, *v)))
+        .collect();
+    main.sort();
+    let mut main = main.into_iter().peekable();
+    let mut open: BTreeMap<u8, Vec<S>> = BTreeMap::new();
+    let mut closed: BTreeMap<u8, Vec<S>> = BTreeMap::new();
     let mut out = Vec::new();
+    let touches = |s: &S, t: u64| s.start < t + gap && t < s.last + gap;
+    // Removes the sessions `f` picks from `list`, returning them.
+    fn take(list: &mut Vec<S>, f: impl Fn(&S) -> bool) -> Vec<S> {
+        let (hit, keep): (Vec<S>, Vec<S>) = list.drain(..).partition(|s| f(s));
+        *list = keep;
+        hit
+    }
+    let add = |list: &mut Vec<S>, parts: Vec<S>, t: u64, v: u64| {
+        let mut s = S {
+            start: t,
+            last: t,
+            sum: v,
+            next: 0,
+            shown: None,
+        };
+        for p in parts {
+            s.start = s.start.min(p.start);
+            s.last = s.last.max(p.last);
+            s.sum += p.sum;
+        }
+        list.push(s);
+        list.sort_by_key(|s| s.start);
+    };
+    let close = |upto: u64,
+                 open: &mut BTreeMap<u8, Vec<S>>,
+                 closed: &mut BTreeMap<u8, Vec<S>>,
+                 out: &mut Vec<Out>| {
+        for (k, list) in open.iter_mut() {
+            for mut s in take(list, |s| s.last + gap <= upto) {
+                out.push(Ok((*k, s.start, s.last + gap, s.sum, 0, Emit::Final)));
+                s.next = 1;
+                s.shown = Some(s.sum);
+                closed.entry(*k).or_default().push(s);
+            }
+        }
+    };
     for round in rounds {
-        for (event, (k, v, _)) in &round.records {
-            by_key.entry(*k).or_default().push((*event, *v));
+        let now = round.watermark;
+        while let Some((t, k, v)) = main.next_if(|(t, _, _)| *t <= now) {
+            let list = open.entry(k).or_default();
+            let parts = take(list, |s| touches(s, t));
+            add(list, parts, t, v);
         }
-        out.extend(round.late.iter().cloned().map(Err));
-    }
-    for (k, mut events) in by_key {
-        events.sort();
-        let mut current: Option<(u64, u64, u64)> = None;
-        for (t, v) in events {
-            current = match current {
-                Some((start, last, sum)) if t < last + gap => Some((start, t, sum + v)),
-                Some((start, last, sum)) => {
-                    out.push(Ok((k, start, last + gap, sum)));
-                    Some((t, t, v))
+        close(now, &mut open, &mut closed, &mut out);
+        let mut dirty: Vec<(u8, u64, u64)> = Vec::new();
+        for late in &round.late {
+            let (et, k, v) = (late.event_time, late.record.0, late.record.1);
+            if now >= et + gap + lateness {
+                out.push(Err(late.clone()));
+                continue;
+            }
+            let cl = closed.entry(k).or_default();
+            let hit_closed = take(cl, |s| touches(s, et));
+            let hit_open = take(open.entry(k).or_default(), |s| touches(s, et));
+            let start = hit_closed
+                .iter()
+                .chain(&hit_open)
+                .map(|s| s.start)
+                .fold(et, u64::min);
+            let last = hit_closed
+                .iter()
+                .chain(&hit_open)
+                .map(|s| s.last)
+                .fold(et, u64::max);
+            let same = hit_closed.len() == 1
+                && hit_open.is_empty()
+                && hit_closed[0].start == start
+                && hit_closed[0].last == last;
+            if same {
+                let mut s = hit_closed.into_iter().next().unwrap();
+                s.sum += v;
+                cl.push(s);
+                cl.sort_by_key(|s| s.start);
+                dirty.push((k, start, last));
+                continue;
+            }
+            for c in &hit_closed {
+                if let Some(shown) = c.shown {
+                    out.push(Ok((k, c.start, c.last + gap, shown, c.next, Emit::Retract)));
                 }
-                None => Some((t, t, v)),
-            };
+            }
+            let ended = hit_open.is_empty() && last + gap <= now;
+            let parts: Vec<S> = hit_closed.into_iter().chain(hit_open).collect();
+            if ended {
+                add(cl, parts, et, v);
+                dirty.push((k, start, last));
+            } else {
+                add(open.entry(k).or_default(), parts, et, v);
+            }
         }
-        if let Some((start, last, sum)) = current {
-            out.push(Ok((k, start, last + gap, sum)));
+        dirty.sort();
+        dirty.dedup();
+        for (k, start, last) in dirty {
+            if let Some(s) = closed
+                .get_mut(&k)
+                .and_then(|l| l.iter_mut().find(|s| s.start == start && s.last == last))
+            {
+                out.push(Ok((k, s.start, s.last + gap, s.sum, s.next, Emit::Late)));
+                s.next += 1;
+                s.shown = Some(s.sum);
+            }
         }
     }
+    for (t, k, v) in main {
+        let list = open.entry(k).or_default();
+        let parts = take(list, |s| touches(s, t));
+        add(list, parts, t, v);
+    }
+    close(u64::MAX, &mut open, &mut closed, &mut out);
     out.sort();
     out
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
-    fn session_matches_reference(rounds in rounds(8), gap in 1u64..20) {
-        let want = reference(&rounds, gap);
+    fn session_matches_reference(rounds in rounds(8), gap in 1u64..20, lateness in 0u64..30) {
+        let want = reference(&rounds, gap, lateness);
         for workers in [1, 4] {
             let got = run_windowed(workers, &rounds, move |main, late| {
-                let w = main.session("s", gap, Some(late), |r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
+                let w = main.session("s", gap, lateness, Some(late), |r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
                 w.results
-                    .map(|w| Ok((w.key, w.start, w.end, w.value)))
+                    .map(|w| Ok((w.key, w.start, w.end, w.value, w.revision, w.kind)))
                     .concat(w.too_late.map(Err))
             });
             prop_assert_eq!(&got, &want, "at {} workers", workers);
