@@ -205,3 +205,62 @@ fn session_holds_what_it_owes() {
     })
     .unwrap();
 }
+
+#[test]
+fn session_late_batch_holds_its_epoch_until_applied() {
+    timely::execute(timely::Config::thread(), |worker| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (mut main, mut late, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, stream) = Source::<Rec>::new(&scope);
+            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
+            let w = stream.session(
+                "owe",
+                5,
+                10,
+                Some(late_stream),
+                |r: &Rec| r.0,
+                Sum::new(|r: &Rec| r.1),
+            );
+            let (probe, results) = w.results.probe();
+            collect(
+                results.map(|w| (w.start, w.end, w.value, w.revision, w.kind)),
+                &out,
+            );
+            (main, late, probe)
+        });
+        let complete = |epoch: u64| probe.with_frontier(|f| f.iter().all(|t| t.epoch > epoch));
+        main.send(Time::new(1, 0), (1, 1, 1));
+        main.advance(Time::new(8, 1));
+        late.advance(Time::new(8, 1));
+        steps(worker);
+        assert!(complete(0), "[1, 6) emitted");
+        // A late 3 at event time 8 (epoch 1) grows [1, 6) to [1, 8): owed until 8 passes.
+        late.send(
+            Time::new(8, 1),
+            Late {
+                event_time: 3,
+                watermark: 8,
+                record: (1, 10, 3),
+            },
+        );
+        main.advance(Time::new(8, 2));
+        late.advance(Time::new(8, 2));
+        steps(worker);
+        assert!(!complete(1), "correction owed for epoch 1");
+        main.advance(Time::new(9, 2));
+        late.advance(Time::new(9, 2));
+        steps(worker);
+        assert!(complete(1));
+        assert_eq!(
+            out.lock().unwrap().clone(),
+            vec![
+                (1, 6, 1, 0, Emit::Final),
+                (1, 6, 1, 1, Emit::Retract),
+                (1, 8, 11, 0, Emit::Late)
+            ]
+        );
+        main.close();
+        late.close();
+    })
+    .unwrap();
+}
