@@ -181,6 +181,12 @@ where
                 };
                 let now = time.event();
                 let mut too_late = too_late_out.session(&cap);
+                // Kept, at their time, until the watermark passes it.
+                let mut defer = |record| {
+                    let entry = pending.entry((now, time));
+                    let (_, records) = entry.or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
+                    records.push(record);
+                };
                 for batch in batches {
                     for record in batch.drain(..) {
                         let (first, last) = sliding_starts(record.event_time, size, slide);
@@ -205,14 +211,16 @@ where
                         }
                         if beyond {
                             counter.set(counter.get() + 1);
-                            too_late.give(record.clone());
                         }
-                        if correct {
-                            pending
-                                .entry((now, time))
-                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push(record);
+                        match (beyond, correct) {
+                            (true, false) => too_late.give(record),
+                            (false, true) => defer(record),
+                            // Sliding windows only: too late for one window, not another.
+                            (true, true) => {
+                                too_late.give(record.clone());
+                                defer(record);
+                            }
+                            (false, false) => {}
                         }
                     }
                 }
