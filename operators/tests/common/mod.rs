@@ -114,8 +114,8 @@ pub fn rounds(max_rounds: usize) -> impl Strategy<Value = Vec<Round<Rec>>> {
 }
 
 /// Runs a dataflow with one main and one late input fed with `rounds` (round `e` in
-/// epoch `e`, worker 0 feeding, stepping between rounds) at `workers` workers, and
-/// returns everything `build`'s output carried, sorted.
+/// epoch `e`; each worker feeds every `workers`-th record, stepping between rounds) at
+/// `workers` workers, and returns everything `build`'s output carried, sorted.
 pub fn run_windowed<D, O, F>(workers: usize, rounds: &[Round<D>], build: F) -> Vec<O>
 where
     D: timely::ExchangeData + Clone + Send + Sync,
@@ -129,30 +129,31 @@ where
     let rounds = rounds.to_vec();
     let shared = out.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
-        let index = worker.index();
+        let (index, peers) = (worker.index(), worker.peers());
         let (mut main, mut late) = worker.dataflow::<Time, _, _>(|scope| {
             let (main, main_stream) = Source::new(&scope);
             let (late, late_stream) = Source::new(&scope);
             collect(build(main_stream, late_stream), &shared);
             (main, late)
         });
-        if index == 0 {
-            for (epoch, round) in rounds.iter().enumerate() {
-                let epoch = epoch as u64;
-                for (event, record) in &round.records {
-                    main.send(Time::new(*event, epoch), record.clone());
-                }
-                for record in &round.late {
-                    late.send(Time::new(round.watermark, epoch), record.clone());
-                }
-                let next = rounds
-                    .get(epoch as usize + 1)
-                    .map_or(round.watermark, |r| r.watermark);
-                main.advance(Time::new(next, epoch + 1));
-                late.advance(Time::new(next, epoch + 1));
-                for _ in 0..3 {
-                    worker.step();
-                }
+        // Every worker reads its share of each round, like a source reading its
+        // partitions, and advances in step.
+        let mine = |i: usize| i % peers == index;
+        for (epoch, round) in rounds.iter().enumerate() {
+            let epoch = epoch as u64;
+            for (_, (event, record)) in round.records.iter().enumerate().filter(|(i, _)| mine(*i)) {
+                main.send(Time::new(*event, epoch), record.clone());
+            }
+            for (_, record) in round.late.iter().enumerate().filter(|(i, _)| mine(*i)) {
+                late.send(Time::new(round.watermark, epoch), record.clone());
+            }
+            let next = rounds
+                .get(epoch as usize + 1)
+                .map_or(round.watermark, |r| r.watermark);
+            main.advance(Time::new(next, epoch + 1));
+            late.advance(Time::new(next, epoch + 1));
+            for _ in 0..3 {
+                worker.step();
             }
         }
         main.close();
