@@ -124,6 +124,45 @@ fn advance2(
     steps(worker);
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Early results depend on scheduling; what must hold regardless: each window's
+    /// emissions are revisions 0..n, the last one `Final` with the reference value, and
+    /// early values never exceed it (sums only grow).
+    #[test]
+    fn early_results_are_consistent(rounds in rounds(8), size in 5u64..40, period in 1u64..10) {
+        let mut rounds = rounds;
+        rounds.iter_mut().for_each(|r| r.late.clear());
+        let want: Vec<Out> = reference(&rounds, size, size, 0);
+        for workers in [1, 4] {
+            let got = run_windowed(workers, &rounds, move |main, _late| {
+                let policy = WindowPolicy::new().early(period);
+                flatten(main.tumble("e", size, policy, None, |r: &Rec| r.0, Sum::new(|r: &Rec| r.1)))
+            });
+            let mut by_window: BTreeMap<(u8, u64), Vec<(u32, Emit, u64)>> = BTreeMap::new();
+            for (k, s, _, v, r, kind) in got.into_iter().flatten() {
+                by_window.entry((k, s)).or_default().push((r, kind, v));
+            }
+            let mut finals = Vec::new();
+            for ((k, s), mut emitted) in by_window {
+                emitted.sort();
+                let (last_revision, last_kind, last_value) = *emitted.last().unwrap();
+                prop_assert_eq!(last_kind, Emit::Final);
+                prop_assert_eq!(last_revision as usize, emitted.len() - 1);
+                for (i, (r, kind, v)) in emitted.iter().enumerate() {
+                    prop_assert_eq!(*r as usize, i);
+                    prop_assert!(*v <= last_value);
+                    prop_assert!(i + 1 == emitted.len() || *kind == Emit::Early);
+                }
+                finals.push(Ok((k, s, s + size, last_value, 0, Emit::Final)));
+            }
+            finals.sort();
+            prop_assert_eq!(&finals, &want, "at {} workers", workers);
+        }
+    }
+}
+
 /// Whether every element of the probed frontier is past epoch `epoch`.
 fn complete(probe: &timely::dataflow::ProbeHandle<Time>, epoch: u64) -> bool {
     probe.with_frontier(|f| f.iter().all(|t| t.epoch > epoch))
