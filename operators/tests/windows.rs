@@ -18,6 +18,9 @@ use timely::dataflow::StreamVec;
 /// `(key, start, end, value, revision, kind)` or a too-late record.
 type Out = Result<(u8, u64, u64, u64, u32, Emit), Late<Rec>>;
 
+/// Per `(key, start)`: `(revision, kind, value)` of each emission.
+type Emissions = BTreeMap<(u8, u64), Vec<(u32, Emit, u64)>>;
+
 fn flatten<'s>(w: WindowStreams<'s, Time, u8, u64, Rec>) -> StreamVec<'s, Time, Out> {
     w.results
         .map(|w| Ok((w.key, w.start, w.end, w.value, w.revision, w.kind)))
@@ -140,7 +143,7 @@ proptest! {
                 let policy = WindowPolicy::new().early(period);
                 flatten(main.tumble("e", size, policy, None, |r: &Rec| r.0, Sum::new(|r: &Rec| r.1)))
             });
-            let mut by_window: BTreeMap<(u8, u64), Vec<(u32, Emit, u64)>> = BTreeMap::new();
+            let mut by_window: Emissions = BTreeMap::new();
             for (k, s, _, v, r, kind) in got.into_iter().flatten() {
                 by_window.entry((k, s)).or_default().push((r, kind, v));
             }
