@@ -13,8 +13,11 @@
 //! latest value at or below the stream's frontier and every later one.
 //!
 //! This is a hand-written keyed operator rather than a differential-dataflow
-//! arrangement: an as-of lookup keeps one value per key and time, which differential's
-//! joins (all matching pairs, as multisets over time) do not express directly.
+//! arrangement. [`crate::Time`] does work with differential (see the test in
+//! `time.rs`), but differential's upsert arrangement (`arrange_from_upsert`) requires
+//! a totally ordered timestamp, and `Time` is a product order; and an as-of lookup
+//! keeps one value per key and time, which differential's joins (all matching pairs,
+//! as multisets over time) do not express directly.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
