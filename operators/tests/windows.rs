@@ -276,3 +276,47 @@ fn early_results_precede_the_final() {
     })
     .unwrap();
 }
+
+#[test]
+fn late_record_in_an_open_window_holds_its_own_epoch() {
+    timely::execute(timely::Config::thread(), |worker| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (mut main, mut late, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, main_stream) = Source::<Rec>::new(&scope);
+            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
+            let w = main_stream.tumble(
+                "owe",
+                10,
+                WindowPolicy::new(),
+                Some(late_stream),
+                |r: &Rec| r.0,
+                Sum::new(|r: &Rec| r.1),
+            );
+            let (probe, results) = w.results.probe();
+            collect(results.map(|w| (w.value, w.kind)), &out);
+            (main, late, probe)
+        });
+        // The window [0, 10) first holds epoch 2 (a record read in epoch 2) ...
+        main.send(Time::new(3, 2), (1, 5, 3));
+        main.advance(Time::new(4, 2));
+        // ... then a late record read in epoch 1 by another source, at event time 4,
+        // for the same window, which is still open: it must hold epoch 1 too.
+        late.send(
+            Time::new(4, 1),
+            Late {
+                event_time: 2,
+                watermark: 4,
+                record: (1, 7, 2),
+            },
+        );
+        late.advance(Time::new(4, 2));
+        steps(worker);
+        assert!(!complete(&probe, 1), "epoch 1 is owed by the open window");
+        advance2(&mut main, &mut late, Time::new(10, 3), worker);
+        assert!(complete(&probe, 2));
+        assert_eq!(out.lock().unwrap().clone(), vec![(12, Emit::Final)]);
+        main.close();
+        late.close();
+    })
+    .unwrap();
+}
