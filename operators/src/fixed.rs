@@ -238,13 +238,9 @@ where
                 let Open { caps, mut keys, .. } = entry.remove();
                 if let Some(cap) = emission_cap(&caps, end - 1) {
                     let mut session = results_out.session(&cap);
-                    let final_of = |key: K, slot: &Slot<G::Acc>| Windowed {
-                        key,
-                        start,
-                        end,
-                        value: agg.finish(&slot.acc),
-                        revision: slot.revision,
-                        kind: Emit::Final,
+                    let final_of = |key: K, slot: &Slot<G::Acc>| {
+                        let value = agg.finish(&slot.acc);
+                        Windowed::new(key, start, end, value, slot.revision, Emit::Final)
                     };
                     if lateness > 0 {
                         for (k, slot) in keys.iter_mut() {
@@ -277,14 +273,15 @@ where
                     };
                     let mut session = results_out.session(&cap);
                     for (k, slot) in window.keys.iter_mut() {
-                        session.give(Windowed {
-                            key: k.clone(),
+                        let value = agg.finish(&slot.acc);
+                        session.give(Windowed::new(
+                            k.clone(),
                             start,
                             end,
-                            value: agg.finish(&slot.acc),
-                            revision: slot.revision,
-                            kind: Emit::Early,
-                        });
+                            value,
+                            slot.revision,
+                            Emit::Early,
+                        ));
                         slot.revision += 1;
                     }
                 }
@@ -323,14 +320,15 @@ where
                         .get_mut(&start)
                         .and_then(|keys| keys.get_mut(&k))
                         .expect("dirty slot is kept");
-                    session.give(Windowed {
-                        key: k,
+                    let (end, value) = (start.saturating_add(size), agg.finish(&slot.acc));
+                    session.give(Windowed::new(
+                        k,
                         start,
-                        end: start.saturating_add(size),
-                        value: agg.finish(&slot.acc),
-                        revision: slot.revision,
-                        kind: Emit::Late,
-                    });
+                        end,
+                        value,
+                        slot.revision,
+                        Emit::Late,
+                    ));
                     slot.revision += 1;
                     slot.dirty = false;
                 }

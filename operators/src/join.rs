@@ -20,7 +20,7 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::time::EventTime;
-use crate::window::{emission_cap, hold, tumbling_start, watermark, VecOutput, Windowed};
+use crate::window::{emission_cap, hold, tumbling_start, watermark, Emit, VecOutput, Windowed};
 
 /// Which records of the left input a join emits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,11 +264,25 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                         for a in &left {
                             if right.is_empty() && kind == JoinKind::Left {
                                 let value = result(&k, a, None);
-                                session.give(windowed(&k, start, end, value));
+                                session.give(Windowed::new(
+                                    k.clone(),
+                                    start,
+                                    end,
+                                    value,
+                                    0,
+                                    Emit::Final,
+                                ));
                             }
                             for b in &right {
                                 let value = result(&k, a, Some(b));
-                                session.give(windowed(&k, start, end, value));
+                                session.give(Windowed::new(
+                                    k.clone(),
+                                    start,
+                                    end,
+                                    value,
+                                    0,
+                                    Emit::Final,
+                                ));
                             }
                         }
                     }
@@ -276,16 +290,5 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
             }
         });
         stream
-    }
-}
-
-fn windowed<K: Clone, V>(key: &K, start: u64, end: u64, value: V) -> Windowed<K, V> {
-    Windowed {
-        key: key.clone(),
-        start,
-        end,
-        value,
-        revision: 0,
-        kind: crate::window::Emit::Final,
     }
 }

@@ -307,7 +307,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                     if let Some(cap) = emission_cap(&s.caps, end - 1) {
                         emit(
                             &cap,
-                            windowed(&k, s.start, end, value.clone(), 0, Emit::Final),
+                            Windowed::new(k.clone(), s.start, end, value.clone(), 0, Emit::Final),
                         );
                     }
                     if self.keep {
@@ -382,7 +382,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                     let end = c.last + gap;
                     emit(
                         cap,
-                        windowed(&k, c.start, end, value, c.revision, Emit::Retract),
+                        Windowed::new(k.clone(), c.start, end, value, c.revision, Emit::Retract),
                     );
                 }
                 c.acc
@@ -452,7 +452,14 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                     let end = c.last + gap;
                     emit(
                         cap,
-                        windowed(&k, c.start, end, value.clone(), c.revision, Emit::Late),
+                        Windowed::new(
+                            k.clone(),
+                            c.start,
+                            end,
+                            value.clone(),
+                            c.revision,
+                            Emit::Late,
+                        ),
                     );
                     c.revision += 1;
                     c.shown = Some(value);
@@ -495,24 +502,6 @@ fn merge_open<T: EventTime, D, G: Aggregator<D>>(
         into.caps.insert(c.clone());
     }
     agg.merge(&mut into.acc, other.acc);
-}
-
-fn windowed<K: Clone, V>(
-    key: &K,
-    start: u64,
-    end: u64,
-    value: V,
-    revision: u32,
-    kind: Emit,
-) -> Windowed<K, V> {
-    Windowed {
-        key: key.clone(),
-        start,
-        end,
-        value,
-        revision,
-        kind,
-    }
 }
 
 impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>

@@ -53,6 +53,20 @@ pub struct Windowed<K, V> {
     pub kind: Emit,
 }
 
+impl<K, V> Windowed<K, V> {
+    /// A result for `key`'s window `[start, end)`.
+    pub(crate) fn new(key: K, start: u64, end: u64, value: V, revision: u32, kind: Emit) -> Self {
+        Windowed {
+            key,
+            start,
+            end,
+            value,
+            revision,
+            kind,
+        }
+    }
+}
+
 /// When a window emits and how long it accepts late records.
 ///
 /// The default is emit-final with no lateness: one result per key and window, when
