@@ -6,6 +6,12 @@
 //! at `(end - 1, e)` for each least epoch `e` among its records (usually one, the
 //! earliest), moved up as the session grows, and emits there, at `(end - 1, e_min)`.
 //!
+//! With early results (`WindowPolicy::early(period)`), each time the watermark
+//! crosses a multiple of `period`, every open session changed since its last early
+//! result is emitted (`Early`) at its capability. A session's bounds move as it grows
+//! or merges, so an early result whose `(start, end)` no longer exists is retracted
+//! (`Retract`) at the session's next emission.
+//!
 //! With a late input, emitted sessions are kept (without a capability) and late
 //! records are applied in event-time order: a late batch at `(t', e')` waits, holding
 //! its capability, until the watermark passes `t'`; sessions ending at or before `t'`
@@ -38,15 +44,44 @@ use crate::aggregate::{Aggregator, Count};
 use crate::late::Late;
 use crate::time::EventTime;
 use crate::window::{
-    advance_caps, emission_cap, hold, watermark, Emit, VecOutput, WindowStreams, Windowed,
+    advance_caps, emission_cap, hold, watermark, Emit, VecOutput, WindowPolicy, WindowStreams,
+    Windowed,
 };
 
 /// One open session of one key.
-struct Open<T: EventTime, A> {
+struct Open<T: EventTime, A, O> {
     start: u64,
     last: u64,
     caps: CapabilitySet<T>,
     acc: A,
+    /// Its last early result, if any.
+    shown: Option<Shown<O>>,
+    /// Early results of sessions merged into it, to retract at its next emission.
+    retired: Vec<Shown<O>>,
+    /// Changed since its last early result.
+    changed: bool,
+}
+
+impl<T: EventTime, A, O> Open<T, A, O> {
+    fn new(start: u64, last: u64, acc: A) -> Self {
+        Open {
+            start,
+            last,
+            caps: CapabilitySet::new(),
+            acc,
+            shown: None,
+            retired: Vec::new(),
+            changed: true,
+        }
+    }
+}
+
+/// An emitted result: its window, revision and value.
+struct Shown<O> {
+    start: u64,
+    end: u64,
+    revision: u32,
+    value: O,
 }
 
 /// One emitted (or, within a late batch, about to be emitted) session of one key.
@@ -73,14 +108,15 @@ pub trait Session<'scope, T: EventTime, D> {
     /// Aggregates each key's sessions (records less than `gap` ms apart) with `agg`,
     /// which must merge: a record bridging two sessions merges their accumulators.
     ///
-    /// Emit-final; late records from `late` within `lateness` update emitted sessions
-    /// (see the module documentation for corrections and retractions).
+    /// Emit-final, or with early results if `policy` asks; late records from `late`
+    /// within `policy.lateness` update emitted sessions (see the module documentation
+    /// for corrections and retractions).
     ///
     /// # Examples
     /// ```
     /// use timely::dataflow::operators::{Capture, ToStream};
     /// use timely::dataflow::operators::capture::Extract;
-    /// use freshet_operators::{AssignEventTime, Emit, Late, Session};
+    /// use freshet_operators::{AssignEventTime, Emit, Late, Session, WindowPolicy};
     /// use freshet_operators::aggregate::Count;
     ///
     /// let out = timely::example(|scope| {
@@ -90,7 +126,8 @@ pub trait Session<'scope, T: EventTime, D> {
     ///     let late = vec![Late { event_time: 6, watermark: 30, record: 6u64 }]
     ///         .to_stream(scope)
     ///         .assign_event_time("late at", |_| 30);
-    ///     main.session("visits", 7, 20, Some(late), |_: &u64| 'u', Count)
+    ///     main.session("visits", 7, WindowPolicy::new().lateness(20), Some(late),
+    ///         |_: &u64| 'u', Count)
     ///         .results
     ///         .capture()
     /// });
@@ -108,7 +145,7 @@ pub trait Session<'scope, T: EventTime, D> {
         self,
         name: &str,
         gap: u64,
-        lateness: u64,
+        policy: WindowPolicy,
         late: Option<StreamVec<'scope, T, Late<D>>>,
         key: KF,
         agg: G,
@@ -153,7 +190,8 @@ pub trait Session<'scope, T: EventTime, D> {
         G::Out: Clone + 'static,
         KF: Fn(&D) -> K + 'static,
     {
-        self.session(name, gap, 0, None, key, agg).results
+        self.session(name, gap, WindowPolicy::new(), None, key, agg)
+            .results
     }
 
     /// Counts each key's records per session.
@@ -193,10 +231,13 @@ pub trait Session<'scope, T: EventTime, D> {
 struct Sessions<T: EventTime, K, A, O> {
     gap: u64,
     lateness: u64,
+    /// The early-result period, if any, and the next boundary to fire at.
+    early: Option<u64>,
+    next_early: u64,
     /// Whether emitted sessions are kept for late records.
     keep: bool,
     /// Per key, its open sessions, sorted and at least `gap` apart.
-    open: FxHashMap<K, Vec<Open<T, A>>>,
+    open: FxHashMap<K, Vec<Open<T, A, O>>>,
     /// Keys by the end of a session they had: at or before the end of each of the
     /// key's open sessions. Entries go stale as sessions grow; when the watermark
     /// reaches one, the key's ended sessions are emitted and the key is filed again
@@ -211,10 +252,12 @@ struct Sessions<T: EventTime, K, A, O> {
 }
 
 impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
-    fn new(gap: u64, lateness: u64, keep: bool) -> Self {
+    fn new(gap: u64, policy: WindowPolicy, keep: bool) -> Self {
         Sessions {
             gap,
-            lateness,
+            lateness: policy.lateness,
+            early: policy.early,
+            next_early: policy.early.unwrap_or(u64::MAX),
             keep,
             open: FxHashMap::default(),
             ends: BTreeMap::new(),
@@ -257,14 +300,10 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                 advance_caps(&mut s.caps, end - 1);
             }
             agg.add(&mut s.acc, record);
+            s.changed = true;
             return;
         }
-        let mut merged = Open {
-            start: t,
-            last: t,
-            caps: CapabilitySet::new(),
-            acc: agg.create(),
-        };
+        let mut merged = Open::new(t, t, agg.create());
         let new = from == to;
         for s in open.drain(from..to) {
             merge_open(&mut merged, s, agg);
@@ -301,15 +340,13 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                     continue;
                 };
                 let ended = open.partition_point(|s| s.last + gap <= upto);
-                for s in open.drain(..ended) {
+                for mut s in open.drain(..ended) {
                     let end = s.last + gap;
-                    let value = agg.finish(&s.acc);
-                    if let Some(cap) = emission_cap(&s.caps, end - 1) {
-                        emit(
-                            &cap,
-                            Windowed::new(k.clone(), s.start, end, value.clone(), 0, Emit::Final),
-                        );
-                    }
+                    let Some(cap) = emission_cap(&s.caps, end - 1) else {
+                        continue;
+                    };
+                    let (revision, value) =
+                        emit_open(&k, &mut s, gap, Emit::Final, &cap, agg, emit);
                     if self.keep {
                         let drop_at = end.saturating_add(gap).saturating_add(self.lateness);
                         self.expiry.entry(drop_at).or_default().push(k.clone());
@@ -321,7 +358,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                                 start: s.start,
                                 last: s.last,
                                 acc: s.acc,
-                                revision: 1,
+                                revision: revision + 1,
                                 shown: Some(value),
                                 dirty: false,
                             },
@@ -419,12 +456,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
             } else {
                 // The record's session is open (or reopens emitted ones): it will be
                 // emitted when it ends.
-                let mut merged = Open {
-                    start,
-                    last,
-                    caps: CapabilitySet::new(),
-                    acc: agg.create(),
-                };
+                let mut merged = Open::new(start, last, agg.create());
                 for c in closed.drain(cf..ct).collect::<Vec<_>>() {
                     agg.merge(&mut merged.acc, retract(c, emit));
                 }
@@ -469,6 +501,32 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         }
     }
 
+    /// Emits early results of changed open sessions when the watermark has crossed a
+    /// multiple of the early period since the last time.
+    fn fire_early<D, G>(
+        &mut self,
+        watermark: u64,
+        agg: &G,
+        emit: &mut impl FnMut(&Capability<T>, Windowed<K, O>),
+    ) where
+        G: Aggregator<D, Acc = A, Out = O>,
+    {
+        let Some(period) = self.early else {
+            return;
+        };
+        if watermark < self.next_early || watermark == u64::MAX {
+            return;
+        }
+        self.next_early = (watermark / period + 1).saturating_mul(period);
+        for (k, open) in self.open.iter_mut() {
+            for s in open.iter_mut().filter(|s| s.changed) {
+                if let Some(cap) = emission_cap(&s.caps, s.last + self.gap - 1) {
+                    emit_open(k, s, self.gap, Emit::Early, &cap, agg, emit);
+                }
+            }
+        }
+    }
+
     /// Drops emitted sessions no late record that is not too late can touch.
     fn expire(&mut self, watermark: u64) {
         let horizon = self
@@ -492,8 +550,8 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
 }
 
 fn merge_open<T: EventTime, D, G: Aggregator<D>>(
-    into: &mut Open<T, G::Acc>,
-    other: Open<T, G::Acc>,
+    into: &mut Open<T, G::Acc, G::Out>,
+    other: Open<T, G::Acc, G::Out>,
     agg: &G,
 ) {
     into.start = into.start.min(other.start);
@@ -502,6 +560,62 @@ fn merge_open<T: EventTime, D, G: Aggregator<D>>(
         into.caps.insert(c.clone());
     }
     agg.merge(&mut into.acc, other.acc);
+    into.retired.extend(other.retired);
+    into.retired.extend(other.shown);
+    into.changed = true;
+}
+
+/// Emits an open session's current value as `kind` at `cap`, retracting what it
+/// replaces: early results of sessions merged into it, and its own last early result
+/// if its bounds moved since. Returns the revision emitted and the value.
+fn emit_open<T: EventTime, K: Clone, D, G: Aggregator<D>>(
+    k: &K,
+    s: &mut Open<T, G::Acc, G::Out>,
+    gap: u64,
+    kind: Emit,
+    cap: &Capability<T>,
+    agg: &G,
+    emit: &mut impl FnMut(&Capability<T>, Windowed<K, G::Out>),
+) -> (u32, G::Out)
+where
+    G::Out: Clone,
+{
+    let retract = |old: Shown<G::Out>, emit: &mut Emitter<T, K, G::Out>| {
+        let w = Windowed::new(
+            k.clone(),
+            old.start,
+            old.end,
+            old.value,
+            old.revision + 1,
+            Emit::Retract,
+        );
+        emit(cap, w);
+    };
+    for old in s.retired.drain(..) {
+        retract(old, emit);
+    }
+    let (start, end) = (s.start, s.last + gap);
+    let revision = match s.shown.take() {
+        Some(old) if (old.start, old.end) == (start, end) => old.revision + 1,
+        Some(old) => {
+            retract(old, emit);
+            0
+        }
+        None => 0,
+    };
+    let value = agg.finish(&s.acc);
+    emit(
+        cap,
+        Windowed::new(k.clone(), start, end, value.clone(), revision, kind),
+    );
+    s.shown = Some(Shown {
+        start,
+        end,
+        revision,
+        value: value.clone(),
+    });
+    s.changed = false;
+    (revision, value)
 }
 
 impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
@@ -511,7 +625,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         self,
         name: &str,
         gap: u64,
-        lateness: u64,
+        policy: WindowPolicy,
         late: Option<StreamVec<'scope, T, Late<D>>>,
         key: KF,
         agg: G,
@@ -524,8 +638,8 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
     {
         assert!(gap > 0, "session gap must be at least 1 ms");
         let scope = self.scope();
-        let mut state: Sessions<T, K, G::Acc, G::Out> =
-            Sessions::new(gap, lateness, late.is_some());
+        let mut state: Sessions<T, K, G::Acc, G::Out> = Sessions::new(gap, policy, late.is_some());
+        let lateness = policy.lateness;
         let late = late.unwrap_or_else(|| empty(scope));
         let key = Rc::new(key);
         let (k1, k2) = (key.clone(), key.clone());
@@ -601,6 +715,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                     state.apply_late(time, &cap, records, &*key, &agg, &mut emit);
                 }
                 state.close(watermark, &agg, &mut emit);
+                state.fire_early(watermark, &agg, &mut emit);
                 state.expire(watermark);
             }
         });

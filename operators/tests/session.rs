@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{collect, rounds, run_windowed, steps, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
-use freshet_operators::{Emit, Late, Session, Time};
+use freshet_operators::{Emit, Late, Session, Time, WindowPolicy};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Probe};
@@ -160,7 +160,7 @@ proptest! {
         let want = reference(&rounds, gap, lateness);
         for workers in [1, 4] {
             let got = run_windowed(workers, &rounds, move |main, late| {
-                let w = main.session("s", gap, lateness, Some(late), |r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
+                let w = main.session("s", gap, WindowPolicy::new().lateness(lateness), Some(late), |r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
                 w.results
                     .map(|w| Ok((w.key, w.start, w.end, w.value, w.revision, w.kind)))
                     .concat(w.too_late.map(Err))
@@ -169,6 +169,55 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Early results depend on scheduling; what must hold regardless: replaying the
+    /// output as upserts by `(key, start, end)` (highest revision wins, `Retract`
+    /// deletes) leaves exactly the reference's sessions, each with its final value,
+    /// and every `(key, start, end)` has revisions 0, 1, 2, ...
+    #[test]
+    fn early_session_results_replay_to_the_reference(
+        rounds in rounds(8), gap in 1u64..20, period in 1u64..8,
+    ) {
+        let mut rounds = rounds;
+        rounds.iter_mut().for_each(|r| r.late.clear());
+        let want: Vec<(u8, u64, u64, u64)> = reference(&rounds, gap, 0)
+            .into_iter()
+            .flatten()
+            .map(|(k, s, e, v, _, _)| (k, s, e, v))
+            .collect();
+        for workers in [1, 4] {
+            let got = run_windowed(workers, &rounds, move |main, _late| {
+                let policy = WindowPolicy::new().early(period);
+                main.session("s", gap, policy, None, |r: &Rec| r.0, Sum::new(|r: &Rec| r.1))
+                    .results
+                    .map(|w| ((w.key, w.start, w.end), w.revision, w.kind, w.value))
+            });
+            let mut table: History = BTreeMap::new();
+            for (window, revision, kind, value) in got {
+                table.entry(window).or_default().push((revision, kind, value));
+            }
+            let mut live = Vec::new();
+            for ((k, s, e), mut history) in table {
+                history.sort();
+                for (i, (revision, _, _)) in history.iter().enumerate() {
+                    prop_assert_eq!(*revision as usize, i, "{:?}", history);
+                }
+                let (_, kind, value) = *history.last().unwrap();
+                if kind != Emit::Retract {
+                    prop_assert_eq!(kind, Emit::Final);
+                    live.push((k, s, e, value));
+                }
+            }
+            prop_assert_eq!(&live, &want, "at {} workers", workers);
+        }
+    }
+}
+
+/// Per `(key, start, end)`: `(revision, kind, value)` of each emission.
+type History = BTreeMap<(u8, u64, u64), Vec<(u32, Emit, u64)>>;
 
 #[test]
 fn session_holds_what_it_owes() {
@@ -216,7 +265,7 @@ fn session_late_batch_holds_its_epoch_until_applied() {
             let w = stream.session(
                 "owe",
                 5,
-                10,
+                WindowPolicy::new().lateness(10),
                 Some(late_stream),
                 |r: &Rec| r.0,
                 Sum::new(|r: &Rec| r.1),
