@@ -27,9 +27,8 @@ use crate::owe::Debts;
 use crate::time::EventTime;
 use crate::window::{watermark, VecOutput};
 
-/// One side's kept records: per key, per event time, the records and whether each
-/// found a partner.
-type Kept<K, D> = FxHashMap<K, BTreeMap<u64, Vec<(D, bool)>>>;
+/// One side's kept records, per key and event time.
+type Kept<K, D> = FxHashMap<K, BTreeMap<u64, Vec<D>>>;
 /// Per event time of kept records: the times of their batches and their keys.
 type Expiry<T, K> = BTreeMap<u64, (Vec<T>, Vec<K>)>;
 
@@ -209,7 +208,8 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
         let (output, stream) = builder.new_output();
         let mut output: VecOutput<T, R> = OutputBuilder::from(output);
 
-        let mut kept_a: Kept<K, A> = FxHashMap::default();
+        // Left records, each with whether it found a partner yet.
+        let mut kept_a: Kept<K, (A, bool)> = FxHashMap::default();
         let mut kept_b: Kept<K, B> = FxHashMap::default();
         let mut expiry_a: Expiry<T, K> = BTreeMap::new();
         let mut expiry_b: Expiry<T, K> = BTreeMap::new();
@@ -232,11 +232,10 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                         for a in batch.drain(..) {
                             let k = key_a(&a);
                             let mut paired = false;
-                            if let Some(bs) = kept_b.get_mut(&k) {
-                                for (_, bs) in bs.range_mut(range.clone()) {
-                                    for (b, b_paired) in bs.iter_mut() {
+                            if let Some(bs) = kept_b.get(&k) {
+                                for (_, bs) in bs.range(range.clone()) {
+                                    for b in bs {
                                         session.give(result(&k, &a, Some(b)));
-                                        *b_paired = true;
                                         paired = true;
                                     }
                                 }
@@ -274,7 +273,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                             if at.is_empty() {
                                 keys.push(k);
                             }
-                            at.push((b, true));
+                            at.push(b);
                         }
                     }
                 });
@@ -283,14 +282,21 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                 // An `a` at `ta` can pair until a `b` at `ta + upper` can arrive.
                 while let Some(entry) = expiry_a.first_entry() {
                     let ta = *entry.key();
-                    if ta.saturating_add(upper) >= watermark {
+                    // (Once both inputs end, everything expires.)
+                    if ta.saturating_add(upper) >= watermark && watermark < u64::MAX {
                         break;
                     }
                     let (times, keys) = entry.remove();
                     // At `ta + upper`, at or above the last settled watermark, in the
                     // least epoch among the records.
-                    let since = times.iter().copied().reduce(|a, b| a.meet(&b));
-                    let cap = since.map(|t| debts.delayed(&t.with_event(ta.saturating_add(upper))));
+                    let cap = match kind {
+                        JoinKind::Left => times
+                            .iter()
+                            .copied()
+                            .reduce(|a, b| a.meet(&b))
+                            .map(|t| debts.delayed(&t.with_event(ta.saturating_add(upper)))),
+                        JoinKind::Inner => None,
+                    };
                     times.iter().for_each(|t| debts.pay(t));
                     for k in keys {
                         let Some(kept) = kept_a.get_mut(&k) else {
@@ -300,7 +306,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                         if kept.is_empty() {
                             kept_a.remove(&k);
                         }
-                        if let (JoinKind::Left, Some(cap)) = (kind, cap.as_ref()) {
+                        if let Some(cap) = cap.as_ref() {
                             let mut session = output.session(cap);
                             for (a, _) in expired.iter().filter(|(_, paired)| !paired) {
                                 session.give(result(&k, a, None));
@@ -310,7 +316,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                 }
                 while let Some(entry) = expiry_b.first_entry() {
                     let tb = *entry.key();
-                    if tb.saturating_add(lower) >= watermark {
+                    if tb.saturating_add(lower) >= watermark && watermark < u64::MAX {
                         break;
                     }
                     let (times, keys) = entry.remove();
