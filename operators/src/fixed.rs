@@ -47,7 +47,9 @@ struct Slot<A> {
     acc: A,
     /// The revision the next emission gets.
     revision: u32,
-    /// Changed by a late record since the last emission (listed in `dirty`).
+    /// Changed since its last emission: in an open window, by any record (early
+    /// results skip unchanged keys); in a closed one, by a late record (listed in
+    /// `dirty`).
     dirty: bool,
 }
 
@@ -165,12 +167,14 @@ where
                                 .entry(k.clone())
                                 .or_insert_with(|| Slot::new(agg.create()));
                             agg.add(&mut slot.acc, &record);
+                            slot.dirty = true;
                         }
                         let slot = last_window
                             .keys
                             .entry(k)
                             .or_insert_with(|| Slot::new(agg.create()));
                         agg.add(&mut slot.acc, &record);
+                        slot.dirty = true;
                     }
                 }
             });
@@ -203,6 +207,7 @@ where
                                     .entry(key(&record.record))
                                     .or_insert_with(|| Slot::new(agg.create()));
                                 agg.add(&mut slot.acc, &record.record);
+                                slot.dirty = true;
                             } else if now < end.saturating_add(lateness) {
                                 correct = true;
                             } else {
@@ -246,6 +251,7 @@ where
                         for (k, slot) in keys.iter_mut() {
                             session.give(final_of(k.clone(), slot));
                             slot.revision += 1;
+                            slot.dirty = false;
                         }
                     } else {
                         for (k, slot) in keys.drain() {
@@ -272,7 +278,8 @@ where
                         continue;
                     };
                     let mut session = results_out.session(&cap);
-                    for (k, slot) in window.keys.iter_mut() {
+                    for (k, slot) in window.keys.iter_mut().filter(|(_, slot)| slot.dirty) {
+                        slot.dirty = false;
                         let value = agg.finish(&slot.acc);
                         session.give(Windowed::new(
                             k.clone(),

@@ -77,8 +77,9 @@ pub struct WindowPolicy {
     /// records: a late record updates its window, and the operator emits a correction,
     /// if it arrives at an event time below `end + lateness`.
     pub lateness: u64,
-    /// If set, emit each open window's partial results whenever the event-time frontier
-    /// crosses `start + n * period` (`n >= 1`) before the window's end.
+    /// If set, emit each open window's partial results (the keys changed since their
+    /// last emission) whenever the event-time frontier crosses `start + n * period`
+    /// (`n >= 1`) before the window's end; for sessions, a multiple of `period`.
     pub early: Option<u64>,
 }
 
