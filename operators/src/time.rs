@@ -177,4 +177,38 @@ mod tests {
         assert_eq!(event_frontier(&[Time::new(7, 1), Time::new(4, 9)]), 4);
         assert_eq!(event_frontier::<Time>(&[]), u64::MAX);
     }
+
+    #[test]
+    fn differential_joins_and_counts_on_time() {
+        use differential_dataflow::AsCollection;
+        use timely::dataflow::operators::capture::{Capture, Extract};
+        use timely::dataflow::operators::ToStream;
+
+        let (sent, got) = std::sync::mpsc::channel();
+        timely::execute_directly(move |worker| {
+            worker.dataflow::<Time, _, _>(|scope| {
+                // Updates carry their own times (at or after the stream's time, here zero).
+                let left = vec![
+                    ((1u8, 10u8), Time::new(0, 0), 1isize),
+                    ((1, 11), Time::new(5, 1), 1),
+                    ((1, 10), Time::new(5, 1), -1),
+                ]
+                .to_stream(scope)
+                .as_collection();
+                let right = vec![((1u8, 'a'), Time::new(0, 0), 1isize)]
+                    .to_stream(scope)
+                    .as_collection();
+                left.join(right)
+                    .map(|(k, _)| k)
+                    .count()
+                    .inner
+                    .capture_into(sent);
+            })
+        });
+        let mut updates: Vec<((u8, isize), Time, isize)> =
+            got.extract().into_iter().flat_map(|(_, v)| v).collect();
+        differential_dataflow::consolidation::consolidate_updates(&mut updates);
+        // One match at (0, 0), replaced by another at (5, 1): the count stays 1.
+        assert_eq!(updates, vec![((1, 1), Time::new(0, 0), 1)]);
+    }
 }

@@ -4,27 +4,113 @@
 //! operator reaches its end: from then on no record of it can still arrive. While a
 //! window is open the operator holds a capability at `(end - 1, e_min)`, `e_min` the
 //! earliest epoch among its records, so offsets are not committed past records whose
-//! result is not yet written (see `docs/architecture.md`, "Operators hold what they owe").
+//! result is not yet written (see `docs/operators.md`, "Operators hold what they owe").
+//! Lateness, early results and the too-late output are described in
+//! [`crate::window`] and `docs/operators.md`.
 
-use std::collections::BTreeMap;
 use std::hash::Hash;
 
-use rustc_hash::FxHashMap;
-
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::time::{event_frontier, EventTime};
-use crate::window::{tumbling_start, Windowed};
-
-/// Open windows: per window start, the capability for its result and the per-key state.
-type OpenWindows<T, K, A> = BTreeMap<u64, (CapabilitySet<T>, FxHashMap<K, A>)>;
+use crate::aggregate::{Aggregator, Count, Fold};
+use crate::fixed::fixed_windows;
+use crate::late::Late;
+use crate::time::EventTime;
+use crate::window::{WindowPolicy, WindowStreams, Windowed};
 
 /// Extension trait: keyed tumbling windows over a stream of records.
 pub trait Tumble<'scope, T: EventTime, D> {
+    /// Aggregates each key's records in each tumbling window of `size` ms with `agg`,
+    /// emitting as `policy` says and taking late records from `late`.
+    ///
+    /// Records (and late records) are exchanged by the hash of `key`, so each key's
+    /// windows live on one worker. Final results are emitted at `(end - 1, e_min)`;
+    /// corrections at the time of the late records that caused them.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Emit, Late, Tumble, WindowPolicy};
+    /// use freshet_operators::aggregate::Sum;
+    ///
+    /// let (results, too_late) = timely::example(|scope| {
+    ///     let main = vec![('a', 1u64), ('a', 12)].to_stream(scope)
+    ///         .assign_event_time("at", |r: &(char, u64)| r.1);
+    ///     // Two late records, arriving at event time 25: one for [10, 20), within
+    ///     // 10 ms of lateness, one for [0, 10), beyond it.
+    ///     let late = vec![
+    ///         Late { event_time: 15, watermark: 25, record: ('a', 15) },
+    ///         Late { event_time: 5, watermark: 25, record: ('a', 5) },
+    ///     ].to_stream(scope).assign_event_time("late at", |_| 25);
+    ///     let w = main.tumble("sum", 10, WindowPolicy::new().lateness(10), Some(late),
+    ///         |r: &(char, u64)| r.0, Sum::new(|r: &(char, u64)| r.1));
+    ///     (w.results.capture(), w.too_late.capture())
+    /// });
+    /// let mut got: Vec<_> = results.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|w| (w.start, w.value, w.revision, w.kind)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![
+    ///     (0, 1, 0, Emit::Final),
+    ///     (10, 12, 0, Emit::Final),
+    ///     (10, 27, 1, Emit::Late),
+    /// ]);
+    /// assert_eq!(too_late.extract()[0].1[0].event_time, 5);
+    /// ```
+    fn tumble<K, G, KF>(
+        self,
+        name: &str,
+        size: u64,
+        policy: WindowPolicy,
+        late: Option<StreamVec<'scope, T, Late<D>>>,
+        key: KF,
+        agg: G,
+    ) -> WindowStreams<'scope, T, K, G::Out, D>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Out: Clone + 'static,
+        KF: Fn(&D) -> K + 'static;
+
+    /// Aggregates each key's records per tumbling window with `agg`: emit-final, no
+    /// late input.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Tumble};
+    /// use freshet_operators::aggregate::Max;
+    ///
+    /// let out = timely::example(|scope| {
+    ///     (0..10u64).to_stream(scope).assign_event_time("at", |r: &u64| *r)
+    ///         .tumble_aggregate("max", 5, |_: &u64| (), Max::new(|r: &u64| *r))
+    ///         .capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|w| (w.start, w.value)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![(0, Some(4)), (5, Some(9))]);
+    /// ```
+    fn tumble_aggregate<K, G, KF>(
+        self,
+        name: &str,
+        size: u64,
+        key: KF,
+        agg: G,
+    ) -> StreamVec<'scope, T, Windowed<K, G::Out>>
+    where
+        Self: Sized,
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Out: Clone + 'static,
+        KF: Fn(&D) -> K + 'static,
+    {
+        self.tumble(name, size, WindowPolicy::new(), None, key, agg)
+            .results
+    }
+
     /// Folds each key's records in each tumbling window of `size` ms into an `A`,
     /// starting from `A::default()`, and emits one [`Windowed`] per key and window.
     ///
@@ -59,10 +145,14 @@ pub trait Tumble<'scope, T: EventTime, D> {
         fold: F,
     ) -> StreamVec<'scope, T, Windowed<K, A>>
     where
+        Self: Sized,
         K: ExchangeData + Hash + Eq + Clone,
-        A: ExchangeData + Default,
+        A: ExchangeData + Default + Clone,
         KF: Fn(&D) -> K + 'static,
-        F: Fn(&mut A, &D) + 'static;
+        F: Fn(&mut A, &D) + 'static,
+    {
+        self.tumble_aggregate(name, size, key, Fold::new(fold))
+    }
 
     /// Counts each key's records per tumbling window of `size` ms.
     ///
@@ -93,71 +183,29 @@ pub trait Tumble<'scope, T: EventTime, D> {
         K: ExchangeData + Hash + Eq + Clone,
         KF: Fn(&D) -> K + 'static,
     {
-        self.tumble_fold(name, size, key, |count: &mut u64, _| *count += 1)
+        self.tumble_aggregate(name, size, key, Count)
     }
 }
 
-impl<'scope, T: EventTime, D: ExchangeData> Tumble<'scope, T, D> for StreamVec<'scope, T, D> {
-    fn tumble_fold<K, A, KF, F>(
+impl<'scope, T: EventTime, D: ExchangeData + Clone> Tumble<'scope, T, D>
+    for StreamVec<'scope, T, D>
+{
+    fn tumble<K, G, KF>(
         self,
         name: &str,
         size: u64,
+        policy: WindowPolicy,
+        late: Option<StreamVec<'scope, T, Late<D>>>,
         key: KF,
-        fold: F,
-    ) -> StreamVec<'scope, T, Windowed<K, A>>
+        agg: G,
+    ) -> WindowStreams<'scope, T, K, G::Out, D>
     where
         K: ExchangeData + Hash + Eq + Clone,
-        A: ExchangeData + Default,
+        G: Aggregator<D>,
+        G::Out: Clone + 'static,
         KF: Fn(&D) -> K + 'static,
-        F: Fn(&mut A, &D) + 'static,
     {
-        assert!(size > 0, "tumbling window size must be at least 1 ms");
-        let key = std::rc::Rc::new(key);
-        let route_key = key.clone();
-        let pact = Exchange::new(move |d: &D| crate::hash::hash(&route_key(d)));
-        let mut open: OpenWindows<T, K, A> = BTreeMap::new();
-        self.unary_frontier(
-            pact,
-            &format!("Tumble({name}, {size}ms)"),
-            move |_cap, _info| {
-                move |(input, frontier), output| {
-                    input.for_each_stamp(|cap, batches| {
-                        // Sources and Freshet operators send each message under one time.
-                        let Some(time) = cap.stamp().iter().next().copied() else {
-                            return;
-                        };
-                        let start = tumbling_start(time.event(), size);
-                        let result_time = time.with_event(start.saturating_add(size) - 1);
-                        let (caps, state) = open.entry(start).or_default();
-                        caps.insert(cap.delayed(&result_time, 0));
-                        for batch in batches {
-                            for record in batch.drain(..) {
-                                fold(state.entry(key(&record)).or_default(), &record);
-                            }
-                        }
-                    });
-                    let watermark = event_frontier(frontier.frontier().as_ref());
-                    while let Some(entry) = open.first_entry() {
-                        let end = entry.key().saturating_add(size);
-                        if end > watermark {
-                            break;
-                        }
-                        let start = *entry.key();
-                        let (caps, state) = entry.remove();
-                        if let Some(first) = caps.first() {
-                            let mut session = output.session(&first);
-                            for (k, value) in state {
-                                session.give(Windowed {
-                                    key: k,
-                                    start,
-                                    end,
-                                    value,
-                                });
-                            }
-                        }
-                    }
-                }
-            },
-        )
+        let name = format!("Tumble({name}, {size}ms)");
+        fixed_windows(self, late, name, size, size, policy, key, agg)
     }
 }

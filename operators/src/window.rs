@@ -1,6 +1,39 @@
-//! Window assignment and the record a window operator emits.
+//! Window assignment, emission policy and the record a window operator emits.
+//!
+//! Every window operator emits [`Windowed`] records: an upsert keyed by
+//! `(key, start, end)`. The first emission of a key's window has `revision` 0; each
+//! later one (after early results, or a late correction) has the next revision and
+//! carries the whole updated value, so a consumer keeps the highest revision per
+//! `(key, start, end)`. [`Emit`] says why a record was emitted.
 
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
+use timely::dataflow::StreamVec;
+use timely::progress::frontier::MutableAntichain;
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use crate::late::Late;
+use crate::time::{event_frontier, EventTime};
+
+/// Why a window result was emitted.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub enum Emit {
+    /// A partial result while the window is still open (see [`WindowPolicy::early`]).
+    Early,
+    /// The result when the event-time frontier passed the window's end.
+    #[default]
+    Final,
+    /// A correction after late records updated a window already emitted, or a window
+    /// late records created.
+    Late,
+    /// The window no longer exists (a late record grew or merged the session): a
+    /// consumer deletes `(key, start, end)`. Carries the value last emitted for it.
+    Retract,
+}
 
 /// The result of a window for one key: `[start, end)` in event-time milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -13,10 +46,170 @@ pub struct Windowed<K, V> {
     pub end: u64,
     /// The aggregate over the window's records for this key.
     pub value: V,
+    /// 0 for the first emission of this key's window, then 1, 2, ...: the highest
+    /// revision of a `(key, start, end)` is its current value.
+    pub revision: u32,
+    /// Why this result was emitted.
+    pub kind: Emit,
 }
+
+impl<K, V> Windowed<K, V> {
+    /// A result for `key`'s window `[start, end)`.
+    pub(crate) fn new(key: K, start: u64, end: u64, value: V, revision: u32, kind: Emit) -> Self {
+        Windowed {
+            key,
+            start,
+            end,
+            value,
+            revision,
+            kind,
+        }
+    }
+}
+
+/// When a window emits and how long it accepts late records.
+///
+/// The default is emit-final with no lateness: one result per key and window, when
+/// the event-time frontier passes the window's end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowPolicy {
+    /// How long (event-time ms) after its end a window's state is kept for late
+    /// records: a late record updates its window, and the operator emits a correction,
+    /// if it arrives at an event time below `end + lateness`.
+    pub lateness: u64,
+    /// If set, emit each open window's partial results (the keys changed since their
+    /// last emission) whenever the event-time frontier crosses `start + n * period`
+    /// (`n >= 1`) before the window's end; for sessions, a multiple of `period`.
+    pub early: Option<u64>,
+}
+
+impl WindowPolicy {
+    /// Emit-final, no lateness.
+    pub const fn new() -> Self {
+        WindowPolicy {
+            lateness: 0,
+            early: None,
+        }
+    }
+    /// Keeps windows for `lateness` ms after their end for late records.
+    pub const fn lateness(mut self, lateness: u64) -> Self {
+        self.lateness = lateness;
+        self
+    }
+    /// Emits early results every `period` ms of event time.
+    pub const fn early(mut self, period: u64) -> Self {
+        assert!(period > 0, "early period must be at least 1 ms");
+        self.early = Some(period);
+        self
+    }
+}
+
+/// The outputs of a window operator.
+pub struct WindowStreams<'scope, T: EventTime, K, V, D> {
+    /// Window results (final, early and corrections).
+    pub results: StreamVec<'scope, T, Windowed<K, V>>,
+    /// Late records that arrived beyond their window's lateness: not applied to
+    /// (one of) their windows, emitted at the time they arrived.
+    pub too_late: StreamVec<'scope, T, Late<D>>,
+    /// How many records this worker emitted on `too_late`.
+    pub too_late_count: Rc<Cell<u64>>,
+}
+
+/// An operator output of `Vec<D>` containers, as `OperatorBuilder` operators use.
+pub(crate) type VecOutput<T, D> = timely::dataflow::operators::generic::OutputBuilder<
+    T,
+    timely::container::CapacityContainerBuilder<Vec<D>>,
+>;
 
 /// The start of the tumbling window of `size` milliseconds that holds `event`.
 #[inline]
 pub fn tumbling_start(event: u64, size: u64) -> u64 {
     event - event % size
+}
+
+/// The starts of the sliding windows of `size` ms, one every `slide` ms, that hold
+/// `event`: the first and the last (step `slide`), `first <= last` when `slide <= size`.
+#[inline]
+pub fn sliding_starts(event: u64, size: u64, slide: u64) -> (u64, u64) {
+    let last = event - event % slide;
+    let first = match (event + 1).checked_sub(size) {
+        Some(low) => low.div_ceil(slide) * slide,
+        None => 0,
+    };
+    (first, last)
+}
+
+/// The event-time watermark over all of an operator's inputs.
+#[inline]
+pub(crate) fn watermark<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
+    frontiers
+        .iter()
+        .map(|f| event_frontier(&f.frontier()))
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+/// Holds a capability for output `port` at `time` in `caps`, unless one at or below it
+/// is already held (the common case: no capability work).
+#[inline]
+pub(crate) fn hold<T: EventTime>(
+    caps: &mut CapabilitySet<T>,
+    cap: &InputCapability<T>,
+    time: T,
+    port: usize,
+) {
+    if !caps.iter().any(|c| c.time().less_equal(&time)) {
+        caps.insert(cap.delayed(&time, port));
+    }
+}
+
+/// Moves every capability in `caps` up to event time `event` (none is above it), so a
+/// window whose end moved later (a growing session) holds its epochs there and no
+/// longer holds back event time below it.
+pub(crate) fn advance_caps<T: EventTime>(caps: &mut CapabilitySet<T>, event: u64) {
+    if caps.iter().any(|c| c.time().event() < event) {
+        let mut times = timely::progress::Antichain::new();
+        for c in caps.iter() {
+            times.insert(c.time().with_event(event));
+        }
+        caps.downgrade(times.iter());
+    }
+}
+
+/// The capability to emit a result owed under `caps`, at event time `event` (or the
+/// greatest event time among them, if later) and the meet of their other coordinates
+/// (for [`crate::Time`], the least epoch): at or below `(·, e)` for every epoch `e`
+/// whose records the result covers.
+pub(crate) fn emission_cap<T: EventTime>(
+    caps: &CapabilitySet<T>,
+    event: u64,
+) -> Option<Capability<T>> {
+    let event = caps.iter().map(|c| c.time().event()).fold(event, u64::max);
+    let time = caps
+        .iter()
+        .map(|c| c.time().with_event(event))
+        .reduce(|a, b| a.meet(&b))?;
+    match caps.try_delayed(&time) {
+        Some(cap) => Some(cap),
+        None => caps.first().cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_starts_cover_event() {
+        for event in 0..100u64 {
+            for (size, slide) in [(10, 10), (10, 5), (10, 3), (7, 1), (1, 1)] {
+                let (first, last) = sliding_starts(event, size, slide);
+                let want: Vec<u64> = (0..=event)
+                    .filter(|s| s % slide == 0 && *s <= event && event < s + size)
+                    .collect();
+                let got: Vec<u64> = (first..=last).step_by(slide as usize).collect();
+                assert_eq!(got, want, "event {event} size {size} slide {slide}");
+            }
+        }
+    }
 }

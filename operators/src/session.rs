@@ -1,0 +1,729 @@
+//! Keyed session windows: a key's records closer than `gap` ms in event time form one
+//! session `[first, last + gap)`; a record that bridges two sessions merges them.
+//!
+//! A session is emitted (`Final`) once the event-time watermark reaches its end
+//! `last + gap` (no record can extend it any more). While open it holds a capability
+//! at `(end - 1, e)` for each least epoch `e` among its records (usually one, the
+//! earliest), moved up as the session grows, and emits there, at `(end - 1, e_min)`.
+//!
+//! With early results (`WindowPolicy::early(period)`), each time the watermark
+//! crosses a multiple of `period`, every open session changed since its last early
+//! result is emitted (`Early`) at its capability. A session's bounds move as it grows
+//! or merges, so an early result whose `(start, end)` no longer exists is retracted
+//! (`Retract`) at the session's next emission.
+//!
+//! With a late input, emitted sessions are kept (without a capability) and late
+//! records are applied in event-time order: a late batch at `(t', e')` waits, holding
+//! its capability, until the watermark passes `t'`; sessions ending at or before `t'`
+//! are emitted first; then each late record joins the sessions it touches like any
+//! record. A session already emitted whose bounds stay the same gets a correction
+//! (`Late`, next revision); one that grows or merges is retracted (`Retract`, next
+//! revision, carrying its last emitted value) and the session it became is emitted
+//! as new (`Late`, revision 0, if it ends at or before `t'`; otherwise `Final` when it
+//! ends). A late record is too late, and goes to the too-late output, if
+//! `t' >= event_time + gap + lateness`: lateness counts from the end of the record's
+//! own one-record session. Emitted sessions are dropped when the watermark reaches
+//! `end + gap + lateness`, after which no late record that is not too late can touch
+//! them.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::hash::Hash;
+use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
+use timely::dataflow::StreamVec;
+use timely::ExchangeData;
+
+use crate::aggregate::{Aggregator, Count};
+use crate::late::Late;
+use crate::time::EventTime;
+use crate::window::{
+    advance_caps, emission_cap, hold, watermark, Emit, VecOutput, WindowPolicy, WindowStreams,
+    Windowed,
+};
+
+/// One open session of one key.
+struct Open<T: EventTime, A, O> {
+    start: u64,
+    last: u64,
+    caps: CapabilitySet<T>,
+    acc: A,
+    /// Its last early result, if any.
+    shown: Option<Shown<O>>,
+    /// Early results of sessions merged into it, to retract at its next emission.
+    retired: Vec<Shown<O>>,
+    /// Changed since its last early result.
+    changed: bool,
+}
+
+impl<T: EventTime, A, O> Open<T, A, O> {
+    fn new(start: u64, last: u64, acc: A) -> Self {
+        Open {
+            start,
+            last,
+            caps: CapabilitySet::new(),
+            acc,
+            shown: None,
+            retired: Vec::new(),
+            changed: true,
+        }
+    }
+}
+
+/// An emitted result: its window, revision and value.
+struct Shown<O> {
+    start: u64,
+    end: u64,
+    revision: u32,
+    value: O,
+}
+
+/// One emitted (or, within a late batch, about to be emitted) session of one key.
+struct Closed<A, O> {
+    start: u64,
+    last: u64,
+    acc: A,
+    /// The revision of its next emission.
+    revision: u32,
+    /// The value last emitted, if any.
+    shown: Option<O>,
+    /// Changed by the current late batch.
+    dirty: bool,
+}
+
+/// Where a session's results go: `(capability, result)`.
+type Emitter<'a, T, K, O> = dyn FnMut(&Capability<T>, Windowed<K, O>) + 'a;
+
+/// Late batches waiting, at their time, for the watermark to pass it.
+type Pending<T, D> = BTreeMap<(u64, T), (Capability<T>, Vec<Late<D>>)>;
+
+/// Extension trait: keyed, gap-based session windows.
+pub trait Session<'scope, T: EventTime, D> {
+    /// Aggregates each key's sessions (records less than `gap` ms apart) with `agg`,
+    /// which must merge: a record bridging two sessions merges their accumulators.
+    ///
+    /// Emit-final, or with early results if `policy` asks; late records from `late`
+    /// within `policy.lateness` update emitted sessions (see the module documentation
+    /// for corrections and retractions).
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Emit, Late, Session, WindowPolicy};
+    /// use freshet_operators::aggregate::Count;
+    ///
+    /// let out = timely::example(|scope| {
+    ///     // 1 and 12 start two sessions (gap 7): [1, 8) and [12, 19).
+    ///     let main = vec![1u64, 12].to_stream(scope).assign_event_time("at", |r: &u64| *r);
+    ///     // At event time 30, a late 6 bridges them: both are retracted, [1, 19) is new.
+    ///     let late = vec![Late { event_time: 6, watermark: 30, record: 6u64 }]
+    ///         .to_stream(scope)
+    ///         .assign_event_time("late at", |_| 30);
+    ///     main.session("visits", 7, WindowPolicy::new().lateness(20), Some(late),
+    ///         |_: &u64| 'u', Count)
+    ///         .results
+    ///         .capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|w| (w.start, w.end, w.value, w.revision, w.kind)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![
+    ///     (1, 8, 1, 0, Emit::Final), (1, 8, 1, 1, Emit::Retract),
+    ///     (1, 19, 3, 0, Emit::Late),
+    ///     (12, 19, 1, 0, Emit::Final), (12, 19, 1, 1, Emit::Retract),
+    /// ]);
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    fn session<K, G, KF>(
+        self,
+        name: &str,
+        gap: u64,
+        policy: WindowPolicy,
+        late: Option<StreamVec<'scope, T, Late<D>>>,
+        key: KF,
+        agg: G,
+    ) -> WindowStreams<'scope, T, K, G::Out, D>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Out: Clone + 'static,
+        KF: Fn(&D) -> K + 'static;
+
+    /// Aggregates each key's sessions with `agg`, without a late input.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Session};
+    /// use freshet_operators::aggregate::Sum;
+    ///
+    /// let out = timely::example(|scope| {
+    ///     vec![(1u8, 10u64), (1, 12), (2, 11)].to_stream(scope)
+    ///         .assign_event_time("at", |r: &(u8, u64)| r.1)
+    ///         .session_aggregate("sum", 5, |r: &(u8, u64)| r.0, Sum::new(|r: &(u8, u64)| r.1))
+    ///         .capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|w| (w.key, w.start, w.end, w.value)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![(1, 10, 17, 22), (2, 11, 16, 11)]);
+    /// ```
+    fn session_aggregate<K, G, KF>(
+        self,
+        name: &str,
+        gap: u64,
+        key: KF,
+        agg: G,
+    ) -> StreamVec<'scope, T, Windowed<K, G::Out>>
+    where
+        Self: Sized,
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Out: Clone + 'static,
+        KF: Fn(&D) -> K + 'static,
+    {
+        self.session(name, gap, WindowPolicy::new(), None, key, agg)
+            .results
+    }
+
+    /// Counts each key's records per session.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Session};
+    ///
+    /// let out = timely::example(|scope| {
+    ///     vec![0u64, 2, 4, 20].to_stream(scope).assign_event_time("at", |r: &u64| *r)
+    ///         .session_count("count", 3, |_: &u64| ())
+    ///         .capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|w| (w.start, w.value)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![(0, 3), (20, 1)]);
+    /// ```
+    fn session_count<K, KF>(
+        self,
+        name: &str,
+        gap: u64,
+        key: KF,
+    ) -> StreamVec<'scope, T, Windowed<K, u64>>
+    where
+        Self: Sized,
+        K: ExchangeData + Hash + Eq + Clone,
+        KF: Fn(&D) -> K + 'static,
+    {
+        self.session_aggregate(name, gap, key, Count)
+    }
+}
+
+/// All of one operator's sessions.
+struct Sessions<T: EventTime, K, A, O> {
+    gap: u64,
+    lateness: u64,
+    /// The early-result period, if any, and the next boundary to fire at.
+    early: Option<u64>,
+    next_early: u64,
+    /// Whether emitted sessions are kept for late records.
+    keep: bool,
+    /// Per key, its open sessions, sorted and at least `gap` apart.
+    open: FxHashMap<K, Vec<Open<T, A, O>>>,
+    /// Keys by the end of a session they had: at or before the end of each of the
+    /// key's open sessions. Entries go stale as sessions grow; when the watermark
+    /// reaches one, the key's ended sessions are emitted and the key is filed again
+    /// under its earliest open session's end.
+    ends: BTreeMap<u64, Vec<K>>,
+    /// Per key, its emitted sessions kept for late records, sorted.
+    closed: FxHashMap<K, Vec<Closed<A, O>>>,
+    /// Keys by the watermark at which an emitted session of theirs may be dropped.
+    expiry: BTreeMap<u64, Vec<K>>,
+    /// Keys changed by the current late batch.
+    dirty: Vec<K>,
+}
+
+impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
+    fn new(gap: u64, policy: WindowPolicy, keep: bool) -> Self {
+        Sessions {
+            gap,
+            lateness: policy.lateness,
+            early: policy.early,
+            next_early: policy.early.unwrap_or(u64::MAX),
+            keep,
+            open: FxHashMap::default(),
+            ends: BTreeMap::new(),
+            closed: FxHashMap::default(),
+            expiry: BTreeMap::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Adds a record at `time` (held under `cap`) to key `k`'s open sessions. `rekey`
+    /// gives the key again, needed only when the record starts a new session.
+    fn add<D, G>(
+        &mut self,
+        k: K,
+        time: T,
+        cap: &InputCapability<T>,
+        record: &D,
+        agg: &G,
+        rekey: impl FnOnce() -> K,
+    ) where
+        G: Aggregator<D, Acc = A, Out = O>,
+    {
+        let gap = self.gap;
+        let t = time.event();
+        let open = self.open.entry(k).or_default();
+        // Sessions this record touches: a contiguous run.
+        let from = open.partition_point(|s| s.last.saturating_add(gap) <= t);
+        let to = open.partition_point(|s| s.start < t.saturating_add(gap));
+        if to == from + 1 {
+            // Touches one session: the common case, updated in place.
+            let s = &mut open[from];
+            s.start = s.start.min(t);
+            s.last = s.last.max(t);
+            let end = s.last + gap;
+            hold(&mut s.caps, cap, time.with_event(end - 1), 0);
+            // Move the capabilities up with the session's end once they lag it by a
+            // gap: not per record, yet a long session does not hold event time back.
+            let lag = s.caps.iter().map(|c| c.time().event()).min();
+            if lag.is_some_and(|e| e.saturating_add(gap) < end) {
+                advance_caps(&mut s.caps, end - 1);
+            }
+            agg.add(&mut s.acc, record);
+            s.changed = true;
+            return;
+        }
+        let mut merged = Open::new(t, t, agg.create());
+        let new = from == to;
+        for s in open.drain(from..to) {
+            merge_open(&mut merged, s, agg);
+        }
+        let end = merged.last + gap;
+        hold(&mut merged.caps, cap, time.with_event(end - 1), 0);
+        advance_caps(&mut merged.caps, end - 1);
+        agg.add(&mut merged.acc, record);
+        open.insert(from, merged);
+        // A merged session's parts have entries in `ends`, at or before its end; a
+        // new session needs one.
+        if new {
+            self.ends.entry(end).or_default().push(rekey());
+        }
+    }
+
+    /// Emits every open session that ends at or before `upto`, keeping it if late
+    /// records may still touch it.
+    fn close<D, G>(
+        &mut self,
+        upto: u64,
+        agg: &G,
+        emit: &mut impl FnMut(&Capability<T>, Windowed<K, O>),
+    ) where
+        G: Aggregator<D, Acc = A, Out = O>,
+    {
+        let gap = self.gap;
+        while let Some(entry) = self.ends.first_entry() {
+            if *entry.key() > upto {
+                break;
+            }
+            for k in entry.remove() {
+                let Some(open) = self.open.get_mut(&k) else {
+                    continue;
+                };
+                let ended = open.partition_point(|s| s.last + gap <= upto);
+                for mut s in open.drain(..ended) {
+                    let end = s.last + gap;
+                    let Some(cap) = emission_cap(&s.caps, end - 1) else {
+                        continue;
+                    };
+                    let (revision, value) =
+                        emit_open(&k, &mut s, gap, Emit::Final, &cap, agg, emit);
+                    if self.keep {
+                        let drop_at = end.saturating_add(gap).saturating_add(self.lateness);
+                        self.expiry.entry(drop_at).or_default().push(k.clone());
+                        let closed = self.closed.entry(k.clone()).or_default();
+                        let at = closed.partition_point(|c| c.start < s.start);
+                        closed.insert(
+                            at,
+                            Closed {
+                                start: s.start,
+                                last: s.last,
+                                acc: s.acc,
+                                revision: revision + 1,
+                                shown: Some(value),
+                                dirty: false,
+                            },
+                        );
+                    }
+                }
+                match open.first() {
+                    // Look again when the earliest open session may end.
+                    Some(s) => self.ends.entry(s.last + gap).or_default().push(k),
+                    None => {
+                        self.open.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a batch of late records at `time` (every session ending at or before
+    /// it emitted, none ending later), emitting retractions and corrections at `cap`.
+    fn apply_late<D, G>(
+        &mut self,
+        time: T,
+        cap: &Capability<T>,
+        records: Vec<Late<D>>,
+        key: &impl Fn(&D) -> K,
+        agg: &G,
+        emit: &mut impl FnMut(&Capability<T>, Windowed<K, O>),
+    ) where
+        G: Aggregator<D, Acc = A, Out = O>,
+    {
+        let (gap, now) = (self.gap, time.event());
+        for Late {
+            event_time: et,
+            record,
+            ..
+        } in records
+        {
+            let k = key(&record);
+            let closed = self.closed.entry(k.clone()).or_default();
+            let open = self.open.entry(k.clone()).or_default();
+            // The sessions the record touches, emitted and open: contiguous runs.
+            let cf = closed.partition_point(|c| c.last.saturating_add(gap) <= et);
+            let ct = closed.partition_point(|c| c.start < et.saturating_add(gap));
+            let of = open.partition_point(|s| s.last.saturating_add(gap) <= et);
+            let ot = open.partition_point(|s| s.start < et.saturating_add(gap));
+            let (mut start, mut last) = (et, et);
+            for (s, l) in closed[cf..ct]
+                .iter()
+                .map(|c| (c.start, c.last))
+                .chain(open[of..ot].iter().map(|s| (s.start, s.last)))
+            {
+                start = start.min(s);
+                last = last.max(l);
+            }
+            let end = last + gap;
+            let retract = |c: Closed<A, O>, emit: &mut Emitter<T, K, O>| {
+                if let Some(value) = c.shown {
+                    let end = c.last + gap;
+                    emit(
+                        cap,
+                        Windowed::new(k.clone(), c.start, end, value, c.revision, Emit::Retract),
+                    );
+                }
+                c.acc
+            };
+            if of == ot && end <= now {
+                // The record's session has ended: a correction, now.
+                if ct == cf + 1 && closed[cf].start == start && closed[cf].last == last {
+                    agg.add(&mut closed[cf].acc, &record);
+                    closed[cf].dirty = true;
+                } else {
+                    let mut acc = agg.create();
+                    for c in closed.drain(cf..ct).collect::<Vec<_>>() {
+                        agg.merge(&mut acc, retract(c, emit));
+                    }
+                    agg.add(&mut acc, &record);
+                    let drop_at = end.saturating_add(gap).saturating_add(self.lateness);
+                    self.expiry.entry(drop_at).or_default().push(k.clone());
+                    closed.insert(
+                        cf,
+                        Closed {
+                            start,
+                            last,
+                            acc,
+                            revision: 0,
+                            shown: None,
+                            dirty: true,
+                        },
+                    );
+                }
+                if open.is_empty() {
+                    self.open.remove(&k);
+                }
+                self.dirty.push(k);
+            } else {
+                // The record's session is open (or reopens emitted ones): it will be
+                // emitted when it ends.
+                let mut merged = Open::new(start, last, agg.create());
+                for c in closed.drain(cf..ct).collect::<Vec<_>>() {
+                    agg.merge(&mut merged.acc, retract(c, emit));
+                }
+                let new = of == ot;
+                for s in open.drain(of..ot) {
+                    merge_open(&mut merged, s, agg);
+                }
+                // The batch's capability, moved to the session's end, covers its epoch.
+                merged.caps.insert(cap.delayed(&time.with_event(end - 1)));
+                advance_caps(&mut merged.caps, end - 1);
+                agg.add(&mut merged.acc, &record);
+                open.insert(of, merged);
+                if closed.is_empty() {
+                    self.closed.remove(&k);
+                }
+                if new {
+                    self.ends.entry(end).or_default().push(k);
+                }
+            }
+        }
+        for k in self.dirty.drain(..) {
+            for c in self.closed.get_mut(&k).into_iter().flatten() {
+                if c.dirty {
+                    let value = agg.finish(&c.acc);
+                    let end = c.last + gap;
+                    emit(
+                        cap,
+                        Windowed::new(
+                            k.clone(),
+                            c.start,
+                            end,
+                            value.clone(),
+                            c.revision,
+                            Emit::Late,
+                        ),
+                    );
+                    c.revision += 1;
+                    c.shown = Some(value);
+                    c.dirty = false;
+                }
+            }
+        }
+    }
+
+    /// Emits early results of changed open sessions when the watermark has crossed a
+    /// multiple of the early period since the last time.
+    fn fire_early<D, G>(
+        &mut self,
+        watermark: u64,
+        agg: &G,
+        emit: &mut impl FnMut(&Capability<T>, Windowed<K, O>),
+    ) where
+        G: Aggregator<D, Acc = A, Out = O>,
+    {
+        let Some(period) = self.early else {
+            return;
+        };
+        if watermark < self.next_early || watermark == u64::MAX {
+            return;
+        }
+        self.next_early = (watermark / period + 1).saturating_mul(period);
+        for (k, open) in self.open.iter_mut() {
+            for s in open.iter_mut().filter(|s| s.changed) {
+                if let Some(cap) = emission_cap(&s.caps, s.last + self.gap - 1) {
+                    emit_open(k, s, self.gap, Emit::Early, &cap, agg, emit);
+                }
+            }
+        }
+    }
+
+    /// Drops emitted sessions no late record that is not too late can touch.
+    fn expire(&mut self, watermark: u64) {
+        let horizon = self
+            .gap
+            .saturating_add(self.gap)
+            .saturating_add(self.lateness);
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            for k in entry.remove() {
+                if let Some(closed) = self.closed.get_mut(&k) {
+                    closed.retain(|c| c.last.saturating_add(horizon) > watermark);
+                    if closed.is_empty() {
+                        self.closed.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn merge_open<T: EventTime, D, G: Aggregator<D>>(
+    into: &mut Open<T, G::Acc, G::Out>,
+    other: Open<T, G::Acc, G::Out>,
+    agg: &G,
+) {
+    into.start = into.start.min(other.start);
+    into.last = into.last.max(other.last);
+    for c in other.caps.iter() {
+        into.caps.insert(c.clone());
+    }
+    agg.merge(&mut into.acc, other.acc);
+    into.retired.extend(other.retired);
+    into.retired.extend(other.shown);
+    into.changed = true;
+}
+
+/// Emits an open session's current value as `kind` at `cap`, retracting what it
+/// replaces: early results of sessions merged into it, and its own last early result
+/// if its bounds moved since. Returns the revision emitted and the value.
+fn emit_open<T: EventTime, K: Clone, D, G: Aggregator<D>>(
+    k: &K,
+    s: &mut Open<T, G::Acc, G::Out>,
+    gap: u64,
+    kind: Emit,
+    cap: &Capability<T>,
+    agg: &G,
+    emit: &mut impl FnMut(&Capability<T>, Windowed<K, G::Out>),
+) -> (u32, G::Out)
+where
+    G::Out: Clone,
+{
+    let retract = |old: Shown<G::Out>, emit: &mut Emitter<T, K, G::Out>| {
+        let w = Windowed::new(
+            k.clone(),
+            old.start,
+            old.end,
+            old.value,
+            old.revision + 1,
+            Emit::Retract,
+        );
+        emit(cap, w);
+    };
+    for old in s.retired.drain(..) {
+        retract(old, emit);
+    }
+    let (start, end) = (s.start, s.last + gap);
+    let revision = match s.shown.take() {
+        Some(old) if (old.start, old.end) == (start, end) => old.revision + 1,
+        Some(old) => {
+            retract(old, emit);
+            0
+        }
+        None => 0,
+    };
+    let value = agg.finish(&s.acc);
+    emit(
+        cap,
+        Windowed::new(k.clone(), start, end, value.clone(), revision, kind),
+    );
+    s.shown = Some(Shown {
+        start,
+        end,
+        revision,
+        value: value.clone(),
+    });
+    s.changed = false;
+    (revision, value)
+}
+
+impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
+    for StreamVec<'scope, T, D>
+{
+    fn session<K, G, KF>(
+        self,
+        name: &str,
+        gap: u64,
+        policy: WindowPolicy,
+        late: Option<StreamVec<'scope, T, Late<D>>>,
+        key: KF,
+        agg: G,
+    ) -> WindowStreams<'scope, T, K, G::Out, D>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Out: Clone + 'static,
+        KF: Fn(&D) -> K + 'static,
+    {
+        assert!(gap > 0, "session gap must be at least 1 ms");
+        let scope = self.scope();
+        let mut state: Sessions<T, K, G::Acc, G::Out> = Sessions::new(gap, policy, late.is_some());
+        let lateness = policy.lateness;
+        let late = late.unwrap_or_else(|| empty(scope));
+        let key = Rc::new(key);
+        let (k1, k2) = (key.clone(), key.clone());
+        let pact = Exchange::new(move |d: &D| crate::hash::hash(&k1(d)));
+        let late_pact = Exchange::new(move |d: &Late<D>| crate::hash::hash(&k2(&d.record)));
+
+        let mut builder = OperatorBuilder::new(format!("Session({name}, gap {gap}ms)"), scope);
+        let mut main_in = builder.new_input(self, pact);
+        let mut late_in = builder.new_input(late, late_pact);
+        let (results_out, results) = builder.new_output();
+        let (too_late_out, too_late) = builder.new_output();
+        let mut results_out: VecOutput<T, Windowed<K, G::Out>> = OutputBuilder::from(results_out);
+        let mut too_late_out: VecOutput<T, Late<D>> = OutputBuilder::from(too_late_out);
+        let too_late_count = Rc::new(Cell::new(0u64));
+        let counter = too_late_count.clone();
+        let mut pending: Pending<T, D> = BTreeMap::new();
+
+        builder.build(move |_initial| {
+            move |frontiers| {
+                let mut results_out = results_out.activate();
+                let mut too_late_out = too_late_out.activate();
+                let mut emit = |cap: &Capability<T>, w| results_out.session(cap).give(w);
+
+                main_in.for_each_stamp(|cap, batches| {
+                    let Some(time) = cap.stamp().iter().next().copied() else {
+                        return;
+                    };
+                    for batch in batches {
+                        for record in batch.drain(..) {
+                            let k = key(&record);
+                            state.add(k, time, &cap, &record, &agg, || key(&record));
+                        }
+                    }
+                });
+
+                late_in.for_each_stamp(|cap, batches| {
+                    let Some(time) = cap.stamp().iter().next().copied() else {
+                        return;
+                    };
+                    let now = time.event();
+                    let mut too_late = too_late_out.session(&cap);
+                    let mut kept = Vec::new();
+                    for batch in batches {
+                        for record in batch.drain(..) {
+                            let horizon = record.event_time.saturating_add(gap);
+                            if now >= horizon.saturating_add(lateness) {
+                                counter.set(counter.get() + 1);
+                                too_late.give(record);
+                            } else {
+                                kept.push(record);
+                            }
+                        }
+                    }
+                    if !kept.is_empty() {
+                        pending
+                            .entry((now, time))
+                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                            .1
+                            .append(&mut kept);
+                    }
+                });
+
+                // In event-time order: sessions ending at or before a late batch's time,
+                // then the batch; finally sessions ending at or before the watermark.
+                let watermark = watermark(frontiers);
+                while let Some(entry) = pending.first_entry() {
+                    let (now, time) = *entry.key();
+                    if now >= watermark {
+                        break;
+                    }
+                    let (cap, records) = entry.remove();
+                    state.close(now, &agg, &mut emit);
+                    state.apply_late(time, &cap, records, &*key, &agg, &mut emit);
+                }
+                state.close(watermark, &agg, &mut emit);
+                state.fire_early(watermark, &agg, &mut emit);
+                state.expire(watermark);
+            }
+        });
+
+        WindowStreams {
+            results,
+            too_late,
+            too_late_count,
+        }
+    }
+}

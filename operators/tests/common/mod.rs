@@ -1,0 +1,177 @@
+//! Helpers shared by the operator tests: scripted inputs over `Time`, running a
+//! dataflow at 1 or N workers, and random input generation.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use freshet_operators::{Late, Time};
+use proptest::prelude::*;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
+use timely::dataflow::operators::vec::UnorderedInput;
+use timely::dataflow::operators::{ActivateCapability, Inspect};
+use timely::dataflow::{Scope, StreamVec};
+
+/// A scripted input: records at explicit times, released round by round.
+pub struct Source<D: 'static> {
+    handle: UnorderedHandle<Time, CapacityContainerBuilder<Vec<D>>>,
+    cap: Option<ActivateCapability<Time>>,
+}
+
+impl<D: Clone + 'static> Source<D> {
+    /// A new input in `scope` and its stream.
+    pub fn new<'s>(scope: &Scope<'s, Time>) -> (Self, StreamVec<'s, Time, D>) {
+        let ((handle, cap), stream) = scope.new_unordered_input();
+        (
+            Source {
+                handle,
+                cap: Some(cap),
+            },
+            stream,
+        )
+    }
+
+    /// Sends `record` at `time` (which must be at or after the current frontier).
+    pub fn send(&mut self, time: Time, record: D) {
+        let cap = self.cap.as_ref().expect("source closed");
+        let at = cap.delayed(&time);
+        self.handle.activate().session(&at).give(record);
+    }
+
+    /// Promises no more records below `time`.
+    pub fn advance(&mut self, time: Time) {
+        if let Some(cap) = self.cap.as_mut() {
+            cap.downgrade(&time);
+        }
+    }
+
+    /// Ends the input.
+    pub fn close(&mut self) {
+        self.cap = None;
+    }
+}
+
+/// Collects what a stream carries, on every worker, into one shared vector.
+pub fn collect<'s, D: Clone + Send + 'static>(
+    stream: StreamVec<'s, Time, D>,
+    into: &Arc<Mutex<Vec<D>>>,
+) {
+    let into = into.clone();
+    stream.inspect(move |d| into.lock().unwrap().push(d.clone()));
+}
+
+/// One round (epoch) of a windowed workload: the source's watermark, the records read
+/// (at or above it) and the late records read (below it).
+#[derive(Clone, Debug)]
+pub struct Round<D> {
+    /// The event-time watermark the round's records are at or above.
+    pub watermark: u64,
+    /// `(event time, record)`.
+    pub records: Vec<(u64, D)>,
+    /// Late records, arriving at `(watermark, epoch)`.
+    pub late: Vec<Late<D>>,
+}
+
+/// A keyed record: `(key, value, event time)`.
+pub type Rec = (u8, u64, u64);
+
+/// Random rounds of keyed records, out of order within each round.
+pub fn rounds(max_rounds: usize) -> impl Strategy<Value = Vec<Round<Rec>>> {
+    let round = (
+        0u64..25,
+        prop::collection::vec((0u8..4, 0u64..100, 0u64..40), 0..12),
+        prop::collection::vec((0u8..4, 0u64..100, 0u64..60), 0..4),
+    );
+    prop::collection::vec(round, 1..max_rounds).prop_map(|raw| {
+        let mut watermark = 0;
+        raw.into_iter()
+            .map(|(step, records, late)| {
+                watermark += step;
+                let records = records
+                    .into_iter()
+                    .map(|(k, v, off)| (watermark + off, (k, v, watermark + off)))
+                    .collect();
+                let late = late
+                    .into_iter()
+                    .filter(|_| watermark > 0)
+                    .map(|(k, v, back)| {
+                        let event_time = watermark.saturating_sub(1 + back % watermark.max(1));
+                        Late {
+                            event_time,
+                            watermark,
+                            record: (k, v, event_time),
+                        }
+                    })
+                    .collect();
+                Round {
+                    watermark,
+                    records,
+                    late,
+                }
+            })
+            .collect()
+    })
+}
+
+/// Runs a dataflow with one main and one late input fed with `rounds` (round `e` in
+/// epoch `e`; each worker feeds every `workers`-th record, stepping between rounds) at
+/// `workers` workers, and returns everything `build`'s output carried, sorted.
+pub fn run_windowed<D, O, F>(workers: usize, rounds: &[Round<D>], build: F) -> Vec<O>
+where
+    D: timely::ExchangeData + Clone + Send + Sync,
+    O: Clone + Send + Ord + 'static,
+    F: for<'s> Fn(StreamVec<'s, Time, D>, StreamVec<'s, Time, Late<D>>) -> StreamVec<'s, Time, O>
+        + Send
+        + Sync
+        + 'static,
+{
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let rounds = rounds.to_vec();
+    let shared = out.clone();
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let (mut main, mut late) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, main_stream) = Source::new(&scope);
+            let (late, late_stream) = Source::new(&scope);
+            collect(build(main_stream, late_stream), &shared);
+            (main, late)
+        });
+        // Every worker reads its share of each round, like a source reading its
+        // partitions, and advances in step.
+        let mine = |i: usize| i % peers == index;
+        for (epoch, round) in rounds.iter().enumerate() {
+            let epoch = epoch as u64;
+            for (_, (event, record)) in round.records.iter().enumerate().filter(|(i, _)| mine(*i)) {
+                main.send(Time::new(*event, epoch), record.clone());
+            }
+            for (_, record) in round.late.iter().enumerate().filter(|(i, _)| mine(*i)) {
+                late.send(Time::new(round.watermark, epoch), record.clone());
+            }
+            let next = rounds
+                .get(epoch as usize + 1)
+                .map_or(round.watermark, |r| r.watermark);
+            main.advance(Time::new(next, epoch + 1));
+            late.advance(Time::new(next, epoch + 1));
+            for _ in 0..3 {
+                worker.step();
+            }
+        }
+        main.close();
+        late.close();
+    })
+    .expect("timely ran");
+    let mut out = Arc::try_unwrap(out)
+        .ok()
+        .expect("workers done")
+        .into_inner()
+        .unwrap();
+    out.sort();
+    out
+}
+
+/// Steps `worker` a few times: enough for a small dataflow to settle on one worker.
+pub fn steps(worker: &mut timely::worker::Worker) {
+    for _ in 0..5 {
+        worker.step();
+    }
+}

@@ -1,0 +1,322 @@
+//! Tumbling and sliding windows: against a sequential reference at 1 and 4 workers,
+//! and the capabilities they hold.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use common::{collect, rounds, run_windowed, steps, Rec, Round, Source};
+use freshet_operators::aggregate::Sum;
+use freshet_operators::window::sliding_starts;
+use freshet_operators::{Emit, Late, Slide, Time, Tumble, WindowPolicy, WindowStreams};
+use proptest::prelude::*;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::StreamVec;
+
+/// `(key, start, end, value, revision, kind)` or a too-late record.
+type Out = Result<(u8, u64, u64, u64, u32, Emit), Late<Rec>>;
+
+/// Per `(key, start)`: `(revision, kind, value)` of each emission.
+type Emissions = BTreeMap<(u8, u64), Vec<(u32, Emit, u64)>>;
+
+fn flatten<'s>(w: WindowStreams<'s, Time, u8, u64, Rec>) -> StreamVec<'s, Time, Out> {
+    w.results
+        .map(|w| Ok((w.key, w.start, w.end, w.value, w.revision, w.kind)))
+        .concat(w.too_late.map(Err))
+}
+
+fn windows_of(event: u64, size: u64, slide: u64) -> impl Iterator<Item = u64> {
+    let (first, last) = sliding_starts(event, size, slide);
+    (first..=last).step_by(slide as usize)
+}
+
+/// The sequential model: finals of everything that reached each window before it
+/// closed, then one correction per changed window per late round, in round order.
+fn reference(rounds: &[Round<Rec>], size: u64, slide: u64, lateness: u64) -> Vec<Out> {
+    let mut sums: BTreeMap<(u64, u8), u64> = BTreeMap::new();
+    for round in rounds {
+        for (event, (k, v, _)) in &round.records {
+            for s in windows_of(*event, size, slide) {
+                *sums.entry((s, *k)).or_default() += v;
+            }
+        }
+        for late in &round.late {
+            for s in windows_of(late.event_time, size, slide) {
+                if s + size > round.watermark {
+                    *sums.entry((s, late.record.0)).or_default() += late.record.1;
+                }
+            }
+        }
+    }
+    let mut out: Vec<Out> = sums
+        .iter()
+        .map(|(&(s, k), &v)| Ok((k, s, s + size, v, 0, Emit::Final)))
+        .collect();
+    let mut revision: BTreeMap<(u64, u8), u32> = sums.keys().map(|w| (*w, 1)).collect();
+    for round in rounds {
+        let now = round.watermark;
+        let mut changed = BTreeSet::new();
+        for late in &round.late {
+            let mut beyond = false;
+            for s in windows_of(late.event_time, size, slide) {
+                let end = s + size;
+                if end <= now && now < end + lateness {
+                    *sums.entry((s, late.record.0)).or_default() += late.record.1;
+                    changed.insert((s, late.record.0));
+                } else if now >= end + lateness {
+                    beyond = true;
+                }
+            }
+            if beyond {
+                out.push(Err(late.clone()));
+            }
+        }
+        for w in changed {
+            let r = revision.entry(w).or_default();
+            out.push(Ok((w.1, w.0, w.0 + size, sums[&w], *r, Emit::Late)));
+            *r += 1;
+        }
+    }
+    out.sort();
+    out
+}
+
+fn check(rounds: &[Round<Rec>], size: u64, slide: u64, lateness: u64) {
+    let want = reference(rounds, size, slide, lateness);
+    for workers in [1, 4] {
+        let got = run_windowed(workers, rounds, move |main, late| {
+            let policy = WindowPolicy::new().lateness(lateness);
+            let key = |r: &Rec| r.0;
+            let sum = Sum::new(|r: &Rec| r.1);
+            if slide == size {
+                flatten(main.tumble("t", size, policy, Some(late), key, sum))
+            } else {
+                flatten(main.slide("s", size, slide, policy, Some(late), key, sum))
+            }
+        });
+        assert_eq!(got, want, "at {workers} workers");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn tumble_matches_reference(rounds in rounds(8), size in 1u64..30, lateness in 0u64..40) {
+        check(&rounds, size, size, lateness);
+    }
+
+    #[test]
+    fn slide_matches_reference(
+        rounds in rounds(8), size in 2u64..30, div in 2u64..5, lateness in 0u64..40,
+    ) {
+        check(&rounds, size, (size / div).max(1), lateness);
+    }
+}
+
+fn advance2(
+    main: &mut Source<Rec>,
+    late: &mut Source<Late<Rec>>,
+    time: Time,
+    worker: &mut timely::worker::Worker,
+) {
+    main.advance(time);
+    late.advance(time);
+    steps(worker);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Early results depend on scheduling; what must hold regardless: each window's
+    /// emissions are revisions 0..n, the last one `Final` with the reference value, and
+    /// early values never exceed it (sums only grow).
+    #[test]
+    fn early_results_are_consistent(rounds in rounds(8), size in 5u64..40, period in 1u64..10) {
+        let mut rounds = rounds;
+        rounds.iter_mut().for_each(|r| r.late.clear());
+        let want: Vec<Out> = reference(&rounds, size, size, 0);
+        for workers in [1, 4] {
+            let got = run_windowed(workers, &rounds, move |main, _late| {
+                let policy = WindowPolicy::new().early(period);
+                flatten(main.tumble("e", size, policy, None, |r: &Rec| r.0, Sum::new(|r: &Rec| r.1)))
+            });
+            let mut by_window: Emissions = BTreeMap::new();
+            for (k, s, _, v, r, kind) in got.into_iter().flatten() {
+                by_window.entry((k, s)).or_default().push((r, kind, v));
+            }
+            let mut finals = Vec::new();
+            for ((k, s), mut emitted) in by_window {
+                emitted.sort();
+                let (last_revision, last_kind, last_value) = *emitted.last().unwrap();
+                prop_assert_eq!(last_kind, Emit::Final);
+                prop_assert_eq!(last_revision as usize, emitted.len() - 1);
+                for (i, (r, kind, v)) in emitted.iter().enumerate() {
+                    prop_assert_eq!(*r as usize, i);
+                    prop_assert!(*v <= last_value);
+                    prop_assert!(i + 1 == emitted.len() || *kind == Emit::Early);
+                }
+                finals.push(Ok((k, s, s + size, last_value, 0, Emit::Final)));
+            }
+            finals.sort();
+            prop_assert_eq!(&finals, &want, "at {} workers", workers);
+        }
+    }
+}
+
+/// Whether every element of the probed frontier is past epoch `epoch`.
+fn complete(probe: &timely::dataflow::ProbeHandle<Time>, epoch: u64) -> bool {
+    probe.with_frontier(|f| f.iter().all(|t| t.epoch > epoch))
+}
+
+#[test]
+fn tumble_holds_what_it_owes() {
+    timely::execute(timely::Config::thread(), |worker| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (mut main, mut late, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, main_stream) = Source::<Rec>::new(&scope);
+            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
+            let w = main_stream.tumble(
+                "owe",
+                10,
+                WindowPolicy::new().lateness(10),
+                Some(late_stream),
+                |r: &Rec| r.0,
+                Sum::new(|r: &Rec| r.1),
+            );
+            let (probe, results) = w.results.probe();
+            collect(results.map(|w| (w.value, w.revision, w.kind)), &out);
+            (main, late, probe)
+        });
+        main.send(Time::new(3, 0), (1, 5, 3));
+        advance2(&mut main, &mut late, Time::new(8, 1), worker);
+        assert!(!complete(&probe, 0), "window [0, 10) holds epoch 0");
+        advance2(&mut main, &mut late, Time::new(10, 2), worker);
+        assert!(complete(&probe, 1), "window emitted, nothing held");
+        assert_eq!(out.lock().unwrap().clone(), vec![(5, 0, Emit::Final)]);
+        // A late record for [0, 10) at event time 15: held until the watermark passes 15.
+        late.send(
+            Time::new(15, 2),
+            Late {
+                event_time: 4,
+                watermark: 15,
+                record: (1, 7, 4),
+            },
+        );
+        advance2(&mut main, &mut late, Time::new(15, 3), worker);
+        assert!(!complete(&probe, 2), "correction owed for epoch 2");
+        advance2(&mut main, &mut late, Time::new(16, 4), worker);
+        assert!(complete(&probe, 3), "correction emitted, nothing held");
+        assert_eq!(out.lock().unwrap()[1], (12, 1, Emit::Late));
+        main.close();
+        late.close();
+    })
+    .unwrap();
+}
+
+#[test]
+fn slide_holds_what_it_owes() {
+    timely::execute(timely::Config::thread(), |worker| {
+        let (mut main, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, stream) = Source::<Rec>::new(&scope);
+            let (probe, _) = stream.slide_count("owe", 10, 5, |r: &Rec| r.0).probe();
+            (main, probe)
+        });
+        // In windows [0, 10) and [5, 15).
+        main.send(Time::new(7, 0), (1, 1, 7));
+        main.advance(Time::new(9, 1));
+        steps(worker);
+        assert!(!complete(&probe, 0));
+        main.advance(Time::new(10, 1));
+        steps(worker);
+        assert!(!complete(&probe, 0), "[5, 15) still open");
+        main.advance(Time::new(15, 1));
+        steps(worker);
+        assert!(complete(&probe, 0));
+        main.close();
+    })
+    .unwrap();
+}
+
+#[test]
+fn early_results_precede_the_final() {
+    timely::execute(timely::Config::thread(), |worker| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let mut main = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, stream) = Source::<Rec>::new(&scope);
+            let w = stream.tumble(
+                "early",
+                100,
+                WindowPolicy::new().early(10),
+                None,
+                |r: &Rec| r.0,
+                Sum::new(|r: &Rec| r.1),
+            );
+            collect(w.results.map(|w| (w.value, w.revision, w.kind)), &out);
+            main
+        });
+        main.send(Time::new(1, 0), (0, 1, 1));
+        main.advance(Time::new(15, 1));
+        steps(worker);
+        main.send(Time::new(20, 1), (0, 2, 20));
+        main.advance(Time::new(35, 2));
+        steps(worker);
+        main.close();
+        while worker.step() {}
+        assert_eq!(
+            out.lock().unwrap().clone(),
+            vec![
+                (1, 0, Emit::Early),
+                (3, 1, Emit::Early),
+                (3, 2, Emit::Final)
+            ]
+        );
+    })
+    .unwrap();
+}
+
+#[test]
+fn late_record_in_an_open_window_holds_its_own_epoch() {
+    timely::execute(timely::Config::thread(), |worker| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (mut main, mut late, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, main_stream) = Source::<Rec>::new(&scope);
+            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
+            let w = main_stream.tumble(
+                "owe",
+                10,
+                WindowPolicy::new(),
+                Some(late_stream),
+                |r: &Rec| r.0,
+                Sum::new(|r: &Rec| r.1),
+            );
+            let (probe, results) = w.results.probe();
+            collect(results.map(|w| (w.value, w.kind)), &out);
+            (main, late, probe)
+        });
+        // The window [0, 10) first holds epoch 2 (a record read in epoch 2) ...
+        main.send(Time::new(3, 2), (1, 5, 3));
+        main.advance(Time::new(4, 2));
+        // ... then a late record read in epoch 1 by another source, at event time 4,
+        // for the same window, which is still open: it must hold epoch 1 too.
+        late.send(
+            Time::new(4, 1),
+            Late {
+                event_time: 2,
+                watermark: 4,
+                record: (1, 7, 2),
+            },
+        );
+        late.advance(Time::new(4, 2));
+        steps(worker);
+        assert!(!complete(&probe, 1), "epoch 1 is owed by the open window");
+        advance2(&mut main, &mut late, Time::new(10, 3), worker);
+        assert!(complete(&probe, 2));
+        assert_eq!(out.lock().unwrap().clone(), vec![(12, Emit::Final)]);
+        main.close();
+        late.close();
+    })
+    .unwrap();
+}
