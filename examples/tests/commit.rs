@@ -24,6 +24,7 @@ fn committed_offsets_never_pass_durable_output() {
     config.source.start = StartFrom::Earliest;
     config.source.epoch_interval = Duration::from_millis(20);
     config.source.batch_size = 64; // many small epochs
+    config.source.max_epochs_ahead = 1; // the slow sink makes the source pause
     config.cluster = Cluster {
         workers: 2,
         ..Cluster::default()
@@ -68,7 +69,11 @@ fn committed_offsets_never_pass_durable_output() {
         }
         checks += 1;
     }
-    job.join().unwrap().expect("job");
+    let summary = job.join().unwrap().expect("job");
+    assert!(
+        summary.pauses > 0,
+        "the source never paused for the slow sink: {summary}"
+    );
     assert!(
         checks > 3,
         "the job ended before the committed offsets were polled"

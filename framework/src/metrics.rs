@@ -54,6 +54,7 @@ impl Metrics {
             late: self.late.load(Relaxed),
             records_out: self.records_out.load(Relaxed),
             commits: self.commits.load(Relaxed),
+            pauses: self.pauses.load(Relaxed),
             committed,
             elapsed,
         }
@@ -73,6 +74,8 @@ pub struct Summary {
     pub records_out: u64,
     /// Offset commits sent.
     pub commits: u64,
+    /// Times a source paused its partitions because sinks were behind.
+    pub pauses: u64,
     /// Last committed offset per (topic, partition).
     pub committed: BTreeMap<(String, i32), i64>,
     /// Wall-clock time the job ran.
@@ -91,6 +94,7 @@ impl fmt::Display for Summary {
         writeln!(f, "records out:       {}", self.records_out)?;
         writeln!(f, "malformed:         {}", self.errors)?;
         writeln!(f, "late:              {}", self.late)?;
+        writeln!(f, "flow-control pauses: {}", self.pauses)?;
         let parts: Vec<String> = self
             .committed
             .iter()
