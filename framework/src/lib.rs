@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod testing;
 
 /// The event time × epoch timestamp (defined with the operators, which are generic over it).
 pub mod time {

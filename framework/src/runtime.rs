@@ -107,6 +107,27 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// State for a job on `kafka` with default sources, not stopping.
+    pub(crate) fn new(kafka: KafkaConfig, source: SourceConfig, stop: Arc<AtomicBool>) -> Self {
+        Shared {
+            kafka,
+            source,
+            metrics: Arc::new(Metrics::default()),
+            failure: Mutex::new(None),
+            stop,
+        }
+    }
+
+    /// The process-wide counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The job's failure, if any worker failed it.
+    pub fn failure_reason(&self) -> Option<String> {
+        self.failure()
+    }
+
     /// True once the job was asked to stop.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
@@ -135,6 +156,15 @@ pub struct Job<'scope> {
 }
 
 impl<'scope> Job<'scope> {
+    /// A job handle over `scope` (the runtime and the test harness build these).
+    pub(crate) fn new(scope: Scope<'scope, Time>, progress: Progress, shared: Arc<Shared>) -> Self {
+        Job {
+            scope,
+            progress,
+            shared,
+        }
+    }
+
     /// The dataflow scope, for timely and Freshet operators.
     pub fn scope(&self) -> Scope<'scope, Time> {
         self.scope
@@ -184,13 +214,11 @@ where
         .create::<BaseConsumer>()
         .map_err(|e| Error::Config(format!("Kafka client settings: {e}")))?;
     let timely_config = config.cluster.timely_config()?;
-    let shared = Arc::new(Shared {
-        kafka: config.kafka.clone(),
-        source: config.source.clone(),
-        metrics: Arc::new(Metrics::default()),
-        failure: Mutex::new(None),
-        stop: config.stop.clone(),
-    });
+    let shared = Arc::new(Shared::new(
+        config.kafka.clone(),
+        config.source.clone(),
+        config.stop.clone(),
+    ));
     let start = Instant::now();
     let worker_shared = shared.clone();
     let (drain, status_every) = (config.drain, config.status_every);

@@ -121,7 +121,12 @@ pub(crate) fn partition_count(
 }
 
 /// Creates this worker's consumer, assigned to its partitions at their start offsets.
-pub(crate) fn open(job: &Job<'_>, topic: &str, config: &SourceConfig) -> Result<Reader> {
+pub(crate) fn open(
+    job: &Job<'_>,
+    topic: &str,
+    config: &SourceConfig,
+    commit: bool,
+) -> Result<Reader> {
     let kafka = job.kafka_config();
     let consumer: BaseConsumer = kafka
         .consumer_config()
@@ -186,7 +191,9 @@ pub(crate) fn open(job: &Job<'_>, topic: &str, config: &SourceConfig) -> Result<
         committed: BTreeMap::new(),
         metrics: job.metrics().clone(),
     }));
-    job.progress().add_committer(committer.clone());
+    if commit {
+        job.progress().add_committer(committer.clone());
+    }
     Ok(Reader {
         consumer,
         topic: topic.to_string(),

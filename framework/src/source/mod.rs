@@ -69,6 +69,7 @@ pub struct KafkaSource<C: Decoder> {
     decoder: C,
     event_time: Option<EventTimeFn<C::Output>>,
     config: Option<SourceConfig>,
+    commit: bool,
 }
 
 impl<C: Decoder> KafkaSource<C> {
@@ -79,6 +80,7 @@ impl<C: Decoder> KafkaSource<C> {
             decoder,
             event_time: None,
             config: None,
+            commit: true,
         }
     }
 
@@ -98,6 +100,25 @@ impl<C: Decoder> KafkaSource<C> {
         self
     }
 
+    /// Never commits this source's offsets: for a table side (e.g. a compacted topic of
+    /// reference data joined with [`crate::operators::Lookup`]), which is re-read from
+    /// its start at every run. Use it with [`crate::StartFrom::Earliest`] in the
+    /// source's [`SourceConfig`] (see [`KafkaSource::table`]).
+    pub fn no_commit(mut self) -> Self {
+        self.commit = false;
+        self
+    }
+
+    /// A table side: `start` forced to earliest and offsets never committed; other
+    /// settings from `config` (the job's source settings, usually).
+    pub fn table(self, config: &SourceConfig) -> Self {
+        let config = SourceConfig {
+            start: crate::StartFrom::Earliest,
+            ..config.clone()
+        };
+        self.config(config).no_commit()
+    }
+
     /// Adds the source to the job's dataflow.
     pub fn build<'scope>(self, job: &Job<'scope>) -> Result<SourceStreams<'scope, C::Output>>
     where
@@ -105,7 +126,7 @@ impl<C: Decoder> KafkaSource<C> {
     {
         let config = self.config.unwrap_or_else(|| job.source_config().clone());
         config.validate()?;
-        let reader = consumer::open(job, &self.topic, &config)?;
+        let reader = consumer::open(job, &self.topic, &config, self.commit)?;
         Ok(operator::render(
             job,
             reader,
