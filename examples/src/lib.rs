@@ -265,7 +265,7 @@ pub fn risk_job(
         if let Some(h) = latency.clone() {
             alerts = alerts.inspect(move |a: &risk::RiskAlert| {
                 let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = h.record(a.latency_ms().max(1) as u64);
+                h.saturating_record(a.latency_ms().max(1) as u64);
             });
         }
         if print {
