@@ -60,6 +60,15 @@ pub struct JobArgs {
     /// File with one host:port per process (timely -h).
     #[arg(short = 'h', long = "hostfile")]
     pub hostfile: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9898.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Log a one-line status this often, seconds (0: never).
+    #[arg(long, default_value_t = 10)]
+    pub status_secs: u64,
+    /// Do not draw the progress bar of bounded runs (it is drawn only on a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 impl JobArgs {
@@ -83,6 +92,9 @@ impl JobArgs {
         source.validate()?;
         let mut config = JobConfig::new(kafka);
         config.source = source;
+        config.metrics_addr = self.metrics_addr;
+        config.status_every = Duration::from_secs(self.status_secs);
+        config.progress = !self.no_progress;
         config.cluster = Cluster {
             workers: self.workers,
             processes: self.processes,

@@ -1,10 +1,167 @@
 //! Counters a job keeps while it runs, and the summary it prints at the end.
+//!
+//! Besides the plain totals, [`Metrics::prom`] holds the labelled Prometheus metrics
+//! (per partition lag, per operator records, latency) that `--metrics-addr` serves; see
+//! [`crate::prometheus`] and `docs/guide.md`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Where one partition's reading stands, for progress and lag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionPosition {
+    /// The first offset this run read (or `None` before the first message).
+    pub start: Option<i64>,
+    /// The offset after the last message read.
+    pub next: Option<i64>,
+    /// The partition's high watermark as of the last fetch response, if one came.
+    pub high: Option<i64>,
+    /// True once the partition was read to its end in bounded mode.
+    pub done: bool,
+}
+
+/// The labelled metrics a Prometheus scrape sees, in their own registry (one per job).
+pub struct PromMetrics {
+    /// The registry the endpoint encodes.
+    pub registry: Registry,
+    /// `freshet_source_records_total{topic}`: records a source emitted.
+    pub source_records: IntCounterVec,
+    /// `freshet_sink_records_total{sink}`: records a sink wrote and had acknowledged.
+    pub sink_records: IntCounterVec,
+    /// `freshet_malformed_records_total{topic}`.
+    pub malformed: IntCounterVec,
+    /// `freshet_late_records_total{topic}`: records behind the watermark.
+    pub late: IntCounterVec,
+    /// `freshet_consumer_lag{topic,partition}`: high watermark minus next offset.
+    pub consumer_lag: IntGaugeVec,
+    /// `freshet_watermark_lag_ms{topic,partition}`: wall clock minus partition watermark.
+    pub watermark_lag_ms: IntGaugeVec,
+    /// `freshet_committed_offset{topic,partition}`.
+    pub committed_offset: IntGaugeVec,
+    /// `freshet_committed_epoch`: the newest complete epoch (offsets committed up to it).
+    pub committed_epoch: IntGauge,
+    /// `freshet_end_to_end_latency_seconds`: from a record's event time to the
+    /// acknowledgement of the output written at it.
+    pub latency: Histogram,
+}
+
+impl PromMetrics {
+    fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let source_records = counter(
+            "freshet_source_records_total",
+            "Records a source decoded and emitted.",
+            &["topic"],
+        )?;
+        let sink_records = counter(
+            "freshet_sink_records_total",
+            "Records a sink wrote and had acknowledged.",
+            &["sink"],
+        )?;
+        let malformed = counter(
+            "freshet_malformed_records_total",
+            "Messages that could not be decoded or had an unusable timestamp.",
+            &["topic"],
+        )?;
+        let late = counter(
+            "freshet_late_records_total",
+            "Records behind the source's watermark, sent to the late stream.",
+            &["topic"],
+        )?;
+        let consumer_lag = gauge(
+            "freshet_consumer_lag",
+            "Messages between the next offset to read and the partition's high watermark (from fetch responses).",
+            &["topic", "partition"],
+        )?;
+        let watermark_lag_ms = gauge(
+            "freshet_watermark_lag_ms",
+            "Wall clock minus the partition's event-time watermark, ms.",
+            &["topic", "partition"],
+        )?;
+        let committed_offset = gauge(
+            "freshet_committed_offset",
+            "The last offset committed for the partition.",
+            &["topic", "partition"],
+        )?;
+        let committed_epoch = IntGauge::new(
+            "freshet_committed_epoch",
+            "The newest complete epoch: every sink acknowledged the output of epochs up to it.",
+        )?;
+        registry.register(Box::new(committed_epoch.clone()))?;
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "freshet_end_to_end_latency_seconds",
+                "From a record's event time to the acknowledgement of the output written at it.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 22)?),
+        )?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(PromMetrics {
+            registry,
+            source_records,
+            sink_records,
+            malformed,
+            late,
+            consumer_lag,
+            watermark_lag_ms,
+            committed_offset,
+            committed_epoch,
+            latency,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Observes the latency of `n` records written at event time `event_ms`.
+    pub fn observe_latency(&self, event_ms: u64, n: u64) {
+        let now = crate::source::now_ms();
+        let secs = now.saturating_sub(event_ms) as f64 / 1000.0;
+        for _ in 0..n.min(64) {
+            self.latency.observe(secs);
+        }
+    }
+}
+
+impl Default for PromMetrics {
+    fn default() -> Self {
+        PromMetrics::new().expect("metric names and labels are valid")
+    }
+}
+
+impl fmt::Debug for PromMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PromMetrics")
+    }
+}
+
+/// A sink's counter, resolved once.
+pub fn sink_counter(metrics: &Metrics, sink: &str) -> IntCounter {
+    metrics.prom.sink_records.with_label_values(&[sink])
+}
 
 /// Process-wide counters, shared by every worker of the process.
 #[derive(Debug, Default)]
@@ -25,6 +182,10 @@ pub struct Metrics {
     pub pauses: AtomicU64,
     /// The last offset committed per (topic, partition).
     pub committed: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Where each (topic, partition) read by this process stands (progress, lag).
+    pub positions: Mutex<BTreeMap<(String, i32), PartitionPosition>>,
+    /// Labelled metrics for the Prometheus endpoint.
+    pub prom: PromMetrics,
 }
 
 impl Metrics {
@@ -39,6 +200,58 @@ impl Metrics {
         let mut map = self.committed.lock().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry((topic.to_string(), partition)).or_insert(offset);
         *entry = (*entry).max(offset);
+        self.prom
+            .committed_offset
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(*entry);
+    }
+
+    /// Records where a partition's reading stands (sources call this about once a second).
+    pub fn position(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: Option<i64>,
+        next: Option<i64>,
+        done: bool,
+    ) {
+        let mut map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let pos = map.entry((topic.to_string(), partition)).or_default();
+        pos.start = start;
+        pos.next = next;
+        pos.done = done;
+        if let (Some(high), Some(next)) = (pos.high, next) {
+            self.prom
+                .consumer_lag
+                .with_label_values(&[topic, &partition.to_string()])
+                .set((high - next).max(0));
+        }
+    }
+
+    /// Records a partition's high watermark from a fetch response (via the client's statistics).
+    pub fn high_watermark(&self, topic: &str, partition: i32, high: i64) {
+        let mut map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let pos = map.entry((topic.to_string(), partition)).or_default();
+        pos.high = Some(high);
+    }
+
+    /// Records read so far and the total to read, over every partition of this process
+    /// with a known high watermark: `(read, total)`, from the first offset each
+    /// partition read this run to the high watermark of the latest fetch response.
+    pub fn progress(&self) -> (u64, u64) {
+        let map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut read = 0u64;
+        let mut total = 0u64;
+        for pos in map.values() {
+            let (Some(start), Some(high)) = (pos.start, pos.high) else {
+                continue;
+            };
+            let next = pos.next.unwrap_or(start);
+            let high = high.max(next);
+            read += (next - start).max(0) as u64;
+            total += (high - start).max(0) as u64;
+        }
+        (read, total)
     }
 
     /// A snapshot of the counters with the elapsed time, for printing.
@@ -107,5 +320,78 @@ impl fmt::Display for Summary {
             parts.join(" ")
         )?;
         write!(f, "elapsed:           {secs:.3} s")
+    }
+}
+
+/// A source operator's metric handles, resolved once per source and worker.
+pub(crate) struct SourceHooks {
+    topic: String,
+    records: IntCounter,
+    malformed: IntCounter,
+    late: IntCounter,
+    last_report: Option<std::time::Instant>,
+}
+
+impl SourceHooks {
+    pub(crate) fn new(metrics: &Metrics, topic: &str) -> Self {
+        let p = &metrics.prom;
+        SourceHooks {
+            topic: topic.to_string(),
+            records: p.source_records.with_label_values(&[topic]),
+            malformed: p.malformed.with_label_values(&[topic]),
+            late: p.late.with_label_values(&[topic]),
+            last_report: None,
+        }
+    }
+
+    /// Counts what one activation emitted.
+    #[inline]
+    pub(crate) fn emitted(&self, records: u64, malformed: u64, late: u64) {
+        if records > 0 {
+            self.records.inc_by(records);
+        }
+        if malformed > 0 {
+            self.malformed.inc_by(malformed);
+        }
+        if late > 0 {
+            self.late.inc_by(late);
+        }
+    }
+
+    /// Publishes positions and watermark lag of `parts`, at most every 500 ms unless `force`.
+    pub(crate) fn report(
+        &mut self,
+        metrics: &Metrics,
+        parts: &[crate::source::partition::PartitionState],
+        out_of_orderness: u64,
+        now_ms: u64,
+        force: bool,
+    ) {
+        let now = std::time::Instant::now();
+        if !force
+            && self
+                .last_report
+                .is_some_and(|l| now.duration_since(l) < Duration::from_millis(500))
+        {
+            return;
+        }
+        self.last_report = Some(now);
+        for p in parts {
+            metrics.position(
+                &self.topic,
+                p.partition,
+                p.first_offset,
+                p.next_offset,
+                p.released,
+            );
+            if p.next_offset.is_some() {
+                let wm = p.watermark(out_of_orderness);
+                metrics
+                    .prom
+                    .watermark_lag_ms
+                    .with_label_values(&[&self.topic, &p.partition.to_string()])
+                    .set(now_ms.saturating_sub(wm) as i64);
+            }
+        }
     }
 }

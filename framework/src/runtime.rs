@@ -81,6 +81,10 @@ pub struct JobConfig {
     pub drain: Duration,
     /// Log a one-line status this often (never when zero).
     pub status_every: Duration,
+    /// Serve Prometheus metrics on this address (`--metrics-addr`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Draw a progress bar in bounded mode when stderr is a terminal (`--no-progress` clears it).
+    pub progress: bool,
 }
 
 impl JobConfig {
@@ -93,6 +97,8 @@ impl JobConfig {
             stop: Arc::new(AtomicBool::new(false)),
             drain: Duration::from_secs(2),
             status_every: Duration::from_secs(10),
+            metrics_addr: None,
+            progress: true,
         }
     }
 }
@@ -219,6 +225,18 @@ where
         config.source.clone(),
         config.stop.clone(),
     ));
+    let _server = match config.metrics_addr {
+        Some(addr) => Some(crate::exporter::MetricsServer::start(
+            addr,
+            shared.metrics.clone(),
+        )?),
+        None => None,
+    };
+    let _bar = if config.progress && config.source.bounded {
+        crate::progress::Progress::start(shared.metrics.clone())
+    } else {
+        None
+    };
     let start = Instant::now();
     let worker_shared = shared.clone();
     let (drain, status_every) = (config.drain, config.status_every);
@@ -310,12 +328,20 @@ where
         if let Err(e) = progress.commit(false) {
             tracing::warn!(worker = index, error = %e, "offset commit failed; retried at the next complete epoch");
         }
+        let below = progress.complete_below();
+        if index == 0 && below != u64::MAX && below > 0 {
+            shared.metrics.prom.committed_epoch.set((below - 1) as i64);
+        }
         if index == 0 && !status_every.is_zero() && last_status.elapsed() >= status_every {
             last_status = Instant::now();
             let m = &shared.metrics;
             tracing::info!(
                 records_in = m.records_in.load(Ordering::Relaxed),
                 records_out = m.records_out.load(Ordering::Relaxed),
+                read_of_total = %{
+                    let (read, total) = m.progress();
+                    format!("{read}/{total}")
+                },
                 malformed = m.errors.load(Ordering::Relaxed),
                 late = m.late.load(Ordering::Relaxed),
                 commits = m.commits.load(Ordering::Relaxed),

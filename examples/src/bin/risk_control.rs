@@ -126,6 +126,12 @@ fn main() -> anyhow::Result<()> {
         early_ms: args.early_ms,
     };
     let mut config = args.job.into_config()?;
+    // A window holds the epochs of its records until it closes, and the source pauses when
+    // it runs more than max_epochs_ahead epochs past the last complete one: let it run
+    // at least a window and a slide ahead, or the source would stall the windows it waits on.
+    let epoch_ms = config.source.epoch_interval.as_millis().max(1) as u64;
+    let needed = (rule.window_ms + rule.slide_ms) / epoch_ms + 10;
+    config.source.max_epochs_ahead = config.source.max_epochs_ahead.max(needed);
     freshet::cli::stop_on_signals(&config.stop)?;
     let stop = config.stop.clone();
     let stopper = generator.map(|g| {

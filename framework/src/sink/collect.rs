@@ -44,6 +44,8 @@ impl<'scope, D: 'static + Send> Collect<D> for StreamVec<'scope, Time, D> {
                 &format!("Collect({name})"),
                 move |_cap, info| {
                     let activator = scope.activator_for(info.address);
+                    let sink_records =
+                        crate::metrics::sink_counter(&metrics, &format!("Collect({name})"));
                     let mut pending: VecDeque<(Instant, Capability<Time>, Vec<D>)> =
                         VecDeque::new();
                     move |(input, _frontier), _output| {
@@ -61,6 +63,10 @@ impl<'scope, D: 'static + Send> Collect<D> for StreamVec<'scope, Time, D> {
                         while pending.front().is_some_and(|(at, _, _)| *at <= now) {
                             let (_, cap, data) = pending.pop_front().expect("checked");
                             Metrics::add(&metrics.records_out, data.len() as u64);
+                            sink_records.inc_by(data.len() as u64);
+                            metrics
+                                .prom
+                                .observe_latency(cap.time().event, data.len() as u64);
                             let mut out = into.lock().unwrap_or_else(|e| e.into_inner());
                             out.extend(data.into_iter().map(|d| (*cap.time(), d)));
                         }

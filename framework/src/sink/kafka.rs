@@ -130,6 +130,7 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                     };
                     let mut buf = Vec::new();
                     let name = name.clone();
+                    let sink_records = crate::metrics::sink_counter(&metrics, &name);
                     move |(input, _frontier), _output| {
                         let Some(producer) = producer.as_ref() else {
                             input.for_each(|_, _| {});
@@ -188,7 +189,9 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             match report {
                                 Ok(()) => {
                                     Metrics::add(&metrics.records_out, 1);
+                                    sink_records.inc();
                                     if let Some(entry) = pending.slots.get_mut(&slot) {
+                                        metrics.prom.observe_latency(entry.0.time().event, 1);
                                         entry.1 -= 1;
                                         if entry.1 == 0 {
                                             pending.slots.remove(&slot);

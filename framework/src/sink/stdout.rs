@@ -34,6 +34,8 @@ impl<'scope, D: 'static> PrintStdout<D> for StreamVec<'scope, Time, D> {
             Pipeline,
             &format!("Stdout({name})"),
             move |_cap, _info| {
+                let sink_records =
+                    crate::metrics::sink_counter(&metrics, &format!("Stdout({name})"));
                 move |input, _output| {
                     let stdout = std::io::stdout();
                     let mut out = stdout.lock();
@@ -42,6 +44,7 @@ impl<'scope, D: 'static> PrintStdout<D> for StreamVec<'scope, Time, D> {
                             let _ = writeln!(out, "{}", format(d));
                         }
                         Metrics::add(&metrics.records_out, data.len() as u64);
+                        sink_records.inc_by(data.len() as u64);
                     });
                     let _ = out.flush();
                 }

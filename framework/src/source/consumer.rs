@@ -5,7 +5,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::commit::Committer;
@@ -18,9 +20,36 @@ use crate::source::partition::PartitionState;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The client context of a source's consumer: librdkafka's statistics (every second,
+/// served by the source's own polls) carry each partition's high watermark as of the
+/// last fetch response, which feeds consumer lag and the progress bar. (ListOffsets
+/// "latest" is not used: Tansu answers it too low, see `../shared/KAFKA-BROKER.md`.)
+pub(crate) struct SourceContext {
+    metrics: Arc<Metrics>,
+    topic: String,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(t) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for (&p, part) in &t.partitions {
+            if p >= 0 && part.hi_offset >= 0 {
+                self.metrics.high_watermark(&self.topic, p, part.hi_offset);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+/// A source's consumer.
+pub(crate) type SourceConsumer = BaseConsumer<SourceContext>;
+
 /// One worker's consumer and what it has read, shared by the operator and the committer.
 pub(crate) struct Reader {
-    pub consumer: Rc<BaseConsumer>,
+    pub consumer: Rc<SourceConsumer>,
     pub topic: String,
     pub partitions: Vec<PartitionState>,
     pub committer: Rc<std::cell::RefCell<SourceCommitter>>,
@@ -29,7 +58,7 @@ pub(crate) struct Reader {
 
 /// Positions at the end of each epoch, and what has been committed.
 pub(crate) struct SourceCommitter {
-    consumer: Rc<BaseConsumer>,
+    consumer: Rc<SourceConsumer>,
     topic: String,
     /// `(epoch, [(partition, next offset)])`, oldest first.
     snapshots: VecDeque<(u64, Vec<(i32, i64)>)>,
@@ -102,8 +131,8 @@ impl Committer for SourceCommitter {
 }
 
 /// The partition numbers of `topic`, or a clear error if it does not exist.
-pub(crate) fn partition_count(
-    consumer: &BaseConsumer,
+pub(crate) fn partition_count<X: ConsumerContext>(
+    consumer: &BaseConsumer<X>,
     topic: &str,
     brokers: &str,
 ) -> Result<usize> {
@@ -128,9 +157,13 @@ pub(crate) fn open(
     commit: bool,
 ) -> Result<Reader> {
     let kafka = job.kafka_config();
-    let consumer: BaseConsumer = kafka
+    let consumer: SourceConsumer = kafka
         .consumer_config()
-        .create()
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(SourceContext {
+            metrics: job.metrics().clone(),
+            topic: topic.to_string(),
+        })
         .map_err(|e| Error::kafka("creating consumer", e))?;
     let count = partition_count(&consumer, topic, &kafka.brokers)?;
     let (index, peers) = (job.scope().index(), job.scope().peers());

@@ -10,6 +10,7 @@
 pub mod assign;
 mod consumer;
 mod operator;
+pub(crate) use operator::now_ms;
 pub mod partition;
 
 use std::sync::Arc;

@@ -96,6 +96,7 @@ where
     let max_future = config.max_future.as_millis() as u64;
     let first_epoch = now_ms() / interval;
     let topic: Rc<str> = reader.topic.clone().into();
+    let mut hooks = crate::metrics::SourceHooks::new(&metrics, &reader.topic);
 
     builder.build(move |caps| {
         let mut caps: Option<Vec<Capability<Time>>> = Some(caps);
@@ -223,6 +224,7 @@ where
             // Emit: one session per distinct event time.
             Metrics::add(&metrics.records_in, staged.len() as u64);
             Metrics::add(&metrics.bytes_in, bytes);
+            hooks.emitted(staged.len() as u64, errors.len() as u64, lates.len() as u64);
             if !staged.is_empty() {
                 staged.sort_unstable_by_key(|(t, _)| *t);
                 let mut out = rec_out.activate();
@@ -256,6 +258,8 @@ where
                 }
             }
 
+            let finished = config.bounded && reader.partitions.iter().all(|p| p.released);
+            hooks.report(&metrics, &reader.partitions, rule.out_of_orderness, wall, finished);
             // Bounded mode: every partition read to its end — commit-snapshot and finish.
             if config.bounded && reader.partitions.iter().all(|p| p.released) {
                 reader.committer.borrow_mut().snapshot(now_time.epoch, &reader.partitions);

@@ -9,6 +9,8 @@ pub struct PartitionState {
     pub partition: i32,
     /// The offset after the last message read, if any was read.
     pub next_offset: Option<i64>,
+    /// The offset of the first message read this run, if any was read.
+    pub first_offset: Option<i64>,
     /// Largest event time seen.
     max_event: Option<u64>,
     /// Since when the partition has been at its end with nothing new.
@@ -23,6 +25,7 @@ impl PartitionState {
         PartitionState {
             partition,
             next_offset: None,
+            first_offset: None,
             max_event: None,
             at_end_since: None,
             released: false,
@@ -32,6 +35,7 @@ impl PartitionState {
     /// A message at `offset` was read (whatever became of it).
     pub fn read(&mut self, offset: i64) {
         self.next_offset = Some(offset + 1);
+        self.first_offset.get_or_insert(offset);
         self.at_end_since = None;
     }
 

@@ -1,0 +1,74 @@
+//! A progress bar for bounded runs (indicatif), drawn on stderr only when stderr is a
+//! terminal.
+//!
+//! It shows records read of the total, the rate and an ETA. The total is, over every
+//! partition this process reads, the partition's **high watermark as of the latest fetch
+//! response** (reported by librdkafka's statistics every second) minus the first offset
+//! this run read from it. ListOffsets "latest" is not used because Tansu answers it too
+//! low (`../shared/KAFKA-BROKER.md`). So the total is known only once a partition has
+//! been fetched from, grows while producers append, and a partition not yet read from
+//! does not count yet.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::metrics::Metrics;
+
+/// The bar's thread; finishes the bar when dropped.
+pub struct Progress {
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Starts a bar over `metrics` if stderr is a terminal (else does nothing).
+    pub fn start(metrics: Arc<Metrics>) -> Option<Self> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        Some(Self::start_on(metrics, ProgressDrawTarget::stderr()))
+    }
+
+    /// Starts a bar drawing to `target` (tests use a hidden target).
+    pub fn start_on(metrics: Arc<Metrics>, target: ProgressDrawTarget) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let thread = std::thread::spawn(move || {
+            let bar = ProgressBar::with_draw_target(Some(0), target);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({per_sec}, ETA {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            while !d.load(Ordering::Relaxed) {
+                let (read, total) = metrics.progress();
+                bar.set_length(total.max(read));
+                bar.set_position(read);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let (read, total) = metrics.progress();
+            bar.set_length(total.max(read));
+            bar.set_position(read);
+            bar.finish();
+        });
+        Progress {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
