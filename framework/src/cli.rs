@@ -48,6 +48,9 @@ pub struct JobArgs {
     /// Pause reading when this many epochs ahead of the last complete epoch.
     #[arg(long, default_value_t = 50)]
     pub max_epochs_ahead: u64,
+    /// Most messages a source reads per activation (like max.poll.records).
+    #[arg(long, default_value_t = 4096)]
+    pub batch_size: usize,
     /// Worker threads per process (timely -w).
     #[arg(short = 'w', long = "workers", default_value_t = 1)]
     pub workers: usize,
@@ -87,6 +90,7 @@ impl JobArgs {
             out_of_orderness: Duration::from_millis(self.out_of_orderness_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             max_epochs_ahead: self.max_epochs_ahead,
+            batch_size: self.batch_size,
             ..SourceConfig::default()
         };
         source.validate()?;
@@ -120,4 +124,39 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    #[command(disable_help_flag = true)]
+    struct Args {
+        #[command(flatten)]
+        job: JobArgs,
+    }
+
+    #[test]
+    fn operating_flags_reach_the_config() {
+        let a = Args::parse_from([
+            "job",
+            "--metrics-addr",
+            "127.0.0.1:9898",
+            "--status-secs",
+            "3",
+            "--no-progress",
+            "--batch-size",
+            "100",
+        ]);
+        let c = a.job.into_config().unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9898".parse().unwrap()));
+        assert_eq!(c.status_every, Duration::from_secs(3));
+        assert!(!c.progress);
+        assert_eq!(c.source.batch_size, 100);
+        let d = Args::parse_from(["job"]).job.into_config().unwrap();
+        assert_eq!(d.metrics_addr, None);
+        assert!(d.progress);
+    }
 }

@@ -72,3 +72,31 @@ impl Drop for Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_from_the_first_offset_read_to_the_fetched_high_watermark() {
+        let m = Arc::new(Metrics::default());
+        assert_eq!(m.progress(), (0, 0));
+        // Known high watermark, nothing read yet: not counted (no start offset).
+        m.high_watermark("t", 0, 100);
+        assert_eq!(m.progress(), (0, 0));
+        m.position("t", 0, Some(40), Some(70), false);
+        m.position("t", 1, Some(0), Some(5), false); // no high watermark yet
+        assert_eq!(m.progress(), (30, 60));
+        m.high_watermark("t", 1, 10);
+        assert_eq!(m.progress(), (35, 70));
+        // Read past a stale high watermark: the total follows what was read.
+        m.position("t", 1, Some(0), Some(12), false);
+        assert_eq!(m.progress(), (42, 72));
+        let bar = Progress::start_on(m.clone(), ProgressDrawTarget::hidden());
+        drop(bar);
+        assert!(m
+            .prom
+            .encode()
+            .contains("freshet_consumer_lag{partition=\"0\",topic=\"t\"} 30"));
+    }
+}
