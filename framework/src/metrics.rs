@@ -138,8 +138,14 @@ impl PromMetrics {
 
     /// Observes the latency of `n` records written at event time `event_ms`.
     pub fn observe_latency(&self, event_ms: u64, n: u64) {
-        let now = crate::source::now_ms();
-        let secs = now.saturating_sub(event_ms) as f64 / 1000.0;
+        self.observe_latency_at(crate::source::now_ms(), event_ms, n);
+    }
+
+    /// Observes the latency of `n` records written at event time `event_ms`, acknowledged
+    /// at wall-clock `now_ms` (at most 64 samples per call).
+    #[inline]
+    pub fn observe_latency_at(&self, now_ms: u64, event_ms: u64, n: u64) {
+        let secs = now_ms.saturating_sub(event_ms) as f64 / 1000.0;
         for _ in 0..n.min(64) {
             self.latency.observe(secs);
         }
@@ -236,17 +242,19 @@ impl Metrics {
     }
 
     /// Records read so far and the total to read, over every partition of this process
-    /// with a known high watermark: `(read, total)`, from the first offset each
-    /// partition read this run to the high watermark of the latest fetch response.
+    /// that has read something: `(read, total)`, from the first offset each partition
+    /// read this run to the high watermark of the latest fetch response (to what was
+    /// read, until the first statistics report gives the high watermark).
     pub fn progress(&self) -> (u64, u64) {
         let map = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         let mut read = 0u64;
         let mut total = 0u64;
         for pos in map.values() {
-            let (Some(start), Some(high)) = (pos.start, pos.high) else {
-                continue;
-            };
+            let Some(start) = pos.start else { continue };
             let next = pos.next.unwrap_or(start);
+            // Before the first statistics report the high watermark is unknown: count
+            // what was read as the total so far.
+            let high = pos.high.unwrap_or(next);
             let high = high.max(next);
             read += (next - start).max(0) as u64;
             total += (high - start).max(0) as u64;

@@ -42,19 +42,23 @@ impl Progress {
             let bar = ProgressBar::with_draw_target(Some(0), target);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({per_sec}, ETA {eta})",
+                    "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({msg}, ETA {eta})",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            while !d.load(Ordering::Relaxed) {
+            let start = std::time::Instant::now();
+            let update = |bar: &ProgressBar| {
                 let (read, total) = metrics.progress();
                 bar.set_length(total.max(read));
                 bar.set_position(read);
+                let secs = start.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{:.0}/s", read as f64 / secs));
+            };
+            while !d.load(Ordering::Relaxed) {
+                update(&bar);
                 std::thread::sleep(Duration::from_millis(200));
             }
-            let (read, total) = metrics.progress();
-            bar.set_length(total.max(read));
-            bar.set_position(read);
+            update(&bar);
             bar.finish();
         });
         Progress {
@@ -85,8 +89,8 @@ mod tests {
         m.high_watermark("t", 0, 100);
         assert_eq!(m.progress(), (0, 0));
         m.position("t", 0, Some(40), Some(70), false);
-        m.position("t", 1, Some(0), Some(5), false); // no high watermark yet
-        assert_eq!(m.progress(), (30, 60));
+        m.position("t", 1, Some(0), Some(5), false); // no high watermark yet: 5 of 5
+        assert_eq!(m.progress(), (35, 65));
         m.high_watermark("t", 1, 10);
         assert_eq!(m.progress(), (35, 70));
         // Read past a stale high watermark: the total follows what was read.

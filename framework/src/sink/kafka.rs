@@ -185,13 +185,18 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             }
                         }
                         // Release capabilities of fully delivered batches.
+                        let now = crate::source::now_ms();
                         for (slot, report) in rx.try_iter() {
                             match report {
                                 Ok(()) => {
                                     Metrics::add(&metrics.records_out, 1);
                                     sink_records.inc();
                                     if let Some(entry) = pending.slots.get_mut(&slot) {
-                                        metrics.prom.observe_latency(entry.0.time().event, 1);
+                                        metrics.prom.observe_latency_at(
+                                            now,
+                                            entry.0.time().event,
+                                            1,
+                                        );
                                         entry.1 -= 1;
                                         if entry.1 == 0 {
                                             pending.slots.remove(&slot);
