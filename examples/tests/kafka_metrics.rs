@@ -146,6 +146,77 @@ fn metrics_endpoint_serves_lag_records_late_malformed_commits_and_latency() {
     let summary = job.join().unwrap().expect("job");
     assert_eq!(summary.records_in, events.len() as u64); // the late one is counted as late
     assert_eq!(summary.late, 1);
-    // The endpoint is gone with the job.
-    assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn each_process_of_a_two_process_job_serves_its_own_metrics() {
+    let (input, events) = preload("metrics2-in", 4, 32, 2_000, 5_000);
+    let output = create_topic("metrics2-out", 2);
+    let group = unique("metrics2-group");
+    // Two free consecutive loopback ports: process p serves on base + p.
+    let base = (0..50)
+        .find_map(|_| {
+            let a = TcpListener::bind("127.0.0.1:0").ok()?;
+            let port = a.local_addr().ok()?.port();
+            let b = TcpListener::bind(("127.0.0.1", port.checked_add(1)?)).ok()?;
+            drop((a, b));
+            Some(port)
+        })
+        .expect("two free consecutive ports");
+    let hosts = hostfile(2);
+    let mut children: Vec<_> = (0..2)
+        .map(|p| {
+            job_binary()
+                .args([
+                    "--input",
+                    &input,
+                    "--output",
+                    &output,
+                    "--group",
+                    &group,
+                    "--metrics-addr",
+                    &format!("127.0.0.1:{base}"),
+                    "-n",
+                    "2",
+                    "-p",
+                    &p.to_string(),
+                    "-h",
+                ])
+                .arg(&hosts.0)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawning window-count")
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = (0..2)
+        .map(|p| format!("127.0.0.1:{}", base + p).parse().unwrap())
+        .collect();
+    let metric = format!("freshet_source_records_total{{topic=\"{input}\"}}");
+    wait_for(
+        Duration::from_secs(60),
+        "both processes serving, every record read once",
+        || {
+            let per: Option<Vec<f64>> = addrs
+                .iter()
+                .map(|a| try_scrape(*a).map(|t| sum(&samples(&t), &metric)))
+                .collect();
+            per.is_some_and(|v| {
+                v.iter().all(|&n| n > 0.0) && v.iter().sum::<f64>() == events.len() as f64
+            })
+        },
+    );
+    for c in &children {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    for c in children.iter_mut() {
+        assert!(
+            c.wait().unwrap().success(),
+            "a process did not stop cleanly"
+        );
+    }
 }

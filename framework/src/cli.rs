@@ -63,7 +63,8 @@ pub struct JobArgs {
     /// File with one host:port per process (timely -h).
     #[arg(short = 'h', long = "hostfile")]
     pub hostfile: Option<PathBuf>,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9898.
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9898 (process p
+    /// of a multi-process job adds p to the port).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Log a one-line status this often, seconds (0: never).

@@ -225,11 +225,22 @@ where
         config.source.clone(),
         config.stop.clone(),
     ));
+    // Process p of a multi-process job serves on port + p, so processes sharing a host
+    // and the same flags do not collide.
     let _server = match config.metrics_addr {
-        Some(addr) => Some(crate::exporter::MetricsServer::start(
-            addr,
-            shared.metrics.clone(),
-        )?),
+        Some(addr) => {
+            let port = match addr.port() {
+                0 => 0,
+                p => p
+                    .checked_add(config.cluster.process as u16)
+                    .ok_or_else(|| Error::Config("--metrics-addr port + -p overflows".into()))?,
+            };
+            let addr = std::net::SocketAddr::new(addr.ip(), port);
+            Some(crate::exporter::MetricsServer::start(
+                addr,
+                shared.metrics.clone(),
+            )?)
+        }
         None => None,
     };
     let _bar = if config.progress && config.source.bounded {
