@@ -32,6 +32,10 @@ pub mod operators {
     pub use freshet_operators::*;
 }
 
+/// timely-dataflow, re-exported for stream types (`freshet::timely::dataflow::StreamVec`)
+/// and its generic operators (`map`, `filter`, `inspect`, ...).
+pub use timely;
+
 pub use cli::JobArgs;
 pub use codec::{Bincode, Decoder, Encoder, Json, WithMeta};
 pub use config::{KafkaConfig, ProducerSettings, SourceConfig, StartFrom};

@@ -221,6 +221,20 @@ impl<D> TestSource<D> {
         self.send(partition, offset, event_time, record);
     }
 
+    /// Moves this source's watermark alone to `watermark` (never backwards; the harness's
+    /// own moves still apply to every source). Call [`Harness::run`] afterwards. Use it
+    /// to model one input lagging behind another, e.g. a table side that stalls a lookup.
+    pub fn advance_watermark(&self, watermark: u64) {
+        let mut s = self.state.borrow_mut();
+        let now = Time::new(watermark, s.now.epoch);
+        s.set_time(now);
+    }
+
+    /// This source's current time: (watermark, epoch).
+    pub fn now(&self) -> Time {
+        self.state.borrow().now
+    }
+
     /// Ends this source (as a bounded source does at the end of its partitions).
     pub fn close(&self) {
         self.state.borrow_mut().close();
@@ -604,5 +618,31 @@ mod tests {
         let c = h.committed();
         assert_eq!(c[&("in".to_string(), 0)], 2);
         assert_eq!(c[&("in".to_string(), 1)], 2);
+    }
+
+    #[test]
+    fn one_source_can_lag_behind_the_others() {
+        use crate::operators::Lookup;
+        let (mut h, (stream, table, out)) = Harness::new(|t| {
+            let (stream, s) = t.source::<(u8, u64)>("stream");
+            let (table, tb) = t.table_source::<(u8, char)>("table");
+            let joined = s.records.lookup(tb.records, "t", |r: &(u8, u64)| r.0);
+            (stream, table, t.collect("joined", joined))
+        });
+        table.send(0, 0, 5, (1, 'a'));
+        stream.send(0, 0, 10, (1, 10));
+        stream.advance_watermark(100);
+        h.run();
+        assert!(
+            out.records().is_empty(),
+            "the table's watermark (0) holds the lookup"
+        );
+        assert_eq!(stream.now().event, 100);
+        assert_eq!(table.now().event, 0);
+        table.advance_watermark(11);
+        h.run();
+        assert_eq!(out.records(), vec![((1, 10), 'a')]);
+        h.finish();
+        assert!(h.committed().keys().all(|(t, _)| t == "stream"));
     }
 }

@@ -87,9 +87,8 @@ fn main() -> anyhow::Result<()> {
         ));
         _mock = mock;
     }
-    let mut config = args.job.into_config()?;
+    let config = args.job.into_config()?;
     freshet::cli::stop_on_signals(&config.stop)?;
-    config.status_every = std::time::Duration::from_secs(10);
     let summary = run(
         config,
         window_count_job(args.input, args.output, args.window_ms, args.print),
