@@ -2,7 +2,9 @@
 //! stream–table join with `freshet::operators::Lookup`): each order gets its customer's
 //! record as of the order's event time; orders of unknown customers go out with
 //! `"customer": null`. The customers topic is read from its start at every run and its
-//! offsets are never committed (`KafkaSource::table`); the orders' offsets are.
+//! offsets are never committed (`KafkaSource::table`); the orders' offsets are. An order
+//! waits until the table's watermark passes its event time; a table topic at its end and
+//! quiet for `--idle-timeout-ms` follows the wall clock, so live orders wait about that long.
 //!
 //! Zero-install demo (librdkafka's in-process mock cluster, fed by a generator):
 //!

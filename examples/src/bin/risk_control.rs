@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! scripts/kafka-broker create-topic payments 4 && scripts/kafka-broker create-topic risk-alerts 4
-//! cargo run --release -p freshet-examples --bin loadgen -- --topic payments --kind payments --rate 5000 --seconds 60 &
+//! cargo run --release -p freshet-examples --bin loadgen -- --topic payments --kind payments --keys 100000 --rate 5000 --seconds 60 &
 //! cargo run --release -p freshet-examples --bin risk-control -- \
 //!     --brokers 127.0.0.1:9092 --input payments --output risk-alerts --print
 //! ```

@@ -12,9 +12,9 @@
 //!
 //! ```text
 //! scripts/kafka-broker create-topic clicks 4 && scripts/kafka-broker create-topic sessions 4
-//! cargo run --release -p freshet-examples --bin loadgen -- --topic clicks --kind clicks --rate 5000 --seconds 60 &
+//! cargo run --release -p freshet-examples --bin loadgen -- --topic clicks --kind clicks --keys 50000 --rate 5000 --seconds 60 &
 //! cargo run --release -p freshet-examples --bin sessionize -- \
-//!     --brokers 127.0.0.1:9092 --input clicks --output sessions --gap-ms 30000 --print
+//!     --brokers 127.0.0.1:9092 --input clicks --output sessions --gap-ms 10000 --print
 //! ```
 //!
 //! Clicks look like `{"user":42,"page":"/cart","ts":1700000000123}`.
