@@ -30,6 +30,20 @@ pub(crate) struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // End-of-partition events are expected (enable.partition.eof drives bounded mode
+        // and idle detection); librdkafka also reports them on the main queue.
+        let eof = matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        );
+        if eof {
+            tracing::trace!(topic = %self.topic, %reason, "end of partition");
+        } else {
+            tracing::warn!(topic = %self.topic, %error, %reason, "kafka client error");
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let Some(t) = statistics.topics.get(&self.topic) else {
             return;
