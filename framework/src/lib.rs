@@ -4,7 +4,12 @@
 //! progress tracking; operators from [`freshet_operators`] compute event-time windows
 //! and joins; sinks acknowledge durable output, and consumer offsets are committed
 //! only for epochs whose output every sink has acknowledged. Start with [`run`] and
-//! [`KafkaSource`]; `docs/architecture.md` explains the model.
+//! [`KafkaSource`]; `docs/architecture.md` explains the model and `docs/guide.md` walks
+//! through writing, testing and operating a job.
+//!
+//! Test a job's logic without a broker with [`testing::Harness`]; serve Prometheus
+//! metrics with `--metrics-addr` ([`exporter`], [`metrics::PromMetrics`]); bounded runs
+//! draw a progress bar on a terminal ([`progress`]).
 
 #![forbid(missing_docs)]
 

@@ -2,7 +2,7 @@
 //!
 //! Besides the plain totals, [`Metrics::prom`] holds the labelled Prometheus metrics
 //! (per partition lag, per operator records, latency) that `--metrics-addr` serves; see
-//! [`crate::prometheus`] and `docs/guide.md`.
+//! [`crate::exporter`] and `docs/guide.md`.
 
 use std::collections::BTreeMap;
 use std::fmt;
