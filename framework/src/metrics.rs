@@ -372,10 +372,10 @@ impl SourceHooks {
         metrics: &Metrics,
         parts: &[crate::source::partition::PartitionState],
         out_of_orderness: u64,
+        now: std::time::Instant,
         now_ms: u64,
         force: bool,
     ) {
-        let now = std::time::Instant::now();
         if !force
             && self
                 .last_report

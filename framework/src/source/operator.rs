@@ -259,7 +259,7 @@ where
             }
 
             let finished = config.bounded && reader.partitions.iter().all(|p| p.released);
-            hooks.report(&metrics, &reader.partitions, rule.out_of_orderness, wall, finished);
+            hooks.report(&metrics, &reader.partitions, rule.out_of_orderness, now, wall, finished);
             // Bounded mode: every partition read to its end — commit-snapshot and finish.
             if config.bounded && reader.partitions.iter().all(|p| p.released) {
                 reader.committer.borrow_mut().snapshot(now_time.epoch, &reader.partitions);
