@@ -5,7 +5,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::commit::Committer;
@@ -18,9 +20,28 @@ use crate::source::partition::PartitionState;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The client context of source consumers: routes librdkafka's errors to `tracing`,
+/// and keeps end-of-partition events (which Freshet reads as data) out of the error log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourceContext;
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) => tracing::trace!(%reason, "end of partition"),
+            e => tracing::warn!(error = %e, %reason, "kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+/// A consumer with the source context.
+pub type SourceConsumer = BaseConsumer<SourceContext>;
+
 /// One worker's consumer and what it has read, shared by the operator and the committer.
 pub(crate) struct Reader {
-    pub consumer: Rc<BaseConsumer>,
+    pub consumer: Rc<SourceConsumer>,
     pub topic: String,
     pub partitions: Vec<PartitionState>,
     pub committer: Rc<std::cell::RefCell<SourceCommitter>>,
@@ -29,7 +50,7 @@ pub(crate) struct Reader {
 
 /// Positions at the end of each epoch, and what has been committed.
 pub(crate) struct SourceCommitter {
-    consumer: Rc<BaseConsumer>,
+    consumer: Rc<SourceConsumer>,
     topic: String,
     /// `(epoch, [(partition, next offset)])`, oldest first.
     snapshots: VecDeque<(u64, Vec<(i32, i64)>)>,
@@ -103,7 +124,7 @@ impl Committer for SourceCommitter {
 
 /// The partition numbers of `topic`, or a clear error if it does not exist.
 pub(crate) fn partition_count(
-    consumer: &BaseConsumer,
+    consumer: &SourceConsumer,
     topic: &str,
     brokers: &str,
 ) -> Result<usize> {
@@ -123,9 +144,9 @@ pub(crate) fn partition_count(
 /// Creates this worker's consumer, assigned to its partitions at their start offsets.
 pub(crate) fn open(job: &Job<'_>, topic: &str, config: &SourceConfig) -> Result<Reader> {
     let kafka = job.kafka_config();
-    let consumer: BaseConsumer = kafka
+    let consumer: SourceConsumer = kafka
         .consumer_config()
-        .create()
+        .create_with_context(SourceContext)
         .map_err(|e| Error::kafka("creating consumer", e))?;
     let count = partition_count(&consumer, topic, &kafka.brokers)?;
     let (index, peers) = (job.scope().index(), job.scope().peers());
