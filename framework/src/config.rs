@@ -234,3 +234,57 @@ impl Default for ProducerSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_parses_and_refuses_controlled_keys() {
+        assert_eq!(
+            parse_passthrough("fetch.min.bytes=1024").unwrap(),
+            ("fetch.min.bytes".into(), "1024".into())
+        );
+        assert_eq!(
+            parse_passthrough("a=b=c").unwrap(),
+            ("a".into(), "b=c".into())
+        );
+        assert!(parse_passthrough("novalue")
+            .unwrap_err()
+            .contains("not key=value"));
+        assert!(parse_passthrough("=x").unwrap_err().contains("empty key"));
+        for key in CONTROLLED_KEYS {
+            assert!(parse_passthrough(&format!("{key}=x"))
+                .unwrap_err()
+                .contains("set by Freshet"));
+        }
+    }
+
+    #[test]
+    fn controlled_keys_are_applied_last() {
+        let mut kafka = KafkaConfig::new("127.0.0.1:1", "g");
+        kafka
+            .extra
+            .insert("enable.auto.commit".into(), "true".into()); // bypassing `set`
+        assert!(kafka.validate().is_err());
+        let c = kafka.consumer_config();
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("enable.partition.eof"), Some("true"));
+        assert_eq!(c.get("group.id"), Some("g"));
+    }
+
+    #[test]
+    fn source_settings_are_checked() {
+        assert!(SourceConfig::default().validate().is_ok());
+        let zero = SourceConfig {
+            epoch_interval: Duration::ZERO,
+            ..SourceConfig::default()
+        };
+        assert!(zero.validate().is_err());
+        let tick = SourceConfig {
+            tick_ms: 0,
+            ..SourceConfig::default()
+        };
+        assert!(tick.validate().is_err());
+    }
+}

@@ -140,6 +140,9 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             let Some(&time) = cap.stamp().iter().next() else {
                                 return;
                             };
+                            if data.is_empty() {
+                                return; // nothing to deliver, so nothing to hold
+                            }
                             let slot = pending.next_slot;
                             pending.next_slot += 1;
                             pending

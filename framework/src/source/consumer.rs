@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -20,28 +22,40 @@ use crate::source::partition::PartitionState;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The client context of a source's consumer: librdkafka's statistics (every second,
-/// served by the source's own polls) carry each partition's high watermark as of the
-/// last fetch response, which feeds consumer lag and the progress bar. (ListOffsets
-/// "latest" is not used: Tansu answers it too low, see `../shared/KAFKA-BROKER.md`.)
-pub(crate) struct SourceContext {
+/// The client context of source consumers: routes librdkafka's errors to `tracing`,
+/// and keeps end-of-partition events (which Freshet reads as data) out of the error log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourceContext;
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!(%reason, "end of partition")
+            }
+            e => tracing::warn!(error = %e, %reason, "kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+/// A consumer with the source context.
+pub type SourceConsumer = BaseConsumer<SourceContext>;
+
+/// The context of a Kafka source's own consumer: [`SourceContext`]'s error handling,
+/// plus librdkafka's statistics (every second, served by the source's own polls), which
+/// carry each partition's high watermark as of the last fetch response: consumer lag
+/// and the progress bar's total come from it. (ListOffsets "latest" is not used: Tansu
+/// answers it too low, see `../shared/KAFKA-BROKER.md`.)
+pub(crate) struct MeteredContext {
     metrics: Arc<Metrics>,
     topic: String,
 }
 
-impl ClientContext for SourceContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        // End-of-partition events are expected (enable.partition.eof drives bounded mode
-        // and idle detection); librdkafka also reports them on the main queue.
-        let eof = matches!(
-            error.rdkafka_error_code(),
-            Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
-        );
-        if eof {
-            tracing::trace!(topic = %self.topic, %reason, "end of partition");
-        } else {
-            tracing::warn!(topic = %self.topic, %error, %reason, "kafka client error");
-        }
+impl ClientContext for MeteredContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        SourceContext.error(error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -56,14 +70,14 @@ impl ClientContext for SourceContext {
     }
 }
 
-impl ConsumerContext for SourceContext {}
+impl ConsumerContext for MeteredContext {}
 
-/// A source's consumer.
-pub(crate) type SourceConsumer = BaseConsumer<SourceContext>;
+/// A Kafka source's consumer.
+pub(crate) type MeteredConsumer = BaseConsumer<MeteredContext>;
 
 /// One worker's consumer and what it has read, shared by the operator and the committer.
 pub(crate) struct Reader {
-    pub consumer: Rc<SourceConsumer>,
+    pub consumer: Rc<MeteredConsumer>,
     pub topic: String,
     pub partitions: Vec<PartitionState>,
     pub committer: Rc<std::cell::RefCell<SourceCommitter>>,
@@ -72,7 +86,7 @@ pub(crate) struct Reader {
 
 /// Positions at the end of each epoch, and what has been committed.
 pub(crate) struct SourceCommitter {
-    consumer: Rc<SourceConsumer>,
+    consumer: Rc<MeteredConsumer>,
     topic: String,
     /// `(epoch, [(partition, next offset)])`, oldest first.
     snapshots: VecDeque<(u64, Vec<(i32, i64)>)>,
@@ -171,10 +185,10 @@ pub(crate) fn open(
     commit: bool,
 ) -> Result<Reader> {
     let kafka = job.kafka_config();
-    let consumer: SourceConsumer = kafka
+    let consumer: MeteredConsumer = kafka
         .consumer_config()
         .set("statistics.interval.ms", "1000")
-        .create_with_context(SourceContext {
+        .create_with_context(MeteredContext {
             metrics: job.metrics().clone(),
             topic: topic.to_string(),
         })

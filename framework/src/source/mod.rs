@@ -9,6 +9,8 @@
 
 pub mod assign;
 mod consumer;
+
+pub use consumer::{SourceConsumer, SourceContext};
 mod operator;
 pub(crate) use operator::now_ms;
 pub mod partition;
