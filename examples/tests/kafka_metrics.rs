@@ -176,6 +176,8 @@ fn each_process_of_a_two_process_job_serves_its_own_metrics() {
                     &group,
                     "--metrics-addr",
                     &format!("127.0.0.1:{base}"),
+                    "--idle-timeout-ms",
+                    "300",
                     "-n",
                     "2",
                     "-p",
@@ -194,14 +196,20 @@ fn each_process_of_a_two_process_job_serves_its_own_metrics() {
     let metric = format!("freshet_source_records_total{{topic=\"{input}\"}}");
     wait_for(
         Duration::from_secs(60),
-        "both processes serving, every record read once",
+        "both processes serving, every record read once, epochs committed in each",
         || {
-            let per: Option<Vec<f64>> = addrs
+            let per: Option<Vec<(f64, f64)>> = addrs
                 .iter()
-                .map(|a| try_scrape(*a).map(|t| sum(&samples(&t), &metric)))
+                .map(|a| {
+                    try_scrape(*a).map(|t| {
+                        let s = samples(&t);
+                        (sum(&s, &metric), sum(&s, "freshet_committed_epoch"))
+                    })
+                })
                 .collect();
             per.is_some_and(|v| {
-                v.iter().all(|&n| n > 0.0) && v.iter().sum::<f64>() == events.len() as f64
+                v.iter().all(|&(n, e)| n > 0.0 && e > 0.0)
+                    && v.iter().map(|(n, _)| n).sum::<f64>() == events.len() as f64
             })
         },
     );

@@ -251,8 +251,11 @@ where
     let start = Instant::now();
     let worker_shared = shared.clone();
     let (drain, status_every) = (config.drain, config.status_every);
+    let workers = config.cluster.workers.max(1);
     let guards = timely::execute(timely_config, move |worker| {
-        let result = run_worker(worker, &worker_shared, &build, drain, status_every);
+        // The first worker of each process logs its status and sets its process's gauges.
+        let lead = worker.index() % workers == 0;
+        let result = run_worker(worker, &worker_shared, &build, drain, status_every, lead);
         if let Err(e) = &result {
             worker_shared.fail(Error::Runtime(e.to_string()));
         }
@@ -280,11 +283,12 @@ fn run_worker<F>(
     build: &F,
     drain: Duration,
     status_every: Duration,
+    lead: bool,
 ) -> Result<()>
 where
     F: Fn(&mut Job<'_>) -> Result<()>,
 {
-    let result = drive(worker, shared, build, drain, status_every);
+    let result = drive(worker, shared, build, drain, status_every, lead);
     // A stopped, failed or half-built job leaves operators holding capabilities: drop its
     // dataflow so timely does not keep stepping it after the worker function returns.
     for id in worker.installed_dataflows() {
@@ -300,6 +304,7 @@ fn drive<F>(
     build: &F,
     drain: Duration,
     status_every: Duration,
+    lead: bool,
 ) -> Result<()>
 where
     F: Fn(&mut Job<'_>) -> Result<()>,
@@ -340,10 +345,10 @@ where
             tracing::warn!(worker = index, error = %e, "offset commit failed; retried at the next complete epoch");
         }
         let below = progress.complete_below();
-        if index == 0 && below != u64::MAX && below > 0 {
+        if lead && below != u64::MAX && below > 0 {
             shared.metrics.prom.committed_epoch.set((below - 1) as i64);
         }
-        if index == 0 && !status_every.is_zero() && last_status.elapsed() >= status_every {
+        if lead && !status_every.is_zero() && last_status.elapsed() >= status_every {
             last_status = Instant::now();
             let m = &shared.metrics;
             tracing::info!(
