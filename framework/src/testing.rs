@@ -548,10 +548,14 @@ impl Harness {
             c.borrow_mut().close();
         }
         self.run();
-        let mut steps = 0;
-        while !self.progress.done() && steps < 100_000 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.progress.done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dataflow did not finish within 30 s of its sources ending: an operator \
+                 still holds a capability (state it never emits?)"
+            );
             self.worker.step_or_park(Some(Duration::from_millis(1)));
-            steps += 1;
         }
         self.run();
     }
