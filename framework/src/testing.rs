@@ -649,4 +649,25 @@ mod tests {
         h.finish();
         assert!(h.committed().keys().all(|(t, _)| t == "stream"));
     }
+
+    #[test]
+    fn malformed_messages_reach_the_error_stream_and_count_as_read() {
+        let (mut h, (src, errors)) = Harness::new(|t| {
+            let (src, s) = t.source::<u64>("in");
+            t.collect("records", s.records);
+            (src, t.collect("errors", s.errors))
+        });
+        src.push(0, 5, 5);
+        src.send_malformed(0, 1, "json: expected value", b"{oops");
+        h.advance(10);
+        let e = errors.records();
+        assert_eq!((e.len(), e[0].offset, e[0].topic.as_str()), (1, 1, "in"));
+        assert_eq!(h.committed()[&("in".to_string(), 0)], 2);
+        assert_eq!(
+            h.metrics()
+                .errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
 }
