@@ -9,6 +9,7 @@
 
 pub mod assign;
 mod consumer;
+pub mod flow;
 
 pub use consumer::{SourceConsumer, SourceContext};
 mod operator;

@@ -14,6 +14,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 
 use super::consumer::{partition_count, Reader};
+use super::flow::{Decision, FlowControl};
 use super::partition::{worker_watermark, WatermarkRule};
 use super::{EventTimeFn, SourceError, SourceStreams};
 use crate::codec::{Decoder, RawMessage};
@@ -103,6 +104,8 @@ where
         let mut now_time = Time::new(0, first_epoch);
         let mut staged: Vec<(u64, C::Output)> = Vec::with_capacity(config.batch_size);
         let mut paused = false;
+        let stall = (config.epoch_interval * 10).max(Duration::from_secs(2));
+        let mut flow = FlowControl::new(config.max_epochs_ahead, stall);
         let mut poll_warn = Throttle { last: None, held: 0 };
         let mut err_warn = Throttle { last: None, held: 0 };
         let mut last_refresh = Instant::now();
@@ -119,8 +122,8 @@ where
             // Flow control: pause while too far ahead of the last complete epoch.
             let complete = progress.complete_below().max(first_epoch);
             let ahead = now_time.epoch.saturating_sub(complete);
-            if ahead > config.max_epochs_ahead {
-                if !paused {
+            match flow.decide(ahead, complete, now) {
+                Decision::Pause => {
                     if let Err(e) = consumer.pause(&live_partitions(&topic, &reader)) {
                         tracing::warn!(%topic, error = %e, "pausing partitions failed");
                     }
@@ -128,11 +131,13 @@ where
                     Metrics::add(&metrics.pauses, 1);
                     tracing::debug!(worker, %topic, ahead, "paused: sinks are behind");
                 }
-            } else if paused {
-                if let Err(e) = consumer.resume(&live_partitions(&topic, &reader)) {
-                    tracing::warn!(%topic, error = %e, "resuming partitions failed");
+                Decision::Resume => {
+                    if let Err(e) = consumer.resume(&live_partitions(&topic, &reader)) {
+                        tracing::warn!(%topic, error = %e, "resuming partitions failed");
+                    }
+                    paused = false;
                 }
-                paused = false;
+                Decision::Keep => {}
             }
 
             // Read a batch.
