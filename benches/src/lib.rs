@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod input;
+pub mod kafka;
 pub mod nexmark;
 pub mod report;
 pub mod windowed;
