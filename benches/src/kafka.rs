@@ -86,45 +86,82 @@ where
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Reads partitions `0..partitions` of `topic` from the start to their ends with one
-/// `BaseConsumer`, handing each payload to `each`. Returns (records, seconds), timed
-/// from creating the consumer (as a job's time includes its start).
+/// Reads partitions `0..partitions` of `topic` from the start to their ends with
+/// `threads` `BaseConsumer`s (thread `i` reads the partitions `p` with
+/// `p % threads == i`), configured as a Freshet source's consumer is
+/// ([`freshet::KafkaConfig::consumer_config`]), handing each payload to `each`.
+/// Returns (records, seconds), timed from creating the consumers (as a job's time
+/// includes its start).
 pub fn raw_consume<F>(
     brokers: &str,
     topic: &str,
     partitions: i32,
-    mut each: F,
+    threads: usize,
+    each: F,
 ) -> anyhow::Result<(u64, f64)>
 where
-    F: FnMut(&[u8]),
+    F: Fn(&[u8]) + Sync,
 {
     let start = Instant::now();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("raw-{topic}"))
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
+    let threads = threads.max(1);
+    let counts = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let each = &each;
+                s.spawn(move || {
+                    let mine: Vec<i32> = (0..partitions)
+                        .filter(|p| *p as usize % threads == i)
+                        .collect();
+                    consume_partitions(brokers, topic, &mine, each)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("raw consumer panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<u64>>>()
+    })?;
+    Ok((counts.iter().sum(), start.elapsed().as_secs_f64()))
+}
+
+fn consume_partitions(
+    brokers: &str,
+    topic: &str,
+    partitions: &[i32],
+    each: &(impl Fn(&[u8]) + Sync),
+) -> anyhow::Result<u64> {
+    if partitions.is_empty() {
+        return Ok(0);
+    }
+    let consumer: BaseConsumer = freshet::KafkaConfig::new(brokers, format!("raw-{topic}"))
+        .consumer_config()
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let mut at_end = vec![false; partitions as usize];
+    let mut at_end: std::collections::HashMap<i32, bool> =
+        partitions.iter().map(|p| (*p, false)).collect();
     let mut n = 0u64;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while at_end.iter().any(|e| !e) {
+    while at_end.values().any(|e| !e) {
         anyhow::ensure!(Instant::now() < deadline, "raw consume did not finish");
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                at_end[m.partition() as usize] = false;
+                at_end.insert(m.partition(), false);
                 each(m.payload().unwrap_or_default());
                 n += 1;
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p, true);
+            }
             Some(Err(e)) => return Err(e.into()),
             None => {}
         }
     }
-    Ok((n, start.elapsed().as_secs_f64()))
+    Ok(n)
 }

@@ -2,7 +2,8 @@
 //! topic (tuned producer, reports produce msg/s), runs a Freshet job in bounded mode —
 //! Kafka source → 1 s tumbling count + sum per key → Kafka sink — and reports
 //! records/s; then reads the same topic with a raw rdkafka consume loop (decoding each
-//! payload with the same codec) as the ceiling, and prints the ratio.
+//! payload with the same codec, one consumer per job worker, configured as Freshet's
+//! consumers are) as the ceiling, and prints the ratio.
 //!
 //! ```text
 //! cargo run --release -p freshet-benches --bin kafka-e2e -- --events 2000000 --partitions 4 -w 2
@@ -57,6 +58,9 @@ struct Args {
     /// Window size, ms.
     #[arg(long, default_value_t = 1000)]
     window_ms: u64,
+    /// Consumer threads of the raw loop (default: as many as the job's workers).
+    #[arg(long)]
+    raw_threads: Option<usize>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -159,18 +163,19 @@ fn main() -> anyhow::Result<()> {
                 args.events
             );
         }
-        let _ = peers;
     }
     if matches!(args.stage, Stage::All | Stage::Raw) {
-        let mut sum = 0u64;
-        let (n, secs) = raw_consume(&brokers, &topic, args.partitions, |p| {
+        let sum = std::sync::atomic::AtomicU64::new(0);
+        let threads = args.raw_threads.unwrap_or(peers);
+        let (n, secs) = raw_consume(&brokers, &topic, args.partitions, threads, |p| {
             let e: KeyedEvent = bincode::deserialize(p).expect("decode");
-            sum = sum.wrapping_add(e.value);
+            sum.fetch_add(e.value, std::sync::atomic::Ordering::Relaxed);
         })?;
         let rate = n as f64 / secs;
         let mut line = Line::new("kafka-raw-consume")
             .field("topic", &topic)
             .field("records", n)
+            .field("threads", threads)
             .field("secs", format!("{secs:.3}"))
             .rate("records_per_s", rate);
         if let Some(j) = job_rate {
