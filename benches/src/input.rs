@@ -22,6 +22,7 @@ pub struct Feeder<D: 'static> {
     out_of_orderness: u64,
     rounds: u64,
     rounds_per_epoch: u64,
+    tick: u64,
     /// Records behind the watermark, clamped up to it (a benchmark input has none
     /// when its disorder is within the out-of-orderness).
     pub late: u64,
@@ -44,10 +45,18 @@ impl<D: Clone + 'static> Feeder<D> {
                 out_of_orderness,
                 rounds: 0,
                 rounds_per_epoch: rounds_per_epoch.max(1),
+                tick: 1,
                 late: 0,
             },
             stream,
         )
+    }
+
+    /// Rounds each record's timestamp down to a multiple of `tick` ms, as the Kafka
+    /// source's `SourceConfig::tick_ms` does (fewer distinct times, bigger batches).
+    pub fn tick(mut self, tick: u64) -> Self {
+        self.tick = tick.max(1);
+        self
     }
 
     /// The current `(watermark, epoch)`.
@@ -61,6 +70,7 @@ impl<D: Clone + 'static> Feeder<D> {
         let now = *cap.time();
         self.staged.extend(batch);
         for (t, _) in &mut self.staged {
+            *t -= *t % self.tick;
             self.max_seen = self.max_seen.max(*t);
             if *t < now.event {
                 self.late += 1;

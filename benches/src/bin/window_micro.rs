@@ -51,6 +51,9 @@ struct Args {
     /// Records per input round (a source's poll batch).
     #[arg(long, default_value_t = 1000)]
     round: usize,
+    /// Round timestamps down to this many ms (the source's `tick_ms`; 1 = exact).
+    #[arg(long, default_value_t = 1)]
+    tick_ms: u64,
     /// Skip the HashMap reference loop.
     #[arg(long)]
     no_reference: bool,
@@ -74,7 +77,8 @@ fn main() -> anyhow::Result<()> {
     let windows = Arc::new(AtomicU64::new(0));
     let late = Arc::new(AtomicU64::new(0));
     let (c2, w2, l2) = (counted.clone(), windows.clone(), late.clone());
-    let (window_ms, ooo, round) = (args.window_ms, args.disorder_ms, args.round);
+    let (window_ms, ooo, round, tick) =
+        (args.window_ms, args.disorder_ms, args.round, args.tick_ms);
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         let index = worker.index();
         let events: Vec<KeyedEvent> = w.share(index, peers);
@@ -82,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         let mc = my_count.clone();
         let (mut feeder, probe) = worker.dataflow::<freshet::Time, _, _>(|scope| {
             let (feeder, stream) = Feeder::<KeyedEvent>::new(&scope, ooo, 200);
+            let feeder = feeder.tick(tick);
             let (probe, _) = stream
                 .tumble_fold(
                     "count-sum",
@@ -133,6 +138,8 @@ fn main() -> anyhow::Result<()> {
     let rate = total as f64 / secs;
     let mut line = Line::new("window-micro")
         .field("config", args.cluster.label())
+        .field("tick_ms", args.tick_ms)
+        .field("round", args.round)
         .field("process", args.cluster.process)
         .field("events", total)
         .field("local_events", local_events)
