@@ -52,8 +52,15 @@ pub fn producer(brokers: &str) -> anyhow::Result<ThreadedProducer<DefaultProduce
 
 /// Produces `n` records, record `i` written by `make(i, &mut key, &mut payload)` which
 /// returns its partition and timestamp; waits for every delivery. Returns the
-/// seconds taken.
-pub fn produce<F>(brokers: &str, topic: &str, n: u64, mut make: F) -> anyhow::Result<f64>
+/// seconds taken. With `pace`, sends at most that many records per second (open
+/// loop: record `i` is not sent before `i / pace` s).
+pub fn produce_paced<F>(
+    brokers: &str,
+    topic: &str,
+    n: u64,
+    pace: Option<u64>,
+    mut make: F,
+) -> anyhow::Result<f64>
 where
     F: FnMut(u64, &mut Vec<u8>, &mut Vec<u8>) -> (i32, i64),
 {
@@ -61,6 +68,14 @@ where
     let (mut key, mut payload) = (Vec::new(), Vec::new());
     let start = Instant::now();
     for i in 0..n {
+        if let Some(rate) = pace.filter(|r| *r > 0) {
+            if i % 1000 == 0 {
+                let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
         key.clear();
         payload.clear();
         let (partition, ts) = make(i, &mut key, &mut payload);
@@ -84,6 +99,14 @@ where
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// [`produce_paced`] as fast as the broker takes it.
+pub fn produce<F>(brokers: &str, topic: &str, n: u64, make: F) -> anyhow::Result<f64>
+where
+    F: FnMut(u64, &mut Vec<u8>, &mut Vec<u8>) -> (i32, i64),
+{
+    produce_paced(brokers, topic, n, None, make)
 }
 
 /// Reads partitions `0..partitions` of `topic` from the start to their ends with

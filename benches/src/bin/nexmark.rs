@@ -26,7 +26,7 @@ use clap::Parser;
 use freshet::operators::event_frontier;
 use freshet_benches::cluster::ClusterArgs;
 use freshet_benches::input::Feeder;
-use freshet_benches::kafka::{create_topic, produce};
+use freshet_benches::kafka::{create_topic, produce_paced};
 use freshet_benches::nexmark::queries::{self, Events};
 use freshet_benches::nexmark::{Event, NexmarkConfig};
 use freshet_benches::report::Line;
@@ -44,7 +44,7 @@ struct Args {
     /// Events.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// Events per second of event time.
+    /// Events per second of event time (event `n` is at `n / rate` s).
     #[arg(long, default_value_t = 100_000)]
     rate: u64,
     /// Disorder of event times (and the watermark's out-of-orderness), ms.
@@ -56,6 +56,10 @@ struct Args {
     /// Instead of running queries, produce the events to this Kafka topic (created).
     #[arg(long)]
     produce: Option<String>,
+    /// With --produce: send at most this many events per second (default: as fast as
+    /// the broker takes them). Event-time spacing is set by --rate either way.
+    #[arg(long)]
+    produce_rate: Option<u64>,
     /// Partitions of the produced topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
@@ -103,11 +107,17 @@ fn main() -> anyhow::Result<()> {
     if let Some(topic) = &args.produce {
         create_topic(&args.brokers, topic, args.partitions)?;
         let parts = args.partitions as u64;
-        let secs = produce(&args.brokers, topic, args.events, |n, _key, payload| {
-            let e = config.event(n);
-            bincode::serialize_into(payload, &e).expect("encode");
-            ((n % parts) as i32, e.time() as i64)
-        })?;
+        let secs = produce_paced(
+            &args.brokers,
+            topic,
+            args.events,
+            args.produce_rate,
+            |n, _key, payload| {
+                let e = config.event(n);
+                bincode::serialize_into(payload, &e).expect("encode");
+                ((n % parts) as i32, e.time() as i64)
+            },
+        )?;
         Line::new("nexmark-produce")
             .field("topic", topic)
             .field("events", args.events)
