@@ -133,6 +133,8 @@ fn main() -> anyhow::Result<()> {
         local_events += n;
         slowest = slowest.max(e);
     }
+    // Before the reference loop allocates its copy of the events.
+    let dataflow_rss = freshet_benches::report::peak_rss_kib();
     let total = w.events();
     let secs = slowest.as_secs_f64();
     let rate = total as f64 / secs;
@@ -148,7 +150,11 @@ fn main() -> anyhow::Result<()> {
         .rate("per_worker_per_s", rate / peers as f64)
         .field("windows_out", windows.load(Ordering::Relaxed))
         .field("counted", counted.load(Ordering::Relaxed))
-        .field("late", late.load(Ordering::Relaxed));
+        .field("late", late.load(Ordering::Relaxed))
+        .field(
+            "dataflow_peak_rss_mib",
+            format!("{:.1}", dataflow_rss as f64 / 1024.0),
+        );
     if args.cluster.processes == 1 {
         anyhow::ensure!(
             counted.load(Ordering::Relaxed) == total,
