@@ -155,6 +155,21 @@ where
                     let end = start.saturating_add(size);
                     hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
                 }
+                if first == last {
+                    // One window (always, for tumbling windows): no list of windows.
+                    let window = open.get_mut(&first).expect("entered above");
+                    for batch in batches {
+                        for record in batch.drain(..) {
+                            let slot = window
+                                .keys
+                                .entry(key(&record))
+                                .or_insert_with(|| Slot::new(agg.create()));
+                            agg.add(&mut slot.acc, &record);
+                            slot.dirty = true;
+                        }
+                    }
+                    return;
+                }
                 let mut windows: Vec<&mut Open<T, K, G::Acc>> =
                     open.range_mut(first..=last).map(|(_, w)| w).collect();
                 let (last_window, others) = windows.split_last_mut().expect("slide <= size");

@@ -1,0 +1,188 @@
+//! Windowed-aggregation micro-benchmark: 10,000 keys, 1 s tumbling windows, count and
+//! sum per key, event time with up to 500 ms of disorder, 100k events per second of
+//! event time, fed from memory the way a Kafka source feeds a dataflow (batches
+//! grouped by event time, watermark = largest event time seen − 500 ms). In the same
+//! run, process 0 runs a hand-written single-threaded
+//! `HashMap<(window, key), (count, sum)>` loop over the same events and prints both
+//! rates and their ratio.
+//!
+//! ```text
+//! cargo run --release -p freshet-benches --bin window-micro -- -w 1 --seconds 30
+//! cargo run --release -p freshet-benches --bin window-micro -- -w 2 --seconds 30
+//! printf '127.0.0.1:2101\n127.0.0.1:2102\n' > hosts
+//! window-micro -n 2 -p 0 -h hosts & window-micro -n 2 -p 1 -h hosts
+//! ```
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use freshet::operators::event_frontier;
+use freshet::Tumble;
+use freshet_benches::cluster::ClusterArgs;
+use freshet_benches::input::Feeder;
+use freshet_benches::report::Line;
+use freshet_benches::windowed::{hashmap_loop, KeyedEvent, Workload};
+use timely::dataflow::operators::{Inspect, Probe};
+
+#[derive(Parser, Debug)]
+#[command(name = "window-micro", disable_help_flag = true)]
+struct Args {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Number of keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 100_000)]
+    per_second: u64,
+    /// Seconds of event time.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Largest disorder of event times, ms (also the watermark's out-of-orderness).
+    #[arg(long, default_value_t = 500)]
+    disorder_ms: u64,
+    /// Window size, ms.
+    #[arg(long, default_value_t = 1000)]
+    window_ms: u64,
+    /// Records per input round (a source's poll batch).
+    #[arg(long, default_value_t = 1000)]
+    round: usize,
+    /// Round timestamps down to this many ms (the source's `tick_ms`; 1 = exact).
+    #[arg(long, default_value_t = 1)]
+    tick_ms: u64,
+    /// Skip the HashMap reference loop.
+    #[arg(long)]
+    no_reference: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let w = Workload {
+        keys: args.keys,
+        per_second: args.per_second,
+        seconds: args.seconds,
+        disorder_ms: args.disorder_ms,
+        start_ms: 1_700_000_000_000,
+        seed: 7,
+    };
+    let peers = args.cluster.peers();
+    let counted = Arc::new(AtomicU64::new(0));
+    let windows = Arc::new(AtomicU64::new(0));
+    let late = Arc::new(AtomicU64::new(0));
+    let (c2, w2, l2) = (counted.clone(), windows.clone(), late.clone());
+    let (window_ms, ooo, round, tick) =
+        (args.window_ms, args.disorder_ms, args.round, args.tick_ms);
+    let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
+        let index = worker.index();
+        let events: Vec<KeyedEvent> = w.share(index, peers);
+        let my_count = Rc::new(Cell::new((0u64, 0u64)));
+        let mc = my_count.clone();
+        let (mut feeder, probe) = worker.dataflow::<freshet::Time, _, _>(|scope| {
+            let (feeder, stream) = Feeder::<KeyedEvent>::new(&scope, ooo, 200);
+            let feeder = feeder.tick(tick);
+            let (probe, _) = stream
+                .tumble_fold(
+                    "count-sum",
+                    window_ms,
+                    |e: &KeyedEvent| e.key,
+                    |acc: &mut (u64, u64), e: &KeyedEvent| {
+                        acc.0 += 1;
+                        acc.1 += e.value;
+                    },
+                )
+                .inspect(move |r| {
+                    let (n, c) = mc.get();
+                    mc.set((n + 1, c + r.value.0));
+                })
+                .probe();
+            (feeder, probe)
+        });
+        let start = Instant::now();
+        for chunk in events.chunks(round) {
+            feeder.round(chunk.iter().map(|e| (e.ts, *e)));
+            worker.step();
+            // Bounded in-flight state: stay within a few windows of the output.
+            let wm = feeder.time().map_or(0, |t| t.event);
+            while probe.with_frontier(|f| event_frontier(&f)) + 3 * window_ms < wm {
+                worker.step();
+            }
+        }
+        feeder.close();
+        while !probe.done() {
+            worker.step();
+        }
+        let elapsed = start.elapsed();
+        let (n, c) = my_count.get();
+        w2.fetch_add(n, Ordering::Relaxed);
+        c2.fetch_add(c, Ordering::Relaxed);
+        l2.fetch_add(feeder.late, Ordering::Relaxed);
+        (events.len() as u64, elapsed)
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let mut local_events = 0;
+    let mut slowest = std::time::Duration::ZERO;
+    for r in guards.join() {
+        let (n, e) = r.map_err(|e| anyhow::anyhow!(e))?;
+        local_events += n;
+        slowest = slowest.max(e);
+    }
+    // Before the reference loop allocates its copy of the events.
+    let dataflow_rss = freshet_benches::report::peak_rss_kib();
+    let total = w.events();
+    let secs = slowest.as_secs_f64();
+    let rate = total as f64 / secs;
+    let mut line = Line::new("window-micro")
+        .field("config", args.cluster.label())
+        .field("tick_ms", args.tick_ms)
+        .field("round", args.round)
+        .field("process", args.cluster.process)
+        .field("events", total)
+        .field("local_events", local_events)
+        .field("secs", format!("{secs:.3}"))
+        .rate("events_per_s", rate)
+        .rate("per_worker_per_s", rate / peers as f64)
+        .field("windows_out", windows.load(Ordering::Relaxed))
+        .field("counted", counted.load(Ordering::Relaxed))
+        .field("late", late.load(Ordering::Relaxed))
+        .field(
+            "dataflow_peak_rss_mib",
+            format!("{:.1}", dataflow_rss as f64 / 1024.0),
+        );
+    if args.cluster.processes == 1 {
+        anyhow::ensure!(
+            counted.load(Ordering::Relaxed) == total,
+            "window counts do not add up to the events"
+        );
+    }
+    if args.cluster.process == 0 && !args.no_reference {
+        let all = w.share(0, 1);
+        let mut n_windows = 0u64;
+        let mut n_counted = 0u64;
+        let t = Instant::now();
+        hashmap_loop(&all, window_ms, ooo, round, |_, _, (c, _)| {
+            n_windows += 1;
+            n_counted += c;
+        });
+        let ref_secs = t.elapsed().as_secs_f64();
+        let ref_rate = total as f64 / ref_secs;
+        if args.cluster.processes == 1 {
+            anyhow::ensure!(n_counted == total, "reference lost events");
+            anyhow::ensure!(
+                n_windows == windows.load(Ordering::Relaxed),
+                "dataflow and reference disagree on the number of windows"
+            );
+        }
+        line = line
+            .rate("hashmap_events_per_s", ref_rate)
+            .field("ratio_vs_hashmap", format!("{:.3}", rate / ref_rate));
+    }
+    line.print();
+    Ok(())
+}

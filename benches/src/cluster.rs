@@ -1,0 +1,55 @@
+//! timely's `-w/-n/-p/-h` for benchmarks that run a dataflow without Kafka.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Workers and processes, as timely's flags.
+#[derive(Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// Worker threads per process.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Number of processes.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// Index of this process.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// File with one host:port per process.
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// Workers in all processes.
+    pub fn peers(&self) -> usize {
+        self.workers * self.processes
+    }
+
+    /// The timely configuration these flags describe.
+    pub fn timely_config(&self) -> anyhow::Result<timely::Config> {
+        let mut args = vec![
+            "-w".to_string(),
+            self.workers.to_string(),
+            "-n".to_string(),
+            self.processes.to_string(),
+            "-p".to_string(),
+            self.process.to_string(),
+        ];
+        if let Some(h) = &self.hostfile {
+            args.push("-h".into());
+            args.push(h.display().to_string());
+        }
+        timely::Config::from_args(args.into_iter()).map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// A short label: `w1`, `w2`, `n2w1`.
+    pub fn label(&self) -> String {
+        if self.processes == 1 {
+            format!("w{}", self.workers)
+        } else {
+            format!("n{}w{}", self.processes, self.workers)
+        }
+    }
+}
