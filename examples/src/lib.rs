@@ -23,6 +23,19 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+/// Starts librdkafka's in-process mock cluster for a `--demo` run and points the job at
+/// it: bounded, from the earliest offsets. Keep the cluster alive until the job ends.
+pub fn start_demo(
+    job: &mut freshet::JobArgs,
+) -> anyhow::Result<rdkafka::mocking::MockCluster<'static, DefaultProducerContext>> {
+    let mock = rdkafka::mocking::MockCluster::new(1)
+        .map_err(|e| anyhow::anyhow!("starting the mock cluster: {e}"))?;
+    job.brokers = mock.bootstrap_servers();
+    job.bounded = true;
+    job.from = freshet::StartFrom::Earliest;
+    Ok(mock)
+}
+
 /// An input event: a key, an event time in ms, an amount.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

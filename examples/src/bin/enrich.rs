@@ -29,12 +29,10 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::Parser;
 use freshet::{run, JobArgs};
 use freshet_examples::enrich::{generate_customers, generate_orders};
 use freshet_examples::{enrich_job, produce_json, Outgoing};
-use rdkafka::mocking::MockCluster;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,10 +69,7 @@ fn main() -> anyhow::Result<()> {
     let _mock;
     let mut expected = None;
     if args.demo {
-        let mock = MockCluster::new(1).context("starting the mock cluster")?;
-        args.job.brokers = mock.bootstrap_servers();
-        args.job.bounded = true;
-        args.job.from = freshet::StartFrom::Earliest;
+        let mock = freshet_examples::start_demo(&mut args.job)?;
         args.print = true;
         mock.create_topic(&args.orders, 4, 1)?;
         mock.create_topic(&args.customers, 1, 1)?;

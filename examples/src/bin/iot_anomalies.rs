@@ -26,12 +26,10 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::Parser;
 use freshet::{run, JobArgs};
 use freshet_examples::iot::{generate_readings, reference, IotRule};
 use freshet_examples::{iot_job, produce_json, Outgoing};
-use rdkafka::mocking::MockCluster;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,10 +81,7 @@ fn main() -> anyhow::Result<()> {
     let _mock;
     let mut expected = None;
     if args.demo {
-        let mock = MockCluster::new(1).context("starting the mock cluster")?;
-        args.job.brokers = mock.bootstrap_servers();
-        args.job.bounded = true;
-        args.job.from = freshet::StartFrom::Earliest;
+        let mock = freshet_examples::start_demo(&mut args.job)?;
         args.print = true;
         for t in [&args.input, &args.anomalies, &args.status] {
             mock.create_topic(t, 4, 1)?;

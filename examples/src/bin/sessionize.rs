@@ -21,12 +21,10 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::Parser;
 use freshet::{run, JobArgs};
 use freshet_examples::sessions::{generate_clicks, reference};
 use freshet_examples::{produce_json, sessions_job, Outgoing};
-use rdkafka::mocking::MockCluster;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,10 +61,7 @@ fn main() -> anyhow::Result<()> {
     let _mock;
     let mut expected = None;
     if args.demo {
-        let mock = MockCluster::new(1).context("starting the mock cluster")?;
-        args.job.brokers = mock.bootstrap_servers();
-        args.job.bounded = true;
-        args.job.from = freshet::StartFrom::Earliest;
+        let mock = freshet_examples::start_demo(&mut args.job)?;
         args.print = true;
         args.gap_ms = 5_000;
         mock.create_topic(&args.input, 4, 1)?;

@@ -21,7 +21,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
 use freshet::source::{SourceConsumer, SourceContext};
 use freshet::{run, JobArgs};
@@ -29,7 +28,6 @@ use freshet_examples::{generate, produce, reference_counts, window_count_job, Wi
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 #[derive(Parser, Debug)]
@@ -70,10 +68,7 @@ fn main() -> anyhow::Result<()> {
     let _mock;
     let mut expected = None;
     if args.demo {
-        let mock = MockCluster::new(1).context("starting the mock cluster")?;
-        args.job.brokers = mock.bootstrap_servers();
-        args.job.bounded = true;
-        args.job.from = freshet::StartFrom::Earliest;
+        let mock = freshet_examples::start_demo(&mut args.job)?;
         args.print = true;
         mock.create_topic(&args.input, 4, 1)?;
         mock.create_topic(&args.output, 4, 1)?;
