@@ -116,6 +116,41 @@ proptest! {
     }
 }
 
+/// The pre-aggregated path (emit-final, no late input) gives exactly the reference's
+/// finals, at 1 and 4 workers, for tumbling and sliding windows.
+fn check_preaggregated(rounds: &[Round<Rec>], size: u64, slide: u64) {
+    let mut rounds = rounds.to_vec();
+    rounds.iter_mut().for_each(|r| r.late.clear());
+    let want = reference(&rounds, size, slide, 0);
+    for workers in [1, 4] {
+        let got = run_windowed(workers, &rounds, move |main, _late| {
+            let key = |r: &Rec| r.0;
+            let sum = Sum::new(|r: &Rec| r.1);
+            let results = if slide == size {
+                main.tumble_preaggregate("tp", size, key, sum)
+            } else {
+                main.slide_preaggregate("sp", size, slide, key, sum)
+            };
+            results.map(|w| Ok((w.key, w.start, w.end, w.value, w.revision, w.kind)))
+        });
+        assert_eq!(got, want, "at {workers} workers");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn tumble_preaggregate_matches_reference(rounds in rounds(8), size in 1u64..30) {
+        check_preaggregated(&rounds, size, size);
+    }
+
+    #[test]
+    fn slide_preaggregate_matches_reference(rounds in rounds(8), size in 2u64..30, div in 2u64..5) {
+        check_preaggregated(&rounds, size, (size / div).max(1));
+    }
+}
+
 fn advance2(
     main: &mut Source<Rec>,
     late: &mut Source<Late<Rec>>,
@@ -212,6 +247,37 @@ fn tumble_holds_what_it_owes() {
         assert_eq!(out.lock().unwrap()[1], (12, 1, Emit::Late));
         main.close();
         late.close();
+    })
+    .unwrap();
+}
+
+#[test]
+fn tumble_preaggregate_holds_what_it_owes() {
+    timely::execute(timely::Config::thread(), |worker| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (mut main, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, stream) = Source::<Rec>::new(&scope);
+            let results =
+                stream.tumble_preaggregate("owe", 10, |r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
+            let (probe, results) = results.probe();
+            collect(results.map(|w| (w.value, w.revision, w.kind, w.end)), &out);
+            (main, probe)
+        });
+        // Two records of key 1 in [0, 10), epochs 1 and 0.
+        main.send(Time::new(3, 1), (1, 5, 3));
+        main.send(Time::new(4, 0), (1, 7, 4));
+        main.advance(Time::new(8, 2));
+        steps(worker);
+        assert!(!complete(&probe, 0), "window [0, 10) holds epoch 0");
+        main.advance(Time::new(9, 3));
+        steps(worker);
+        assert!(!complete(&probe, 0), "window [0, 10) still open");
+        assert!(out.lock().unwrap().is_empty());
+        main.advance(Time::new(10, 3));
+        steps(worker);
+        assert!(complete(&probe, 2), "window emitted, nothing held");
+        assert_eq!(out.lock().unwrap().clone(), vec![(12, 0, Emit::Final, 10)]);
+        main.close();
     })
     .unwrap();
 }
