@@ -3,6 +3,8 @@
 //! partial accumulators by key and a merge.
 //!
 //! Emit-final only, no late input (see `docs/operators.md`, "Pre-aggregated windows").
+//! With one worker there is no exchange to save: the one-stage operator of
+//! [`crate::fixed`] runs instead.
 //!
 //! * Stage 1 (`Pipeline`, no exchange) folds each record into its worker's
 //!   `(window, key)` accumulator with [`Aggregator::add`]. Per batch (one time, so one
@@ -13,9 +15,13 @@
 //! * Stage 2 (exchanged by [`crate::hash::hash`] of the key) merges the partials of a
 //!   key's window with [`Aggregator::merge`], holding a capability at each partial's
 //!   time; when its frontier reaches the window's end every worker's partial is in,
-//!   and it emits one [`Windowed`] (revision 0, [`Emit::Final`]) per key at
-//!   `(end - 1, e_min)`, `e_min` the least epoch of all the window's records: the same
-//!   results at the same times as [`crate::Tumble::tumble_aggregate`].
+//!   and it emits one [`Windowed`] (revision 0, [`Emit::Final`]) per key at the least
+//!   of those times, `(end - 1, e)`: the same results as
+//!   [`crate::Tumble::tumble_aggregate`]. `e` is the least epoch of the window's records
+//!   on the workers that sent a partial to this one: at or below the least epoch of
+//!   the key's records (hold what you owe), but possibly below the one-stage
+//!   operator's (the least epoch on the worker owning the key), so an epoch can
+//!   complete a little later than with the one-stage operator, never earlier.
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
@@ -74,6 +80,13 @@ where
         "window slide must be in 1..=size ms"
     );
     let scope = stream.scope();
+    if scope.peers() == 1 {
+        // One worker: no exchange to save, and the second stage would cost a pass over
+        // the partials. The one-stage operator gives the same results at the same times.
+        let policy = crate::window::WindowPolicy::new();
+        return crate::fixed::fixed_windows(stream, None, name, size, slide, policy, key, agg)
+            .results;
+    }
     let agg = Rc::new(agg);
 
     // Stage 1: per-worker partial accumulators, no exchange.

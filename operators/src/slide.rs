@@ -102,8 +102,9 @@ pub trait Slide<'scope, T: EventTime, D> {
     /// Like [`Slide::slide_aggregate`] (emit-final, no late input), with local
     /// pre-aggregation before the key exchange: each worker folds the records it reads
     /// into per-`(window, key)` accumulators, and only those are exchanged by key and
-    /// merged with [`Aggregator::merge`]. Same results at the same times as
-    /// `slide_aggregate`. Needs an aggregator with a real `merge` and an exchangeable
+    /// merged with [`Aggregator::merge`]. Same results as `slide_aggregate`, at
+    /// `(end - 1, e)`, `e` at or below the least epoch of the key's records (see
+    /// [`Tumble::tumble_preaggregate`](crate::Tumble::tumble_preaggregate)). Needs an aggregator with a real `merge` and an exchangeable
     /// accumulator (not [`crate::aggregate::Fold`]).
     ///
     /// # Examples

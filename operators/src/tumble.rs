@@ -116,8 +116,12 @@ pub trait Tumble<'scope, T: EventTime, D> {
     /// pre-aggregation before the key exchange: each worker folds the records it reads
     /// into per-`(window, key)` accumulators, and only those partial accumulators are
     /// exchanged by key and merged with [`Aggregator::merge`] when the event-time
-    /// frontier passes the window's end. Same results, at the same times
-    /// (`(end - 1, e_min)`), as `tumble_aggregate`; far fewer records cross workers.
+    /// frontier passes the window's end. Same results as `tumble_aggregate`; far fewer
+    /// records cross workers. Results are emitted at `(end - 1, e)`, `e` the least
+    /// epoch among the window's records (all keys) on the workers that sent a partial
+    /// for the key: at or below the least epoch of the key's records, as owed, but
+    /// possibly below `tumble_aggregate`'s epoch (the least on the worker that owns
+    /// the key), so an epoch may complete slightly later, never earlier.
     ///
     /// Needs an aggregator with a real `merge` and an exchangeable accumulator: not
     /// [`Fold`] (use [`Tumble::tumble_aggregate`] or [`Tumble::tumble_fold`] for folds).
