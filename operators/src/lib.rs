@@ -33,6 +33,7 @@ pub mod keyed_state;
 pub mod late;
 pub mod lookup;
 mod owe;
+mod preagg;
 pub mod session;
 pub mod slide;
 pub mod time;

@@ -13,6 +13,7 @@ use timely::ExchangeData;
 use crate::aggregate::{Aggregator, Count};
 use crate::fixed::fixed_windows;
 use crate::late::Late;
+use crate::preagg::fixed_preaggregated;
 use crate::time::EventTime;
 use crate::window::{WindowPolicy, WindowStreams, Windowed};
 
@@ -98,6 +99,46 @@ pub trait Slide<'scope, T: EventTime, D> {
             .results
     }
 
+    /// Like [`Slide::slide_aggregate`] (emit-final, no late input), with local
+    /// pre-aggregation before the key exchange: each worker folds the records it reads
+    /// into per-`(window, key)` accumulators, and only those are exchanged by key and
+    /// merged with [`Aggregator::merge`]. Same results as `slide_aggregate`, at
+    /// `(end - 1, e)`, `e` at or below the least epoch of the key's records (see
+    /// [`Tumble::tumble_preaggregate`](crate::Tumble::tumble_preaggregate)). Needs an aggregator with a real `merge` and an exchangeable
+    /// accumulator (not [`crate::aggregate::Fold`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Slide};
+    /// use freshet_operators::aggregate::Count;
+    ///
+    /// let out = timely::example(|scope| {
+    ///     vec![0u64, 1, 2, 3].to_stream(scope).assign_event_time("at", |r: &u64| *r)
+    ///         .slide_preaggregate("count", 4, 2, |r: &u64| r % 2, Count)
+    ///         .capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|w| (w.key, w.start, w.value)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![(0, 0, 2), (0, 2, 1), (1, 0, 2), (1, 2, 1)]);
+    /// ```
+    fn slide_preaggregate<K, G, KF>(
+        self,
+        name: &str,
+        size: u64,
+        slide: u64,
+        key: KF,
+        agg: G,
+    ) -> StreamVec<'scope, T, Windowed<K, G::Out>>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Acc: ExchangeData,
+        G::Out: Clone + 'static,
+        KF: Fn(&D) -> K + 'static;
+
     /// Counts each key's records per sliding window.
     ///
     /// # Examples
@@ -153,5 +194,24 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Slide<'scope, T, D>
     {
         let name = format!("Slide({name}, {size}ms every {slide}ms)");
         fixed_windows(self, late, name, size, slide, policy, key, agg)
+    }
+
+    fn slide_preaggregate<K, G, KF>(
+        self,
+        name: &str,
+        size: u64,
+        slide: u64,
+        key: KF,
+        agg: G,
+    ) -> StreamVec<'scope, T, Windowed<K, G::Out>>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Acc: ExchangeData,
+        G::Out: Clone + 'static,
+        KF: Fn(&D) -> K + 'static,
+    {
+        let name = format!("Slide({name}, {size}ms every {slide}ms, pre-aggregated)");
+        fixed_preaggregated(self, name, size, slide, key, agg)
     }
 }

@@ -16,6 +16,7 @@ use timely::ExchangeData;
 use crate::aggregate::{Aggregator, Count, Fold};
 use crate::fixed::fixed_windows;
 use crate::late::Late;
+use crate::preagg::fixed_preaggregated;
 use crate::time::EventTime;
 use crate::window::{WindowPolicy, WindowStreams, Windowed};
 
@@ -110,6 +111,52 @@ pub trait Tumble<'scope, T: EventTime, D> {
         self.tumble(name, size, WindowPolicy::new(), None, key, agg)
             .results
     }
+
+    /// Like [`Tumble::tumble_aggregate`] (emit-final, no late input), with local
+    /// pre-aggregation before the key exchange: each worker folds the records it reads
+    /// into per-`(window, key)` accumulators, and only those partial accumulators are
+    /// exchanged by key and merged with [`Aggregator::merge`] when the event-time
+    /// frontier passes the window's end. Same results as `tumble_aggregate`; far fewer
+    /// records cross workers. Results are emitted at `(end - 1, e)`, `e` the least
+    /// epoch among the window's records (all keys) on the workers that sent a partial
+    /// for the key: at or below the least epoch of the key's records, as owed, but
+    /// possibly below `tumble_aggregate`'s epoch (the least on the worker that owns
+    /// the key), so an epoch may complete slightly later, never earlier.
+    ///
+    /// Needs an aggregator with a real `merge` and an exchangeable accumulator: not
+    /// [`Fold`] (use [`Tumble::tumble_aggregate`] or [`Tumble::tumble_fold`] for folds).
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Tumble};
+    /// use freshet_operators::aggregate::Sum;
+    ///
+    /// let out = timely::example(|scope| {
+    ///     (0..10u64).map(|t| (t % 2, t)).to_stream(scope)
+    ///         .assign_event_time("at", |r: &(u64, u64)| r.1)
+    ///         .tumble_preaggregate("sum", 5, |r: &(u64, u64)| r.0, Sum::new(|r: &(u64, u64)| r.1))
+    ///         .capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|w| (w.key, w.start, w.value)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![(0, 0, 0 + 2 + 4), (0, 5, 6 + 8), (1, 0, 1 + 3), (1, 5, 5 + 7 + 9)]);
+    /// ```
+    fn tumble_preaggregate<K, G, KF>(
+        self,
+        name: &str,
+        size: u64,
+        key: KF,
+        agg: G,
+    ) -> StreamVec<'scope, T, Windowed<K, G::Out>>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Acc: ExchangeData,
+        G::Out: Clone + 'static,
+        KF: Fn(&D) -> K + 'static;
 
     /// Folds each key's records in each tumbling window of `size` ms into an `A`,
     /// starting from `A::default()`, and emits one [`Windowed`] per key and window.
@@ -207,5 +254,23 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Tumble<'scope, T, D>
     {
         let name = format!("Tumble({name}, {size}ms)");
         fixed_windows(self, late, name, size, size, policy, key, agg)
+    }
+
+    fn tumble_preaggregate<K, G, KF>(
+        self,
+        name: &str,
+        size: u64,
+        key: KF,
+        agg: G,
+    ) -> StreamVec<'scope, T, Windowed<K, G::Out>>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Acc: ExchangeData,
+        G::Out: Clone + 'static,
+        KF: Fn(&D) -> K + 'static,
+    {
+        let name = format!("Tumble({name}, {size}ms, pre-aggregated)");
+        fixed_preaggregated(self, name, size, size, key, agg)
     }
 }

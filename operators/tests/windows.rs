@@ -12,7 +12,7 @@ use freshet_operators::window::sliding_starts;
 use freshet_operators::{Emit, Late, Slide, Time, Tumble, WindowPolicy, WindowStreams};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::operators::{Concat, Inspect, Probe};
 use timely::dataflow::StreamVec;
 
 /// `(key, start, end, value, revision, kind)` or a too-late record.
@@ -116,6 +116,108 @@ proptest! {
     }
 }
 
+/// The pre-aggregated path (emit-final, no late input) gives exactly the reference's
+/// finals, at 1 and 4 workers, for tumbling and sliding windows.
+fn check_preaggregated(rounds: &[Round<Rec>], size: u64, slide: u64) {
+    let mut rounds = rounds.to_vec();
+    rounds.iter_mut().for_each(|r| r.late.clear());
+    let want = reference(&rounds, size, slide, 0);
+    for workers in [1, 4] {
+        let got = run_windowed(workers, &rounds, move |main, _late| {
+            let key = |r: &Rec| r.0;
+            let sum = Sum::new(|r: &Rec| r.1);
+            let results = if slide == size {
+                main.tumble_preaggregate("tp", size, key, sum)
+            } else {
+                main.slide_preaggregate("sp", size, slide, key, sum)
+            };
+            results.map(|w| Ok((w.key, w.start, w.end, w.value, w.revision, w.kind)))
+        });
+        assert_eq!(got, want, "at {workers} workers");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn tumble_preaggregate_matches_reference(rounds in rounds(8), size in 1u64..30) {
+        check_preaggregated(&rounds, size, size);
+    }
+
+    #[test]
+    fn slide_preaggregate_matches_reference(rounds in rounds(8), size in 2u64..30, div in 2u64..5) {
+        check_preaggregated(&rounds, size, (size / div).max(1));
+    }
+}
+
+/// Each result with the time it was emitted at, sorted.
+type Timed = Vec<(Time, (u8, u64, u64))>;
+
+/// The results and their times: pre-aggregated (`preagg`) or one-stage.
+fn timed_results(workers: usize, rounds: &[Round<Rec>], size: u64, preagg: bool) -> Timed {
+    let timed = Arc::new(Mutex::new(Vec::new()));
+    let into = timed.clone();
+    run_windowed(workers, rounds, move |main, _late| {
+        let key = |r: &Rec| r.0;
+        let sum = Sum::new(|r: &Rec| r.1);
+        let results = if preagg {
+            main.tumble_preaggregate("tp", size, key, sum)
+        } else {
+            main.tumble_aggregate("t", size, key, sum)
+        };
+        let into = into.clone();
+        results
+            .inspect_core(move |event| {
+                if let Ok((stamp, data)) = event {
+                    let time = *stamp.iter().next().expect("one time");
+                    let mut into = into.lock().unwrap();
+                    into.extend(data.iter().map(|w| (time, (w.key, w.start, w.value))));
+                }
+            })
+            .map(|_| ())
+    });
+    let mut timed = timed.lock().unwrap().clone();
+    timed.sort();
+    timed
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// At 4 workers each pre-aggregated result is emitted at `(end - 1, e)` with `e`
+    /// at or below the epoch the one-stage operator uses (hold what you owe: at or
+    /// below the least epoch of the key's records) and at or above the least epoch of
+    /// any record in the window (no earlier than needed).
+    #[test]
+    fn tumble_preaggregate_emits_at_owed_times(rounds in rounds(8), size in 1u64..30) {
+        let mut rounds = rounds;
+        rounds.iter_mut().for_each(|r| r.late.clear());
+        let one_stage = timed_results(4, &rounds, size, false);
+        let preagg = timed_results(4, &rounds, size, true);
+        prop_assert_eq!(one_stage.len(), preagg.len());
+        let mut window_min: BTreeMap<u64, u64> = BTreeMap::new();
+        for (epoch, round) in rounds.iter().enumerate() {
+            for (event, _) in &round.records {
+                let e = window_min.entry(event - event % size).or_insert(epoch as u64);
+                *e = (*e).min(epoch as u64);
+            }
+        }
+        let by_result = |timed: &Timed| -> BTreeMap<(u8, u64, u64), Time> {
+            timed.iter().map(|(t, r)| (*r, *t)).collect()
+        };
+        let (one_stage, preagg) = (by_result(&one_stage), by_result(&preagg));
+        prop_assert_eq!(one_stage.keys().collect::<Vec<_>>(), preagg.keys().collect::<Vec<_>>());
+        for (result, time) in &preagg {
+            let want = one_stage[result];
+            prop_assert_eq!(time.event, want.event);
+            prop_assert_eq!(time.event, result.1 + size - 1);
+            prop_assert!(time.epoch <= want.epoch, "{:?}: {:?} above {:?}", result, time, want);
+            prop_assert!(time.epoch >= window_min[&result.1], "{:?}: {:?}", result, time);
+        }
+    }
+}
+
 fn advance2(
     main: &mut Source<Rec>,
     late: &mut Source<Late<Rec>>,
@@ -212,6 +314,37 @@ fn tumble_holds_what_it_owes() {
         assert_eq!(out.lock().unwrap()[1], (12, 1, Emit::Late));
         main.close();
         late.close();
+    })
+    .unwrap();
+}
+
+#[test]
+fn tumble_preaggregate_holds_what_it_owes() {
+    timely::execute(timely::Config::thread(), |worker| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (mut main, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, stream) = Source::<Rec>::new(&scope);
+            let results =
+                stream.tumble_preaggregate("owe", 10, |r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
+            let (probe, results) = results.probe();
+            collect(results.map(|w| (w.value, w.revision, w.kind, w.end)), &out);
+            (main, probe)
+        });
+        // Two records of key 1 in [0, 10), epochs 1 and 0.
+        main.send(Time::new(3, 1), (1, 5, 3));
+        main.send(Time::new(4, 0), (1, 7, 4));
+        main.advance(Time::new(8, 2));
+        steps(worker);
+        assert!(!complete(&probe, 0), "window [0, 10) holds epoch 0");
+        main.advance(Time::new(9, 3));
+        steps(worker);
+        assert!(!complete(&probe, 0), "window [0, 10) still open");
+        assert!(out.lock().unwrap().is_empty());
+        main.advance(Time::new(10, 3));
+        steps(worker);
+        assert!(complete(&probe, 2), "window emitted, nothing held");
+        assert_eq!(out.lock().unwrap().clone(), vec![(12, 0, Emit::Final, 10)]);
+        main.close();
     })
     .unwrap();
 }

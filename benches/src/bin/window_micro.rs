@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
+use freshet::operators::aggregate::Aggregator;
 use freshet::operators::event_frontier;
 use freshet::Tumble;
 use freshet_benches::cluster::ClusterArgs;
@@ -27,6 +28,29 @@ use freshet_benches::input::Feeder;
 use freshet_benches::report::Line;
 use freshet_benches::windowed::{hashmap_loop, KeyedEvent, Workload};
 use timely::dataflow::operators::{Inspect, Probe};
+
+/// `(count, sum)` of the values: the fold below, with a merge for pre-aggregation.
+struct CountSum;
+
+impl Aggregator<KeyedEvent> for CountSum {
+    type Acc = (u64, u64);
+    type Out = (u64, u64);
+    fn create(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    #[inline]
+    fn add(&self, acc: &mut (u64, u64), e: &KeyedEvent) {
+        acc.0 += 1;
+        acc.1 += e.value;
+    }
+    fn merge(&self, acc: &mut (u64, u64), other: (u64, u64)) {
+        acc.0 += other.0;
+        acc.1 += other.1;
+    }
+    fn finish(&self, acc: &(u64, u64)) -> (u64, u64) {
+        *acc
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "window-micro", disable_help_flag = true)]
@@ -57,6 +81,10 @@ struct Args {
     /// Skip the HashMap reference loop.
     #[arg(long)]
     no_reference: bool,
+    /// Use `tumble_fold` (every record exchanged by key) instead of
+    /// `tumble_preaggregate` (partial accumulators exchanged).
+    #[arg(long)]
+    no_preagg: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -79,6 +107,7 @@ fn main() -> anyhow::Result<()> {
     let (c2, w2, l2) = (counted.clone(), windows.clone(), late.clone());
     let (window_ms, ooo, round, tick) =
         (args.window_ms, args.disorder_ms, args.round, args.tick_ms);
+    let preagg = !args.no_preagg;
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         let index = worker.index();
         let events: Vec<KeyedEvent> = w.share(index, peers);
@@ -87,8 +116,10 @@ fn main() -> anyhow::Result<()> {
         let (mut feeder, probe) = worker.dataflow::<freshet::Time, _, _>(|scope| {
             let (feeder, stream) = Feeder::<KeyedEvent>::new(&scope, ooo, 200);
             let feeder = feeder.tick(tick);
-            let (probe, _) = stream
-                .tumble_fold(
+            let results = if preagg {
+                stream.tumble_preaggregate("count-sum", window_ms, |e: &KeyedEvent| e.key, CountSum)
+            } else {
+                stream.tumble_fold(
                     "count-sum",
                     window_ms,
                     |e: &KeyedEvent| e.key,
@@ -97,6 +128,8 @@ fn main() -> anyhow::Result<()> {
                         acc.1 += e.value;
                     },
                 )
+            };
+            let (probe, _) = results
                 .inspect(move |r| {
                     let (n, c) = mc.get();
                     mc.set((n + 1, c + r.value.0));
@@ -141,6 +174,7 @@ fn main() -> anyhow::Result<()> {
     let mut line = Line::new("window-micro")
         .field("config", args.cluster.label())
         .field("tick_ms", args.tick_ms)
+        .field("preagg", preagg)
         .field("round", args.round)
         .field("process", args.cluster.process)
         .field("events", total)
