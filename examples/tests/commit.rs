@@ -125,9 +125,7 @@ fn sigkill_and_restart_lose_no_window() {
         "a commit and some output from the first run",
         || !committed(&group, &input, partitions).is_empty() && !read_topic(&output, 2).is_empty(),
     );
-    // SAFETY-free: plain kill(2) on our own child.
-    let rc = unsafe_kill(child.id());
-    assert_eq!(rc, 0, "kill -9 failed");
+    child.kill().expect("SIGKILL the first run"); // Child::kill sends SIGKILL on Unix
     let status = child.wait().unwrap();
     assert!(!status.success(), "the first run should have been killed");
     let committed_at_kill = committed(&group, &input, partitions);
@@ -188,12 +186,4 @@ fn sigkill_and_restart_lose_no_window() {
         committed(&group, &input, partitions),
         ends(&read_topic(&input, partitions))
     );
-}
-
-fn unsafe_kill(pid: u32) -> i32 {
-    // The only unsafe-free way to send SIGKILL from std is Child::kill, which sends SIGKILL on Unix.
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .map_or(-1, |s| s.code().unwrap_or(-1))
 }

@@ -85,12 +85,7 @@ where
     let worker = scope.index();
     let rule = WatermarkRule {
         out_of_orderness: config.out_of_orderness.as_millis() as u64,
-        idle: config
-            .idle_timeout
-            .as_millis()
-            .try_into()
-            .map(Duration::from_millis)
-            .unwrap_or(config.idle_timeout),
+        idle: config.idle_timeout,
     };
     let interval = config.epoch_interval.as_millis() as u64;
     let tick = config.tick_ms;
@@ -157,7 +152,9 @@ where
                                 part.released = true;
                                 let mut tpl = TopicPartitionList::new();
                                 tpl.add_partition(&topic, p);
-                                let _ = consumer.pause(&tpl);
+                                if let Err(e) = consumer.pause(&tpl) {
+                                    tracing::warn!(%topic, partition = p, error = %e, "pausing a released partition failed");
+                                }
                                 tracing::info!(worker, %topic, partition = p, next = ?part.next_offset, "bounded: partition read to its end");
                             }
                         }
