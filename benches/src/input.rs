@@ -3,9 +3,10 @@
 //! [`Feeder`] holds one capability at `(W, E)` on a timely unordered input: each round
 //! it takes a batch of records in arrival order, raises the watermark `W` to the
 //! largest event time seen minus the allowed out-of-orderness, emits the batch grouped
-//! by event time (one session per distinct time) at `(t, E)`, and downgrades to the
-//! new `(W, E)`. The epoch `E` advances every `rounds_per_epoch` rounds.
+//! by event time with the Kafka source's own [`ByTime`] (one container per distinct
+//! time) at `(t, E)`, and downgrades to the new `(W, E)`. The epoch `E` advances every `rounds_per_epoch` rounds.
 
+use freshet::source::ByTime;
 use freshet::time::Time;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
@@ -17,7 +18,7 @@ use timely::dataflow::{Scope, StreamVec};
 pub struct Feeder<D: 'static> {
     handle: UnorderedHandle<Time, CapacityContainerBuilder<Vec<D>>>,
     cap: Option<ActivateCapability<Time>>,
-    staged: Vec<(u64, D)>,
+    staged: ByTime<D>,
     max_seen: u64,
     out_of_orderness: u64,
     rounds: u64,
@@ -40,7 +41,7 @@ impl<D: Clone + 'static> Feeder<D> {
             Feeder {
                 handle,
                 cap: Some(cap),
-                staged: Vec::new(),
+                staged: ByTime::new(1),
                 max_seen: 0,
                 out_of_orderness,
                 rounds: 0,
@@ -56,6 +57,7 @@ impl<D: Clone + 'static> Feeder<D> {
     /// source's `SourceConfig::tick_ms` does (fewer distinct times, bigger batches).
     pub fn tick(mut self, tick: u64) -> Self {
         self.tick = tick.max(1);
+        self.staged = ByTime::new(self.tick);
         self
     }
 
@@ -68,30 +70,26 @@ impl<D: Clone + 'static> Feeder<D> {
     pub fn round(&mut self, batch: impl IntoIterator<Item = (u64, D)>) {
         let Some(cap) = self.cap.as_mut() else { return };
         let now = *cap.time();
-        self.staged.extend(batch);
-        for (t, _) in &mut self.staged {
-            *t -= *t % self.tick;
-            self.max_seen = self.max_seen.max(*t);
-            if *t < now.event {
+        // Late records are clamped up to the watermark, rounded up to the tick.
+        let floor = now.event.div_ceil(self.tick) * self.tick;
+        self.staged.begin(now.event);
+        for (t, d) in batch {
+            let mut t = self.staged.round(t);
+            self.max_seen = self.max_seen.max(t);
+            if t < now.event {
                 self.late += 1;
-                *t = now.event;
+                t = floor;
             }
+            self.staged.push(t, d);
         }
-        self.staged.sort_by_key(|(t, _)| *t);
-        let mut sorted = self.staged.drain(..).peekable();
-        while let Some((t, first)) = sorted.next() {
+        let mut handle = self.handle.activate();
+        self.staged.drain(|t, records| {
             let at = cap.delayed(&Time {
                 event: t,
                 epoch: now.epoch,
             });
-            let mut handle = self.handle.activate();
-            let mut session = handle.session(&at);
-            session.give(first);
-            while let Some((_, d)) = sorted.next_if(|(u, _)| *u == t) {
-                session.give(d);
-            }
-        }
-        drop(sorted);
+            handle.session(&at).give_container(records);
+        });
         self.rounds += 1;
         let next = Time {
             event: now

@@ -72,10 +72,12 @@ struct Open<T: EventTime, K, A> {
 }
 
 impl<T: EventTime, K, A> Open<T, K, A> {
-    fn new(next_early: u64) -> Self {
+    /// A window expected to hold about `keys` keys (the last closed window's count:
+    /// sized up front, its map is not rehashed while it fills).
+    fn new(next_early: u64, keys: usize) -> Self {
         Open {
             caps: CapabilitySet::new(),
-            keys: FxHashMap::default(),
+            keys: FxHashMap::with_capacity_and_hasher(keys, Default::default()),
             next_early,
         }
     }
@@ -136,13 +138,17 @@ where
     let mut closed: BTreeMap<u64, FxHashMap<K, Slot<G::Acc>>> = BTreeMap::new();
     let mut pending: Pending<T, D> = BTreeMap::new();
     let mut dirty: Vec<(u64, K)> = Vec::new();
+    let mut key_hint = 0usize;
 
     builder.build(move |_initial| {
         move |frontiers| {
             let mut results_out = results_out.activate();
             let mut too_late_out = too_late_out.activate();
 
-            main_in.for_each_stamp(|cap, batches| {
+            // Message by message: grouping by stamp would sort every step's messages,
+            // and the work per message (its windows, a capability check) is small.
+            main_in.for_each(|cap, data| {
+                let batches = std::iter::once(data);
                 // Freshet operators and sources send each message under one time.
                 let Some(time) = cap.stamp().iter().next().copied() else {
                     return;
@@ -151,7 +157,7 @@ where
                 for start in (first..=last).step_by(slide as usize) {
                     let window = open
                         .entry(start)
-                        .or_insert_with(|| Open::new(first_early(start)));
+                        .or_insert_with(|| Open::new(first_early(start), key_hint));
                     let end = start.saturating_add(size);
                     hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
                 }
@@ -215,7 +221,7 @@ where
                             if end > now {
                                 let window = open
                                     .entry(start)
-                                    .or_insert_with(|| Open::new(first_early(start)));
+                                    .or_insert_with(|| Open::new(first_early(start), key_hint));
                                 hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
                                 let slot = window
                                     .keys
@@ -256,6 +262,7 @@ where
                     break;
                 }
                 let Open { caps, mut keys, .. } = entry.remove();
+                key_hint = keys.len();
                 if let Some(cap) = emission_cap(&caps, end - 1) {
                     let mut session = results_out.session(&cap);
                     let final_of = |key: K, slot: &Slot<G::Acc>| {

@@ -47,10 +47,11 @@ struct Partial<T: EventTime, K, A> {
 }
 
 impl<T: EventTime, K, A> Partial<T, K, A> {
-    fn new() -> Self {
+    /// A window expected to hold about `keys` keys (the last closed window's count).
+    fn new(keys: usize) -> Self {
         Partial {
             caps: CapabilitySet::new(),
-            keys: FxHashMap::default(),
+            keys: FxHashMap::with_capacity_and_hasher(keys, Default::default()),
         }
     }
 }
@@ -97,17 +98,20 @@ where
         let (out, partials) = builder.new_output();
         let mut out: VecOutput<T, (u64, K, G::Acc)> = OutputBuilder::from(out);
         let mut open: BTreeMap<u64, Partial<T, K, G::Acc>> = BTreeMap::new();
+        let mut key_hint = 0usize;
         builder.build(move |_initial| {
             move |frontiers| {
                 let mut out = out.activate();
-                input.for_each_stamp(|cap, batches| {
+                // Message by message, as in `crate::fixed` (no sort by stamp).
+                input.for_each(|cap, data| {
+                    let batches = std::iter::once(data);
                     // Freshet operators and sources send each message under one time.
                     let Some(time) = cap.stamp().iter().next().copied() else {
                         return;
                     };
                     let (first, last) = sliding_starts(time.event(), size, slide);
                     for start in (first..=last).step_by(slide as usize) {
-                        let window = open.entry(start).or_insert_with(Partial::new);
+                        let window = open.entry(start).or_insert_with(|| Partial::new(key_hint));
                         let end = start.saturating_add(size);
                         hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
                     }
@@ -148,6 +152,7 @@ where
                         break;
                     }
                     let Partial { caps, keys } = entry.remove();
+                    key_hint = keys.len();
                     if let Some(cap) = emission_cap(&caps, end - 1) {
                         let mut session = out.session(&cap);
                         for (k, acc) in keys {
@@ -167,10 +172,12 @@ where
     let (out, results) = builder.new_output();
     let mut out: VecOutput<T, Windowed<K, G::Out>> = OutputBuilder::from(out);
     let mut open: BTreeMap<u64, Partial<T, K, G::Acc>> = BTreeMap::new();
+    let mut key_hint = 0usize;
     builder.build(move |_initial| {
         move |frontiers| {
             let mut out = out.activate();
-            input.for_each_stamp(|cap, batches| {
+            input.for_each(|cap, data| {
+                let batches = std::iter::once(data);
                 let Some(time) = cap.stamp().iter().next().copied() else {
                     return;
                 };
@@ -179,7 +186,7 @@ where
                 let mut held = None;
                 for batch in batches {
                     for (start, k, acc) in batch.drain(..) {
-                        let window = open.entry(start).or_insert_with(Partial::new);
+                        let window = open.entry(start).or_insert_with(|| Partial::new(key_hint));
                         if held != Some(start) {
                             hold(&mut window.caps, &cap, time, 0);
                             held = Some(start);
@@ -202,6 +209,7 @@ where
                     break;
                 }
                 let Partial { caps, keys } = entry.remove();
+                key_hint = keys.len();
                 if let Some(cap) = emission_cap(&caps, end - 1) {
                     let mut session = out.session(&cap);
                     for (k, acc) in keys {

@@ -8,6 +8,8 @@
 //! timestamp is unusable, goes to the error stream with its coordinates.
 
 pub mod assign;
+mod by_time;
+pub use by_time::ByTime;
 mod consumer;
 pub mod flow;
 

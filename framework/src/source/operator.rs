@@ -13,6 +13,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 
+use super::by_time::ByTime;
 use super::consumer::{partition_count, Reader};
 use super::flow::{Decision, FlowControl};
 use super::partition::{worker_watermark, WatermarkRule};
@@ -97,7 +98,7 @@ where
     builder.build(move |caps| {
         let mut caps: Option<Vec<Capability<Time>>> = Some(caps);
         let mut now_time = Time::new(0, first_epoch);
-        let mut staged: Vec<(u64, C::Output)> = Vec::with_capacity(config.batch_size);
+        let mut staged: ByTime<C::Output> = ByTime::new(tick);
         let mut paused = false;
         let stall = (config.epoch_interval * 10).max(Duration::from_secs(2));
         let mut flow = FlowControl::new(config.max_epochs_ahead, stall);
@@ -137,6 +138,7 @@ where
 
             // Read a batch.
             let watermark = now_time.event;
+            staged.begin(watermark);
             let mut polled = 0;
             let mut errors: Vec<SourceError> = Vec::new();
             let mut lates: Vec<Late<C::Output>> = Vec::new();
@@ -198,13 +200,13 @@ where
                     if event > wall.saturating_add(max_future) {
                         return Err(format!("event time {event} is more than {max_future} ms past the wall clock {wall}"));
                     }
-                    Ok((event - event % tick, value))
+                    Ok((staged.round(event), value))
                 });
                 match stamped {
                     Ok((event, value)) => {
                         part.observe(event);
                         if event >= watermark {
-                            staged.push((event, value));
+                            staged.push(event, value);
                         } else {
                             lates.push(Late { event_time: event, watermark, record: value });
                         }
@@ -228,17 +230,11 @@ where
             Metrics::add(&metrics.bytes_in, bytes);
             hooks.emitted(staged.len() as u64, errors.len() as u64, lates.len() as u64);
             if !staged.is_empty() {
-                staged.sort_unstable_by_key(|(t, _)| *t);
                 let mut out = rec_out.activate();
-                let mut sorted = staged.drain(..).peekable();
-                while let Some((t, first)) = sorted.next() {
+                staged.drain(|t, records| {
                     let cap = held[0].delayed(&Time::new(t, now_time.epoch));
-                    let mut session = out.session(&cap);
-                    session.give(first);
-                    while let Some((_, d)) = sorted.next_if(|(u, _)| *u == t) {
-                        session.give(d);
-                    }
-                }
+                    out.session(&cap).give_container(records);
+                });
             }
             if !errors.is_empty() {
                 Metrics::add(&metrics.errors, errors.len() as u64);
