@@ -11,6 +11,12 @@
 //!
 //! "Delivered" is an in-memory sink at the end of the dataflow (no Kafka produce).
 //!
+//! Each worker takes the events that came due every `--poll-us` (500 µs), as a source
+//! polls, and parks between polls while the dataflow is idle: a worker spinning on an
+//! empty dataflow starved timely's network threads of the 2 cores when running as 2
+//! processes (window close → delivered p99 of 6–14 ms instead of 1–5 ms). The wait for
+//! the poll counts in ingest → delivered.
+//!
 //! ```text
 //! cargo run --release -p freshet-benches --bin latency -- --rate 100000 --seconds 20 -w 1
 //! ```
@@ -53,6 +59,11 @@ struct Args {
     /// Window size, ms.
     #[arg(long, default_value_t = 1000)]
     window_ms: u64,
+    /// How often each worker takes the events that came due, µs (a source's poll
+    /// interval). Between polls the worker parks unless the dataflow has work, leaving
+    /// the cores to timely's network threads; 0 spins.
+    #[arg(long, default_value_t = 500)]
+    poll_us: u64,
     /// Results of windows ending in the first this many seconds are not recorded.
     #[arg(long, default_value_t = 2)]
     warmup_s: u64,
@@ -94,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         args.disorder_ms,
         args.window_ms,
     );
+    let poll = Duration::from_micros(args.poll_us);
     // Every process starts its schedule at the same wall-clock second.
     let t0_ns = (now_ns() / 1_000_000_000 + 2) * 1_000_000_000;
     let warm_until_ms = t0_ns / 1_000_000 + args.warmup_s * 1000;
@@ -191,7 +203,18 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             last_wm = wm;
-            worker.step();
+            // Work until the next poll is due, parking while the dataflow is idle.
+            let poll_at = now + poll.as_nanos() as u64;
+            loop {
+                let now = now_ns();
+                if now >= poll_at {
+                    break;
+                }
+                worker.step_or_park(Some(Duration::from_nanos(poll_at - now)));
+            }
+            if poll.is_zero() {
+                worker.step();
+            }
         }
         feeder.close();
         while !probe.done() {
