@@ -167,12 +167,14 @@ fn main() -> anyhow::Result<()> {
                 worker.step();
                 let wm = feeder.time().map_or(0, |t| t.event);
                 while probe.with_frontier(|f| event_frontier(&f)) + 10 * size < wm {
-                    worker.step();
+                    // Parks while idle: a spinning worker starves 2-process runs' network threads.
+                    worker.step_or_park(Some(std::time::Duration::from_millis(1)));
                 }
             }
             feeder.close();
             while !probe.done() {
-                worker.step();
+                // Parks while idle: a spinning worker starves 2-process runs' network threads.
+                worker.step_or_park(Some(std::time::Duration::from_millis(1)));
             }
             let elapsed = start.elapsed();
             r2.lock().unwrap().push((q.clone(), elapsed, out.get()));

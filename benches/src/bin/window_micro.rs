@@ -150,12 +150,14 @@ fn main() -> anyhow::Result<()> {
             // Bounded in-flight state: stay within a few windows of the output.
             let wm = feeder.time().map_or(0, |t| t.event);
             while probe.with_frontier(|f| event_frontier(&f)) + 3 * window_ms < wm {
-                worker.step();
+                // Parks while idle: a spinning worker starves 2-process runs' network threads.
+                worker.step_or_park(Some(std::time::Duration::from_millis(1)));
             }
         }
         feeder.close();
         while !probe.done() {
-            worker.step();
+            // Parks while idle: a spinning worker starves 2-process runs' network threads.
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
         }
         let elapsed = start.elapsed();
         let (n, c) = my_count.get();
