@@ -162,7 +162,8 @@ fn main() -> anyhow::Result<()> {
                 feeder
             });
             let start = Instant::now();
-            for chunk in mine.chunks(1000) {
+            // Rounds of the Kafka source's default poll batch.
+            for chunk in mine.chunks(freshet::SourceConfig::default().batch_size) {
                 feeder.round(chunk.iter().map(|e| (e.time(), e.clone())));
                 worker.step();
                 let wm = feeder.time().map_or(0, |t| t.event);

@@ -74,8 +74,9 @@ struct Args {
     /// Window size, ms.
     #[arg(long, default_value_t = 1000)]
     window_ms: u64,
-    /// Records per input round (a source's poll batch).
-    #[arg(long, default_value_t = 1000)]
+    /// Records per input round: a source's poll batch (default: the Kafka source's
+    /// `SourceConfig::batch_size`, what it reads per activation when data is waiting).
+    #[arg(long, default_value_t = freshet::SourceConfig::default().batch_size)]
     round: usize,
     /// Round timestamps down to this many ms (the source's `tick_ms`; 1 = exact).
     #[arg(long, default_value_t = 1)]
