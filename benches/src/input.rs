@@ -70,18 +70,22 @@ impl<D: Clone + 'static> Feeder<D> {
     pub fn round(&mut self, batch: impl IntoIterator<Item = (u64, D)>) {
         let Some(cap) = self.cap.as_mut() else { return };
         let now = *cap.time();
-        // Late records are clamped up to the watermark, rounded up to the tick.
+        // A time rounded down to the tick is below the watermark exactly when the raw
+        // time is below the watermark rounded up: one comparison per record, and the
+        // rounding is left to `ByTime::push`. Late records are clamped up to it.
         let floor = now.event.div_ceil(self.tick) * self.tick;
         self.staged.begin(now.event);
+        let mut max_seen = self.max_seen;
         for (t, d) in batch {
-            let mut t = self.staged.round(t);
-            self.max_seen = self.max_seen.max(t);
-            if t < now.event {
+            max_seen = max_seen.max(t);
+            if t < floor {
                 self.late += 1;
-                t = floor;
+                self.staged.push(floor, d);
+            } else {
+                self.staged.push(t, d);
             }
-            self.staged.push(t, d);
         }
+        self.max_seen = self.staged.round(max_seen);
         let mut handle = self.handle.activate();
         self.staged.drain(|t, records| {
             let at = cap.delayed(&Time {

@@ -49,7 +49,8 @@ pub struct ByTime<D> {
 }
 
 impl<D> ByTime<D> {
-    /// Groups for times that are multiples of `tick` ms (the source's tick; 1 = exact).
+    /// Groups for times rounded down to multiples of `tick` ms (the source's tick; 1 =
+    /// exact).
     pub fn new(tick: u64) -> Self {
         ByTime {
             tick: StrengthReducedU64::new(tick.max(1)),
@@ -79,8 +80,8 @@ impl<D> ByTime<D> {
         self.base = self.round(watermark);
     }
 
-    /// Adds `record` at time `t`, a multiple of the tick at or above the watermark
-    /// given to [`ByTime::begin`].
+    /// Adds `record` at time `t` rounded down to the tick ([`ByTime::round`]); `t` must
+    /// be at or above the watermark given to [`ByTime::begin`].
     #[inline]
     pub fn push(&mut self, t: u64, record: D) {
         debug_assert!(t >= self.base, "time {t} below the watermark {}", self.base);
@@ -92,7 +93,7 @@ impl<D> ByTime<D> {
             offset / self.tick
         };
         if index >= MAX_BUCKETS {
-            self.far.push((t, record));
+            self.far.push((self.base + index * self.tick.get(), record));
             return;
         }
         let index = index as usize;
@@ -164,13 +165,14 @@ mod tests {
         ) {
             let mut groups = ByTime::new(tick);
             groups.begin(watermark);
-            // Times at or above the watermark, rounded up to a multiple of the tick.
-            let records: Vec<(u64, usize)> = offsets.iter().enumerate()
-                .map(|(i, o)| ((watermark + o).div_ceil(tick) * tick, i))
+            // Raw times at or above the watermark; groups are by the rounded time.
+            let raw: Vec<(u64, usize)> = offsets.iter().enumerate()
+                .map(|(i, o)| (watermark + o, i))
                 .collect();
-            for &(t, i) in &records {
+            for &(t, i) in &raw {
                 groups.push(t, i);
             }
+            let records: Vec<(u64, usize)> = raw.iter().map(|&(t, i)| (t - t % tick, i)).collect();
             prop_assert_eq!(groups.len(), records.len());
             let mut got = Vec::new();
             groups.drain(|t, rs| got.push((t, std::mem::take(rs))));
