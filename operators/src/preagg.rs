@@ -182,20 +182,22 @@ where
                     return;
                 };
                 // All partials under one time are of one window (its end is the time's
-                // event time + 1): the capability is held once per window and batch.
-                let mut held = None;
+                // event time + 1): the window is looked up, and the capability held,
+                // once per run of partials of one window, not per partial.
                 for batch in batches {
-                    for (start, k, acc) in batch.drain(..) {
+                    let mut partials = batch.drain(..).peekable();
+                    while let Some((start, k, acc)) = partials.next() {
                         let window = open.entry(start).or_insert_with(|| Partial::new(key_hint));
-                        if held != Some(start) {
-                            hold(&mut window.caps, &cap, time, 0);
-                            held = Some(start);
-                        }
-                        match window.keys.entry(k) {
+                        hold(&mut window.caps, &cap, time, 0);
+                        let mut merge = |k, acc| match window.keys.entry(k) {
                             Entry::Occupied(mut o) => agg.merge(o.get_mut(), acc),
                             Entry::Vacant(v) => {
                                 v.insert(acc);
                             }
+                        };
+                        merge(k, acc);
+                        while let Some((_, k, acc)) = partials.next_if(|p| p.0 == start) {
+                            merge(k, acc);
                         }
                     }
                 }

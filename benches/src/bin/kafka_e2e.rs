@@ -70,6 +70,7 @@ type Result = Windowed<u64, (u64, u64)>;
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
+    freshet::cli::init_logging();
     let label = if args.job.processes == 1 {
         format!("w{}", args.job.workers)
     } else {

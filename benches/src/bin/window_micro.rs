@@ -96,6 +96,18 @@ struct Args {
     help: Option<bool>,
 }
 
+/// One step while waiting on the frontier. Across processes the worker parks while
+/// idle: two spinning workers on two cores starved timely's network threads (2-process
+/// runs were 2× slower). In one process spinning is a little faster (no network
+/// threads to starve; a parked worker wakes later).
+fn wait_step(worker: &mut timely::worker::Worker, multi_process: bool) {
+    if multi_process {
+        worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+    } else {
+        worker.step();
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let w = Workload {
@@ -114,6 +126,7 @@ fn main() -> anyhow::Result<()> {
     let (window_ms, ooo, round, tick) =
         (args.window_ms, args.disorder_ms, args.round, args.tick_ms);
     let preagg = !args.no_preagg;
+    let multi_process = args.cluster.processes > 1;
     let split = args.split;
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         let index = worker.index();
@@ -151,14 +164,12 @@ fn main() -> anyhow::Result<()> {
             // Bounded in-flight state: stay within a few windows of the output.
             let wm = feeder.time().map_or(0, |t| t.event);
             while probe.with_frontier(|f| event_frontier(&f)) + 3 * window_ms < wm {
-                // Parks while idle: a spinning worker starves 2-process runs' network threads.
-                worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+                wait_step(worker, multi_process);
             }
         }
         feeder.close();
         while !probe.done() {
-            // Parks while idle: a spinning worker starves 2-process runs' network threads.
-            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+            wait_step(worker, multi_process);
         }
         let elapsed = start.elapsed();
         let (n, c) = my_count.get();
