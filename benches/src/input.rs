@@ -4,7 +4,8 @@
 //! it takes a batch of records in arrival order, raises the watermark `W` to the
 //! largest event time seen minus the allowed out-of-orderness, emits the batch grouped
 //! by event time with the Kafka source's own [`ByTime`] (one container per distinct
-//! time) at `(t, E)`, and downgrades to the new `(W, E)`. The epoch `E` advances every `rounds_per_epoch` rounds.
+//! time) at `(t, E)`, and downgrades to the new `(W, E)`. The epoch `E` advances every
+//! `rounds_per_epoch` rounds.
 
 use freshet::source::ByTime;
 use freshet::time::Time;

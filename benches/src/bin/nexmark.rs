@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use freshet::operators::event_frontier;
-use freshet_benches::cluster::ClusterArgs;
+use freshet_benches::cluster::{wait_step, ClusterArgs};
 use freshet_benches::input::Feeder;
 use freshet_benches::kafka::{create_topic, produce_paced};
 use freshet_benches::nexmark::queries::{self, Events};
@@ -149,6 +149,7 @@ fn main() -> anyhow::Result<()> {
         args.disorder_ms,
         args.window_ms,
     );
+    let multi_process = args.cluster.processes > 1;
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         let index = worker.index();
         let mine: Vec<Event> = config.share(0..total, index, peers).collect();
@@ -168,14 +169,12 @@ fn main() -> anyhow::Result<()> {
                 worker.step();
                 let wm = feeder.time().map_or(0, |t| t.event);
                 while probe.with_frontier(|f| event_frontier(&f)) + 10 * size < wm {
-                    // Parks while idle: a spinning worker starves 2-process runs' network threads.
-                    worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+                    wait_step(worker, multi_process);
                 }
             }
             feeder.close();
             while !probe.done() {
-                // Parks while idle: a spinning worker starves 2-process runs' network threads.
-                worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+                wait_step(worker, multi_process);
             }
             let elapsed = start.elapsed();
             r2.lock().unwrap().push((q.clone(), elapsed, out.get()));

@@ -25,7 +25,7 @@ use clap::Parser;
 use freshet::operators::aggregate::Aggregator;
 use freshet::operators::event_frontier;
 use freshet::Tumble;
-use freshet_benches::cluster::ClusterArgs;
+use freshet_benches::cluster::{wait_step, ClusterArgs};
 use freshet_benches::input::Feeder;
 use freshet_benches::report::Line;
 use freshet_benches::windowed::{hashmap_loop, Hasher, KeyedEvent, Split, Workload};
@@ -94,18 +94,6 @@ struct Args {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
-}
-
-/// One step while waiting on the frontier. Across processes the worker parks while
-/// idle: two spinning workers on two cores starved timely's network threads (2-process
-/// runs were 2× slower). In one process spinning is a little faster (no network
-/// threads to starve; a parked worker wakes later).
-fn wait_step(worker: &mut timely::worker::Worker, multi_process: bool) {
-    if multi_process {
-        worker.step_or_park(Some(std::time::Duration::from_millis(1)));
-    } else {
-        worker.step();
-    }
 }
 
 fn main() -> anyhow::Result<()> {
