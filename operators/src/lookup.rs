@@ -8,27 +8,37 @@
 //! time `<= ts` (among upserts at the same event time, the one at the later timestamp,
 //! then the greater value, wins) and emitted at `(ts, e)`.
 //!
-//! The table's state holds no capability: a table side is re-read from its start at
-//! every run and never committed (see `docs/operators.md`). Per key it keeps the
-//! latest value at or below the stream's frontier and every later one.
+//! The table is kept as a differential-dataflow arrangement, shared and compacted as
+//! differential does: an operator turns each key's upserts, in event-time order once
+//! the table's frontier has passed them, into updates of a collection of `(key, value)`
+//! (retract the key's previous value, insert the new one) and `arrange_by_key` indexes
+//! it. A lookup at event time `ts` reads the trace through the arrangement's frontier
+//! and, for the record's key, takes the value whose updates at event times `<= ts` sum
+//! to one (epochs are ignored: `ts` is an event-time point, so an upsert read in a later
+//! epoch still counts). Ties at one event time are broken by the later time, then the
+//! greater value, as the upserts are applied in that order.
 //!
-//! This is a hand-written keyed operator rather than a differential-dataflow
-//! arrangement. [`crate::Time`] does work with differential (see the test in
-//! `time.rs`), but differential's upsert arrangement (`arrange_from_upsert`) requires
-//! a totally ordered timestamp, and `Time` is a product order; and an as-of lookup
-//! keeps one value per key and time, which differential's joins (all matching pairs,
-//! as multisets over time) do not express directly.
+//! The table holds no capability once its upserts are applied: a table side is re-read
+//! from its start at every run and never committed (see `docs/operators.md`). The
+//! trace is compacted up to the least event time a waiting or future stream record can
+//! still look up, so it keeps each key's value as of then and every later change.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::hash::Hash;
 use std::rc::Rc;
 
+use differential_dataflow::collection::AsCollection;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::TraceReader;
 use rustc_hash::FxHashMap;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
+use timely::progress::Antichain;
 use timely::ExchangeData;
 
 use crate::join::JoinKind;
@@ -75,8 +85,8 @@ pub trait Lookup<'scope, T: EventTime, D> {
         result: F,
     ) -> StreamVec<'scope, T, R>
     where
-        K: ExchangeData + Hash + Eq + Clone,
-        V: ExchangeData + Ord,
+        K: ExchangeData + Hash + Ord + Clone + Debug,
+        V: ExchangeData + Ord + Clone + Debug,
         R: 'static,
         KF: Fn(&D) -> K + 'static,
         F: Fn(D, Option<&V>) -> R + 'static;
@@ -107,8 +117,8 @@ pub trait Lookup<'scope, T: EventTime, D> {
     where
         Self: Sized,
         D: 'static,
-        K: ExchangeData + Hash + Eq + Clone,
-        V: ExchangeData + Ord + Clone,
+        K: ExchangeData + Hash + Ord + Clone + Debug,
+        V: ExchangeData + Ord + Clone + Debug,
         KF: Fn(&D) -> K + 'static,
     {
         self.lookup_with(table, name, JoinKind::Inner, key, |d, v| {
@@ -143,8 +153,8 @@ pub trait Lookup<'scope, T: EventTime, D> {
     where
         Self: Sized,
         D: 'static,
-        K: ExchangeData + Hash + Eq + Clone,
-        V: ExchangeData + Ord + Clone,
+        K: ExchangeData + Hash + Ord + Clone + Debug,
+        V: ExchangeData + Ord + Clone + Debug,
         KF: Fn(&D) -> K + 'static,
     {
         self.lookup_with(table, name, JoinKind::Left, key, |d, v| (d, v.cloned()))
@@ -161,28 +171,33 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
         result: F,
     ) -> StreamVec<'scope, T, R>
     where
-        K: ExchangeData + Hash + Eq + Clone,
-        V: ExchangeData + Ord,
+        K: ExchangeData + Hash + Ord + Clone + Debug,
+        V: ExchangeData + Ord + Clone + Debug,
         R: 'static,
         KF: Fn(&D) -> K + 'static,
         F: Fn(D, Option<&V>) -> R + 'static,
     {
+        let scope = self.scope();
+        let arranged = upsert_updates(table, name)
+            .as_collection()
+            .arrange_by_key_named(&format!("Lookup({name}) table"));
+        let mut trace = arranged.trace.clone();
+
         let key = Rc::new(key);
         let route = key.clone();
-        let pact = Exchange::new(move |d: &D| crate::hash::hash(&route(d)));
-        let table_pact = Exchange::new(|(k, _): &(K, V)| crate::hash::hash(k));
-
-        let mut builder = OperatorBuilder::new(format!("Lookup({name})"), self.scope());
+        // The same routing as the arrangement's, so a record meets its key's updates.
+        let pact = Exchange::new(move |d: &D| route(d).hashed());
+        let mut builder = OperatorBuilder::new(format!("Lookup({name})"), scope);
         let mut stream_in = builder.new_input(self, pact);
-        let mut table_in = builder.new_input(table, table_pact);
+        let mut table_in = builder.new_input(arranged.stream, Pipeline);
         let (output, stream) = builder.new_output();
         let mut output: VecOutput<T, R> = OutputBuilder::from(output);
 
-        // Per key, its upserts by event time: (the upsert's time, value).
-        let mut values: FxHashMap<K, BTreeMap<u64, (T, V)>> = FxHashMap::default();
         let mut waiting: Waiting<T, D> = BTreeMap::new();
-        // No stream record below this event time can still be looked up.
-        let mut horizon = 0u64;
+        // The trace is complete through this frontier (its last span's upper).
+        let mut through: Antichain<T> = Antichain::from_elem(T::minimum());
+        // The logical compaction frontier last set: `(least event time still looked up, ·)`.
+        let mut compacted = 0u64;
 
         builder.build(move |_initial| {
             move |frontiers| {
@@ -198,55 +213,118 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
                         records.append(batch);
                     }
                 });
-                table_in.for_each_stamp(|cap, batches| {
-                    let Some(time) = cap.stamp().iter().next().copied() else {
-                        return;
-                    };
-                    let t = time.event();
-                    for batch in batches {
-                        for (k, v) in batch.drain(..) {
-                            let history = values.entry(k).or_default();
-                            let newer = match history.get(&t) {
-                                Some((old_time, old)) => (*old_time, old) < (time, &v),
-                                None => true,
-                            };
-                            if newer {
-                                history.insert(t, (time, v));
-                            }
-                            // Keep the latest value at or below the horizon, and later ones.
-                            if let Some((&keep, _)) = history.range(..=horizon).next_back() {
-                                while history.first_key_value().is_some_and(|(&u, _)| u < keep) {
-                                    history.pop_first();
+                // The batches are read from the trace; this input tells when it moved.
+                table_in.for_each(|_, spans| spans.clear());
+                trace.read_upper(&mut through);
+
+                let table_frontier = event_frontier(&through.borrow());
+                let ready = waiting
+                    .first_key_value()
+                    .is_some_and(|((ts, _), _)| *ts < table_frontier);
+                if ready {
+                    let spans = trace
+                        .spans_through(through.borrow())
+                        .expect("the trace is not compacted past its last batch");
+                    let (mut cursor, storage) =
+                        cursor_list(spans.into_iter().filter_map(|s| s.inner).collect());
+                    while let Some(entry) = waiting.first_entry() {
+                        let (ts, _) = *entry.key();
+                        if ts >= table_frontier {
+                            break;
+                        }
+                        let (cap, records) = entry.remove();
+                        let mut session = output.session(&cap);
+                        for record in records {
+                            let k = key(&record);
+                            cursor.rewind_keys(&storage);
+                            cursor.seek_key(&storage, &k);
+                            let mut value = None;
+                            if cursor.get_key(&storage) == Some(&k) {
+                                while let Some(v) = cursor.get_val(&storage) {
+                                    let mut count = 0isize;
+                                    cursor.map_times(&storage, |t, d| {
+                                        if t.event() <= ts {
+                                            count += *d;
+                                        }
+                                    });
+                                    if count > 0 {
+                                        value = Some(v);
+                                        break;
+                                    }
+                                    cursor.step_val(&storage);
                                 }
                             }
-                        }
-                    }
-                });
-
-                let table_frontier = event_frontier(&frontiers[1].frontier());
-                while let Some(entry) = waiting.first_entry() {
-                    let (ts, _) = *entry.key();
-                    if ts >= table_frontier {
-                        break;
-                    }
-                    let (cap, records) = entry.remove();
-                    let mut session = output.session(&cap);
-                    for record in records {
-                        let value = values
-                            .get(&key(&record))
-                            .and_then(|history| history.range(..=ts).next_back())
-                            .map(|(_, (_, v))| v);
-                        if value.is_some() || kind == JoinKind::Left {
-                            session.give(result(record, value));
+                            if value.is_some() || kind == JoinKind::Left {
+                                session.give(result(record, value));
+                            }
                         }
                     }
                 }
+
+                // No stream record below `horizon` can still be looked up: updates below
+                // it may be merged (logically) and batches read (physically).
                 let stream_frontier = event_frontier(&frontiers[0].frontier());
-                horizon = waiting
+                let horizon = waiting
                     .first_key_value()
                     .map_or(stream_frontier, |((ts, _), _)| stream_frontier.min(*ts));
+                if horizon > compacted && horizon < u64::MAX {
+                    compacted = horizon;
+                    let floor = T::minimum().with_event(horizon);
+                    trace.set_logical_compaction(Antichain::from_elem(floor).borrow());
+                }
+                if !through.is_empty() {
+                    trace.set_physical_compaction(through.borrow());
+                }
             }
         });
         stream
     }
+}
+
+/// Turns a table's upserts into updates of the collection of each key's current value:
+/// per key, in order of event time, then time, then value, once the table's event-time
+/// frontier has passed them, the previous value is retracted and the new one inserted,
+/// at the upsert's time. Exchanged by the key's differential hash (as the arrangement).
+fn upsert_updates<'scope, T, K, V>(
+    table: StreamVec<'scope, T, (K, V)>,
+    name: &str,
+) -> StreamVec<'scope, T, ((K, V), T, isize)>
+where
+    T: EventTime,
+    K: ExchangeData + Hash + Ord + Clone + Debug,
+    V: ExchangeData + Ord + Clone + Debug,
+{
+    let pact = Exchange::new(|(k, _): &(K, V)| k.hashed());
+    table.unary_frontier(pact, &format!("Lookup({name}) upserts"), |_cap, _info| {
+        let mut pending: Waiting<T, (K, V)> = BTreeMap::new();
+        let mut current: FxHashMap<K, V> = FxHashMap::default();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, batches| {
+                let Some(time) = cap.stamp().iter().next().copied() else {
+                    return;
+                };
+                let (_, records) = pending
+                    .entry((time.event(), time))
+                    .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
+                for batch in batches {
+                    records.append(batch);
+                }
+            });
+            let applied_below = event_frontier(&frontier.frontier());
+            while let Some(entry) = pending.first_entry() {
+                if entry.key().0 >= applied_below {
+                    break;
+                }
+                let ((_, time), (cap, mut upserts)) = entry.remove_entry();
+                upserts.sort_by(|a, b| a.1.cmp(&b.1));
+                let mut session = output.session(&cap);
+                for (k, v) in upserts {
+                    if let Some(old) = current.insert(k.clone(), v.clone()) {
+                        session.give(((k.clone(), old), time, -1));
+                    }
+                    session.give(((k, v), time, 1));
+                }
+            }
+        }
+    })
 }
