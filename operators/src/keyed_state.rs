@@ -21,16 +21,12 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::owe::Debts;
 use crate::time::EventTime;
-use crate::window::{watermark, VecOutput};
-
-/// Records waiting for the watermark, by event time and time.
-type Waiting<T, D> = BTreeMap<(u64, T), (Capability<T>, Vec<D>)>;
+use crate::window::{stash, watermark, VecOutput, Waiting};
 
 /// One key's live state.
 struct Entry<T, S> {
@@ -207,17 +203,7 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
         builder.build(move |_initial| {
             move |frontiers| {
                 let mut output = output.activate();
-                input.for_each_stamp(|cap, batches| {
-                    let Some(time) = cap.stamp().iter().next().copied() else {
-                        return;
-                    };
-                    let (_, records) = waiting
-                        .entry((time.event(), time))
-                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                    for batch in batches {
-                        records.append(batch);
-                    }
-                });
+                input.for_each_stamp(|cap, batches| stash(&mut waiting, cap, batches));
 
                 let watermark = watermark(frontiers);
                 while let Some(entry) = waiting.first_entry() {

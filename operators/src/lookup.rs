@@ -36,17 +36,13 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::progress::Antichain;
 use timely::ExchangeData;
 
 use crate::join::JoinKind;
 use crate::time::{event_frontier, EventTime};
-use crate::window::VecOutput;
-
-/// Stream records waiting for the table, by event time and time.
-type Waiting<T, D> = BTreeMap<(u64, T), (Capability<T>, Vec<D>)>;
+use crate::window::{stash, VecOutput, Waiting};
 
 /// Extension trait: as-of lookups of stream records in a table of upserts.
 pub trait Lookup<'scope, T: EventTime, D> {
@@ -202,17 +198,7 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
         builder.build(move |_initial| {
             move |frontiers| {
                 let mut output = output.activate();
-                stream_in.for_each_stamp(|cap, batches| {
-                    let Some(time) = cap.stamp().iter().next().copied() else {
-                        return;
-                    };
-                    let (_, records) = waiting
-                        .entry((time.event(), time))
-                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                    for batch in batches {
-                        records.append(batch);
-                    }
-                });
+                stream_in.for_each_stamp(|cap, batches| stash(&mut waiting, cap, batches));
                 // The batches are read from the trace; this input tells when it moved.
                 table_in.for_each(|_, spans| spans.clear());
                 trace.read_upper(&mut through);
@@ -299,17 +285,7 @@ where
         let mut pending: Waiting<T, (K, V)> = BTreeMap::new();
         let mut current: FxHashMap<K, V> = FxHashMap::default();
         move |(input, frontier), output| {
-            input.for_each_stamp(|cap, batches| {
-                let Some(time) = cap.stamp().iter().next().copied() else {
-                    return;
-                };
-                let (_, records) = pending
-                    .entry((time.event(), time))
-                    .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                for batch in batches {
-                    records.append(batch);
-                }
-            });
+            input.for_each_stamp(|cap, batches| stash(&mut pending, cap, batches));
             let applied_below = event_frontier(&frontier.frontier());
             while let Some(entry) = pending.first_entry() {
                 if entry.key().0 >= applied_below {

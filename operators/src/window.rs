@@ -139,6 +139,28 @@ pub fn sliding_starts(event: u64, size: u64, slide: u64) -> (u64, u64) {
     (first, last)
 }
 
+/// Records waiting, with their message's capability, for a frontier to pass their time;
+/// ordered by event time, then time.
+pub(crate) type Waiting<T, D> = std::collections::BTreeMap<(u64, T), (Capability<T>, Vec<D>)>;
+
+/// Adds a message's records to `waiting` under its time (Freshet operators and sources
+/// send each message under one time), keeping one capability per time.
+pub(crate) fn stash<'a, T: EventTime, D: 'a>(
+    waiting: &mut Waiting<T, D>,
+    cap: InputCapability<T>,
+    batches: impl Iterator<Item = &'a mut Vec<D>>,
+) {
+    let Some(time) = cap.stamp().iter().next().copied() else {
+        return;
+    };
+    let (_, records) = waiting
+        .entry((time.event(), time))
+        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
+    for batch in batches {
+        records.append(batch);
+    }
+}
+
 /// The event-time watermark over all of an operator's inputs.
 #[inline]
 pub(crate) fn watermark<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
