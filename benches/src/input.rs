@@ -24,7 +24,6 @@ pub struct Feeder<D: 'static> {
     out_of_orderness: u64,
     rounds: u64,
     rounds_per_epoch: u64,
-    tick: u64,
     /// Records behind the watermark, clamped up to it (a benchmark input has none
     /// when its disorder is within the out-of-orderness).
     pub late: u64,
@@ -47,7 +46,6 @@ impl<D: Clone + 'static> Feeder<D> {
                 out_of_orderness,
                 rounds: 0,
                 rounds_per_epoch: rounds_per_epoch.max(1),
-                tick: 1,
                 late: 0,
             },
             stream,
@@ -57,8 +55,7 @@ impl<D: Clone + 'static> Feeder<D> {
     /// Rounds each record's timestamp down to a multiple of `tick` ms, as the Kafka
     /// source's `SourceConfig::tick_ms` does (fewer distinct times, bigger batches).
     pub fn tick(mut self, tick: u64) -> Self {
-        self.tick = tick.max(1);
-        self.staged = ByTime::new(self.tick);
+        self.staged = ByTime::new(tick);
         self
     }
 
@@ -74,7 +71,8 @@ impl<D: Clone + 'static> Feeder<D> {
         // A time rounded down to the tick is below the watermark exactly when the raw
         // time is below the watermark rounded up: one comparison per record, and the
         // rounding is left to `ByTime::push`. Late records are clamped up to it.
-        let floor = now.event.div_ceil(self.tick) * self.tick;
+        let tick = self.staged.tick();
+        let floor = now.event.div_ceil(tick) * tick;
         self.staged.begin(now.event);
         let mut max_seen = self.max_seen;
         for (t, d) in batch {

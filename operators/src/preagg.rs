@@ -32,7 +32,7 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
@@ -52,6 +52,51 @@ impl<T: EventTime, K, A> Partial<T, K, A> {
         Partial {
             caps: CapabilitySet::new(),
             keys: FxHashMap::with_capacity_and_hasher(keys, Default::default()),
+        }
+    }
+}
+
+/// The open windows of one stage, by start.
+struct Partials<T: EventTime, K, A> {
+    open: BTreeMap<u64, Partial<T, K, A>>,
+    size: u64,
+    /// Keys in the last closed window: new windows' maps are sized for as many.
+    key_hint: usize,
+}
+
+impl<T: EventTime, K, A> Partials<T, K, A> {
+    fn new(size: u64) -> Self {
+        Partials {
+            open: BTreeMap::new(),
+            size,
+            key_hint: 0,
+        }
+    }
+
+    /// The window starting at `start`, opened if needed.
+    fn window(&mut self, start: u64) -> &mut Partial<T, K, A> {
+        let hint = self.key_hint;
+        self.open.entry(start).or_insert_with(|| Partial::new(hint))
+    }
+
+    /// Removes every window whose end the event-time `watermark` has reached and hands
+    /// `emit(start, end, capability, keys)` its keys at its emission capability.
+    fn close(
+        &mut self,
+        watermark: u64,
+        mut emit: impl FnMut(u64, u64, &Capability<T>, FxHashMap<K, A>),
+    ) {
+        while let Some(entry) = self.open.first_entry() {
+            let start = *entry.key();
+            let end = start.saturating_add(self.size);
+            if end > watermark {
+                break;
+            }
+            let Partial { caps, keys } = entry.remove();
+            self.key_hint = keys.len();
+            if let Some(cap) = emission_cap(&caps, end - 1) {
+                emit(start, end, &cap, keys);
+            }
         }
     }
 }
@@ -97,8 +142,7 @@ where
         let mut input = builder.new_input(stream, Pipeline);
         let (out, partials) = builder.new_output();
         let mut out: VecOutput<T, (u64, K, G::Acc)> = OutputBuilder::from(out);
-        let mut open: BTreeMap<u64, Partial<T, K, G::Acc>> = BTreeMap::new();
-        let mut key_hint = 0usize;
+        let mut open: Partials<T, K, G::Acc> = Partials::new(size);
         builder.build(move |_initial| {
             move |frontiers| {
                 let mut out = out.activate();
@@ -111,13 +155,13 @@ where
                     };
                     let (first, last) = sliding_starts(time.event(), size, slide);
                     for start in (first..=last).step_by(slide as usize) {
-                        let window = open.entry(start).or_insert_with(|| Partial::new(key_hint));
+                        let window = open.window(start);
                         let end = start.saturating_add(size);
                         hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
                     }
                     if first == last {
                         // One window (always, for tumbling windows).
-                        let keys = &mut open.get_mut(&first).expect("entered above").keys;
+                        let keys = &mut open.window(first).keys;
                         for batch in batches {
                             for record in batch.drain(..) {
                                 let acc = keys.entry(key(&record)).or_insert_with(|| agg.create());
@@ -127,6 +171,7 @@ where
                         return;
                     }
                     let mut windows: Vec<&mut FxHashMap<K, G::Acc>> = open
+                        .open
                         .range_mut(first..=last)
                         .map(|(_, w)| &mut w.keys)
                         .collect();
@@ -145,21 +190,12 @@ where
                 });
 
                 let watermark = watermark(frontiers);
-                while let Some(entry) = open.first_entry() {
-                    let start = *entry.key();
-                    let end = start.saturating_add(size);
-                    if end > watermark {
-                        break;
+                open.close(watermark, |start, _, cap, keys| {
+                    let mut session = out.session(cap);
+                    for (k, acc) in keys {
+                        session.give((start, k, acc));
                     }
-                    let Partial { caps, keys } = entry.remove();
-                    key_hint = keys.len();
-                    if let Some(cap) = emission_cap(&caps, end - 1) {
-                        let mut session = out.session(&cap);
-                        for (k, acc) in keys {
-                            session.give((start, k, acc));
-                        }
-                    }
-                }
+                });
             }
         });
         partials
@@ -171,8 +207,7 @@ where
     let mut input = builder.new_input(partials, pact);
     let (out, results) = builder.new_output();
     let mut out: VecOutput<T, Windowed<K, G::Out>> = OutputBuilder::from(out);
-    let mut open: BTreeMap<u64, Partial<T, K, G::Acc>> = BTreeMap::new();
-    let mut key_hint = 0usize;
+    let mut open: Partials<T, K, G::Acc> = Partials::new(size);
     builder.build(move |_initial| {
         move |frontiers| {
             let mut out = out.activate();
@@ -187,7 +222,7 @@ where
                 for batch in batches {
                     let mut partials = batch.drain(..).peekable();
                     while let Some((start, k, acc)) = partials.next() {
-                        let window = open.entry(start).or_insert_with(|| Partial::new(key_hint));
+                        let window = open.window(start);
                         hold(&mut window.caps, &cap, time, 0);
                         let mut merge = |k, acc| match window.keys.entry(k) {
                             Entry::Occupied(mut o) => agg.merge(o.get_mut(), acc),
@@ -204,22 +239,13 @@ where
             });
 
             let watermark = watermark(frontiers);
-            while let Some(entry) = open.first_entry() {
-                let start = *entry.key();
-                let end = start.saturating_add(size);
-                if end > watermark {
-                    break;
+            open.close(watermark, |start, end, cap, keys| {
+                let mut session = out.session(cap);
+                for (k, acc) in keys {
+                    let value = agg.finish(&acc);
+                    session.give(Windowed::new(k, start, end, value, 0, Emit::Final));
                 }
-                let Partial { caps, keys } = entry.remove();
-                key_hint = keys.len();
-                if let Some(cap) = emission_cap(&caps, end - 1) {
-                    let mut session = out.session(&cap);
-                    for (k, acc) in keys {
-                        let value = agg.finish(&acc);
-                        session.give(Windowed::new(k, start, end, value, 0, Emit::Final));
-                    }
-                }
-            }
+            });
         }
     });
     results

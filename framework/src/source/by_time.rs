@@ -63,6 +63,11 @@ impl<D> ByTime<D> {
         }
     }
 
+    /// The tick, ms.
+    pub fn tick(&self) -> u64 {
+        self.tick.get()
+    }
+
     /// `t` rounded down to a multiple of the tick.
     #[inline]
     pub fn round(&self, t: u64) -> u64 {
