@@ -27,21 +27,15 @@ impl ClusterArgs {
         self.workers * self.processes
     }
 
-    /// The timely configuration these flags describe.
+    /// The timely configuration these flags describe (checked as a job's are).
     pub fn timely_config(&self) -> anyhow::Result<timely::Config> {
-        let mut args = vec![
-            "-w".to_string(),
-            self.workers.to_string(),
-            "-n".to_string(),
-            self.processes.to_string(),
-            "-p".to_string(),
-            self.process.to_string(),
-        ];
-        if let Some(h) = &self.hostfile {
-            args.push("-h".into());
-            args.push(h.display().to_string());
-        }
-        timely::Config::from_args(args.into_iter()).map_err(|e| anyhow::anyhow!(e))
+        let cluster = freshet::Cluster {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile.clone(),
+        };
+        Ok(cluster.timely_config()?)
     }
 
     /// A short label: `w1`, `w2`, `n2w1`.

@@ -49,7 +49,7 @@ pub struct JobArgs {
     #[arg(long, default_value_t = 50)]
     pub max_epochs_ahead: u64,
     /// Most messages a source reads per activation (like max.poll.records).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = SourceConfig::default().batch_size)]
     pub batch_size: usize,
     /// Worker threads per process (timely -w).
     #[arg(short = 'w', long = "workers", default_value_t = 1)]

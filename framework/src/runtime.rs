@@ -40,7 +40,9 @@ impl Default for Cluster {
 }
 
 impl Cluster {
-    fn timely_config(&self) -> Result<timely::Config> {
+    /// The timely configuration for these workers and processes, checked: at least one
+    /// worker and one process, and `process` one of them.
+    pub fn timely_config(&self) -> Result<timely::Config> {
         if self.workers == 0 || self.processes == 0 {
             return Err(Error::Config("-w and -n must be at least 1".into()));
         }
