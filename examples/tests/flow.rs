@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use freshet::codec::Json;
-use freshet::{run, Collect, JobConfig, KafkaConfig, KafkaSource, StartFrom, Tumble};
+use freshet::{JobConfig, KafkaConfig, StartFrom};
 use freshet_examples::{reference_counts, Event};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use utils::*;
@@ -31,18 +30,7 @@ fn windows_longer_than_the_flow_control_bound_still_close() {
     config.source.out_of_orderness = Duration::ZERO;
     config.source.idle_timeout = Duration::from_secs(600);
     let stop = config.stop.clone();
-    let (t, c) = (topic.clone(), counts.clone());
-    let job = std::thread::spawn(move || {
-        run(config, move |job| {
-            let s = KafkaSource::new(t.clone(), Json::<Event>::new())
-                .event_time(|e: &Event| Some(e.ts))
-                .build(job)?;
-            s.records
-                .tumble_count("count", 1000, |e| e.key)
-                .collect_into(job, "counts", c.clone());
-            Ok(())
-        })
-    });
+    let job = spawn_window_count(config, &topic, counts.clone());
 
     // Live input for 4 s: event time is the wall clock.
     let producer: BaseProducer = rdkafka::ClientConfig::new()

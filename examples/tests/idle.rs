@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use freshet::codec::Json;
-use freshet::{run, Collect, JobConfig, KafkaConfig, KafkaSource, StartFrom, Tumble};
+use freshet::{JobConfig, KafkaConfig, StartFrom};
 use freshet_examples::{reference_counts, Event};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use utils::*;
@@ -28,18 +27,7 @@ fn an_idle_partition_does_not_stall_windows() {
     config.source.out_of_orderness = Duration::from_millis(200);
     config.cluster.workers = 2;
     let stop = config.stop.clone();
-    let (t, c) = (topic.clone(), counts.clone());
-    let job = std::thread::spawn(move || {
-        run(config, move |job| {
-            let s = KafkaSource::new(t.clone(), Json::<Event>::new())
-                .event_time(|e: &Event| Some(e.ts))
-                .build(job)?;
-            s.records
-                .tumble_count("count", 1000, |e| e.key)
-                .collect_into(job, "counts", c.clone());
-            Ok(())
-        })
-    });
+    let job = spawn_window_count(config, &topic, counts.clone());
 
     // Keep partitions 0 and 1 busy (never idle for 400 ms) with events past the first
     // five seconds, until the first five windows are out.

@@ -190,3 +190,25 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs, on a thread, a live job counting `topic`'s JSON [`Event`]s per key in 1 s
+/// tumbling windows (event time from the payload) into `counts`.
+pub fn spawn_window_count(
+    config: freshet::JobConfig,
+    topic: &str,
+    counts: freshet::Collected<freshet_examples::WindowCount>,
+) -> std::thread::JoinHandle<freshet::Result<freshet::Summary>> {
+    use freshet::{Collect, Json, KafkaSource, Tumble};
+    let topic = topic.to_string();
+    std::thread::spawn(move || {
+        freshet::run(config, move |job| {
+            let s = KafkaSource::new(topic.clone(), Json::<Event>::new())
+                .event_time(|e: &Event| Some(e.ts))
+                .build(job)?;
+            s.records
+                .tumble_count("count", 1000, |e| e.key)
+                .collect_into(job, "counts", counts.clone());
+            Ok(())
+        })
+    })
+}
