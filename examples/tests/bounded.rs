@@ -71,21 +71,8 @@ fn bounded_counts_are_exact_with_one_and_two_workers_and_two_processes() {
     let hosts = hostfile(2);
     let children: Vec<_> = (0..2)
         .map(|p| {
-            job_binary()
-                .args([
-                    "--input",
-                    &input,
-                    "--output",
-                    &output,
-                    "--group",
-                    &group,
-                    "--bounded",
-                    "-n",
-                    "2",
-                    "-p",
-                    &p.to_string(),
-                    "-h",
-                ])
+            job_binary(&input, &output, &group)
+                .args(["--bounded", "-n", "2", "-p", &p.to_string(), "-h"])
                 .arg(&hosts.0)
                 .stdout(std::process::Stdio::null())
                 .spawn()

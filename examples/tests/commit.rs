@@ -98,21 +98,8 @@ fn sigkill_and_restart_lose_no_window() {
 
     // First run: unbounded, fed in chunks so that epochs complete and commits happen;
     // killed once it has committed some offsets and written results.
-    let mut child = job_binary()
-        .args([
-            "--input",
-            &input,
-            "--output",
-            &output,
-            "--group",
-            &group,
-            "--idle-timeout-ms",
-            "600000",
-            "--epoch-ms",
-            "50",
-            "-w",
-            "2",
-        ])
+    let mut child = job_binary(&input, &output, &group)
+        .args(["--idle-timeout-ms", "600000", "--epoch-ms", "50", "-w", "2"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -132,18 +119,8 @@ fn sigkill_and_restart_lose_no_window() {
 
     // More input arrives while it is down; the restart reads from the committed offsets.
     freshet_examples::produce(&brokers(), &input, second).unwrap();
-    let status = job_binary()
-        .args([
-            "--input",
-            &input,
-            "--output",
-            &output,
-            "--group",
-            &group,
-            "--bounded",
-            "-w",
-            "2",
-        ])
+    let status = job_binary(&input, &output, &group)
+        .args(["--bounded", "-w", "2"])
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap();

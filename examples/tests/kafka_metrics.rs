@@ -166,14 +166,8 @@ fn each_process_of_a_two_process_job_serves_its_own_metrics() {
     let hosts = hostfile(2);
     let mut children: Vec<_> = (0..2)
         .map(|p| {
-            job_binary()
+            job_binary(&input, &output, &group)
                 .args([
-                    "--input",
-                    &input,
-                    "--output",
-                    &output,
-                    "--group",
-                    &group,
                     "--metrics-addr",
                     &format!("127.0.0.1:{base}"),
                     "--idle-timeout-ms",

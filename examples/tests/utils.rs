@@ -174,11 +174,13 @@ pub mod tempfile_path {
     }
 }
 
-/// The window-count job binary built for these tests.
-pub fn job_binary() -> std::process::Command {
+/// The window-count job binary built for these tests, reading `input`, writing
+/// `output`, committing to `group`.
+pub fn job_binary(input: &str, output: &str, group: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_window-count"));
     cmd.env("FRESHET_BROKERS", brokers())
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .args(["--input", input, "--output", output, "--group", group]);
     cmd
 }
 
