@@ -54,10 +54,9 @@ struct Open<T: EventTime, A, O> {
     last: u64,
     caps: CapabilitySet<T>,
     acc: A,
-    /// Its last early result, if any.
+    /// Its last early result, if any: always for the session's current bounds (an
+    /// early result whose bounds stop existing is retracted at once).
     shown: Option<Shown<O>>,
-    /// Early results of sessions merged into it, to retract at its next emission.
-    retired: Vec<Shown<O>>,
     /// Changed since its last early result.
     changed: bool,
 }
@@ -70,9 +69,43 @@ impl<T: EventTime, A, O> Open<T, A, O> {
             caps: CapabilitySet::new(),
             acc,
             shown: None,
-            retired: Vec::new(),
             changed: true,
         }
+    }
+
+    /// Grows the session to cover `start..=last`. If that moves its bounds, its early
+    /// result no longer names a session that exists: it is retracted at `cap` (with the
+    /// next revision of those bounds), and the next emission starts a new revision
+    /// sequence for the new bounds.
+    fn stretch<K: Clone>(
+        &mut self,
+        k: &K,
+        (start, last): (u64, u64),
+        gap: u64,
+        cap: &Capability<T>,
+        emit: &mut Emitter<T, K, O>,
+    ) {
+        self.start = self.start.min(start);
+        self.last = self.last.max(last);
+        let bounds = (self.start, self.last + gap);
+        if let Some(old) = self.shown.take_if(|o| (o.start, o.end) != bounds) {
+            emit(cap, old.retraction(k));
+        }
+    }
+}
+
+impl<O> Shown<O> {
+    /// The `Retract` that says these bounds no longer exist: the next revision, with
+    /// the value last emitted.
+    fn retraction<K: Clone>(self, k: &K) -> Windowed<K, O> {
+        Windowed::new(
+            k.clone(),
+            self.start,
+            self.end,
+            self.value,
+            self.revision + 1,
+            Emit::Retract,
+        )
     }
 }
 
@@ -268,7 +301,9 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
     }
 
     /// Adds a record at `time` (held under `cap`) to key `k`'s open sessions. `rekey`
-    /// gives the key again, needed only when the record starts a new session.
+    /// gives the key again, needed only when the record starts a new session. Early
+    /// results of sessions whose bounds it moves are retracted at once, at `time`.
+    #[allow(clippy::too_many_arguments)]
     fn add<D, G>(
         &mut self,
         k: K,
@@ -277,6 +312,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         record: &D,
         agg: &G,
         rekey: impl FnOnce() -> K,
+        emit: &mut Emitter<T, K, O>,
     ) where
         G: Aggregator<D, Acc = A, Out = O>,
     {
@@ -289,8 +325,15 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         if to == from + 1 {
             // Touches one session: the common case, updated in place.
             let s = &mut open[from];
-            s.start = s.start.min(t);
-            s.last = s.last.max(t);
+            if s.start > t || s.last < t {
+                if s.shown.is_some() {
+                    let k = rekey();
+                    s.stretch(&k, (t, t), gap, &cap.delayed(&time, 0), emit);
+                } else {
+                    s.start = s.start.min(t);
+                    s.last = s.last.max(t);
+                }
+            }
             let end = s.last + gap;
             hold(&mut s.caps, cap, time.with_event(end - 1), 0);
             // Move the capabilities up with the session's end once they lag it by a
@@ -303,10 +346,17 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
             s.changed = true;
             return;
         }
+        // A new session, or one merging several: the merged parts' bounds stop
+        // existing, so their early results are retracted.
+        let k = rekey();
         let mut merged = Open::new(t, t, agg.create());
         let new = from == to;
-        for s in open.drain(from..to) {
-            merge_open(&mut merged, s, agg);
+        let mut retract_at = None;
+        for s in open.drain(from..to).collect::<Vec<_>>() {
+            if let Some(old) = merge_open(&mut merged, s, agg) {
+                let at = retract_at.get_or_insert_with(|| cap.delayed(&time, 0));
+                emit(at, old.retraction(&k));
+            }
         }
         let end = merged.last + gap;
         hold(&mut merged.caps, cap, time.with_event(end - 1), 0);
@@ -316,7 +366,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         // A merged session's parts have entries in `ends`, at or before its end; a
         // new session needs one.
         if new {
-            self.ends.entry(end).or_default().push(rekey());
+            self.ends.entry(end).or_default().push(k);
         }
     }
 
@@ -455,15 +505,25 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                 self.dirty.push(k);
             } else {
                 // The record's session is open (or reopens emitted ones): it will be
-                // emitted when it ends.
-                let mut merged = Open::new(start, last, agg.create());
-                for c in closed.drain(cf..ct).collect::<Vec<_>>() {
+                // emitted when it ends. The first open session it touches carries on
+                // (with its early result, if its bounds do not move); the others and
+                // the emitted ones merge into it, and their bounds are retracted.
+                let closed_parts: Vec<_> = closed.drain(cf..ct).collect();
+                let mut parts = open.drain(of..ot).collect::<Vec<_>>().into_iter();
+                let new = of == ot;
+                let mut merged = parts
+                    .next()
+                    .unwrap_or_else(|| Open::new(et, et, agg.create()));
+                for s in parts {
+                    if let Some(old) = merge_open(&mut merged, s, agg) {
+                        emit(cap, old.retraction(&k));
+                    }
+                }
+                for c in closed_parts {
                     agg.merge(&mut merged.acc, retract(c, emit));
                 }
-                let new = of == ot;
-                for s in open.drain(of..ot) {
-                    merge_open(&mut merged, s, agg);
-                }
+                merged.stretch(&k, (start, last), gap, cap, emit);
+                merged.changed = true;
                 // The batch's capability, moved to the session's end, covers its epoch.
                 merged.caps.insert(cap.delayed(&time.with_event(end - 1)));
                 advance_caps(&mut merged.caps, end - 1);
@@ -549,25 +609,26 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
     }
 }
 
+/// Merges `other` into `into` (bounds, capabilities, accumulator) and returns
+/// `other`'s early result, whose bounds no longer exist, for the caller to retract.
 fn merge_open<T: EventTime, D, G: Aggregator<D>>(
     into: &mut Open<T, G::Acc, G::Out>,
     other: Open<T, G::Acc, G::Out>,
     agg: &G,
-) {
+) -> Option<Shown<G::Out>> {
     into.start = into.start.min(other.start);
     into.last = into.last.max(other.last);
     for c in other.caps.iter() {
         into.caps.insert(c.clone());
     }
     agg.merge(&mut into.acc, other.acc);
-    into.retired.extend(other.retired);
-    into.retired.extend(other.shown);
     into.changed = true;
+    other.shown
 }
 
-/// Emits an open session's current value as `kind` at `cap`, retracting what it
-/// replaces: early results of sessions merged into it, and its own last early result
-/// if its bounds moved since. Returns the revision emitted and the value.
+/// Emits an open session's current value as `kind` at `cap`: the next revision of its
+/// bounds (its early result, if any, is always for the current bounds). Returns the
+/// revision emitted and the value.
 fn emit_open<T: EventTime, K: Clone, D, G: Aggregator<D>>(
     k: &K,
     s: &mut Open<T, G::Acc, G::Out>,
@@ -580,26 +641,11 @@ fn emit_open<T: EventTime, K: Clone, D, G: Aggregator<D>>(
 where
     G::Out: Clone,
 {
-    let retract = |old: Shown<G::Out>, emit: &mut Emitter<T, K, G::Out>| {
-        let w = Windowed::new(
-            k.clone(),
-            old.start,
-            old.end,
-            old.value,
-            old.revision + 1,
-            Emit::Retract,
-        );
-        emit(cap, w);
-    };
-    for old in s.retired.drain(..) {
-        retract(old, emit);
-    }
     let (start, end) = (s.start, s.last + gap);
     let revision = match s.shown.take() {
-        Some(old) if (old.start, old.end) == (start, end) => old.revision + 1,
         Some(old) => {
-            retract(old, emit);
-            0
+            debug_assert_eq!((old.start, old.end), (start, end), "stale early result");
+            old.revision + 1
         }
         None => 0,
     };
@@ -670,7 +716,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                     for batch in batches {
                         for record in batch.drain(..) {
                             let k = key(&record);
-                            state.add(k, time, &cap, &record, &agg, || key(&record));
+                            state.add(k, time, &cap, &record, &agg, || key(&record), &mut emit);
                         }
                     }
                 });

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use common::{collect, rounds, run_windowed, steps, Rec, Round, Source};
-use freshet_operators::aggregate::Sum;
+use freshet_operators::aggregate::{Count, Sum};
 use freshet_operators::{Emit, Late, Session, Time, WindowPolicy};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::Map;
@@ -312,4 +312,49 @@ fn session_late_batch_holds_its_epoch_until_applied() {
         late.close();
     })
     .unwrap();
+}
+
+/// A late record inside an open session that already showed an early result keeps the
+/// session's revision sequence: Early rev 0, then Final rev 1 (a regression: the late
+/// path rebuilt the session, so it retracted its own bounds and restarted at rev 0).
+#[test]
+fn late_record_inside_an_early_session_continues_its_revisions() {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let shared = out.clone();
+    timely::execute(timely::Config::thread(), move |worker| {
+        let (mut main, mut late) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, stream) = Source::<Rec>::new(&scope);
+            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
+            let policy = WindowPolicy::new().early(100);
+            let w = stream.session("visits", 300, policy, Some(late_stream), |r: &Rec| r.0, Count);
+            collect(
+                w.results.map(|w| (w.start, w.end, w.value, w.revision, w.kind)),
+                &shared,
+            );
+            (main, late)
+        });
+        main.send(Time::new(110, 0), (0, 0, 110));
+        main.send(Time::new(170, 0), (0, 0, 170));
+        main.advance(Time::new(150, 1));
+        late.advance(Time::new(150, 1));
+        steps(worker);
+        late.send(
+            Time::new(150, 1),
+            Late {
+                event_time: 130,
+                watermark: 150,
+                record: (0, 0, 130),
+            },
+        );
+        main.close();
+        late.close();
+    })
+    .unwrap();
+    assert_eq!(
+        out.lock().unwrap().clone(),
+        vec![
+            (110, 470, 2, 0, Emit::Early),
+            (110, 470, 3, 1, Emit::Final)
+        ]
+    );
 }
