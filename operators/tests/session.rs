@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use common::upsert::{check_contract, run_stepwise, Result4};
 use common::{collect, rounds, run_windowed, steps, Rec, Round, Source};
 use freshet_operators::aggregate::{Count, Sum};
 use freshet_operators::{Emit, Late, Session, Time, WindowPolicy};
@@ -28,8 +29,19 @@ struct S {
 }
 
 /// The sequential model, in event-time order: main records up to a late batch's time,
-/// then the sessions ended by then, then the batch; at the end all the rest.
+/// then the sessions ended by then, then the batch; at the end all the rest. Sorted.
 fn reference(rounds: &[Round<Rec>], gap: u64, lateness: u64) -> Vec<Out> {
+    let mut out: Vec<Out> = timed_reference(rounds, gap, lateness)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    out.sort();
+    out
+}
+
+/// The sequential model's results with the event time each is emitted at: a final
+/// at `end - 1`, what a late batch changes at the batch's time.
+fn timed_reference(rounds: &[Round<Rec>], gap: u64, lateness: u64) -> Vec<(u64, Out)> {
     let mut main: Vec<(u64, u8, u64)> = rounds
         .iter()
         .flat_map(|r| r.records.iter().map(|(t, (k, v, _))| (*t, *k, *v)))
@@ -65,10 +77,11 @@ fn reference(rounds: &[Round<Rec>], gap: u64, lateness: u64) -> Vec<Out> {
     let close = |upto: u64,
                  open: &mut BTreeMap<u8, Vec<S>>,
                  closed: &mut BTreeMap<u8, Vec<S>>,
-                 out: &mut Vec<Out>| {
+                 out: &mut Vec<(u64, Out)>| {
         for (k, list) in open.iter_mut() {
             for mut s in take(list, |s| s.last + gap <= upto) {
-                out.push(Ok((*k, s.start, s.last + gap, s.sum, 0, Emit::Final)));
+                let end = s.last + gap;
+                out.push((end - 1, Ok((*k, s.start, end, s.sum, 0, Emit::Final))));
                 s.next = 1;
                 s.shown = Some(s.sum);
                 closed.entry(*k).or_default().push(s);
@@ -87,7 +100,7 @@ fn reference(rounds: &[Round<Rec>], gap: u64, lateness: u64) -> Vec<Out> {
         for late in &round.late {
             let (et, k, v) = (late.event_time, late.record.0, late.record.1);
             if now >= et + gap + lateness {
-                out.push(Err(late.clone()));
+                out.push((now, Err(late.clone())));
                 continue;
             }
             let cl = closed.entry(k).or_default();
@@ -117,7 +130,8 @@ fn reference(rounds: &[Round<Rec>], gap: u64, lateness: u64) -> Vec<Out> {
             }
             for c in &hit_closed {
                 if let Some(shown) = c.shown {
-                    out.push(Ok((k, c.start, c.last + gap, shown, c.next, Emit::Retract)));
+                    let retract = (k, c.start, c.last + gap, shown, c.next, Emit::Retract);
+                    out.push((now, Ok(retract)));
                 }
             }
             let ended = hit_open.is_empty() && last + gap <= now;
@@ -136,7 +150,8 @@ fn reference(rounds: &[Round<Rec>], gap: u64, lateness: u64) -> Vec<Out> {
                 .get_mut(&k)
                 .and_then(|l| l.iter_mut().find(|s| s.start == start && s.last == last))
             {
-                out.push(Ok((k, s.start, s.last + gap, s.sum, s.next, Emit::Late)));
+                let correction = (k, s.start, s.last + gap, s.sum, s.next, Emit::Late);
+                out.push((now, Ok(correction)));
                 s.next += 1;
                 s.shown = Some(s.sum);
             }
@@ -148,8 +163,36 @@ fn reference(rounds: &[Round<Rec>], gap: u64, lateness: u64) -> Vec<Out> {
         add(list, parts, t, v);
     }
     close(u64::MAX, &mut open, &mut closed, &mut out);
-    out.sort();
     out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The upsert contract (see `common::upsert`) with early results, lateness and
+    /// late records, at 1 and 3 workers.
+    #[test]
+    fn session_keeps_the_upsert_contract(
+        rounds in rounds(8), gap in 1u64..20, lateness in 0u64..30,
+        early in prop::option::of(1u64..8),
+    ) {
+        let want: Vec<(u64, Result4)> = timed_reference(&rounds, gap, lateness)
+            .into_iter()
+            .filter_map(|(at, o)| o.ok().map(|r| (at, r)))
+            .collect();
+        for workers in [1, 3] {
+            let got = run_stepwise(workers, &rounds, move |main, late| {
+                let mut policy = WindowPolicy::new().lateness(lateness);
+                if let Some(period) = early {
+                    policy = policy.early(period);
+                }
+                main.session("s", gap, policy, Some(late), |r: &Rec| r.0, Sum::new(|r: &Rec| r.1))
+                    .results
+                    .map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
+            });
+            check_contract(&got, &want);
+        }
+    }
 }
 
 proptest! {

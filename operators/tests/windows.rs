@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use common::upsert::{check_contract, run_stepwise, Result4};
 use common::{collect, rounds, run_windowed, steps, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::window::sliding_starts;
@@ -33,8 +34,25 @@ fn windows_of(event: u64, size: u64, slide: u64) -> impl Iterator<Item = u64> {
 }
 
 /// The sequential model: finals of everything that reached each window before it
-/// closed, then one correction per changed window per late round, in round order.
+/// closed, then one correction per changed window per late round, in round order;
+/// sorted.
 fn reference(rounds: &[Round<Rec>], size: u64, slide: u64, lateness: u64) -> Vec<Out> {
+    let mut out: Vec<Out> = timed_reference(rounds, size, slide, lateness)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    out.sort();
+    out
+}
+
+/// The sequential model's results with the event time each is emitted at: a final
+/// at `end - 1`, a correction at its late round's watermark.
+fn timed_reference(
+    rounds: &[Round<Rec>],
+    size: u64,
+    slide: u64,
+    lateness: u64,
+) -> Vec<(u64, Out)> {
     let mut sums: BTreeMap<(u64, u8), u64> = BTreeMap::new();
     for round in rounds {
         for (event, (k, v, _)) in &round.records {
@@ -50,9 +68,9 @@ fn reference(rounds: &[Round<Rec>], size: u64, slide: u64, lateness: u64) -> Vec
             }
         }
     }
-    let mut out: Vec<Out> = sums
+    let mut out: Vec<(u64, Out)> = sums
         .iter()
-        .map(|(&(s, k), &v)| Ok((k, s, s + size, v, 0, Emit::Final)))
+        .map(|(&(s, k), &v)| (s + size - 1, Ok((k, s, s + size, v, 0, Emit::Final))))
         .collect();
     let mut revision: BTreeMap<(u64, u8), u32> = sums.keys().map(|w| (*w, 1)).collect();
     for round in rounds {
@@ -70,16 +88,15 @@ fn reference(rounds: &[Round<Rec>], size: u64, slide: u64, lateness: u64) -> Vec
                 }
             }
             if beyond {
-                out.push(Err(late.clone()));
+                out.push((now, Err(late.clone())));
             }
         }
         for w in changed {
             let r = revision.entry(w).or_default();
-            out.push(Ok((w.1, w.0, w.0 + size, sums[&w], *r, Emit::Late)));
+            out.push((now, Ok((w.1, w.0, w.0 + size, sums[&w], *r, Emit::Late))));
             *r += 1;
         }
     }
-    out.sort();
     out
 }
 
@@ -113,6 +130,97 @@ proptest! {
         rounds in rounds(8), size in 2u64..30, div in 2u64..5, lateness in 0u64..40,
     ) {
         check(&rounds, size, (size / div).max(1), lateness);
+    }
+}
+
+/// The reference's window results with their emission times (too-late records left
+/// out: they are not window results).
+fn reference_results(
+    rounds: &[Round<Rec>],
+    size: u64,
+    slide: u64,
+    lateness: u64,
+) -> Vec<(u64, Result4)> {
+    timed_reference(rounds, size, slide, lateness)
+        .into_iter()
+        .filter_map(|(at, o)| o.ok().map(|r| (at, r)))
+        .collect()
+}
+
+/// The upsert contract (see `common::upsert`) with early results, lateness and late
+/// records, at 1 and 3 workers: `early` is the early-result period, if any.
+fn check_upsert_contract(
+    rounds: &[Round<Rec>],
+    size: u64,
+    slide: u64,
+    lateness: u64,
+    early: Option<u64>,
+) {
+    let want = reference_results(rounds, size, slide, lateness);
+    for workers in [1, 3] {
+        let got = run_stepwise(workers, rounds, move |main, late| {
+            let mut policy = WindowPolicy::new().lateness(lateness);
+            if let Some(period) = early {
+                policy = policy.early(period);
+            }
+            let key = |r: &Rec| r.0;
+            let sum = Sum::new(|r: &Rec| r.1);
+            let w = if slide == size {
+                main.tumble("t", size, policy, Some(late), key, sum)
+            } else {
+                main.slide("s", size, slide, policy, Some(late), key, sum)
+            };
+            w.results
+                .map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
+        });
+        check_contract(&got, &want);
+    }
+}
+
+/// The upsert contract of the pre-aggregated variants (emit-final, no late input).
+fn check_preaggregated_contract(rounds: &[Round<Rec>], size: u64, slide: u64) {
+    let mut rounds = rounds.to_vec();
+    rounds.iter_mut().for_each(|r| r.late.clear());
+    let want = reference_results(&rounds, size, slide, 0);
+    for workers in [1, 3] {
+        let got = run_stepwise(workers, &rounds, move |main, _late| {
+            let key = |r: &Rec| r.0;
+            let sum = Sum::new(|r: &Rec| r.1);
+            let results = if slide == size {
+                main.tumble_preaggregate("tp", size, key, sum)
+            } else {
+                main.slide_preaggregate("sp", size, slide, key, sum)
+            };
+            results.map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
+        });
+        check_contract(&got, &want);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn tumble_keeps_the_upsert_contract(
+        rounds in rounds(8), size in 1u64..30, lateness in 0u64..40,
+        early in prop::option::of(1u64..10),
+    ) {
+        check_upsert_contract(&rounds, size, size, lateness, early);
+    }
+
+    #[test]
+    fn slide_keeps_the_upsert_contract(
+        rounds in rounds(8), size in 2u64..30, div in 2u64..5, lateness in 0u64..40,
+        early in prop::option::of(1u64..10),
+    ) {
+        check_upsert_contract(&rounds, size, (size / div).max(1), lateness, early);
+    }
+
+    #[test]
+    fn preaggregated_windows_keep_the_upsert_contract(
+        rounds in rounds(8), size in 2u64..30, div in 1u64..5,
+    ) {
+        check_preaggregated_contract(&rounds, size, (size / div).max(1));
     }
 }
 

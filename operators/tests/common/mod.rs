@@ -2,6 +2,8 @@
 //! dataflow at 1 or N workers, and random input generation.
 #![allow(dead_code)]
 
+pub mod upsert;
+
 use std::sync::{Arc, Mutex};
 
 use freshet_operators::{Late, Time};
