@@ -5,8 +5,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
+use common::upsert::run_stepwise;
 use common::{collect, rounds, run_windowed, steps, Rec, Round, Source};
-use freshet_operators::{IntervalJoin, JoinKind, Time, WindowJoin};
+use freshet_operators::{Emit, IntervalJoin, JoinKind, Time, WindowJoin};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Probe;
@@ -61,6 +62,41 @@ proptest! {
                     })
             });
             prop_assert_eq!(&got, &want, "at {} workers", workers);
+        }
+    }
+
+    /// A window join's results are rows, not upserts of one value per window: each row
+    /// is emitted once, as revision 0 `Final`, stamped `(end - 1, e)`. What a consumer
+    /// has read once the event-time frontier reaches a round's watermark `W` (every
+    /// row stamped below `W`) is exactly the reference's rows of the windows ending at
+    /// or before `W`, at 1 and 3 workers.
+    #[test]
+    fn window_join_rows_are_final_when_read(
+        rounds in rounds(8), size in 1u64..30, left in any::<bool>(),
+    ) {
+        let kind = if left { JoinKind::Left } else { JoinKind::Inner };
+        let want = pairs(&rounds, kind, |a, b| a.0 == b.0 && a.2 / size == b.2 / size);
+        for workers in [1, 3] {
+            let got = run_stepwise(workers, &rounds, move |main, _late| {
+                let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
+                let b = main.filter(|r: &Rec| r.1 & 1 == 1);
+                a.window_join_with(b, "j", size, kind, |r: &Rec| r.0, |r: &Rec| r.0,
+                    |_, a, b| (*a, b.copied()))
+                    .map(|w| (w.end, w.revision, w.kind, w.value))
+            });
+            for &(_, (_, revision, kind, _)) in &got.arrived {
+                prop_assert_eq!((revision, kind), (0, Emit::Final));
+            }
+            for &w in &got.watermarks {
+                let mut read: Vec<_> = got.read_by(w).map(|(_, _, _, row)| *row).collect();
+                read.sort();
+                let closed: Vec<_> = want
+                    .iter()
+                    .filter(|(a, _)| (a.2 / size + 1) * size <= w)
+                    .copied()
+                    .collect();
+                prop_assert_eq!(&read, &closed, "at watermark {} and {} workers", w, workers);
+            }
         }
     }
 
