@@ -16,6 +16,7 @@
 //! | stream–table (as-of) join | [`Lookup`] | [`lookup`] |
 //! | keyed state machines with TTL | [`KeyedState`] | [`keyed_state`] |
 //! | event time from records | [`AssignEventTime`] | [`assign`] |
+//! | in-memory test input at explicit times, any number of workers | [`scripted::ScriptedInput`] | [`scripted`] |
 //!
 //! Window results are upserts keyed by `(key, start, end)` ([`Windowed`], [`Emit`]);
 //! late records arrive as [`Late`] on a second input. `docs/operators.md` is the
@@ -34,6 +35,7 @@ pub mod late;
 pub mod lookup;
 mod owe;
 mod preagg;
+pub mod scripted;
 pub mod session;
 pub mod slide;
 pub mod time;

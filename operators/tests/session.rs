@@ -369,9 +369,17 @@ fn late_record_inside_an_early_session_continues_its_revisions() {
             let (main, stream) = Source::<Rec>::new(&scope);
             let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
             let policy = WindowPolicy::new().early(100);
-            let w = stream.session("visits", 300, policy, Some(late_stream), |r: &Rec| r.0, Count);
+            let w = stream.session(
+                "visits",
+                300,
+                policy,
+                Some(late_stream),
+                |r: &Rec| r.0,
+                Count,
+            );
             collect(
-                w.results.map(|w| (w.start, w.end, w.value, w.revision, w.kind)),
+                w.results
+                    .map(|w| (w.start, w.end, w.value, w.revision, w.kind)),
                 &shared,
             );
             (main, late)
@@ -395,9 +403,6 @@ fn late_record_inside_an_early_session_continues_its_revisions() {
     .unwrap();
     assert_eq!(
         out.lock().unwrap().clone(),
-        vec![
-            (110, 470, 2, 0, Emit::Early),
-            (110, 470, 3, 1, Emit::Final)
-        ]
+        vec![(110, 470, 2, 0, Emit::Early), (110, 470, 3, 1, Emit::Final)]
     );
 }

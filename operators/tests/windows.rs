@@ -47,12 +47,7 @@ fn reference(rounds: &[Round<Rec>], size: u64, slide: u64, lateness: u64) -> Vec
 
 /// The sequential model's results with the event time each is emitted at: a final
 /// at `end - 1`, a correction at its late round's watermark.
-fn timed_reference(
-    rounds: &[Round<Rec>],
-    size: u64,
-    slide: u64,
-    lateness: u64,
-) -> Vec<(u64, Out)> {
+fn timed_reference(rounds: &[Round<Rec>], size: u64, slide: u64, lateness: u64) -> Vec<(u64, Out)> {
     let mut sums: BTreeMap<(u64, u8), u64> = BTreeMap::new();
     for round in rounds {
         for (event, (k, v, _)) in &round.records {

@@ -8,50 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use freshet_operators::{Late, Time};
 use proptest::prelude::*;
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
-use timely::dataflow::operators::vec::UnorderedInput;
-use timely::dataflow::operators::{ActivateCapability, Inspect};
-use timely::dataflow::{Scope, StreamVec};
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::StreamVec;
 
 /// A scripted input: records at explicit times, released round by round.
-pub struct Source<D: 'static> {
-    handle: UnorderedHandle<Time, CapacityContainerBuilder<Vec<D>>>,
-    cap: Option<ActivateCapability<Time>>,
-}
-
-impl<D: Clone + 'static> Source<D> {
-    /// A new input in `scope` and its stream.
-    pub fn new<'s>(scope: &Scope<'s, Time>) -> (Self, StreamVec<'s, Time, D>) {
-        let ((handle, cap), stream) = scope.new_unordered_input();
-        (
-            Source {
-                handle,
-                cap: Some(cap),
-            },
-            stream,
-        )
-    }
-
-    /// Sends `record` at `time` (which must be at or after the current frontier).
-    pub fn send(&mut self, time: Time, record: D) {
-        let cap = self.cap.as_ref().expect("source closed");
-        let at = cap.delayed(&time);
-        self.handle.activate().session(&at).give(record);
-    }
-
-    /// Promises no more records below `time`.
-    pub fn advance(&mut self, time: Time) {
-        if let Some(cap) = self.cap.as_mut() {
-            cap.downgrade(&time);
-        }
-    }
-
-    /// Ends the input.
-    pub fn close(&mut self) {
-        self.cap = None;
-    }
-}
+pub use freshet_operators::scripted::ScriptedInput as Source;
 
 /// Collects what a stream carries, on every worker, into one shared vector.
 pub fn collect<'s, D: Clone + Send + 'static>(

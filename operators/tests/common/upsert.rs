@@ -162,6 +162,7 @@ pub fn check_contract(got: &Stepwise<Result4>, reference: &[(u64, Result4)]) {
         }
     }
     let mut consumer = Consumer::default();
-    got.read_by(u64::MAX).for_each(|result| consumer.apply(result));
+    got.read_by(u64::MAX)
+        .for_each(|result| consumer.apply(result));
     assert!(consumer.early().is_empty(), "early results left at the end");
 }
