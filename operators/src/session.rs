@@ -9,8 +9,9 @@
 //! With early results (`WindowPolicy::early(period)`), each time the watermark
 //! crosses a multiple of `period`, every open session changed since its last early
 //! result is emitted (`Early`) at its capability. A session's bounds move as it grows
-//! or merges, so an early result whose `(start, end)` no longer exists is retracted
-//! (`Retract`) at the session's next emission.
+//! or merges: an early result whose `(start, end)` stops existing is retracted
+//! (`Retract`) at once, at the time of the record that moved the bounds, so an early
+//! result always names a session that exists.
 //!
 //! With a late input, emitted sessions are kept (without a capability) and late
 //! records are applied in event-time order: a late batch at `(t', e')` waits, holding
