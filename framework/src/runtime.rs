@@ -9,7 +9,7 @@ use rdkafka::consumer::BaseConsumer;
 use timely::dataflow::Scope;
 use timely::worker::Worker;
 
-use crate::commit::Progress;
+use crate::commit::CommitTracker;
 use crate::config::{KafkaConfig, SourceConfig};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Summary};
@@ -159,16 +159,20 @@ impl Shared {
 /// What a job's build function gets: the dataflow scope and the job's settings.
 pub struct Job<'scope> {
     scope: Scope<'scope, Time>,
-    progress: Progress,
+    commits: CommitTracker,
     shared: Arc<Shared>,
 }
 
 impl<'scope> Job<'scope> {
     /// A job handle over `scope` (the runtime and the test harness build these).
-    pub(crate) fn new(scope: Scope<'scope, Time>, progress: Progress, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        scope: Scope<'scope, Time>,
+        commits: CommitTracker,
+        shared: Arc<Shared>,
+    ) -> Self {
         Job {
             scope,
-            progress,
+            commits,
             shared,
         }
     }
@@ -198,8 +202,8 @@ impl<'scope> Job<'scope> {
         &self.shared.source
     }
     /// The commit tracker of this worker.
-    pub fn progress(&self) -> &Progress {
-        &self.progress
+    pub fn commits(&self) -> &CommitTracker {
+        &self.commits
     }
     /// The process-wide shared state.
     pub fn shared(&self) -> &Arc<Shared> {
@@ -246,7 +250,7 @@ where
         None => None,
     };
     let _bar = if config.progress && config.source.bounded {
-        crate::progress::Progress::start(shared.metrics.clone())
+        crate::progress::ProgressBar::start(shared.metrics.clone())
     } else {
         None
     };
@@ -311,16 +315,12 @@ fn drive<F>(
 where
     F: Fn(&mut Job<'_>) -> Result<()>,
 {
-    let progress = Progress::new();
+    let commits = CommitTracker::new();
     worker.dataflow_named::<Time, _, _>("Job", |scope| {
-        let mut job = Job {
-            scope,
-            progress: progress.clone(),
-            shared: shared.clone(),
-        };
+        let mut job = Job::new(scope, commits.clone(), shared.clone());
         build(&mut job)
     })?;
-    if progress.sinks() == 0 {
+    if commits.sinks() == 0 {
         return Err(Error::Config(
             "the job has no sink: offsets are committed only for output a sink acknowledged".into(),
         ));
@@ -332,7 +332,7 @@ where
         if let Some(f) = shared.failure() {
             return Err(Error::Runtime(f));
         }
-        if progress.done() {
+        if commits.done() {
             break;
         }
         if shared.stopping() {
@@ -343,10 +343,10 @@ where
             }
         }
         worker.step_or_park(Some(Duration::from_millis(10)));
-        if let Err(e) = progress.commit(false) {
+        if let Err(e) = commits.commit(false) {
             tracing::warn!(worker = index, error = %e, "offset commit failed; retried at the next complete epoch");
         }
-        let below = progress.complete_below();
+        let below = commits.complete_below();
         if lead && below != u64::MAX && below > 0 {
             shared.metrics.prom.committed_epoch.set((below - 1) as i64);
         }
@@ -363,10 +363,10 @@ where
                 malformed = m.errors.load(Ordering::Relaxed),
                 late = m.late.load(Ordering::Relaxed),
                 commits = m.commits.load(Ordering::Relaxed),
-                complete_below_epoch = progress.complete_below(),
+                complete_below_epoch = commits.complete_below(),
                 "status"
             );
         }
     }
-    progress.commit(true)
+    commits.commit(true)
 }

@@ -18,6 +18,6 @@ use crate::time::Time;
 
 /// Connects a sink's acknowledgement stream to the job's commit probe.
 pub fn register_acks<C: Container>(job: &Job<'_>, acks: Stream<'_, Time, C>) {
-    acks.probe_with(job.progress().probe());
-    job.progress().add_sink();
+    acks.probe_with(job.commits().probe());
+    job.commits().add_sink();
 }

@@ -80,7 +80,7 @@ where
         OutputBuilder::from(late_out);
 
     let activator = scope.activator_for(info.address);
-    let progress = job.progress().clone();
+    let commits = job.commits().clone();
     let metrics: Arc<Metrics> = job.metrics().clone();
     let shared = job.shared().clone();
     let worker = scope.index();
@@ -116,7 +116,7 @@ where
             let wall = now_ms();
 
             // Flow control: pause while too far ahead of the last complete epoch.
-            let complete = progress.complete_below().max(first_epoch);
+            let complete = commits.complete_below().max(first_epoch);
             let ahead = now_time.epoch.saturating_sub(complete);
             match flow.decide(ahead, complete, now) {
                 Decision::Pause => {
