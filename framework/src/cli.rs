@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::cluster::Cluster;
 use crate::config::{parse_passthrough, Fallback, KafkaConfig, SourceConfig, StartFrom};
 use crate::error::Result;
-use crate::runtime::{Cluster, JobConfig};
+use crate::runtime::JobConfig;
 
 /// Kafka, source and cluster settings of a job.
 #[derive(Args, Clone, Debug)]

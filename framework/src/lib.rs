@@ -14,23 +14,21 @@
 #![forbid(missing_docs)]
 
 pub mod cli;
+pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod commit;
 pub mod config;
 pub mod error;
 pub mod exporter;
+pub mod job;
 pub mod metrics;
 pub mod progress;
 pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod testing;
-
-/// The event time × epoch timestamp (defined with the operators, which are generic over it).
-pub mod time {
-    pub use freshet_operators::time::*;
-    pub use freshet_operators::Late;
-}
+pub mod time;
 
 /// The operator library, re-exported.
 pub mod operators {
@@ -42,12 +40,14 @@ pub mod operators {
 pub use timely;
 
 pub use cli::JobArgs;
+pub use cluster::Cluster;
 pub use codec::{Bincode, Decoder, Encoder, Json, WithMeta};
 pub use config::{KafkaConfig, ProducerSettings, SourceConfig, StartFrom};
 pub use error::{Error, Result};
 pub use freshet_operators::{AssignEventTime, Late, Tumble, Windowed};
+pub use job::Job;
 pub use metrics::{Metrics, Summary};
-pub use runtime::{run, Cluster, Job, JobConfig};
+pub use runtime::{run, JobConfig};
 pub use sink::collect::{Collect, Collected};
 pub use sink::kafka::{KafkaSink, WriteKafka};
 pub use sink::stdout::PrintStdout;

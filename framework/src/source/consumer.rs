@@ -14,8 +14,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::commit::{Committer, OffsetLedger};
 use crate::config::{Fallback, SourceConfig, StartFrom};
 use crate::error::{Error, Result};
+use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::runtime::Job;
 use crate::source::assign::owner;
 use crate::source::partition::PartitionState;
 

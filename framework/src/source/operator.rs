@@ -2,7 +2,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -18,20 +18,15 @@ use super::consumer::{partition_count, Reader};
 use super::flow::{Decision, FlowControl};
 use super::partition::{worker_watermark, WatermarkRule};
 use super::{EventTimeFn, SourceError, SourceStreams};
+use crate::clock::now_ms;
 use crate::codec::{Decoder, RawMessage};
 use crate::config::SourceConfig;
+use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::runtime::Job;
 use crate::time::{Late, Time};
 
 const PAYLOAD_KEEP: usize = 64 << 10;
 const METADATA_REFRESH: Duration = Duration::from_secs(30);
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Rate-limits a repeated warning to one line per period, counting what it held back.
 struct Throttle {
@@ -93,7 +88,7 @@ where
     let max_future = config.max_future.as_millis() as u64;
     let first_epoch = now_ms() / interval;
     let topic: Rc<str> = reader.topic.clone().into();
-    let mut hooks = crate::metrics::SourceHooks::new(&metrics, &reader.topic);
+    let mut hooks = super::metrics::SourceMetrics::new(&metrics, &reader.topic);
 
     builder.build(move |caps| {
         let mut caps: Option<Vec<Capability<Time>>> = Some(caps);
