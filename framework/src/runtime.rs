@@ -36,11 +36,11 @@ pub struct JobConfig {
     pub progress: bool,
 }
 
-impl JobConfig {
-    /// A one-worker job on `kafka` with default source settings.
-    pub fn new(kafka: KafkaConfig) -> Self {
+impl Default for JobConfig {
+    /// A one-worker job on a local broker ([`KafkaConfig::default`]), default sources.
+    fn default() -> Self {
         JobConfig {
-            kafka,
+            kafka: KafkaConfig::default(),
             source: SourceConfig::default(),
             cluster: Cluster::default(),
             stop: Arc::new(AtomicBool::new(false)),
@@ -48,6 +48,16 @@ impl JobConfig {
             status_every: Duration::from_secs(10),
             metrics_addr: None,
             progress: true,
+        }
+    }
+}
+
+impl JobConfig {
+    /// A one-worker job on `kafka` with default source settings.
+    pub fn new(kafka: KafkaConfig) -> Self {
+        JobConfig {
+            kafka,
+            ..JobConfig::default()
         }
     }
 }
