@@ -11,7 +11,8 @@ use freshet::codec::{Json, RawMessage, WithMeta};
 use freshet::{
     run, Cluster, Collect, Decoder, JobConfig, KafkaConfig, KafkaSource, StartFrom, Tumble,
 };
-use freshet_examples::{reference_counts, window_count_job, Event, WindowCount};
+use freshet_examples::window_count;
+use freshet_examples::{reference_counts, Event, WindowCount};
 use utils::*;
 
 fn config(group: &str, workers: usize) -> JobConfig {
@@ -51,7 +52,7 @@ fn bounded_counts_are_exact_with_one_and_two_workers_and_two_processes() {
         let group = unique("bounded-group");
         let summary = run(
             config(&group, workers),
-            window_count_job(input.clone(), output.clone(), 1000, false),
+            window_count::job(input.clone(), output.clone(), 1000, false),
         )
         .expect("job");
         assert_eq!(summary.records_in, events.len() as u64);
