@@ -4,8 +4,8 @@
 //! It shows records read of the total, the rate and an ETA. The total is, over every
 //! partition this process reads, the partition's **high watermark as of the latest fetch
 //! response** (reported by librdkafka's statistics every second) minus the first offset
-//! this run read from it. ListOffsets "latest" is not used because Tansu answers it too
-//! low (`../shared/KAFKA-BROKER.md`). So the total is known only once a partition has
+//! this run read from it. ListOffsets "latest" is not used because Tansu, the test broker,
+//! answers it too low (the first offset of the last batch plus one). So the total is known only once a partition has
 //! been fetched from, grows while producers append, and a partition not yet read from
 //! does not count yet.
 

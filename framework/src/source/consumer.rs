@@ -45,8 +45,8 @@ pub type SourceConsumer = BaseConsumer<SourceContext>;
 /// The context of a Kafka source's own consumer: [`SourceContext`]'s error handling,
 /// plus librdkafka's statistics (every second, served by the source's own polls), which
 /// carry each partition's high watermark as of the last fetch response: consumer lag
-/// and the progress bar's total come from it. (ListOffsets "latest" is not used: Tansu
-/// answers it too low, see `../shared/KAFKA-BROKER.md`.)
+/// and the progress bar's total come from it. (ListOffsets "latest" is not used: the test
+/// broker, Tansu, answers it too low — the first offset of the last batch plus one.)
 pub(crate) struct MeteredContext {
     metrics: Arc<Metrics>,
     topic: String,
