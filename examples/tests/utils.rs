@@ -1,11 +1,10 @@
-//! Helpers shared by the Kafka integration tests: the broker address, fresh topics,
-//! reading topics back, committed offsets, running the job binary.
+//! Helpers shared by the examples' Kafka integration tests: the broker address, fresh
+//! topics, reading topics back, committed offsets.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use freshet_examples::Event;
 use rand::Rng;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -133,57 +132,6 @@ pub fn committed_by(consumer: &BaseConsumer, topic: &str, partitions: i32) -> BT
         .collect()
 }
 
-/// Generates and produces events to a fresh topic; returns the topic and the events.
-pub fn preload(
-    prefix: &str,
-    partitions: i32,
-    seed: u64,
-    n: usize,
-    span_ms: u64,
-) -> (String, Vec<(i32, Event)>) {
-    let topic = create_topic(prefix, partitions);
-    let events =
-        freshet_examples::generate(seed, n, 16, partitions, 1_700_000_000_000, span_ms, 200);
-    freshet_examples::produce(&brokers(), &topic, &events).expect("producing test events");
-    (topic, events)
-}
-
-/// A hostfile with two free loopback ports, for `-n 2` runs.
-pub fn hostfile(processes: usize) -> tempfile_path::Path {
-    let listeners: Vec<_> = (0..processes)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let lines: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
-    drop(listeners);
-    let path = std::env::temp_dir().join(unique("freshet-hosts"));
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    tempfile_path::Path(path)
-}
-
-/// A file path removed when dropped.
-pub mod tempfile_path {
-    /// The path.
-    pub struct Path(pub std::path::PathBuf);
-    impl Drop for Path {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
-/// The window-count job binary built for these tests, reading `input`, writing
-/// `output`, committing to `group`.
-pub fn job_binary(input: &str, output: &str, group: &str) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_window-count"));
-    cmd.env("FRESHET_BROKERS", brokers())
-        .env("RUST_LOG", "warn")
-        .args(["--input", input, "--output", output, "--group", group]);
-    cmd
-}
-
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -191,26 +139,4 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Runs, on a thread, a live job counting `topic`'s JSON [`Event`]s per key in 1 s
-/// tumbling windows (event time from the payload) into `counts`.
-pub fn spawn_window_count(
-    config: freshet::JobConfig,
-    topic: &str,
-    counts: freshet::Collected<freshet_examples::WindowCount>,
-) -> std::thread::JoinHandle<freshet::Result<freshet::Summary>> {
-    use freshet::{Collect, Json, KafkaSource, Tumble};
-    let topic = topic.to_string();
-    std::thread::spawn(move || {
-        freshet::run(config, move |job| {
-            let s = KafkaSource::new(topic.clone(), Json::<Event>::new())
-                .event_time(|e: &Event| Some(e.ts))
-                .build(job)?;
-            s.records
-                .tumble_count("count", 1000, |e| e.key)
-                .collect_into(job, "counts", counts.clone());
-            Ok(())
-        })
-    })
 }
