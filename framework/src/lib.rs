@@ -9,7 +9,13 @@
 //!
 //! Test a job's logic without a broker with [`testing::Harness`]; serve Prometheus
 //! metrics with `--metrics-addr` ([`exporter`], [`metrics::PromMetrics`]); bounded runs
-//! draw a progress bar on a terminal ([`progress`]).
+//! draw a progress bar on a terminal ([`progress_bar`]).
+//!
+//! Where things are: a job is built on a [`job::Job`] and run by [`runtime::run`] on a
+//! [`cluster::Cluster`], configured by [`config`] types or the [`cli`] flags; records
+//! enter through a [`source`], leave through a [`sink`], and are (de)serialised by a
+//! [`codec`]; [`commit`] decides which offsets are committed; [`time`] is the timestamp,
+//! [`clock`] the wall clock; [`metrics`] counts, [`exporter`] serves them.
 
 #![forbid(missing_docs)]
 
@@ -23,7 +29,7 @@ pub mod error;
 pub mod exporter;
 pub mod job;
 pub mod metrics;
-pub mod progress;
+pub mod progress_bar;
 pub mod runtime;
 pub mod sink;
 pub mod source;

@@ -101,7 +101,7 @@ where
         None => None,
     };
     let _bar = if config.progress && config.source.bounded {
-        crate::progress::ProgressBar::start(shared.metrics().clone())
+        crate::progress_bar::ProgressBar::start(shared.metrics().clone())
     } else {
         None
     };
