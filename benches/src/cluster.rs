@@ -1,45 +1,16 @@
-//! timely's `-w/-n/-p/-h` for benchmarks that run a dataflow without Kafka.
+//! timely's `-w/-n/-p/-h` for benchmarks that run a dataflow without Kafka: the
+//! framework's own [`ClusterArgs`], and a short label for result lines.
 
-use std::path::PathBuf;
+pub use freshet::cli::ClusterArgs;
 
-use clap::Args;
-
-/// Workers and processes, as timely's flags.
-#[derive(Args, Clone, Debug)]
-pub struct ClusterArgs {
-    /// Worker threads per process.
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
-    pub workers: usize,
-    /// Number of processes.
-    #[arg(short = 'n', long = "processes", default_value_t = 1)]
-    pub processes: usize,
-    /// Index of this process.
-    #[arg(short = 'p', long = "process", default_value_t = 0)]
-    pub process: usize,
-    /// File with one host:port per process.
-    #[arg(short = 'h', long = "hostfile")]
-    pub hostfile: Option<PathBuf>,
+/// A short label of a cluster for result lines: `w1`, `w2`, `n2w1`.
+pub trait Label {
+    /// The label.
+    fn label(&self) -> String;
 }
 
-impl ClusterArgs {
-    /// Workers in all processes.
-    pub fn peers(&self) -> usize {
-        self.workers * self.processes
-    }
-
-    /// The timely configuration these flags describe (checked as a job's are).
-    pub fn timely_config(&self) -> anyhow::Result<timely::Config> {
-        let cluster = freshet::Cluster {
-            workers: self.workers,
-            processes: self.processes,
-            process: self.process,
-            hostfile: self.hostfile.clone(),
-        };
-        Ok(cluster.timely_config()?)
-    }
-
-    /// A short label: `w1`, `w2`, `n2w1`.
-    pub fn label(&self) -> String {
+impl Label for ClusterArgs {
+    fn label(&self) -> String {
         if self.processes == 1 {
             format!("w{}", self.workers)
         } else {

@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 
 use freshet::operators::Lookup;
 use freshet::time::Time;
+use freshet::{Job, Json, KafkaSink, KafkaSource, PrintStdout, WriteKafka};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
+
+use crate::malformed::report_malformed;
 
 /// An order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -140,4 +143,36 @@ pub fn generate_orders(
             ts: start_ms + span_ms * i as u64 / n.max(1) as u64,
         })
         .collect()
+}
+
+/// The enrichment job: JSON [`Order`]s from `orders`, joined with the table of
+/// JSON [`Customer`]s in `customers` (read from its start, never committed),
+/// JSON [`EnrichedOrder`]s to `output`, keyed by order id.
+pub fn job(
+    orders: String,
+    customers: String,
+    output: String,
+    print: bool,
+) -> impl Fn(&mut Job<'_>) -> freshet::Result<()> + Send + Sync + 'static {
+    move |job| {
+        let o = KafkaSource::new(orders.clone(), Json::<Order>::new())
+            .event_time(|o: &Order| Some(o.ts))
+            .build(job)?;
+        let c = KafkaSource::new(customers.clone(), Json::<Customer>::new())
+            .event_time(|c: &Customer| Some(c.updated))
+            .table(job.source_config())
+            .build(job)?;
+        let enriched = enrich(o.records, c.records);
+        if print {
+            enriched.clone().print_stdout(job, "enriched");
+        }
+        enriched.write_kafka(
+            job,
+            KafkaSink::new(output.clone(), Json::<EnrichedOrder>::new())
+                .key(|e: &EnrichedOrder| Some(e.order.id.to_string().into_bytes())),
+        )?;
+        report_malformed(job, o.errors);
+        report_malformed(job, c.errors);
+        Ok(())
+    }
 }

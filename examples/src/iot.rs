@@ -12,9 +12,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use freshet::operators::KeyedState;
 use freshet::time::Time;
+use freshet::{Job, Json, KafkaSink, KafkaSource, PrintStdout, WriteKafka};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
+
+use crate::malformed::report_malformed;
 
 /// One sensor reading.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,4 +218,41 @@ pub fn generate_readings(
     }
     out.sort_by_key(|(arrival, r)| (*arrival, r.device));
     out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The IoT job: JSON [`Reading`]s from `input`; anomalies to `anomalies`, silent
+/// devices to `status` (both JSON [`IotAlert`]s keyed by device).
+pub fn job(
+    input: String,
+    anomalies: String,
+    status: String,
+    rule: IotRule,
+    print: bool,
+) -> impl Fn(&mut Job<'_>) -> freshet::Result<()> + Send + Sync + 'static {
+    use timely::dataflow::operators::vec::Filter;
+    move |job| {
+        let s = KafkaSource::new(input.clone(), Json::<Reading>::new())
+            .event_time(|r: &Reading| Some(r.ts))
+            .build(job)?;
+        let alerts = detect(s.records, rule);
+        if print {
+            alerts.clone().print_stdout(job, "iot");
+        }
+        let key = |a: &IotAlert| {
+            let d = match a {
+                IotAlert::Anomaly { device, .. } | IotAlert::Silent { device, .. } => device,
+            };
+            Some(d.to_string().into_bytes())
+        };
+        alerts.clone().filter(|a| a.is_anomaly()).write_kafka(
+            job,
+            KafkaSink::new(anomalies.clone(), Json::<IotAlert>::new()).key(key),
+        )?;
+        alerts.filter(|a| !a.is_anomaly()).write_kafka(
+            job,
+            KafkaSink::new(status.clone(), Json::<IotAlert>::new()).key(key),
+        )?;
+        report_malformed(job, s.errors);
+        Ok(())
+    }
 }

@@ -10,11 +10,15 @@ use std::collections::{BTreeMap, HashSet};
 use freshet::operators::aggregate::Aggregator;
 use freshet::operators::{Slide, WindowPolicy, Windowed};
 use freshet::time::Time;
+use freshet::{Job, Json, KafkaSink, KafkaSource, PrintStdout, WriteKafka};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
+
+use crate::latency::Latencies;
+use crate::malformed::report_malformed;
 
 /// A payment event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +269,52 @@ pub fn generate_payments(
             (g.partition(partitions), p)
         })
         .collect()
+}
+
+/// The risk-control job: JSON [`Payment`]s from `input`, [`RiskAlert`]s as
+/// JSON to `output` keyed by IP, optionally printed; each alert's latency (from the
+/// payment that tipped its window to the alert) is recorded in `latency` if given.
+pub fn job(
+    input: String,
+    output: String,
+    rule: RiskRule,
+    print: bool,
+    latency: Option<Latencies>,
+) -> impl Fn(&mut Job<'_>) -> freshet::Result<()> + Send + Sync + 'static {
+    use timely::dataflow::operators::Inspect;
+    move |job| {
+        let s = KafkaSource::new(input.clone(), Json::<Payment>::new())
+            .event_time(|p: &Payment| Some(p.ts))
+            .build(job)?;
+        let mut alerts = risk_alerts(s.records, rule);
+        if let Some(h) = latency.clone() {
+            alerts = alerts.inspect(move |a: &RiskAlert| {
+                let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+                h.saturating_record(a.latency_ms().max(1) as u64);
+            });
+        }
+        if print {
+            alerts.clone().print_with(job, "alerts", |a: &RiskAlert| {
+                format!(
+                    "ALERT ip={} window=[{}, {}) count={} sum={:.2} early={} latency={} ms",
+                    a.ip,
+                    a.start,
+                    a.end,
+                    a.stats.count,
+                    a.stats.sum_cents as f64 / 100.0,
+                    a.early,
+                    a.latency_ms()
+                )
+            });
+        }
+        alerts.write_kafka(
+            job,
+            KafkaSink::new(output.clone(), Json::<RiskAlert>::new())
+                .key(|a: &RiskAlert| Some(a.ip.clone().into_bytes())),
+        )?;
+        report_malformed(job, s.errors);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

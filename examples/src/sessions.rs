@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use freshet::operators::aggregate::Aggregator;
 use freshet::operators::{Session, Windowed};
 use freshet::time::Time;
+use freshet::{Job, Json, KafkaSink, KafkaSource, PrintStdout, WriteKafka};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
+
+use crate::malformed::report_malformed;
 
 /// A page view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,4 +203,30 @@ pub fn generate_clicks(
         .collect();
     keyed.sort_by_key(|(a, c)| (*a, c.user));
     keyed.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The sessionization job: JSON [`Click`]s from `input`, one JSON
+/// [`SessionSummary`] per session to `output`, keyed by user.
+pub fn job(
+    input: String,
+    output: String,
+    gap_ms: u64,
+    print: bool,
+) -> impl Fn(&mut Job<'_>) -> freshet::Result<()> + Send + Sync + 'static {
+    move |job| {
+        let s = KafkaSource::new(input.clone(), Json::<Click>::new())
+            .event_time(|c: &Click| Some(c.ts))
+            .build(job)?;
+        let summaries = sessionize(s.records, gap_ms);
+        if print {
+            summaries.clone().print_stdout(job, "sessions");
+        }
+        summaries.write_kafka(
+            job,
+            KafkaSink::new(output.clone(), Json::<SessionSummary>::new())
+                .key(|s: &SessionSummary| Some(s.user.to_string().into_bytes())),
+        )?;
+        report_malformed(job, s.errors);
+        Ok(())
+    }
 }

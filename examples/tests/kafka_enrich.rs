@@ -6,7 +6,7 @@ mod utils;
 
 use freshet::{run, Cluster, JobConfig, KafkaConfig};
 use freshet_examples::enrich::{self, EnrichedOrder};
-use freshet_examples::{enrich_job, produce_json, Outgoing};
+use freshet_examples::{produce_json, Outgoing};
 use utils::*;
 
 #[test]
@@ -51,7 +51,7 @@ fn enrichment_matches_the_reference_and_never_commits_the_table() {
         };
         let summary = run(
             config,
-            enrich_job(
+            enrich::job(
                 orders_topic.clone(),
                 customers_topic.clone(),
                 output.clone(),

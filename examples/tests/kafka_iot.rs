@@ -5,7 +5,7 @@ mod utils;
 
 use freshet::{run, Cluster, JobConfig, KafkaConfig};
 use freshet_examples::iot::{self, IotAlert, IotRule, Reading};
-use freshet_examples::{iot_job, produce_json, Outgoing};
+use freshet_examples::{produce_json, Outgoing};
 use utils::*;
 
 /// A value as the job sees it: through JSON and back.
@@ -49,7 +49,7 @@ fn iot_anomalies_and_silent_devices_match_the_reference() {
     };
     run(
         config,
-        iot_job(
+        iot::job(
             input.clone(),
             anomalies.clone(),
             status.clone(),

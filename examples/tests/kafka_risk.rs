@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use freshet::{run, Cluster, JobConfig, KafkaConfig};
 use freshet_examples::risk::{self, RiskAlert, RiskRule};
-use freshet_examples::{latencies, produce_json, risk_job, Outgoing};
+use freshet_examples::{latencies, produce_json, Outgoing};
 use utils::*;
 
 #[test]
@@ -44,7 +44,7 @@ fn risk_control_alerts_match_the_reference() {
     let lat = latencies();
     let summary = run(
         config,
-        risk_job(
+        risk::job(
             input.clone(),
             output.clone(),
             rule,

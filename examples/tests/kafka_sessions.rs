@@ -5,7 +5,7 @@ mod utils;
 
 use freshet::{run, Cluster, JobConfig, KafkaConfig};
 use freshet_examples::sessions::{self, SessionSummary};
-use freshet_examples::{produce_json, sessions_job, Outgoing};
+use freshet_examples::{produce_json, Outgoing};
 use utils::*;
 
 #[test]
@@ -36,7 +36,7 @@ fn sessions_match_the_reference() {
         };
         run(
             config,
-            sessions_job(input.clone(), output.clone(), gap, false),
+            sessions::job(input.clone(), output.clone(), gap, false),
         )
         .expect("job");
         let mut got: Vec<SessionSummary> = decode(&read_topic(&output, 2));

@@ -11,24 +11,26 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::cluster::Cluster;
 use crate::config::{parse_passthrough, Fallback, KafkaConfig, SourceConfig, StartFrom};
 use crate::error::Result;
-use crate::runtime::{Cluster, JobConfig};
+use crate::runtime::JobConfig;
 
-/// Kafka, source and cluster settings of a job.
+/// Kafka, source and cluster settings of a job. Every default is the config types'
+/// own ([`KafkaConfig`], [`SourceConfig`], [`JobConfig`], [`Cluster`]).
 #[derive(Args, Clone, Debug)]
 pub struct JobArgs {
     /// Kafka bootstrap servers.
-    #[arg(long, env = "FRESHET_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(long, env = "FRESHET_BROKERS", default_value_t = KafkaConfig::default().brokers)]
     pub brokers: String,
     /// Consumer group that offsets are committed to.
-    #[arg(long, default_value = "freshet")]
+    #[arg(long, default_value_t = KafkaConfig::default().group)]
     pub group: String,
     /// Where to start reading: the group's committed offsets, or earliest/latest.
-    #[arg(long, value_enum, default_value = "committed")]
+    #[arg(long, value_enum, default_value_t = source().start)]
     pub from: StartFrom,
     /// With --from committed: where partitions without a committed offset start.
-    #[arg(long, value_enum, default_value = "earliest")]
+    #[arg(long, value_enum, default_value_t = source().fallback)]
     pub fallback: Fallback,
     /// Read each partition to its current end, flush every window, commit, exit.
     #[arg(long)]
@@ -37,42 +39,85 @@ pub struct JobArgs {
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_passthrough)]
     pub extra: Vec<(String, String)>,
     /// Epoch length in ms (offset commits are aligned to epochs).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = ms(source().epoch_interval))]
     pub epoch_ms: u64,
     /// Bounded out-of-orderness of event times, ms.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = ms(source().out_of_orderness))]
     pub out_of_orderness_ms: u64,
     /// A partition at its end and quiet this long stops holding the watermark, ms.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = ms(source().idle_timeout))]
     pub idle_timeout_ms: u64,
     /// Pause reading when this many epochs ahead of the last complete epoch.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = source().max_epochs_ahead)]
     pub max_epochs_ahead: u64,
     /// Most messages a source reads per activation (like max.poll.records).
-    #[arg(long, default_value_t = SourceConfig::default().batch_size)]
+    #[arg(long, default_value_t = source().batch_size)]
     pub batch_size: usize,
-    /// Worker threads per process (timely -w).
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
-    pub workers: usize,
-    /// Number of processes (timely -n).
-    #[arg(short = 'n', long = "processes", default_value_t = 1)]
-    pub processes: usize,
-    /// Index of this process (timely -p).
-    #[arg(short = 'p', long = "process", default_value_t = 0)]
-    pub process: usize,
-    /// File with one host:port per process (timely -h).
-    #[arg(short = 'h', long = "hostfile")]
-    pub hostfile: Option<PathBuf>,
+    /// Workers and processes (timely's -w/-n/-p/-h).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9898 (process p
     /// of a multi-process job adds p to the port).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Log a one-line status this often, seconds (0: never).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = JobConfig::default().status_every.as_secs())]
     pub status_secs: u64,
     /// Do not draw the progress bar of bounded runs (it is drawn only on a terminal).
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// Workers and processes, as timely's flags.
+///
+/// Part of [`JobArgs`]; flatten it alone into a binary that runs a timely dataflow
+/// without Kafka (the benchmarks do).
+#[derive(Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// Worker threads per process (timely -w).
+    #[arg(short = 'w', long = "workers", default_value_t = Cluster::default().workers)]
+    pub workers: usize,
+    /// Number of processes (timely -n).
+    #[arg(short = 'n', long = "processes", default_value_t = Cluster::default().processes)]
+    pub processes: usize,
+    /// Index of this process (timely -p).
+    #[arg(short = 'p', long = "process", default_value_t = Cluster::default().process)]
+    pub process: usize,
+    /// File with one host:port per process (timely -h).
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The cluster these flags describe.
+    pub fn cluster(&self) -> Cluster {
+        Cluster {
+            workers: self.workers,
+            processes: self.processes,
+            process: self.process,
+            hostfile: self.hostfile.clone(),
+        }
+    }
+
+    /// Workers in all processes.
+    pub fn peers(&self) -> usize {
+        self.workers * self.processes
+    }
+
+    /// The timely configuration these flags describe, checked as a job's is.
+    pub fn timely_config(&self) -> Result<timely::Config> {
+        self.cluster().timely_config()
+    }
+}
+
+/// The default source settings, which the flags' defaults come from.
+fn source() -> SourceConfig {
+    SourceConfig::default()
+}
+
+/// A duration in whole milliseconds, as the `*_ms` flags take it.
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 impl JobArgs {
@@ -95,18 +140,14 @@ impl JobArgs {
             ..SourceConfig::default()
         };
         source.validate()?;
-        let mut config = JobConfig::new(kafka);
-        config.source = source;
-        config.metrics_addr = self.metrics_addr;
-        config.status_every = Duration::from_secs(self.status_secs);
-        config.progress = !self.no_progress;
-        config.cluster = Cluster {
-            workers: self.workers,
-            processes: self.processes,
-            process: self.process,
-            hostfile: self.hostfile,
-        };
-        Ok(config)
+        Ok(JobConfig {
+            source,
+            metrics_addr: self.metrics_addr,
+            status_every: Duration::from_secs(self.status_secs),
+            progress: !self.no_progress,
+            cluster: self.cluster.cluster(),
+            ..JobConfig::new(kafka)
+        })
     }
 }
 
@@ -159,5 +200,25 @@ mod tests {
         let d = Args::parse_from(["job"]).job.into_config().unwrap();
         assert_eq!(d.metrics_addr, None);
         assert!(d.progress);
+    }
+
+    #[test]
+    fn defaults_are_the_config_types_defaults() {
+        let c = Args::parse_from(["job"]).job.into_config().unwrap();
+        let source = SourceConfig::default();
+        assert_eq!(c.source.start, source.start);
+        assert_eq!(c.source.fallback, source.fallback);
+        assert_eq!(c.source.epoch_interval, source.epoch_interval);
+        assert_eq!(c.source.out_of_orderness, source.out_of_orderness);
+        assert_eq!(c.source.idle_timeout, source.idle_timeout);
+        assert_eq!(c.source.max_epochs_ahead, source.max_epochs_ahead);
+        assert_eq!(c.source.batch_size, source.batch_size);
+        assert_eq!(c.status_every, JobConfig::default().status_every);
+        let cluster = Cluster::default();
+        assert_eq!(
+            (c.cluster.workers, c.cluster.processes),
+            (cluster.workers, cluster.processes)
+        );
+        assert_eq!(c.kafka.group, KafkaConfig::default().group);
     }
 }

@@ -58,6 +58,13 @@ pub struct KafkaConfig {
     pub extra: BTreeMap<String, String>,
 }
 
+impl Default for KafkaConfig {
+    /// A local broker (`127.0.0.1:9092`) and the group `freshet`.
+    fn default() -> Self {
+        KafkaConfig::new("127.0.0.1:9092", "freshet")
+    }
+}
+
 impl KafkaConfig {
     /// Settings for `brokers` and `group`, no extra keys.
     pub fn new(brokers: impl Into<String>, group: impl Into<String>) -> Self {

@@ -9,28 +9,32 @@
 //!
 //! Test a job's logic without a broker with [`testing::Harness`]; serve Prometheus
 //! metrics with `--metrics-addr` ([`exporter`], [`metrics::PromMetrics`]); bounded runs
-//! draw a progress bar on a terminal ([`progress`]).
+//! draw a progress bar on a terminal ([`progress_bar`]).
+//!
+//! Where things are: a job is built on a [`job::Job`] and run by [`runtime::run`] on a
+//! [`cluster::Cluster`], configured by [`config`] types or the [`cli`] flags; records
+//! enter through a [`source`], leave through a [`sink`], and are (de)serialised by a
+//! [`codec`]; [`commit`] decides which offsets are committed; [`time`] is the timestamp,
+//! [`clock`] the wall clock; [`metrics`] counts, [`exporter`] serves them.
 
 #![forbid(missing_docs)]
 
 pub mod cli;
+pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod commit;
 pub mod config;
 pub mod error;
 pub mod exporter;
+pub mod job;
 pub mod metrics;
-pub mod progress;
+pub mod progress_bar;
 pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod testing;
-
-/// The event time × epoch timestamp (defined with the operators, which are generic over it).
-pub mod time {
-    pub use freshet_operators::time::*;
-    pub use freshet_operators::Late;
-}
+pub mod time;
 
 /// The operator library, re-exported.
 pub mod operators {
@@ -42,12 +46,14 @@ pub mod operators {
 pub use timely;
 
 pub use cli::JobArgs;
+pub use cluster::Cluster;
 pub use codec::{Bincode, Decoder, Encoder, Json, WithMeta};
 pub use config::{KafkaConfig, ProducerSettings, SourceConfig, StartFrom};
 pub use error::{Error, Result};
 pub use freshet_operators::{AssignEventTime, Late, Tumble, Windowed};
+pub use job::Job;
 pub use metrics::{Metrics, Summary};
-pub use runtime::{run, Cluster, Job, JobConfig};
+pub use runtime::{run, JobConfig};
 pub use sink::collect::{Collect, Collected};
 pub use sink::kafka::{KafkaSink, WriteKafka};
 pub use sink::stdout::PrintStdout;

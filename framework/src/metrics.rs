@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Where one partition's reading stands, for progress and lag.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,7 +136,7 @@ impl PromMetrics {
 
     /// Observes the latency of `n` records written at event time `event_ms`.
     pub fn observe_latency(&self, event_ms: u64, n: u64) {
-        self.observe_latency_at(crate::source::now_ms(), event_ms, n);
+        self.observe_latency_at(crate::clock::now_ms(), event_ms, n);
     }
 
     /// Observes the latency of `n` records written at event time `event_ms`, acknowledged
@@ -162,11 +160,6 @@ impl fmt::Debug for PromMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PromMetrics")
     }
-}
-
-/// A sink's counter, resolved once.
-pub fn sink_counter(metrics: &Metrics, sink: &str) -> IntCounter {
-    metrics.prom.sink_records.with_label_values(&[sink])
 }
 
 /// Process-wide counters, shared by every worker of the process.
@@ -328,78 +321,5 @@ impl fmt::Display for Summary {
             parts.join(" ")
         )?;
         write!(f, "elapsed:           {secs:.3} s")
-    }
-}
-
-/// A source operator's metric handles, resolved once per source and worker.
-pub(crate) struct SourceHooks {
-    topic: String,
-    records: IntCounter,
-    malformed: IntCounter,
-    late: IntCounter,
-    last_report: Option<std::time::Instant>,
-}
-
-impl SourceHooks {
-    pub(crate) fn new(metrics: &Metrics, topic: &str) -> Self {
-        let p = &metrics.prom;
-        SourceHooks {
-            topic: topic.to_string(),
-            records: p.source_records.with_label_values(&[topic]),
-            malformed: p.malformed.with_label_values(&[topic]),
-            late: p.late.with_label_values(&[topic]),
-            last_report: None,
-        }
-    }
-
-    /// Counts what one activation emitted.
-    #[inline]
-    pub(crate) fn emitted(&self, records: u64, malformed: u64, late: u64) {
-        if records > 0 {
-            self.records.inc_by(records);
-        }
-        if malformed > 0 {
-            self.malformed.inc_by(malformed);
-        }
-        if late > 0 {
-            self.late.inc_by(late);
-        }
-    }
-
-    /// Publishes positions and watermark lag of `parts`, at most every 500 ms unless `force`.
-    pub(crate) fn report(
-        &mut self,
-        metrics: &Metrics,
-        parts: &[crate::source::partition::PartitionState],
-        out_of_orderness: u64,
-        now: std::time::Instant,
-        now_ms: u64,
-        force: bool,
-    ) {
-        if !force
-            && self
-                .last_report
-                .is_some_and(|l| now.duration_since(l) < Duration::from_millis(500))
-        {
-            return;
-        }
-        self.last_report = Some(now);
-        for p in parts {
-            metrics.position(
-                &self.topic,
-                p.partition,
-                p.first_offset,
-                p.next_offset,
-                p.released,
-            );
-            if p.next_offset.is_some() {
-                let wm = p.watermark(out_of_orderness);
-                metrics
-                    .prom
-                    .watermark_lag_ms
-                    .with_label_values(&[&self.topic, &p.partition.to_string()])
-                    .set(now_ms.saturating_sub(wm) as i64);
-            }
-        }
     }
 }

@@ -1,72 +1,19 @@
 //! Running a job: timely workers, the step loop, commits, shutdown.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
-use timely::dataflow::Scope;
 use timely::worker::Worker;
 
-use crate::commit::Progress;
+use crate::cluster::Cluster;
+use crate::commit::CommitTracker;
 use crate::config::{KafkaConfig, SourceConfig};
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, Summary};
+use crate::job::{Job, Shared};
+use crate::metrics::Summary;
 use crate::time::Time;
-
-/// How many workers and processes, as timely's `-w -n -p -h`.
-#[derive(Clone, Debug)]
-pub struct Cluster {
-    /// Worker threads per process.
-    pub workers: usize,
-    /// Number of processes.
-    pub processes: usize,
-    /// This process's index among them.
-    pub process: usize,
-    /// File with one `host:port` per process (default `localhost:2101+i`).
-    pub hostfile: Option<PathBuf>,
-}
-
-impl Default for Cluster {
-    fn default() -> Self {
-        Cluster {
-            workers: 1,
-            processes: 1,
-            process: 0,
-            hostfile: None,
-        }
-    }
-}
-
-impl Cluster {
-    /// The timely configuration for these workers and processes, checked: at least one
-    /// worker and one process, and `process` one of them.
-    pub fn timely_config(&self) -> Result<timely::Config> {
-        if self.workers == 0 || self.processes == 0 {
-            return Err(Error::Config("-w and -n must be at least 1".into()));
-        }
-        if self.process >= self.processes {
-            return Err(Error::Config(format!(
-                "-p {} is out of range for -n {} (processes are numbered from 0)",
-                self.process, self.processes
-            )));
-        }
-        let mut args = vec![
-            "-w".to_string(),
-            self.workers.to_string(),
-            "-n".to_string(),
-            self.processes.to_string(),
-            "-p".to_string(),
-            self.process.to_string(),
-        ];
-        if let Some(h) = &self.hostfile {
-            args.push("-h".into());
-            args.push(h.display().to_string());
-        }
-        timely::Config::from_args(args.into_iter()).map_err(Error::Config)
-    }
-}
 
 /// Everything a job needs besides its dataflow.
 #[derive(Clone, Debug)]
@@ -89,11 +36,11 @@ pub struct JobConfig {
     pub progress: bool,
 }
 
-impl JobConfig {
-    /// A one-worker job on `kafka` with default source settings.
-    pub fn new(kafka: KafkaConfig) -> Self {
+impl Default for JobConfig {
+    /// A one-worker job on a local broker ([`KafkaConfig::default`]), default sources.
+    fn default() -> Self {
         JobConfig {
-            kafka,
+            kafka: KafkaConfig::default(),
             source: SourceConfig::default(),
             cluster: Cluster::default(),
             stop: Arc::new(AtomicBool::new(false)),
@@ -105,105 +52,13 @@ impl JobConfig {
     }
 }
 
-/// State shared by every worker of the process.
-pub struct Shared {
-    kafka: KafkaConfig,
-    source: SourceConfig,
-    metrics: Arc<Metrics>,
-    failure: Mutex<Option<String>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Shared {
-    /// State for a job on `kafka` with default sources, not stopping.
-    pub(crate) fn new(kafka: KafkaConfig, source: SourceConfig, stop: Arc<AtomicBool>) -> Self {
-        Shared {
+impl JobConfig {
+    /// A one-worker job on `kafka` with default source settings.
+    pub fn new(kafka: KafkaConfig) -> Self {
+        JobConfig {
             kafka,
-            source,
-            metrics: Arc::new(Metrics::default()),
-            failure: Mutex::new(None),
-            stop,
+            ..JobConfig::default()
         }
-    }
-
-    /// The process-wide counters.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// The job's failure, if any worker failed it.
-    pub fn failure_reason(&self) -> Option<String> {
-        self.failure()
-    }
-
-    /// True once the job was asked to stop.
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Fails the job: every worker stops, nothing more is committed.
-    pub fn fail(&self, error: Error) {
-        tracing::error!(%error, "job failed");
-        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        f.get_or_insert_with(|| error.to_string());
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// What a job's build function gets: the dataflow scope and the job's settings.
-pub struct Job<'scope> {
-    scope: Scope<'scope, Time>,
-    progress: Progress,
-    shared: Arc<Shared>,
-}
-
-impl<'scope> Job<'scope> {
-    /// A job handle over `scope` (the runtime and the test harness build these).
-    pub(crate) fn new(scope: Scope<'scope, Time>, progress: Progress, shared: Arc<Shared>) -> Self {
-        Job {
-            scope,
-            progress,
-            shared,
-        }
-    }
-
-    /// The dataflow scope, for timely and Freshet operators.
-    pub fn scope(&self) -> Scope<'scope, Time> {
-        self.scope
-    }
-    /// This worker's index among all workers of all processes.
-    pub fn index(&self) -> usize {
-        self.scope.index()
-    }
-    /// The number of workers in all processes.
-    pub fn peers(&self) -> usize {
-        self.scope.peers()
-    }
-    /// The process-wide counters.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.shared.metrics
-    }
-    /// The job's Kafka settings.
-    pub fn kafka_config(&self) -> &KafkaConfig {
-        &self.shared.kafka
-    }
-    /// The job's default source settings.
-    pub fn source_config(&self) -> &SourceConfig {
-        &self.shared.source
-    }
-    /// The commit tracker of this worker.
-    pub fn progress(&self) -> &Progress {
-        &self.progress
-    }
-    /// The process-wide shared state.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
     }
 }
 
@@ -240,13 +95,13 @@ where
             let addr = std::net::SocketAddr::new(addr.ip(), port);
             Some(crate::exporter::MetricsServer::start(
                 addr,
-                shared.metrics.clone(),
+                shared.metrics().clone(),
             )?)
         }
         None => None,
     };
     let _bar = if config.progress && config.source.bounded {
-        crate::progress::Progress::start(shared.metrics.clone())
+        crate::progress_bar::ProgressBar::start(shared.metrics().clone())
     } else {
         None
     };
@@ -276,7 +131,7 @@ where
     if let Some(e) = first_error {
         return Err(e);
     }
-    Ok(shared.metrics.summary(start.elapsed()))
+    Ok(shared.metrics().summary(start.elapsed()))
 }
 
 fn run_worker<F>(
@@ -311,16 +166,12 @@ fn drive<F>(
 where
     F: Fn(&mut Job<'_>) -> Result<()>,
 {
-    let progress = Progress::new();
+    let commits = CommitTracker::new();
     worker.dataflow_named::<Time, _, _>("Job", |scope| {
-        let mut job = Job {
-            scope,
-            progress: progress.clone(),
-            shared: shared.clone(),
-        };
+        let mut job = Job::new(scope, commits.clone(), shared.clone());
         build(&mut job)
     })?;
-    if progress.sinks() == 0 {
+    if commits.sinks() == 0 {
         return Err(Error::Config(
             "the job has no sink: offsets are committed only for output a sink acknowledged".into(),
         ));
@@ -329,10 +180,10 @@ where
     let mut last_status = Instant::now();
     let mut stop_deadline = None;
     loop {
-        if let Some(f) = shared.failure() {
+        if let Some(f) = shared.failure_reason() {
             return Err(Error::Runtime(f));
         }
-        if progress.done() {
+        if commits.done() {
             break;
         }
         if shared.stopping() {
@@ -343,16 +194,20 @@ where
             }
         }
         worker.step_or_park(Some(Duration::from_millis(10)));
-        if let Err(e) = progress.commit(false) {
+        if let Err(e) = commits.commit(false) {
             tracing::warn!(worker = index, error = %e, "offset commit failed; retried at the next complete epoch");
         }
-        let below = progress.complete_below();
+        let below = commits.complete_below();
         if lead && below != u64::MAX && below > 0 {
-            shared.metrics.prom.committed_epoch.set((below - 1) as i64);
+            shared
+                .metrics()
+                .prom
+                .committed_epoch
+                .set((below - 1) as i64);
         }
         if lead && !status_every.is_zero() && last_status.elapsed() >= status_every {
             last_status = Instant::now();
-            let m = &shared.metrics;
+            let m = shared.metrics();
             tracing::info!(
                 records_in = m.records_in.load(Ordering::Relaxed),
                 records_out = m.records_out.load(Ordering::Relaxed),
@@ -363,10 +218,10 @@ where
                 malformed = m.errors.load(Ordering::Relaxed),
                 late = m.late.load(Ordering::Relaxed),
                 commits = m.commits.load(Ordering::Relaxed),
-                complete_below_epoch = progress.complete_below(),
+                complete_below_epoch = commits.complete_below(),
                 "status"
             );
         }
     }
-    progress.commit(true)
+    commits.commit(true)
 }

@@ -35,7 +35,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -51,11 +51,11 @@ use timely::dataflow::StreamVec;
 use timely::scheduling::Activator;
 use timely::worker::{Config as WorkerConfig, Worker};
 
-use crate::commit::{Committer, Progress};
+use crate::commit::{CommitTracker, Committer, OffsetLedger};
 use crate::config::{KafkaConfig, SourceConfig};
 use crate::error::Result;
+use crate::job::{Job, Shared};
 use crate::metrics::Metrics;
-use crate::runtime::{Job, Shared};
 use crate::sink::collect::{Collect, Collected};
 use crate::source::{SourceError, SourceStreams};
 use crate::time::{Late, Time};
@@ -79,23 +79,16 @@ struct SourceState<D> {
     errors: Vec<SourceError>,
     /// Next offset per partition (offset after the last record sent).
     positions: BTreeMap<i32, i64>,
-    /// Positions at the end of each epoch, oldest first.
-    snapshots: VecDeque<(u64, BTreeMap<i32, i64>)>,
+    /// What may be committed: the same rule as the Kafka source's.
+    ledger: OffsetLedger,
     committed: Rc<RefCell<Offsets>>,
     activator: Option<Activator>,
-    metrics: Arc<Metrics>,
 }
 
 impl<D> SourceState<D> {
     fn snapshot(&mut self) {
-        let epoch = self.now.epoch;
-        if let Some((e, last)) = self.snapshots.back_mut() {
-            if *e == epoch {
-                *last = self.positions.clone();
-                return;
-            }
-        }
-        self.snapshots.push_back((epoch, self.positions.clone()));
+        let positions = self.positions.iter().map(|(&p, &o)| (p, o));
+        self.ledger.end_epoch(self.now.epoch, positions);
     }
 
     fn activate(&self) {
@@ -128,26 +121,14 @@ impl<D> Control for SourceState<D> {
 
 impl<D> Committer for SourceState<D> {
     fn commit_complete(&mut self, complete_below: u64, _sync: bool) -> Result<()> {
-        let mut latest = None;
-        while self
-            .snapshots
-            .front()
-            .is_some_and(|(e, _)| *e < complete_below)
-        {
-            latest = self.snapshots.pop_front();
-        }
-        if let Some((_, positions)) = latest {
-            let mut committed = self.committed.borrow_mut();
-            for (p, o) in positions {
-                let entry = committed.entry((self.topic.clone(), p)).or_insert(o);
-                if o > *entry {
-                    *entry = o;
-                    Metrics::add(&self.metrics.commits, 1);
-                }
-                self.metrics.committed(&self.topic, p, *entry);
+        let (topic, committed) = (&self.topic, &self.committed);
+        self.ledger.commit_complete(complete_below, |_, positions| {
+            let mut committed = committed.borrow_mut();
+            for &(p, o) in positions {
+                committed.insert((topic.clone(), p), o);
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -322,10 +303,9 @@ impl<'scope> TestJob<'_, 'scope> {
             late: Vec::new(),
             errors: Vec::new(),
             positions: BTreeMap::new(),
-            snapshots: VecDeque::new(),
+            ledger: OffsetLedger::new(topic, self.job.metrics().clone()),
             committed: self.committed.clone(),
             activator: None,
-            metrics: self.job.metrics().clone(),
         }));
         let scope = self.job.scope();
         let mut builder = OperatorBuilder::new(format!("TestSource({topic})"), scope);
@@ -401,7 +381,7 @@ impl<'scope> TestJob<'_, 'scope> {
         let control: Rc<RefCell<dyn Control>> = state.clone();
         self.controls.push(control);
         if commit {
-            self.job.progress().add_committer(state.clone());
+            self.job.commits().add_committer(state.clone());
         }
         (
             TestSource { state },
@@ -428,7 +408,7 @@ impl<'scope> TestJob<'_, 'scope> {
 /// A job's dataflow on one in-memory worker, driven by the test.
 pub struct Harness {
     worker: Worker,
-    progress: Progress,
+    commits: CommitTracker,
     shared: Arc<Shared>,
     controls: Vec<Rc<RefCell<dyn Control>>>,
     committed: Rc<RefCell<Offsets>>,
@@ -454,13 +434,13 @@ impl Harness {
             alloc,
             Some(std::time::Instant::now()),
         );
-        let progress = Progress::new();
+        let commits = CommitTracker::new();
         let committed = Rc::new(RefCell::new(Offsets::new()));
         let mut controls = Vec::new();
         let now = Time::new(0, 0);
         let result = worker.dataflow_named::<Time, _, _>("Test", |scope| {
             let mut t = TestJob {
-                job: Job::new(scope, progress.clone(), shared.clone()),
+                job: Job::new(scope, commits.clone(), shared.clone()),
                 controls: &mut controls,
                 committed: committed.clone(),
                 now,
@@ -469,7 +449,7 @@ impl Harness {
         });
         let mut h = Harness {
             worker,
-            progress,
+            commits,
             shared,
             controls,
             committed,
@@ -522,7 +502,7 @@ impl Harness {
                 }
             }
         }
-        if let Err(e) = self.progress.commit(false) {
+        if let Err(e) = self.commits.commit(false) {
             panic!("commit failed in the test harness: {e}");
         }
         if let Some(f) = self.shared.failure_reason() {
@@ -549,7 +529,7 @@ impl Harness {
         }
         self.run();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !self.progress.done() {
+        while !self.commits.done() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the dataflow did not finish within 30 s of its sources ending: an operator \
@@ -562,7 +542,7 @@ impl Harness {
 
     /// Epochs below this are complete (every sink acknowledged their output).
     pub fn complete_below(&self) -> u64 {
-        self.progress.complete_below()
+        self.commits.complete_below()
     }
 
     /// The offsets committed so far, per (topic, partition): for each source, the

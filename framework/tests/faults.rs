@@ -1,6 +1,6 @@
 //! Faults injected with librdkafka's in-process mock cluster: a broker outage in the
-//! middle of a run, and output the producer refuses. (The real-broker tests live in
-//! `examples/tests/`; the mock cluster is used here only to inject faults.)
+//! middle of a run, and output the producer refuses. (The other tests in this
+//! folder use the real broker; the mock cluster is used here only to inject faults.)
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use freshet::{run, Bincode, JobArgs, KafkaSink, KafkaSource, Tumble, Windowed, WriteKafka};
+use freshet_benches::cluster::Label;
 use freshet_benches::kafka::{create_topic, produce, raw_consume};
 use freshet_benches::report::Line;
 use freshet_benches::windowed::{KeyedEvent, Workload};
@@ -71,12 +72,8 @@ type Result = Windowed<u64, (u64, u64)>;
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     freshet::cli::init_logging();
-    let label = if args.job.processes == 1 {
-        format!("w{}", args.job.workers)
-    } else {
-        format!("n{}w{}", args.job.processes, args.job.workers)
-    };
-    let peers = args.job.workers * args.job.processes;
+    let label = args.job.cluster.label();
+    let peers = args.job.cluster.peers();
     let topic = args.topic.clone().unwrap_or_else(|| {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -147,16 +144,16 @@ fn main() -> anyhow::Result<()> {
         job_rate = Some(rate);
         Line::new("kafka-e2e-job")
             .field("config", &label)
-            .field("process", args.job.process)
+            .field("process", args.job.cluster.process)
             .field("topic", &topic)
             .field("records_in", summary.records_in)
             .field("records_out", summary.records_out)
             .field("late", summary.late)
             .field("secs", format!("{secs:.3}"))
             .rate("records_per_s", rate)
-            .rate("per_worker_per_s", rate / args.job.workers as f64)
+            .rate("per_worker_per_s", rate / args.job.cluster.workers as f64)
             .print();
-        if args.job.processes == 1 {
+        if args.job.cluster.processes == 1 {
             anyhow::ensure!(
                 summary.records_in == args.events,
                 "job read {} of {}",

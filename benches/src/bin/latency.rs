@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use freshet::Tumble;
-use freshet_benches::cluster::ClusterArgs;
+use freshet_benches::cluster::{ClusterArgs, Label};
 use freshet_benches::input::Feeder;
 use freshet_benches::report::Line;
 use freshet_benches::windowed::mix;

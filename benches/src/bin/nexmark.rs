@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use freshet::operators::event_frontier;
-use freshet_benches::cluster::{wait_step, ClusterArgs};
+use freshet_benches::cluster::{wait_step, ClusterArgs, Label};
 use freshet_benches::input::Feeder;
 use freshet_benches::kafka::{create_topic, produce_paced};
 use freshet_benches::nexmark::queries::{self, Events};

@@ -25,7 +25,7 @@ use clap::Parser;
 use freshet::operators::aggregate::Aggregator;
 use freshet::operators::event_frontier;
 use freshet::Tumble;
-use freshet_benches::cluster::{wait_step, ClusterArgs};
+use freshet_benches::cluster::{wait_step, ClusterArgs, Label};
 use freshet_benches::input::Feeder;
 use freshet_benches::report::Line;
 use freshet_benches::windowed::{hashmap_loop, Hasher, KeyedEvent, Split, Workload};

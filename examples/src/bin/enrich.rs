@@ -31,8 +31,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use freshet::{run, JobArgs};
+use freshet_examples::enrich;
 use freshet_examples::enrich::{generate_customers, generate_orders};
-use freshet_examples::{enrich_job, produce_json, Outgoing};
+use freshet_examples::{produce_json, Outgoing};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -111,7 +112,7 @@ fn main() -> anyhow::Result<()> {
     freshet::cli::stop_on_signals(&config.stop)?;
     let summary = run(
         config,
-        enrich_job(args.orders, args.customers, args.output, args.print),
+        enrich::job(args.orders, args.customers, args.output, args.print),
     )?;
     println!("{summary}");
     if let Some(expected) = expected {

@@ -28,8 +28,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use freshet::{run, JobArgs};
+use freshet_examples::iot;
 use freshet_examples::iot::{generate_readings, reference, IotRule};
-use freshet_examples::{iot_job, produce_json, Outgoing};
+use freshet_examples::{produce_json, Outgoing};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -110,7 +111,7 @@ fn main() -> anyhow::Result<()> {
     freshet::cli::stop_on_signals(&config.stop)?;
     let summary = run(
         config,
-        iot_job(args.input, args.anomalies, args.status, rule, args.print),
+        iot::job(args.input, args.anomalies, args.status, rule, args.print),
     )?;
     println!("{summary}");
     if let Some(expected) = expected {

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use freshet::{run, JobArgs};
+use freshet_examples::risk;
 use freshet_examples::risk::{PaymentGen, RiskRule};
-use freshet_examples::{latencies, now_ms, produce_json, risk_job, Outgoing};
+use freshet_examples::{latencies, now_ms, produce_json, Outgoing};
 use rdkafka::mocking::MockCluster;
 
 #[derive(Parser, Debug)]
@@ -146,7 +147,7 @@ fn main() -> anyhow::Result<()> {
     let latency = latencies();
     let summary = run(
         config,
-        risk_job(
+        risk::job(
             args.input,
             args.output,
             rule,

@@ -23,8 +23,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use freshet::{run, JobArgs};
+use freshet_examples::sessions;
 use freshet_examples::sessions::{generate_clicks, reference};
-use freshet_examples::{produce_json, sessions_job, Outgoing};
+use freshet_examples::{produce_json, Outgoing};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -90,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     freshet::cli::stop_on_signals(&config.stop)?;
     let summary = run(
         config,
-        sessions_job(args.input, args.output, args.gap_ms, args.print),
+        sessions::job(args.input, args.output, args.gap_ms, args.print),
     )?;
     println!("{summary}");
     if let Some(expected) = expected {

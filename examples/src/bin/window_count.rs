@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use freshet::source::{SourceConsumer, SourceContext};
 use freshet::{run, JobArgs};
-use freshet_examples::{generate, produce, reference_counts, window_count_job, WindowCount};
+use freshet_examples::window_count;
+use freshet_examples::{generate, produce, reference_counts, WindowCount};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -93,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     let brokers = config.kafka.brokers.clone();
     let summary = run(
         config,
-        window_count_job(args.input, args.output.clone(), args.window_ms, args.print),
+        window_count::job(args.input, args.output.clone(), args.window_ms, args.print),
     )?;
     println!("{summary}");
     if let Some(expected) = expected {

@@ -10,8 +10,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use super::register_acks;
+use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::runtime::Job;
 use crate::time::Time;
 
 /// Records a collect sink has acknowledged, with their times; shared across workers.
@@ -45,7 +45,7 @@ impl<'scope, D: 'static + Send> Collect<D> for StreamVec<'scope, Time, D> {
                 move |_cap, info| {
                     let activator = scope.activator_for(info.address);
                     let sink_records =
-                        crate::metrics::sink_counter(&metrics, &format!("Collect({name})"));
+                        super::records_counter(&metrics, &format!("Collect({name})"));
                     let mut pending: VecDeque<(Instant, Capability<Time>, Vec<D>)> =
                         VecDeque::new();
                     move |(input, _frontier), _output| {

@@ -22,8 +22,8 @@ use super::register_acks;
 use crate::codec::Encoder;
 use crate::config::ProducerSettings;
 use crate::error::{Error, Result};
+use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::runtime::Job;
 use crate::time::Time;
 
 type KeyFn<D> = Arc<dyn Fn(&D) -> Option<Vec<u8>> + Send + Sync>;
@@ -130,7 +130,7 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                     };
                     let mut buf = Vec::new();
                     let name = name.clone();
-                    let sink_records = crate::metrics::sink_counter(&metrics, &name);
+                    let sink_records = super::records_counter(&metrics, &name);
                     move |(input, _frontier), _output| {
                         let Some(producer) = producer.as_ref() else {
                             input.for_each(|_, _| {});
@@ -188,7 +188,7 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             }
                         }
                         // Release capabilities of fully delivered batches.
-                        let now = crate::source::now_ms();
+                        let now = crate::clock::now_ms();
                         for (slot, report) in rx.try_iter() {
                             match report {
                                 Ok(()) => {

@@ -9,15 +9,22 @@ pub mod collect;
 pub mod kafka;
 pub mod stdout;
 
+use prometheus::IntCounter;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::Stream;
 use timely::Container;
 
-use crate::runtime::Job;
+use crate::job::Job;
+use crate::metrics::Metrics;
 use crate::time::Time;
 
 /// Connects a sink's acknowledgement stream to the job's commit probe.
 pub fn register_acks<C: Container>(job: &Job<'_>, acks: Stream<'_, Time, C>) {
-    acks.probe_with(job.progress().probe());
-    job.progress().add_sink();
+    acks.probe_with(job.commits().probe());
+    job.commits().add_sink();
+}
+
+/// The counter of records `sink` wrote and had acknowledged, resolved once.
+pub(crate) fn records_counter(metrics: &Metrics, sink: &str) -> IntCounter {
+    metrics.prom.sink_records.with_label_values(&[sink])
 }

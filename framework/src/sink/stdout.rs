@@ -8,8 +8,8 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::register_acks;
+use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::runtime::Job;
 use crate::time::Time;
 
 /// Extension trait: print records.
@@ -34,8 +34,7 @@ impl<'scope, D: 'static> PrintStdout<D> for StreamVec<'scope, Time, D> {
             Pipeline,
             &format!("Stdout({name})"),
             move |_cap, _info| {
-                let sink_records =
-                    crate::metrics::sink_counter(&metrics, &format!("Stdout({name})"));
+                let sink_records = super::records_counter(&metrics, &format!("Stdout({name})"));
                 move |input, _output| {
                     let stdout = std::io::stdout();
                     let mut out = stdout.lock();

@@ -1,6 +1,5 @@
 //! Opening a worker's consumer on its partitions, and committing its complete epochs.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +11,11 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::commit::Committer;
+use crate::commit::{Committer, OffsetLedger};
 use crate::config::{Fallback, SourceConfig, StartFrom};
 use crate::error::{Error, Result};
+use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::runtime::Job;
 use crate::source::assign::owner;
 use crate::source::partition::PartitionState;
 
@@ -46,8 +45,8 @@ pub type SourceConsumer = BaseConsumer<SourceContext>;
 /// The context of a Kafka source's own consumer: [`SourceContext`]'s error handling,
 /// plus librdkafka's statistics (every second, served by the source's own polls), which
 /// carry each partition's high watermark as of the last fetch response: consumer lag
-/// and the progress bar's total come from it. (ListOffsets "latest" is not used: Tansu
-/// answers it too low, see `../shared/KAFKA-BROKER.md`.)
+/// and the progress bar's total come from it. (ListOffsets "latest" is not used: the test
+/// broker, Tansu, answers it too low — the first offset of the last batch plus one.)
 pub(crate) struct MeteredContext {
     metrics: Arc<Metrics>,
     topic: String,
@@ -84,77 +83,42 @@ pub(crate) struct Reader {
     pub known_partitions: usize,
 }
 
-/// Positions at the end of each epoch, and what has been committed.
+/// A Kafka source's commits: its [`OffsetLedger`] decides what, its consumer sends it.
 pub(crate) struct SourceCommitter {
     consumer: Rc<MeteredConsumer>,
     topic: String,
-    /// `(epoch, [(partition, next offset)])`, oldest first.
-    snapshots: VecDeque<(u64, Vec<(i32, i64)>)>,
-    committed: BTreeMap<i32, i64>,
-    metrics: Arc<Metrics>,
+    ledger: OffsetLedger,
 }
 
 impl SourceCommitter {
     /// Records the positions reached at the end of `epoch`.
     pub fn snapshot(&mut self, epoch: u64, parts: &[PartitionState]) {
-        let positions: Vec<(i32, i64)> = parts
+        let positions = parts
             .iter()
-            .filter_map(|p| p.next_offset.map(|o| (p.partition, o)))
-            .collect();
-        if let Some((e, last)) = self.snapshots.back_mut() {
-            if *e == epoch {
-                *last = positions;
-                return;
-            }
-            if *last == positions {
-                return;
-            }
-        }
-        self.snapshots.push_back((epoch, positions));
+            .filter_map(|p| p.next_offset.map(|o| (p.partition, o)));
+        self.ledger.end_epoch(epoch, positions);
     }
 }
 
 impl Committer for SourceCommitter {
     fn commit_complete(&mut self, complete_below: u64, sync: bool) -> Result<()> {
-        let mut latest = None;
-        while self
-            .snapshots
-            .front()
-            .is_some_and(|(e, _)| *e < complete_below)
-        {
-            latest = self.snapshots.pop_front();
-        }
-        let Some((epoch, positions)) = latest else {
-            return Ok(());
-        };
-        let mut tpl = TopicPartitionList::new();
-        let mut advanced = Vec::new();
-        for (p, off) in positions {
-            // Never move a committed offset backwards.
-            if self.committed.get(&p).is_none_or(|&c| off > c) {
-                tpl.add_partition_offset(&self.topic, p, Offset::Offset(off))
-                    .map_err(|e| Error::kafka("building commit", e))?;
-                advanced.push((p, off));
-            }
-        }
-        if advanced.is_empty() {
-            return Ok(());
-        }
-        let mode = if sync {
-            CommitMode::Sync
-        } else {
-            CommitMode::Async
-        };
-        self.consumer
-            .commit(&tpl, mode)
-            .map_err(|e| Error::kafka(format!("committing epoch {epoch} of {}", self.topic), e))?;
-        Metrics::add(&self.metrics.commits, 1);
-        for (p, off) in advanced {
-            self.committed.insert(p, off);
-            self.metrics.committed(&self.topic, p, off);
-        }
-        tracing::debug!(topic = %self.topic, epoch, "committed complete epoch");
-        Ok(())
+        let (consumer, topic) = (&self.consumer, &self.topic);
+        self.ledger
+            .commit_complete(complete_below, |epoch, positions| {
+                let mut tpl = TopicPartitionList::new();
+                for &(p, off) in positions {
+                    tpl.add_partition_offset(topic, p, Offset::Offset(off))
+                        .map_err(|e| Error::kafka("building commit", e))?;
+                }
+                let mode = if sync {
+                    CommitMode::Sync
+                } else {
+                    CommitMode::Async
+                };
+                consumer
+                    .commit(&tpl, mode)
+                    .map_err(|e| Error::kafka(format!("committing epoch {epoch} of {topic}"), e))
+            })
     }
 }
 
@@ -248,12 +212,10 @@ pub(crate) fn open(
     let committer = Rc::new(std::cell::RefCell::new(SourceCommitter {
         consumer: consumer.clone(),
         topic: topic.to_string(),
-        snapshots: VecDeque::new(),
-        committed: BTreeMap::new(),
-        metrics: job.metrics().clone(),
+        ledger: OffsetLedger::new(topic, job.metrics().clone()),
     }));
     if commit {
-        job.progress().add_committer(committer.clone());
+        job.commits().add_committer(committer.clone());
     }
     Ok(Reader {
         consumer,

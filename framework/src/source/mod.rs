@@ -12,10 +12,10 @@ mod by_time;
 pub use by_time::ByTime;
 mod consumer;
 pub mod flow;
+mod metrics;
 
 pub use consumer::{SourceConsumer, SourceContext};
 mod operator;
-pub(crate) use operator::now_ms;
 pub mod partition;
 
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use timely::dataflow::StreamVec;
 use crate::codec::Decoder;
 use crate::config::SourceConfig;
 use crate::error::Result;
-use crate::runtime::Job;
+use crate::job::Job;
 use crate::time::{Late, Time};
 
 /// A message that could not become a record, with where it came from.

@@ -1,16 +1,15 @@
 //! Flow control on the real broker: a live job whose windows hold epochs longer than the
 //! flow-control bound must not wait forever for its own windows to close.
 
-mod utils;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use freshet::{JobConfig, KafkaConfig, StartFrom};
-use freshet_examples::{reference_counts, Event};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use utils::*;
+use support::*;
 
 fn now_ms() -> u64 {
     SystemTime::now()

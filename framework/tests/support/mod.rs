@@ -1,18 +1,26 @@
-//! Helpers shared by the Kafka integration tests: the broker address, fresh topics,
-//! reading topics back, committed offsets, running the job binary.
+//! Helpers shared by the real-broker integration tests: the broker address, fresh
+//! topics, test events and their reference counts, reading topics back, committed
+//! offsets, running the test job (as a process or on a thread).
 #![allow(dead_code)]
+
+#[path = "../../src/bin/test_job/window_count.rs"]
+pub mod window_count;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use freshet_examples::Event;
+use rand::SeedableRng;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
 use rand::Rng;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+pub use window_count::{Event, WindowCount};
 
 /// The broker the tests use: `FRESHET_BROKERS`, default 127.0.0.1:9092 (started by
 /// `scripts/kafka-broker start`, which `.ci/run` calls).
@@ -142,9 +150,8 @@ pub fn preload(
     span_ms: u64,
 ) -> (String, Vec<(i32, Event)>) {
     let topic = create_topic(prefix, partitions);
-    let events =
-        freshet_examples::generate(seed, n, 16, partitions, 1_700_000_000_000, span_ms, 200);
-    freshet_examples::produce(&brokers(), &topic, &events).expect("producing test events");
+    let events = generate(seed, n, 16, partitions, 1_700_000_000_000, span_ms, 200);
+    produce(&brokers(), &topic, &events).expect("producing test events");
     (topic, events)
 }
 
@@ -174,10 +181,10 @@ pub mod tempfile_path {
     }
 }
 
-/// The window-count job binary built for these tests, reading `input`, writing
+/// The test job (`freshet-test-job`: 1 s window counts) reading `input`, writing
 /// `output`, committing to `group`.
 pub fn job_binary(input: &str, output: &str, group: &str) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_window-count"));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_freshet-test-job"));
     cmd.env("FRESHET_BROKERS", brokers())
         .env("RUST_LOG", "warn")
         .args(["--input", input, "--output", output, "--group", group]);
@@ -198,7 +205,7 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 pub fn spawn_window_count(
     config: freshet::JobConfig,
     topic: &str,
-    counts: freshet::Collected<freshet_examples::WindowCount>,
+    counts: freshet::Collected<WindowCount>,
 ) -> std::thread::JoinHandle<freshet::Result<freshet::Summary>> {
     use freshet::{Collect, Json, KafkaSource, Tumble};
     let topic = topic.to_string();
@@ -213,4 +220,75 @@ pub fn spawn_window_count(
             Ok(())
         })
     })
+}
+
+/// Generates `n` events over `keys` keys and `partitions` partitions, deterministic in
+/// `seed`: event times advance from `start_ms` over `span_ms`, each jittered back by up
+/// to `disorder_ms` (keep it below the job's out-of-orderness so none is late).
+pub fn generate(
+    seed: u64,
+    n: usize,
+    keys: u64,
+    partitions: i32,
+    start_ms: u64,
+    span_ms: u64,
+    disorder_ms: u64,
+) -> Vec<(i32, Event)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let base = start_ms + span_ms * i as u64 / n.max(1) as u64;
+            let ts = base
+                .saturating_sub(rng.gen_range(0..=disorder_ms))
+                .max(start_ms);
+            let key = rng.gen_range(0..keys);
+            let partition = rng.gen_range(0..partitions);
+            let amount = rng.gen_range(-100..100);
+            (partition, Event { key, ts, amount })
+        })
+        .collect()
+}
+
+/// Produces `events` to `topic` (JSON payloads keyed by the event key, the event time as
+/// message timestamp), waiting until all are delivered.
+pub fn produce(brokers: &str, topic: &str, events: &[(i32, Event)]) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    for (partition, e) in events {
+        let payload = serde_json::to_vec(e)?;
+        let key = e.key.to_string();
+        let mut record = BaseRecord::to(topic)
+            .partition(*partition)
+            .key(&key)
+            .payload(&payload)
+            .timestamp(e.ts as i64);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(())
+}
+
+/// The per-(key, window start) counts a sequential loop computes over `events`.
+pub fn reference_counts<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    window_ms: u64,
+) -> BTreeMap<(u64, u64), u64> {
+    let mut counts = BTreeMap::new();
+    for e in events {
+        *counts.entry((e.key, e.ts - e.ts % window_ms)).or_insert(0) += 1;
+    }
+    counts
 }

@@ -4,8 +4,8 @@
 //! It shows records read of the total, the rate and an ETA. The total is, over every
 //! partition this process reads, the partition's **high watermark as of the latest fetch
 //! response** (reported by librdkafka's statistics every second) minus the first offset
-//! this run read from it. ListOffsets "latest" is not used because Tansu answers it too
-//! low (`../shared/KAFKA-BROKER.md`). So the total is known only once a partition has
+//! this run read from it. ListOffsets "latest" is not used because Tansu, the test broker,
+//! answers it too low (the first offset of the last batch plus one). So the total is known only once a partition has
 //! been fetched from, grows while producers append, and a partition not yet read from
 //! does not count yet.
 
@@ -15,17 +15,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressDrawTarget, ProgressStyle};
 
 use crate::metrics::Metrics;
 
 /// The bar's thread; finishes the bar when dropped.
-pub struct Progress {
+pub struct ProgressBar {
     done: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Progress {
+impl ProgressBar {
     /// Starts a bar over `metrics` if stderr is a terminal (else does nothing).
     pub fn start(metrics: Arc<Metrics>) -> Option<Self> {
         if !std::io::stderr().is_terminal() {
@@ -39,7 +39,7 @@ impl Progress {
         let done = Arc::new(AtomicBool::new(false));
         let d = done.clone();
         let thread = std::thread::spawn(move || {
-            let bar = ProgressBar::with_draw_target(Some(0), target);
+            let bar = indicatif::ProgressBar::with_draw_target(Some(0), target);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({msg}, ETA {eta})",
@@ -47,7 +47,7 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let start = std::time::Instant::now();
-            let update = |bar: &ProgressBar| {
+            let update = |bar: &indicatif::ProgressBar| {
                 let (read, total) = metrics.progress();
                 bar.set_length(total.max(read));
                 bar.set_position(read);
@@ -61,14 +61,14 @@ impl Progress {
             update(&bar);
             bar.finish();
         });
-        Progress {
+        ProgressBar {
             done,
             thread: Some(thread),
         }
     }
 }
 
-impl Drop for Progress {
+impl Drop for ProgressBar {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -96,7 +96,7 @@ mod tests {
         // Read past a stale high watermark: the total follows what was read.
         m.position("t", 1, Some(0), Some(12), false);
         assert_eq!(m.progress(), (42, 72));
-        let bar = Progress::start_on(m.clone(), ProgressDrawTarget::hidden());
+        let bar = ProgressBar::start_on(m.clone(), ProgressDrawTarget::hidden());
         drop(bar);
         assert!(m
             .prom

@@ -1,41 +1,29 @@
-//! The commit protocol: offsets are committed only for complete epochs.
-//!
-//! Every sink's acknowledgement stream is probed by one [`Progress`] per worker. Epoch
-//! `E` is complete when every element of that probed frontier has an epoch above `E`:
-//! then everything read in epochs `<= E` has been durably written. Each source keeps,
-//! per epoch, the next offset of each of its partitions at the epoch's end, and commits
-//! the latest complete snapshot (see `docs/architecture.md`).
+//! The commit tracker: one per worker, probing every sink's acknowledgements.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
+use super::Committer;
 use crate::error::Result;
 use crate::time::Time;
-
-/// Something that commits offsets once epochs are complete: one per source per worker.
-pub trait Committer {
-    /// Commits what was read in epochs below `complete_below`. With `sync`, waits for
-    /// the broker's answer (used for the final commit before the job exits).
-    fn commit_complete(&mut self, complete_below: u64, sync: bool) -> Result<()>;
-}
 
 /// The sources' committers of one worker.
 type Committers = Rc<RefCell<Vec<Rc<RefCell<dyn Committer>>>>>;
 
 /// Per worker: the probe over all sinks' acknowledgements, and the sources to commit.
 #[derive(Clone, Default)]
-pub struct Progress {
+pub struct CommitTracker {
     probe: ProbeHandle<Time>,
     committers: Committers,
     sinks: Rc<RefCell<usize>>,
 }
 
-impl Progress {
+impl CommitTracker {
     /// A tracker with no sinks and no sources yet.
     pub fn new() -> Self {
-        Progress::default()
+        CommitTracker::default()
     }
 
     /// The probe every sink's acknowledgement stream must feed.
@@ -43,7 +31,7 @@ impl Progress {
         &self.probe
     }
 
-    /// Counts a sink whose acknowledgements were connected to [`Progress::probe`].
+    /// Counts a sink whose acknowledgements were connected to [`CommitTracker::probe`].
     pub fn add_sink(&self) {
         *self.sinks.borrow_mut() += 1;
     }

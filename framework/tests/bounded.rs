@@ -2,7 +2,7 @@
 //! and 2 processes; committed offsets at each partition's end; malformed payloads on
 //! the error stream.
 
-mod utils;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,8 +11,7 @@ use freshet::codec::{Json, RawMessage, WithMeta};
 use freshet::{
     run, Cluster, Collect, Decoder, JobConfig, KafkaConfig, KafkaSource, StartFrom, Tumble,
 };
-use freshet_examples::{reference_counts, window_count_job, Event, WindowCount};
-use utils::*;
+use support::*;
 
 fn config(group: &str, workers: usize) -> JobConfig {
     let mut c = JobConfig::new(KafkaConfig::new(brokers(), group));
@@ -51,7 +50,7 @@ fn bounded_counts_are_exact_with_one_and_two_workers_and_two_processes() {
         let group = unique("bounded-group");
         let summary = run(
             config(&group, workers),
-            window_count_job(input.clone(), output.clone(), 1000, false),
+            window_count::job(input.clone(), output.clone(), 1000),
         )
         .expect("job");
         assert_eq!(summary.records_in, events.len() as u64);
@@ -117,8 +116,8 @@ impl Decoder for Strict {
 #[test]
 fn malformed_payloads_go_to_the_error_stream_and_the_job_goes_on() {
     let topic = create_topic("malformed", 2);
-    let good = freshet_examples::generate(3, 2_000, 4, 2, 1_700_000_000_000, 5_000, 100);
-    freshet_examples::produce(&brokers(), &topic, &good[..1000]).unwrap();
+    let good = generate(3, 2_000, 4, 2, 1_700_000_000_000, 5_000, 100);
+    produce(&brokers(), &topic, &good[..1000]).unwrap();
     // Bad messages between good ones: broken JSON, wrong shape, a rejected value.
     let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -141,7 +140,7 @@ fn malformed_payloads_go_to_the_error_stream_and_the_job_goes_on() {
             .unwrap();
     }
     rdkafka::producer::Producer::flush(&producer, std::time::Duration::from_secs(10)).unwrap();
-    freshet_examples::produce(&brokers(), &topic, &good[1000..]).unwrap();
+    produce(&brokers(), &topic, &good[1000..]).unwrap();
     let all = read_topic(&topic, 2);
     let bad_offsets: Vec<(i32, i64)> = all
         .iter()

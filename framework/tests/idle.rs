@@ -1,23 +1,22 @@
 //! One idle partition does not stop windows from closing (unbounded run, real broker).
 
-mod utils;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use freshet::{JobConfig, KafkaConfig, StartFrom};
-use freshet_examples::{reference_counts, Event};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use utils::*;
+use support::*;
 
 #[test]
 fn an_idle_partition_does_not_stall_windows() {
     // Three partitions; data only ever goes to 0 and 1, partition 2 stays empty.
     let topic = create_topic("idle", 3);
     let start = 1_700_000_000_000u64;
-    let first: Vec<(i32, Event)> = freshet_examples::generate(9, 3_000, 4, 2, start, 5_000, 100);
-    freshet_examples::produce(&brokers(), &topic, &first).unwrap();
+    let first: Vec<(i32, Event)> = generate(9, 3_000, 4, 2, start, 5_000, 100);
+    produce(&brokers(), &topic, &first).unwrap();
     let expected = reference_counts(first.iter().map(|(_, e)| e), 1000);
 
     let counts = Arc::new(Mutex::new(Vec::new()));

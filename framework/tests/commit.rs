@@ -1,7 +1,7 @@
 //! The commit protocol against the real broker: committed offsets never pass durable
 //! output, and a job killed with SIGKILL and restarted loses no window result.
 
-mod utils;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use freshet::codec::{Json, WithMeta};
 use freshet::{run, Cluster, Collect, JobConfig, KafkaConfig, KafkaSource, StartFrom};
-use freshet_examples::{reference_counts, Event, WindowCount};
-use utils::*;
+use support::*;
 
 #[test]
 fn committed_offsets_never_pass_durable_output() {
@@ -92,8 +91,7 @@ fn sigkill_and_restart_lose_no_window() {
     let input = create_topic("crash-in", partitions);
     let output = create_topic("crash-out", 2);
     let group = unique("crash-group");
-    let all =
-        freshet_examples::generate(21, 30_000, 16, partitions, 1_700_000_000_000, 30_000, 200);
+    let all = generate(21, 30_000, 16, partitions, 1_700_000_000_000, 30_000, 200);
     let (first, second) = all.split_at(all.len() / 2);
 
     // First run: unbounded, fed in chunks so that epochs complete and commits happen;
@@ -104,7 +102,7 @@ fn sigkill_and_restart_lose_no_window() {
         .spawn()
         .unwrap();
     for chunk in first.chunks(first.len() / 10) {
-        freshet_examples::produce(&brokers(), &input, chunk).unwrap();
+        produce(&brokers(), &input, chunk).unwrap();
         std::thread::sleep(Duration::from_millis(150));
     }
     wait_for(
@@ -118,7 +116,7 @@ fn sigkill_and_restart_lose_no_window() {
     let committed_at_kill = committed(&group, &input, partitions);
 
     // More input arrives while it is down; the restart reads from the committed offsets.
-    freshet_examples::produce(&brokers(), &input, second).unwrap();
+    produce(&brokers(), &input, second).unwrap();
     let status = job_binary(&input, &output, &group)
         .args(["--bounded", "-w", "2"])
         .stdout(std::process::Stdio::null())

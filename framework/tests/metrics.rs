@@ -3,7 +3,7 @@
 //! committed epoch and offsets, and the end-to-end latency histogram, scraped over
 //! 127.0.0.1.
 
-mod utils;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -11,9 +11,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use freshet::{run, JobConfig, KafkaConfig, StartFrom};
-use freshet_examples::{window_count_job, Event};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use utils::*;
+use support::*;
 
 fn scrape(addr: SocketAddr) -> String {
     try_scrape(addr).expect("connecting to the metrics endpoint")
@@ -65,7 +64,7 @@ fn metrics_endpoint_serves_lag_records_late_malformed_commits_and_latency() {
     config.metrics_addr = Some(addr);
     let stop = config.stop.clone();
     let (i, o) = (input.clone(), output.clone());
-    let job = std::thread::spawn(move || run(config, window_count_job(i, o, 1000, false)));
+    let job = std::thread::spawn(move || run(config, window_count::job(i, o, 1000)));
 
     // Everything read, and the high watermarks known: lag 0 on both partitions.
     wait_for(Duration::from_secs(60), "all records read", || {

@@ -1,0 +1,39 @@
+//! `freshet-test-job`: the job the framework's integration tests run as a process (to
+//! stop it with a signal, restart it, or run it as two processes). It counts JSON events
+//! per key in tumbling windows, from `--input` to `--output`, with every [`JobArgs`]
+//! flag.
+
+#![forbid(missing_docs)]
+
+mod window_count;
+
+use clap::Parser;
+use freshet::JobArgs;
+
+/// The test job's flags.
+#[derive(Parser)]
+#[command(disable_help_flag = true)]
+struct Args {
+    /// Topic of JSON events.
+    #[arg(long)]
+    input: String,
+    /// Topic the window counts are written to.
+    #[arg(long)]
+    output: String,
+    /// Window length, ms.
+    #[arg(long, default_value_t = 1000)]
+    window_ms: u64,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    freshet::cli::init_logging();
+    let args = Args::parse();
+    let config = args.job.into_config()?;
+    freshet::cli::stop_on_signals(&config.stop)?;
+    let job = window_count::job(args.input, args.output, args.window_ms);
+    let summary = freshet::run(config, job)?;
+    tracing::info!(%summary, "done");
+    Ok(())
+}

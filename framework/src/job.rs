@@ -1,0 +1,115 @@
+//! What a job's build function gets ([`Job`]), and the state every worker of a process
+//! shares ([`Shared`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::Scope;
+
+use crate::commit::CommitTracker;
+use crate::config::{KafkaConfig, SourceConfig};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::time::Time;
+
+/// State shared by every worker of the process.
+pub struct Shared {
+    kafka: KafkaConfig,
+    source: SourceConfig,
+    metrics: Arc<Metrics>,
+    failure: Mutex<Option<String>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// State for a job on `kafka` with default sources, not stopping.
+    pub(crate) fn new(kafka: KafkaConfig, source: SourceConfig, stop: Arc<AtomicBool>) -> Self {
+        Shared {
+            kafka,
+            source,
+            metrics: Arc::new(Metrics::default()),
+            failure: Mutex::new(None),
+            stop,
+        }
+    }
+
+    /// The process-wide counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The job's failure, if any worker failed it.
+    pub fn failure_reason(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// True once the job was asked to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Fails the job: every worker stops, nothing more is committed.
+    pub fn fail(&self, error: Error) {
+        tracing::error!(%error, "job failed");
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        f.get_or_insert_with(|| error.to_string());
+    }
+}
+
+/// What a job's build function gets: the dataflow scope and the job's settings.
+pub struct Job<'scope> {
+    scope: Scope<'scope, Time>,
+    commits: CommitTracker,
+    shared: Arc<Shared>,
+}
+
+impl<'scope> Job<'scope> {
+    /// A job handle over `scope` (the runtime and the test harness build these).
+    pub(crate) fn new(
+        scope: Scope<'scope, Time>,
+        commits: CommitTracker,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Job {
+            scope,
+            commits,
+            shared,
+        }
+    }
+
+    /// The dataflow scope, for timely and Freshet operators.
+    pub fn scope(&self) -> Scope<'scope, Time> {
+        self.scope
+    }
+    /// This worker's index among all workers of all processes.
+    pub fn index(&self) -> usize {
+        self.scope.index()
+    }
+    /// The number of workers in all processes.
+    pub fn peers(&self) -> usize {
+        self.scope.peers()
+    }
+    /// The process-wide counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+    /// The job's Kafka settings.
+    pub fn kafka_config(&self) -> &KafkaConfig {
+        &self.shared.kafka
+    }
+    /// The job's default source settings.
+    pub fn source_config(&self) -> &SourceConfig {
+        &self.shared.source
+    }
+    /// The commit tracker of this worker.
+    pub fn commits(&self) -> &CommitTracker {
+        &self.commits
+    }
+    /// The process-wide shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
