@@ -4,6 +4,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
+use crate::capability::time_of;
 use crate::time::EventTime;
 
 /// Extension trait: re-timestamp records by an event time read from each record.
@@ -49,7 +50,7 @@ impl<'scope, T: EventTime, D: Clone + 'static> AssignEventTime<'scope, T, D>
             move |_cap, _info| {
                 move |input, output| {
                     input.for_each_stamp(|cap, batches| {
-                        let Some(time) = cap.stamp().iter().next().copied() else {
+                        let Some(time) = time_of(&cap) else {
                             return;
                         };
                         for batch in batches {

@@ -26,21 +26,19 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::{Capability, CapabilitySet};
+use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::aggregate::Aggregator;
+use crate::capability::{emission_cap, hold, time_of, watermark, VecOutput, Waiting};
+use crate::hash::by_key;
 use crate::late::Late;
 use crate::time::EventTime;
-use crate::window::{
-    emission_cap, hold, sliding_starts, watermark, Emit, VecOutput, WindowPolicy, WindowStreams,
-    Windowed,
-};
+use crate::window::{fold_into, sliding_starts, Emit, WindowPolicy, WindowStreams, Windowed};
 
 /// One key's accumulator in one window.
 struct Slot<A> {
@@ -83,9 +81,6 @@ impl<T: EventTime, K, A> Open<T, K, A> {
     }
 }
 
-/// Late records waiting, at their time, for the watermark to pass it.
-type Pending<T, D> = BTreeMap<(u64, T), (Capability<T>, Vec<Late<D>>)>;
-
 /// Keyed fixed-size windows `[k * slide, k * slide + size)` aggregated by `agg`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fixed_windows<'scope, T, D, K, G, KF>(
@@ -117,8 +112,8 @@ where
     let late = late.unwrap_or_else(|| empty(scope));
     let key = Rc::new(key);
     let (k1, k2) = (key.clone(), key.clone());
-    let main_pact = Exchange::new(move |d: &D| crate::hash::hash(&k1(d)));
-    let late_pact = Exchange::new(move |d: &Late<D>| crate::hash::hash(&k2(&d.record)));
+    let main_pact = by_key(move |d: &D| k1(d));
+    let late_pact = by_key(move |d: &Late<D>| k2(&d.record));
 
     let mut builder = OperatorBuilder::new(name, scope);
     let mut main_in = builder.new_input(stream, main_pact);
@@ -136,7 +131,7 @@ where
     };
     let mut open: BTreeMap<u64, Open<T, K, G::Acc>> = BTreeMap::new();
     let mut closed: BTreeMap<u64, FxHashMap<K, Slot<G::Acc>>> = BTreeMap::new();
-    let mut pending: Pending<T, D> = BTreeMap::new();
+    let mut pending: Waiting<T, Late<D>> = BTreeMap::new();
     let mut dirty: Vec<(u64, K)> = Vec::new();
     let mut key_hint = 0usize;
 
@@ -148,9 +143,7 @@ where
             // Message by message: grouping by stamp would sort every step's messages,
             // and the work per message (its windows, a capability check) is small.
             main_in.for_each(|cap, data| {
-                let batches = std::iter::once(data);
-                // Freshet operators and sources send each message under one time.
-                let Some(time) = cap.stamp().iter().next().copied() else {
+                let Some(time) = time_of(&cap) else {
                     return;
                 };
                 let (first, last) = sliding_starts(time.event(), size, slide);
@@ -161,47 +154,26 @@ where
                     let end = start.saturating_add(size);
                     hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
                 }
+                let create = || Slot::new(agg.create());
+                let add = |slot: &mut Slot<G::Acc>, record: &D| {
+                    agg.add(&mut slot.acc, record);
+                    slot.dirty = true;
+                };
                 if first == last {
                     // One window (always, for tumbling windows): no list of windows.
                     let window = open.get_mut(&first).expect("entered above");
-                    for batch in batches {
-                        for record in batch.drain(..) {
-                            let slot = window
-                                .keys
-                                .entry(key(&record))
-                                .or_insert_with(|| Slot::new(agg.create()));
-                            agg.add(&mut slot.acc, &record);
-                            slot.dirty = true;
-                        }
-                    }
-                    return;
-                }
-                let mut windows: Vec<&mut Open<T, K, G::Acc>> =
-                    open.range_mut(first..=last).map(|(_, w)| w).collect();
-                let (last_window, others) = windows.split_last_mut().expect("slide <= size");
-                for batch in batches {
-                    for record in batch.drain(..) {
-                        let k = key(&record);
-                        for window in others.iter_mut() {
-                            let slot = window
-                                .keys
-                                .entry(k.clone())
-                                .or_insert_with(|| Slot::new(agg.create()));
-                            agg.add(&mut slot.acc, &record);
-                            slot.dirty = true;
-                        }
-                        let slot = last_window
-                            .keys
-                            .entry(k)
-                            .or_insert_with(|| Slot::new(agg.create()));
-                        agg.add(&mut slot.acc, &record);
-                        slot.dirty = true;
-                    }
+                    fold_into(&mut [&mut window.keys], data, &*key, create, add);
+                } else {
+                    let mut windows: Vec<_> = open
+                        .range_mut(first..=last)
+                        .map(|(_, w)| &mut w.keys)
+                        .collect();
+                    fold_into(&mut windows, data, &*key, create, add);
                 }
             });
 
             late_in.for_each_stamp(|cap, batches| {
-                let Some(time) = cap.stamp().iter().next().copied() else {
+                let Some(time) = time_of(&cap) else {
                     return;
                 };
                 let now = time.event();

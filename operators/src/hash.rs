@@ -5,8 +5,18 @@
 
 use std::hash::{BuildHasher, Hash};
 
+use timely::dataflow::channels::pact::Exchange;
+
 /// Hashes `value` the same way on every worker and in every process.
 #[inline]
 pub fn hash<K: Hash + ?Sized>(value: &K) -> u64 {
     rustc_hash::FxBuildHasher.hash_one(value)
+}
+
+/// The exchange pact that sends each record to the worker owning its key: the one
+/// routing rule of every keyed operator (`hash(key) mod workers`).
+pub(crate) fn by_key<D: 'static, K: Hash>(
+    key: impl Fn(&D) -> K + 'static,
+) -> Exchange<D, impl FnMut(&D) -> u64 + 'static> {
+    Exchange::new(move |d: &D| hash(&key(d)))
 }

@@ -16,16 +16,16 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
+use crate::capability::{time_of, watermark, VecOutput};
+use crate::hash::by_key;
+use crate::held_epochs::HeldEpochs;
 use crate::join::JoinKind;
-use crate::owe::Debts;
 use crate::time::EventTime;
-use crate::window::{watermark, VecOutput};
 
 /// One side's kept records, per key and event time.
 type Kept<K, D> = FxHashMap<K, BTreeMap<u64, Vec<D>>>;
@@ -198,8 +198,8 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
     {
         let (key_a, key_b) = (Rc::new(key_a), Rc::new(key_b));
         let (route_a, route_b) = (key_a.clone(), key_b.clone());
-        let pact_a = Exchange::new(move |d: &A| crate::hash::hash(&route_a(d)));
-        let pact_b = Exchange::new(move |d: &B| crate::hash::hash(&route_b(d)));
+        let pact_a = by_key(move |d: &A| route_a(d));
+        let pact_b = by_key(move |d: &B| route_b(d));
 
         let name = format!("IntervalJoin({name}, -{lower}ms..+{upper}ms)");
         let mut builder = OperatorBuilder::new(name, self.scope());
@@ -213,13 +213,13 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
         let mut kept_b: Kept<K, B> = FxHashMap::default();
         let mut expiry_a: Expiry<T, K> = BTreeMap::new();
         let mut expiry_b: Expiry<T, K> = BTreeMap::new();
-        let mut debts: Debts<T> = Debts::new();
+        let mut debts: HeldEpochs<T> = HeldEpochs::new();
 
         builder.build(move |_initial| {
             move |frontiers| {
                 let mut output = output.activate();
                 input_a.for_each_stamp(|cap, batches| {
-                    let Some(time) = cap.stamp().iter().next().copied() else {
+                    let Some(time) = time_of(&cap) else {
                         return;
                     };
                     let ta = time.event();
@@ -249,7 +249,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                     }
                 });
                 input_b.for_each_stamp(|cap, batches| {
-                    let Some(time) = cap.stamp().iter().next().copied() else {
+                    let Some(time) = time_of(&cap) else {
                         return;
                     };
                     let tb = time.event();

@@ -12,15 +12,16 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::operators::{CapabilitySet, InputCapability};
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
+use crate::capability::{emission_cap, hold, time_of, watermark, VecOutput};
+use crate::hash::by_key;
 use crate::time::EventTime;
-use crate::window::{emission_cap, hold, tumbling_start, watermark, Emit, VecOutput, Windowed};
+use crate::window::{tumbling_start, Emit, Windowed};
 
 /// Which records of the left input a join emits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,9 +32,40 @@ pub enum JoinKind {
     Left,
 }
 
+/// One key's records of one window: left and right.
+type Sides<A, B> = (Vec<A>, Vec<B>);
+
 /// Open windows by start: the capability for the result, and per key the records of
 /// the left and the right side.
-type Open<T, K, A, B> = BTreeMap<u64, (CapabilitySet<T>, FxHashMap<K, (Vec<A>, Vec<B>)>)>;
+type Open<T, K, A, B> = BTreeMap<u64, (CapabilitySet<T>, FxHashMap<K, Sides<A, B>>)>;
+
+/// Files one side's records of a message (`side` picks the side) under their key in
+/// the message's tumbling window, holding the window's capability at `(end - 1, e)`.
+fn file<'a, T: EventTime, K: Hash + Eq, A, B, X: 'a>(
+    open: &mut Open<T, K, A, B>,
+    cap: &InputCapability<T>,
+    batches: impl Iterator<Item = &'a mut Vec<X>>,
+    size: u64,
+    key: impl Fn(&X) -> K,
+    side: fn(&mut Sides<A, B>) -> &mut Vec<X>,
+) {
+    let Some(time) = time_of(cap) else {
+        return;
+    };
+    let start = tumbling_start(time.event(), size);
+    let (caps, sides) = open.entry(start).or_default();
+    hold(
+        caps,
+        cap,
+        time.with_event(start.saturating_add(size) - 1),
+        0,
+    );
+    for batch in batches {
+        for record in batch.drain(..) {
+            side(sides.entry(key(&record)).or_default()).push(record);
+        }
+    }
+}
 
 /// Extension trait: keyed tumbling-window joins.
 pub trait WindowJoin<'scope, T: EventTime, A> {
@@ -196,8 +228,8 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
         assert!(size > 0, "window size must be at least 1 ms");
         let (key_a, key_b) = (Rc::new(key_a), Rc::new(key_b));
         let (route_a, route_b) = (key_a.clone(), key_b.clone());
-        let pact_a = Exchange::new(move |d: &A| crate::hash::hash(&route_a(d)));
-        let pact_b = Exchange::new(move |d: &B| crate::hash::hash(&route_b(d)));
+        let pact_a = by_key(move |d: &A| route_a(d));
+        let pact_b = by_key(move |d: &B| route_b(d));
 
         let mut builder =
             OperatorBuilder::new(format!("WindowJoin({name}, {size}ms)"), self.scope());
@@ -212,40 +244,14 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
             move |frontiers| {
                 let mut output = output.activate();
                 input_a.for_each_stamp(|cap, batches| {
-                    let Some(time) = cap.stamp().iter().next().copied() else {
-                        return;
-                    };
-                    let start = tumbling_start(time.event(), size);
-                    let (caps, sides) = open.entry(start).or_default();
-                    hold(
-                        caps,
-                        &cap,
-                        time.with_event(start.saturating_add(size) - 1),
-                        0,
-                    );
-                    for batch in batches {
-                        for a in batch.drain(..) {
-                            sides.entry(key_a(&a)).or_default().0.push(a);
-                        }
-                    }
+                    file(&mut open, &cap, batches, size, &*key_a, |sides| {
+                        &mut sides.0
+                    });
                 });
                 input_b.for_each_stamp(|cap, batches| {
-                    let Some(time) = cap.stamp().iter().next().copied() else {
-                        return;
-                    };
-                    let start = tumbling_start(time.event(), size);
-                    let (caps, sides) = open.entry(start).or_default();
-                    hold(
-                        caps,
-                        &cap,
-                        time.with_event(start.saturating_add(size) - 1),
-                        0,
-                    );
-                    for batch in batches {
-                        for b in batch.drain(..) {
-                            sides.entry(key_b(&b)).or_default().1.push(b);
-                        }
-                    }
+                    file(&mut open, &cap, batches, size, &*key_b, |sides| {
+                        &mut sides.1
+                    });
                 });
 
                 let watermark = watermark(frontiers);

@@ -18,15 +18,15 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::owe::Debts;
+use crate::capability::{stash, watermark, VecOutput, Waiting};
+use crate::hash::by_key;
+use crate::held_epochs::HeldEpochs;
 use crate::time::EventTime;
-use crate::window::{stash, watermark, VecOutput, Waiting};
 
 /// One key's live state.
 struct Entry<T, S> {
@@ -185,7 +185,7 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
     {
         let key = Rc::new(key);
         let route = key.clone();
-        let pact = Exchange::new(move |d: &D| crate::hash::hash(&route(d)));
+        let pact = by_key(move |d: &D| route(d));
 
         let name = format!("KeyedState({name}, ttl {ttl}ms)");
         let mut builder = OperatorBuilder::new(name, self.scope());
@@ -198,7 +198,7 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
         // Keys by `last + ttl` when it was set; stale entries are skipped.
         let mut expiry: BTreeMap<u64, Vec<K>> = BTreeMap::new();
         // One capability per epoch among live states, at the watermark.
-        let mut debts: Debts<T> = Debts::new();
+        let mut debts: HeldEpochs<T> = HeldEpochs::new();
 
         builder.build(move |_initial| {
             move |frontiers| {

@@ -26,14 +26,15 @@
 
 pub mod aggregate;
 pub mod assign;
+mod capability;
 mod fixed;
 pub mod hash;
+mod held_epochs;
 pub mod interval_join;
 pub mod join;
 pub mod keyed_state;
 pub mod late;
 pub mod lookup;
-mod owe;
 mod preagg;
 pub mod scripted;
 pub mod session;

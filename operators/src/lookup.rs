@@ -40,9 +40,9 @@ use timely::dataflow::StreamVec;
 use timely::progress::Antichain;
 use timely::ExchangeData;
 
+use crate::capability::{stash, VecOutput, Waiting};
 use crate::join::JoinKind;
 use crate::time::{event_frontier, EventTime};
-use crate::window::{stash, VecOutput, Waiting};
 
 /// Extension trait: as-of lookups of stream records in a table of upserts.
 pub trait Lookup<'scope, T: EventTime, D> {

@@ -37,8 +37,9 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::aggregate::Aggregator;
+use crate::capability::{emission_cap, hold, time_of, watermark, VecOutput};
 use crate::time::EventTime;
-use crate::window::{emission_cap, hold, sliding_starts, watermark, Emit, VecOutput, Windowed};
+use crate::window::{fold_into, sliding_starts, Emit, Windowed};
 
 /// One window's accumulators on one worker, and the capabilities its output is owed at.
 struct Partial<T: EventTime, K, A> {
@@ -148,9 +149,7 @@ where
                 let mut out = out.activate();
                 // Message by message, as in `crate::fixed` (no sort by stamp).
                 input.for_each(|cap, data| {
-                    let batches = std::iter::once(data);
-                    // Freshet operators and sources send each message under one time.
-                    let Some(time) = cap.stamp().iter().next().copied() else {
+                    let Some(time) = time_of(&cap) else {
                         return;
                     };
                     let (first, last) = sliding_starts(time.event(), size, slide);
@@ -159,33 +158,19 @@ where
                         let end = start.saturating_add(size);
                         hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
                     }
+                    let create = || agg.create();
+                    let add = |acc: &mut G::Acc, record: &D| agg.add(acc, record);
                     if first == last {
                         // One window (always, for tumbling windows).
                         let keys = &mut open.window(first).keys;
-                        for batch in batches {
-                            for record in batch.drain(..) {
-                                let acc = keys.entry(key(&record)).or_insert_with(|| agg.create());
-                                agg.add(acc, &record);
-                            }
-                        }
-                        return;
-                    }
-                    let mut windows: Vec<&mut FxHashMap<K, G::Acc>> = open
-                        .open
-                        .range_mut(first..=last)
-                        .map(|(_, w)| &mut w.keys)
-                        .collect();
-                    for batch in batches {
-                        for record in batch.drain(..) {
-                            let k = key(&record);
-                            for keys in windows.iter_mut() {
-                                let acc = match keys.get_mut(&k) {
-                                    Some(acc) => acc,
-                                    None => keys.entry(k.clone()).or_insert_with(|| agg.create()),
-                                };
-                                agg.add(acc, &record);
-                            }
-                        }
+                        fold_into(&mut [keys], data, &key, create, add);
+                    } else {
+                        let mut windows: Vec<_> = open
+                            .open
+                            .range_mut(first..=last)
+                            .map(|(_, w)| &mut w.keys)
+                            .collect();
+                        fold_into(&mut windows, data, &key, create, add);
                     }
                 });
 
@@ -203,6 +188,7 @@ where
 
     // Stage 2: merge each key's partials on the worker that owns the key.
     let mut builder = OperatorBuilder::new(name, scope);
+    // Partials carry their key: hashed by reference, not cloned as `by_key` would.
     let pact = Exchange::new(|p: &(u64, K, G::Acc)| crate::hash::hash(&p.1));
     let mut input = builder.new_input(partials, pact);
     let (out, results) = builder.new_output();
@@ -212,28 +198,25 @@ where
         move |frontiers| {
             let mut out = out.activate();
             input.for_each(|cap, data| {
-                let batches = std::iter::once(data);
-                let Some(time) = cap.stamp().iter().next().copied() else {
+                let Some(time) = time_of(&cap) else {
                     return;
                 };
                 // All partials under one time are of one window (its end is the time's
                 // event time + 1): the window is looked up, and the capability held,
                 // once per run of partials of one window, not per partial.
-                for batch in batches {
-                    let mut partials = batch.drain(..).peekable();
-                    while let Some((start, k, acc)) = partials.next() {
-                        let window = open.window(start);
-                        hold(&mut window.caps, &cap, time, 0);
-                        let mut merge = |k, acc| match window.keys.entry(k) {
-                            Entry::Occupied(mut o) => agg.merge(o.get_mut(), acc),
-                            Entry::Vacant(v) => {
-                                v.insert(acc);
-                            }
-                        };
-                        merge(k, acc);
-                        while let Some((_, k, acc)) = partials.next_if(|p| p.0 == start) {
-                            merge(k, acc);
+                let mut partials = data.drain(..).peekable();
+                while let Some((start, k, acc)) = partials.next() {
+                    let window = open.window(start);
+                    hold(&mut window.caps, &cap, time, 0);
+                    let mut merge = |k, acc| match window.keys.entry(k) {
+                        Entry::Occupied(mut o) => agg.merge(o.get_mut(), acc),
+                        Entry::Vacant(v) => {
+                            v.insert(acc);
                         }
+                    };
+                    merge(k, acc);
+                    while let Some((_, k, acc)) = partials.next_if(|p| p.0 == start) {
+                        merge(k, acc);
                     }
                 }
             });

@@ -33,7 +33,6 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -42,12 +41,11 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::aggregate::{Aggregator, Count};
+use crate::capability::{advance_caps, emission_cap, hold, time_of, watermark, VecOutput, Waiting};
+use crate::hash::by_key;
 use crate::late::Late;
 use crate::time::EventTime;
-use crate::window::{
-    advance_caps, emission_cap, hold, watermark, Emit, VecOutput, WindowPolicy, WindowStreams,
-    Windowed,
-};
+use crate::window::{Emit, WindowPolicy, WindowStreams, Windowed};
 
 /// One open session of one key.
 struct Open<T: EventTime, A, O> {
@@ -133,9 +131,6 @@ struct Closed<A, O> {
 
 /// Where a session's results go: `(capability, result)`.
 type Emitter<'a, T, K, O> = dyn FnMut(&Capability<T>, Windowed<K, O>) + 'a;
-
-/// Late batches waiting, at their time, for the watermark to pass it.
-type Pending<T, D> = BTreeMap<(u64, T), (Capability<T>, Vec<Late<D>>)>;
 
 /// Extension trait: keyed, gap-based session windows.
 pub trait Session<'scope, T: EventTime, D> {
@@ -690,8 +685,8 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         let late = late.unwrap_or_else(|| empty(scope));
         let key = Rc::new(key);
         let (k1, k2) = (key.clone(), key.clone());
-        let pact = Exchange::new(move |d: &D| crate::hash::hash(&k1(d)));
-        let late_pact = Exchange::new(move |d: &Late<D>| crate::hash::hash(&k2(&d.record)));
+        let pact = by_key(move |d: &D| k1(d));
+        let late_pact = by_key(move |d: &Late<D>| k2(&d.record));
 
         let mut builder = OperatorBuilder::new(format!("Session({name}, gap {gap}ms)"), scope);
         let mut main_in = builder.new_input(self, pact);
@@ -702,7 +697,8 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         let mut too_late_out: VecOutput<T, Late<D>> = OutputBuilder::from(too_late_out);
         let too_late_count = Rc::new(Cell::new(0u64));
         let counter = too_late_count.clone();
-        let mut pending: Pending<T, D> = BTreeMap::new();
+        // Late batches waiting, at their time, for the watermark to pass it.
+        let mut pending: Waiting<T, Late<D>> = BTreeMap::new();
 
         builder.build(move |_initial| {
             move |frontiers| {
@@ -711,7 +707,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                 let mut emit = |cap: &Capability<T>, w| results_out.session(cap).give(w);
 
                 main_in.for_each_stamp(|cap, batches| {
-                    let Some(time) = cap.stamp().iter().next().copied() else {
+                    let Some(time) = time_of(&cap) else {
                         return;
                     };
                     for batch in batches {
@@ -723,7 +719,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                 });
 
                 late_in.for_each_stamp(|cap, batches| {
-                    let Some(time) = cap.stamp().iter().next().copied() else {
+                    let Some(time) = time_of(&cap) else {
                         return;
                     };
                     let now = time.event();

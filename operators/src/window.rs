@@ -7,15 +7,16 @@
 //! `(key, start, end)`. [`Emit`] says why a record was emitted.
 
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
 use timely::dataflow::StreamVec;
-use timely::progress::frontier::MutableAntichain;
 
 use std::cell::Cell;
+use std::hash::Hash;
 use std::rc::Rc;
 
+use rustc_hash::FxHashMap;
+
 use crate::late::Late;
-use crate::time::{event_frontier, EventTime};
+use crate::time::EventTime;
 
 /// Why a window result was emitted.
 #[derive(
@@ -115,12 +116,6 @@ pub struct WindowStreams<'scope, T: EventTime, K, V, D> {
     pub too_late_count: Rc<Cell<u64>>,
 }
 
-/// An operator output of `Vec<D>` containers, as `OperatorBuilder` operators use.
-pub(crate) type VecOutput<T, D> = timely::dataflow::operators::generic::OutputBuilder<
-    T,
-    timely::container::CapacityContainerBuilder<Vec<D>>,
->;
-
 /// The start of the tumbling window of `size` milliseconds that holds `event`.
 #[inline]
 pub fn tumbling_start(event: u64, size: u64) -> u64 {
@@ -139,81 +134,38 @@ pub fn sliding_starts(event: u64, size: u64, slide: u64) -> (u64, u64) {
     (first, last)
 }
 
-/// Records waiting, with their message's capability, for a frontier to pass their time;
-/// ordered by event time, then time.
-pub(crate) type Waiting<T, D> = std::collections::BTreeMap<(u64, T), (Capability<T>, Vec<D>)>;
-
-/// Adds a message's records to `waiting` under its time (Freshet operators and sources
-/// send each message under one time), keeping one capability per time.
-pub(crate) fn stash<'a, T: EventTime, D: 'a>(
-    waiting: &mut Waiting<T, D>,
-    cap: InputCapability<T>,
-    batches: impl Iterator<Item = &'a mut Vec<D>>,
-) {
-    let Some(time) = cap.stamp().iter().next().copied() else {
-        return;
-    };
-    let (_, records) = waiting
-        .entry((time.event(), time))
-        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-    for batch in batches {
-        records.append(batch);
-    }
-}
-
-/// The event-time watermark over all of an operator's inputs.
+/// Window assignment: folds a message's records into the per-key entries of each
+/// window that holds the message's event time (`windows`, in order; usually one),
+/// creating entries with `create` and folding with `add`. With several windows the
+/// key is cloned for all but the last.
 #[inline]
-pub(crate) fn watermark<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
-    frontiers
-        .iter()
-        .map(|f| event_frontier(&f.frontier()))
-        .min()
-        .unwrap_or(u64::MAX)
-}
-
-/// Holds a capability for output `port` at `time` in `caps`, unless one at or below it
-/// is already held (the common case: no capability work).
-#[inline]
-pub(crate) fn hold<T: EventTime>(
-    caps: &mut CapabilitySet<T>,
-    cap: &InputCapability<T>,
-    time: T,
-    port: usize,
+pub(crate) fn fold_into<K: Hash + Eq + Clone, V, D>(
+    windows: &mut [&mut FxHashMap<K, V>],
+    batch: &mut Vec<D>,
+    key: impl Fn(&D) -> K,
+    create: impl Fn() -> V,
+    add: impl Fn(&mut V, &D),
 ) {
-    if !caps.iter().any(|c| c.time().less_equal(&time)) {
-        caps.insert(cap.delayed(&time, port));
-    }
-}
-
-/// Moves every capability in `caps` up to event time `event` (none is above it), so a
-/// window whose end moved later (a growing session) holds its epochs there and no
-/// longer holds back event time below it.
-pub(crate) fn advance_caps<T: EventTime>(caps: &mut CapabilitySet<T>, event: u64) {
-    if caps.iter().any(|c| c.time().event() < event) {
-        let mut times = timely::progress::Antichain::new();
-        for c in caps.iter() {
-            times.insert(c.time().with_event(event));
+    match windows {
+        [] => batch.clear(),
+        [only] => {
+            for record in batch.drain(..) {
+                add(only.entry(key(&record)).or_insert_with(&create), &record);
+            }
         }
-        caps.downgrade(times.iter());
-    }
-}
-
-/// The capability to emit a result owed under `caps`, at event time `event` (or the
-/// greatest event time among them, if later) and the meet of their other coordinates
-/// (for [`crate::Time`], the least epoch): at or below `(·, e)` for every epoch `e`
-/// whose records the result covers.
-pub(crate) fn emission_cap<T: EventTime>(
-    caps: &CapabilitySet<T>,
-    event: u64,
-) -> Option<Capability<T>> {
-    let event = caps.iter().map(|c| c.time().event()).fold(event, u64::max);
-    let time = caps
-        .iter()
-        .map(|c| c.time().with_event(event))
-        .reduce(|a, b| a.meet(&b))?;
-    match caps.try_delayed(&time) {
-        Some(cap) => Some(cap),
-        None => caps.first().cloned(),
+        [others @ .., last] => {
+            for record in batch.drain(..) {
+                let k = key(&record);
+                for keys in others.iter_mut() {
+                    let entry = match keys.get_mut(&k) {
+                        Some(entry) => entry,
+                        None => keys.entry(k.clone()).or_insert_with(&create),
+                    };
+                    add(entry, &record);
+                }
+                add(last.entry(k).or_insert_with(&create), &record);
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Windows know when their output is due (`end - 1`) and hold a capability there.
 //! State whose output can come at any later time (a kept join record, a keyed state)
-//! only needs its epoch held back: [`Debts`] counts, per distinct "epoch" (the time
+//! only needs its epoch held back: [`HeldEpochs`] counts, per distinct "epoch" (the time
 //! with event coordinate 0) among live state, how much state is owed, and holds one
 //! capability per such epoch at `(watermark, e)` (or at the batch's own time, while
 //! that is ahead of the watermark), moved up as the watermark moves.
@@ -16,15 +16,15 @@ use timely::progress::Antichain;
 use crate::time::EventTime;
 
 /// Live state per epoch, and the capabilities held for it.
-pub(crate) struct Debts<T: EventTime> {
+pub(crate) struct HeldEpochs<T: EventTime> {
     owed: BTreeMap<T, usize>,
     held: CapabilitySet<T>,
 }
 
-impl<T: EventTime> Debts<T> {
+impl<T: EventTime> HeldEpochs<T> {
     /// Nothing owed.
     pub(crate) fn new() -> Self {
-        Debts {
+        HeldEpochs {
             owed: BTreeMap::new(),
             held: CapabilitySet::new(),
         }
