@@ -11,10 +11,18 @@
 
 use std::marker::PhantomData;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// What an accumulator must be: serializable, so window state can be checkpointed.
+pub trait State: Serialize + DeserializeOwned + 'static {}
+impl<S: Serialize + DeserializeOwned + 'static> State for S {}
+
 /// An incremental aggregation over records of type `D`.
 pub trait Aggregator<D>: 'static {
-    /// The running state for one key in one window.
-    type Acc: 'static;
+    /// The running state for one key in one window. Serializable: it is what
+    /// checkpoints write.
+    type Acc: State;
     /// The result emitted for a key and window.
     type Out;
     /// A fresh accumulator, before any record.
@@ -92,7 +100,7 @@ by_value!(
 
 impl<D: 'static, V, F> Aggregator<D> for Sum<D, F>
 where
-    V: Default + Copy + std::ops::AddAssign + 'static,
+    V: Default + Copy + std::ops::AddAssign + State,
     F: Fn(&D) -> V + 'static,
 {
     type Acc = V;
@@ -130,7 +138,7 @@ by_value!(
 
 impl<D: 'static, V, F> Aggregator<D> for Min<D, F>
 where
-    V: Ord + Clone + 'static,
+    V: Ord + Clone + State,
     F: Fn(&D) -> V + 'static,
 {
     type Acc = Option<V>;
@@ -173,7 +181,7 @@ by_value!(
 
 impl<D: 'static, V, F> Aggregator<D> for Max<D, F>
 where
-    V: Ord + Clone + 'static,
+    V: Ord + Clone + State,
     F: Fn(&D) -> V + 'static,
 {
     type Acc = Option<V>;
@@ -297,7 +305,7 @@ impl<D, S, F> TopK<D, S, F> {
     }
 }
 
-impl<D: Ord + Clone + 'static, S: Ord + 'static, F: Fn(&D) -> S + 'static> Aggregator<D>
+impl<D: Ord + Clone + State, S: Ord + State, F: Fn(&D) -> S + 'static> Aggregator<D>
     for TopK<D, S, F>
 {
     /// Kept sorted best first, at most `k` long.
@@ -360,9 +368,7 @@ impl<D, O, F> Collect<D, O, F> {
     }
 }
 
-impl<D: Clone + 'static, O: 'static, F: Fn(&[D]) -> O + 'static> Aggregator<D>
-    for Collect<D, O, F>
-{
+impl<D: Clone + State, O: 'static, F: Fn(&[D]) -> O + 'static> Aggregator<D> for Collect<D, O, F> {
     type Acc = Vec<D>;
     type Out = O;
     fn create(&self) -> Vec<D> {
@@ -399,7 +405,7 @@ impl<A, F> Fold<A, F> {
     }
 }
 
-impl<D, A: Default + Clone + 'static, F: Fn(&mut A, &D) + 'static> Aggregator<D> for Fold<A, F> {
+impl<D, A: Default + Clone + State, F: Fn(&mut A, &D) + 'static> Aggregator<D> for Fold<A, F> {
     type Acc = A;
     type Out = A;
     fn create(&self) -> A {

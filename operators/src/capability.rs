@@ -57,12 +57,34 @@ pub(crate) fn watermark<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 
 #[inline]
 pub(crate) fn hold<T: EventTime>(
     caps: &mut CapabilitySet<T>,
-    cap: &InputCapability<T>,
+    cap: &impl Mint<T>,
     time: T,
     port: usize,
 ) {
     if !caps.iter().any(|c| c.time().less_equal(&time)) {
-        caps.insert(cap.delayed(&time, port));
+        caps.insert(cap.mint(&time, port));
+    }
+}
+
+/// What capabilities for later times are minted from: a message's input capability
+/// (for any output `port`), or a capability already held (for its own output: `port`
+/// is not consulted).
+pub(crate) trait Mint<T: EventTime> {
+    /// A capability at `time`, at or after this one's, for output `port`.
+    fn mint(&self, time: &T, port: usize) -> Capability<T>;
+}
+
+impl<T: EventTime> Mint<T> for InputCapability<T> {
+    #[inline]
+    fn mint(&self, time: &T, port: usize) -> Capability<T> {
+        self.delayed(time, port)
+    }
+}
+
+impl<T: EventTime> Mint<T> for Capability<T> {
+    #[inline]
+    fn mint(&self, time: &T, _port: usize) -> Capability<T> {
+        self.delayed(time)
     }
 }
 

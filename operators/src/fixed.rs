@@ -19,6 +19,12 @@
 //!
 //! Every decision depends on times only, never on scheduling, so results are the same
 //! at any number of workers.
+//!
+//! Under checkpoints (see [`crate::checkpoint`]) records of epochs after the next
+//! checkpoint epoch wait in the operator's [`Aligner`] until that epoch is sealed; then
+//! the state — open windows, windows kept for lateness, pending late batches, with
+//! their revisions — is written, and every capability held for it moves to the next
+//! epoch. Restored state holds its capabilities at the epoch after the checkpoint.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -26,21 +32,25 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
+use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::aggregate::Aggregator;
-use crate::capability::{emission_cap, hold, time_of, watermark, VecOutput, Waiting};
-use crate::hash::by_key;
+use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting};
+use crate::checkpoint::{lift_epoch, lift_epochs, Aligner, Checkpoints};
+use crate::hash::{by_key, hash};
 use crate::late::Late;
 use crate::time::EventTime;
 use crate::window::{fold_into, sliding_starts, Emit, WindowPolicy, WindowStreams, Windowed};
 
 /// One key's accumulator in one window.
+#[derive(Serialize, Deserialize)]
 struct Slot<A> {
     acc: A,
     /// The revision the next emission gets.
@@ -81,6 +91,413 @@ impl<T: EventTime, K, A> Open<T, K, A> {
     }
 }
 
+/// A record the operator could not apply yet: its epoch is after the next checkpoint.
+enum Arrival<D> {
+    Main(D),
+    Late(Late<D>),
+}
+
+/// A window's keys as written in a checkpoint.
+type Keys<K, A> = Vec<(K, Slot<A>)>;
+
+/// One worker's part of a checkpoint: every window with its keys, the windows kept
+/// for lateness, and the late batches waiting (at their time).
+#[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, A: Serialize, T: Serialize, D: Serialize",
+    deserialize = "K: Deserialize<'de> + Hash + Eq, A: Deserialize<'de>, T: Deserialize<'de>, \
+                   D: Deserialize<'de>"
+))]
+struct Part<T, K, A, D> {
+    /// `(start, next early boundary, keys)`.
+    open: Vec<(u64, u64, Keys<K, A>)>,
+    /// `(start, keys)`.
+    closed: Vec<(u64, Keys<K, A>)>,
+    pending: Vec<(T, Vec<Late<D>>)>,
+}
+
+/// The operator's state between activations.
+struct Windows<T: EventTime, K, A, D> {
+    size: u64,
+    slide: u64,
+    lateness: u64,
+    early: Option<u64>,
+    open: BTreeMap<u64, Open<T, K, A>>,
+    closed: BTreeMap<u64, FxHashMap<K, Slot<A>>>,
+    pending: Waiting<T, Late<D>>,
+    dirty: Vec<(u64, K)>,
+    key_hint: usize,
+}
+
+impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
+    fn first_early(&self, start: u64) -> u64 {
+        match self.early {
+            Some(period) => start.saturating_add(period),
+            None => u64::MAX,
+        }
+    }
+
+    fn window(&mut self, start: u64) -> &mut Open<T, K, A> {
+        let (next_early, hint) = (self.first_early(start), self.key_hint);
+        self.open
+            .entry(start)
+            .or_insert_with(|| Open::new(next_early, hint))
+    }
+
+    /// Folds a message of main records at `time` into its windows.
+    fn add_main<G: Aggregator<D, Acc = A>>(
+        &mut self,
+        time: T,
+        cap: &impl Mint<T>,
+        data: &mut Vec<D>,
+        key: &impl Fn(&D) -> K,
+        agg: &G,
+    ) {
+        let (size, slide) = (self.size, self.slide);
+        let (first, last) = sliding_starts(time.event(), size, slide);
+        for start in (first..=last).step_by(slide as usize) {
+            let end = start.saturating_add(size);
+            hold(
+                &mut self.window(start).caps,
+                cap,
+                time.with_event(end - 1),
+                0,
+            );
+        }
+        let create = || Slot::new(agg.create());
+        let add = |slot: &mut Slot<A>, record: &D| {
+            agg.add(&mut slot.acc, record);
+            slot.dirty = true;
+        };
+        if first == last {
+            // One window (always, for tumbling windows): no list of windows.
+            let window = self.open.get_mut(&first).expect("entered above");
+            fold_into(&mut [&mut window.keys], data, key, create, add);
+        } else {
+            let mut windows: Vec<_> = self
+                .open
+                .range_mut(first..=last)
+                .map(|(_, w)| &mut w.keys)
+                .collect();
+            fold_into(&mut windows, data, key, create, add);
+        }
+    }
+
+    /// How a late record at time `now` stands: `(too late for some window, taken by
+    /// some window)`, where a window takes it while open or within lateness. Depends
+    /// on times only, not on state.
+    fn classify(&self, now: u64, event_time: u64) -> (bool, bool) {
+        let (first, last) = sliding_starts(event_time, self.size, self.slide);
+        let (mut beyond, mut taken) = (false, false);
+        for start in (first..=last).step_by(self.slide as usize) {
+            let end = start.saturating_add(self.size);
+            if now < end.saturating_add(self.lateness) {
+                taken = true;
+            } else {
+                beyond = true;
+            }
+        }
+        (beyond, taken)
+    }
+
+    /// Whether a late record at `now` is kept for a correction of some window.
+    fn corrects(&self, now: u64, event_time: u64) -> bool {
+        let (first, last) = sliding_starts(event_time, self.size, self.slide);
+        (first..=last).step_by(self.slide as usize).any(|start| {
+            let end = start.saturating_add(self.size);
+            end <= now && now < end.saturating_add(self.lateness)
+        })
+    }
+
+    /// Applies a late record read at `time`: folded into the windows still open, kept
+    /// for a correction of the windows within lateness.
+    fn add_late<G: Aggregator<D, Acc = A>>(
+        &mut self,
+        time: T,
+        cap: &impl Mint<T>,
+        record: Late<D>,
+        key: &impl Fn(&D) -> K,
+        agg: &G,
+    ) {
+        let now = time.event();
+        let (first, last) = sliding_starts(record.event_time, self.size, self.slide);
+        for start in (first..=last).step_by(self.slide as usize) {
+            let end = start.saturating_add(self.size);
+            if end > now {
+                let window = self.window(start);
+                hold(&mut window.caps, cap, time.with_event(end - 1), 0);
+                let slot = window
+                    .keys
+                    .entry(key(&record.record))
+                    .or_insert_with(|| Slot::new(agg.create()));
+                agg.add(&mut slot.acc, &record.record);
+                slot.dirty = true;
+            }
+        }
+        if self.corrects(now, record.event_time) {
+            let (_, records) = self
+                .pending
+                .entry((now, time))
+                .or_insert_with(|| (cap.mint(&time, 0), Vec::new()));
+            records.push(record);
+        }
+    }
+
+    /// Every capability held, at epochs `<= epoch`, moved to `epoch + 1`: the state
+    /// they were held for is in the checkpoint of `epoch`.
+    fn lift(&mut self, epoch: u64) {
+        for window in self.open.values_mut() {
+            lift_epochs(&mut window.caps, epoch);
+        }
+        for (cap, _) in self.pending.values_mut() {
+            lift_epoch(cap, epoch);
+        }
+    }
+}
+
+impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Serialize>
+    Windows<T, K, A, D>
+{
+    /// Writes this worker's part of checkpoint `epoch`.
+    fn checkpoint(&self, aligner: &mut Aligner<T, Arrival<D>>, epoch: u64) -> bool {
+        // Borrowed views, serialized as the owned `Part`.
+        type KeysRef<'a, K, A> = Vec<(&'a K, &'a Slot<A>)>;
+        #[derive(Serialize)]
+        struct View<'a, T, K, A, D> {
+            open: Vec<(u64, u64, KeysRef<'a, K, A>)>,
+            closed: Vec<(u64, KeysRef<'a, K, A>)>,
+            pending: Vec<(T, &'a Vec<Late<D>>)>,
+        }
+        let view = View {
+            open: self
+                .open
+                .iter()
+                .map(|(s, w)| (*s, w.next_early, w.keys.iter().collect()))
+                .collect(),
+            closed: self
+                .closed
+                .iter()
+                .map(|(s, keys)| (*s, keys.iter().collect()))
+                .collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|((_, t), (_, records))| (*t, records))
+                .collect(),
+        };
+        aligner.write(epoch, &view)
+    }
+}
+
+/// A window operator's results output, activated.
+type Results<'a, T, K, O> =
+    OutputBuilderSession<'a, T, CapacityContainerBuilder<Vec<Windowed<K, O>>>>;
+
+impl<T: EventTime, K: Hash + Eq + Clone + 'static, A, D: Clone> Windows<T, K, A, D> {
+    /// Final results of the windows the watermark has passed.
+    fn close<G: Aggregator<D, Acc = A, Out: 'static>>(
+        &mut self,
+        watermark: u64,
+        agg: &G,
+        out: &mut Results<'_, T, K, G::Out>,
+    ) {
+        let (size, lateness) = (self.size, self.lateness);
+        while let Some(entry) = self.open.first_entry() {
+            let start = *entry.key();
+            let end = start.saturating_add(size);
+            if end > watermark {
+                break;
+            }
+            let Open { caps, mut keys, .. } = entry.remove();
+            self.key_hint = keys.len();
+            if let Some(cap) = emission_cap(&caps, end - 1) {
+                let mut session = out.session(&cap);
+                let final_of = |key: K, slot: &Slot<A>| {
+                    let value = agg.finish(&slot.acc);
+                    Windowed::new(key, start, end, value, slot.revision, Emit::Final)
+                };
+                if lateness > 0 {
+                    for (k, slot) in keys.iter_mut() {
+                        session.give(final_of(k.clone(), slot));
+                        slot.revision += 1;
+                        slot.dirty = false;
+                    }
+                } else {
+                    for (k, slot) in keys.drain() {
+                        session.give(final_of(k, &slot));
+                    }
+                }
+            }
+            // Kept even if already past its lateness: late records pending below
+            // `end + lateness` are applied first, then it is dropped in `expire`.
+            if lateness > 0 {
+                self.closed.insert(start, keys);
+            }
+        }
+    }
+
+    /// Early results of open windows whose next boundary the watermark crossed.
+    fn fire_early<G: Aggregator<D, Acc = A, Out: 'static>>(
+        &mut self,
+        watermark: u64,
+        agg: &G,
+        out: &mut Results<'_, T, K, G::Out>,
+    ) {
+        let Some(period) = self.early else {
+            return;
+        };
+        for (&start, window) in self.open.iter_mut() {
+            let end = start.saturating_add(self.size);
+            if window.next_early > watermark || window.next_early >= end {
+                continue;
+            }
+            window.next_early = start + period * ((watermark - start) / period + 1);
+            let Some(cap) = emission_cap(&window.caps, end - 1) else {
+                continue;
+            };
+            let mut session = out.session(&cap);
+            for (k, slot) in window.keys.iter_mut().filter(|(_, slot)| slot.dirty) {
+                slot.dirty = false;
+                let value = agg.finish(&slot.acc);
+                let early = Windowed::new(k.clone(), start, end, value, slot.revision, Emit::Early);
+                session.give(early);
+                slot.revision += 1;
+            }
+        }
+    }
+
+    /// Late corrections whose time the watermark has passed, in time order.
+    fn correct<G: Aggregator<D, Acc = A, Out: 'static>>(
+        &mut self,
+        watermark: u64,
+        key: &impl Fn(&D) -> K,
+        agg: &G,
+        out: &mut Results<'_, T, K, G::Out>,
+    ) {
+        let (size, slide, lateness) = (self.size, self.slide, self.lateness);
+        while let Some(entry) = self.pending.first_entry() {
+            let (now, _) = *entry.key();
+            if now >= watermark {
+                break;
+            }
+            let (cap, records) = entry.remove();
+            for record in records {
+                let (first, last) = sliding_starts(record.event_time, size, slide);
+                for start in (first..=last).step_by(slide as usize) {
+                    let end = start.saturating_add(size);
+                    if end > now || now >= end.saturating_add(lateness) {
+                        continue;
+                    }
+                    let k = key(&record.record);
+                    let keys = self.closed.entry(start).or_default();
+                    let slot = match keys.get_mut(&k) {
+                        Some(slot) => slot,
+                        None => keys.entry(k.clone()).or_insert(Slot::new(agg.create())),
+                    };
+                    agg.add(&mut slot.acc, &record.record);
+                    if !slot.dirty {
+                        slot.dirty = true;
+                        self.dirty.push((start, k));
+                    }
+                }
+            }
+            let mut session = out.session(&cap);
+            for (start, k) in self.dirty.drain(..) {
+                let slot = self
+                    .closed
+                    .get_mut(&start)
+                    .and_then(|keys| keys.get_mut(&k))
+                    .expect("dirty slot is kept");
+                let (end, value) = (start.saturating_add(size), agg.finish(&slot.acc));
+                session.give(Windowed::new(
+                    k,
+                    start,
+                    end,
+                    value,
+                    slot.revision,
+                    Emit::Late,
+                ));
+                slot.revision += 1;
+                slot.dirty = false;
+            }
+        }
+    }
+
+    /// Drops the state of windows past their lateness.
+    fn expire(&mut self, watermark: u64) {
+        while let Some(entry) = self.closed.first_entry() {
+            let start = *entry.key();
+            if start
+                .saturating_add(self.size)
+                .saturating_add(self.lateness)
+                > watermark
+            {
+                break;
+            }
+            entry.remove();
+        }
+    }
+}
+
+impl<T, K, A, D> Windows<T, K, A, D>
+where
+    T: EventTime,
+    K: Hash + Eq + Clone + serde::de::DeserializeOwned,
+    A: serde::de::DeserializeOwned,
+    D: Clone + serde::de::DeserializeOwned,
+{
+    /// Loads the restored checkpoint's parts, keeping the keys this worker owns, with
+    /// capabilities (minted from `initial`) at the epoch after the checkpoint.
+    fn restore(
+        &mut self,
+        aligner: &Aligner<T, Arrival<D>>,
+        initial: &Capability<T>,
+        key: &impl Fn(&D) -> K,
+    ) {
+        let ctx = aligner.checkpoints();
+        let Some(restore) = ctx.restore() else {
+            return;
+        };
+        let epoch = restore.epoch + 1;
+        let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
+        let parts: Vec<Part<T, K, A, D>> = ctx.read_all(aligner.name());
+        for part in parts {
+            for (start, next_early, keys) in part.open {
+                let end = start.saturating_add(self.size);
+                let window = self
+                    .open
+                    .entry(start)
+                    .or_insert_with(|| Open::new(next_early, 0));
+                let owned = keys.into_iter().filter(|(k, _)| ctx.owns(hash(k)));
+                window.keys.extend(owned);
+                if window.caps.is_empty() {
+                    window.caps.insert(initial.delayed(&at(end - 1)));
+                }
+            }
+            for (start, keys) in part.closed {
+                let owned = keys.into_iter().filter(|(k, _)| ctx.owns(hash(k)));
+                self.closed.entry(start).or_default().extend(owned);
+            }
+            for (time, records) in part.pending {
+                let time = time.with_epoch(epoch);
+                let owned: Vec<_> = records
+                    .into_iter()
+                    .filter(|r| ctx.owns(hash(&key(&r.record))))
+                    .collect();
+                if !owned.is_empty() {
+                    let (_, kept) = self
+                        .pending
+                        .entry((time.event(), time))
+                        .or_insert_with(|| (initial.delayed(&time), Vec::new()));
+                    kept.extend(owned);
+                }
+            }
+        }
+        // Windows none of whose keys this worker owns hold nothing.
+        self.open.retain(|_, w| !w.keys.is_empty());
+    }
+}
+
 /// Keyed fixed-size windows `[k * slide, k * slide + size)` aggregated by `agg`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fixed_windows<'scope, T, D, K, G, KF>(
@@ -114,8 +531,9 @@ where
     let (k1, k2) = (key.clone(), key.clone());
     let main_pact = by_key(move |d: &D| k1(d));
     let late_pact = by_key(move |d: &Late<D>| k2(&d.record));
+    let checkpoints = Checkpoints::current();
 
-    let mut builder = OperatorBuilder::new(name, scope);
+    let mut builder = OperatorBuilder::new(name.clone(), scope);
     let mut main_in = builder.new_input(stream, main_pact);
     let mut late_in = builder.new_input(late, late_pact);
     let (results_out, results) = builder.new_output();
@@ -125,17 +543,24 @@ where
     let too_late_count = Rc::new(Cell::new(0u64));
     let counter = too_late_count.clone();
 
-    let first_early = move |start: u64| match policy.early {
-        Some(period) => start.saturating_add(period),
-        None => u64::MAX,
+    let mut state: Windows<T, K, G::Acc, D> = Windows {
+        size,
+        slide,
+        lateness,
+        early: policy.early,
+        open: BTreeMap::new(),
+        closed: BTreeMap::new(),
+        pending: BTreeMap::new(),
+        dirty: Vec::new(),
+        key_hint: 0,
     };
-    let mut open: BTreeMap<u64, Open<T, K, G::Acc>> = BTreeMap::new();
-    let mut closed: BTreeMap<u64, FxHashMap<K, Slot<G::Acc>>> = BTreeMap::new();
-    let mut pending: Waiting<T, Late<D>> = BTreeMap::new();
-    let mut dirty: Vec<(u64, K)> = Vec::new();
-    let mut key_hint = 0usize;
 
-    builder.build(move |_initial| {
+    builder.build(move |initial| {
+        let mut aligner = checkpoints.map(|ctx| {
+            let aligner = Aligner::new(ctx, &name, &initial[0]);
+            state.restore(&aligner, &initial[0], &*key);
+            aligner
+        });
         move |frontiers| {
             let mut results_out = results_out.activate();
             let mut too_late_out = too_late_out.activate();
@@ -146,29 +571,12 @@ where
                 let Some(time) = time_of(&cap) else {
                     return;
                 };
-                let (first, last) = sliding_starts(time.event(), size, slide);
-                for start in (first..=last).step_by(slide as usize) {
-                    let window = open
-                        .entry(start)
-                        .or_insert_with(|| Open::new(first_early(start), key_hint));
-                    let end = start.saturating_add(size);
-                    hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
-                }
-                let create = || Slot::new(agg.create());
-                let add = |slot: &mut Slot<G::Acc>, record: &D| {
-                    agg.add(&mut slot.acc, record);
-                    slot.dirty = true;
-                };
-                if first == last {
-                    // One window (always, for tumbling windows): no list of windows.
-                    let window = open.get_mut(&first).expect("entered above");
-                    fold_into(&mut [&mut window.keys], data, &*key, create, add);
-                } else {
-                    let mut windows: Vec<_> = open
-                        .range_mut(first..=last)
-                        .map(|(_, w)| &mut w.keys)
-                        .collect();
-                    fold_into(&mut windows, data, &*key, create, add);
+                match aligner.as_mut().filter(|a| a.later(&time)) {
+                    Some(a) => {
+                        let mut records = data.drain(..).map(Arrival::Main).collect();
+                        a.stash(time, || cap.delayed(&time, 0), &mut records);
+                    }
+                    None => state.add_main(time, &cap, data, &*key, &agg),
                 }
             });
 
@@ -178,169 +586,65 @@ where
                 };
                 let now = time.event();
                 let mut too_late = too_late_out.session(&cap);
-                // Kept, at their time, until the watermark passes it.
-                let mut defer = |record| {
-                    let entry = pending.entry((now, time));
-                    let (_, records) = entry.or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                    records.push(record);
-                };
+                let later = aligner.as_ref().is_some_and(|a| a.later(&time));
+                let mut kept = Vec::new();
                 for batch in batches {
                     for record in batch.drain(..) {
-                        let (first, last) = sliding_starts(record.event_time, size, slide);
-                        let (mut correct, mut beyond) = (false, false);
-                        for start in (first..=last).step_by(slide as usize) {
-                            let end = start.saturating_add(size);
-                            if end > now {
-                                let window = open
-                                    .entry(start)
-                                    .or_insert_with(|| Open::new(first_early(start), key_hint));
-                                hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
-                                let slot = window
-                                    .keys
-                                    .entry(key(&record.record))
-                                    .or_insert_with(|| Slot::new(agg.create()));
-                                agg.add(&mut slot.acc, &record.record);
-                                slot.dirty = true;
-                            } else if now < end.saturating_add(lateness) {
-                                correct = true;
-                            } else {
-                                beyond = true;
-                            }
-                        }
+                        let (beyond, absorbed) = state.classify(now, record.event_time);
                         if beyond {
                             counter.set(counter.get() + 1);
-                        }
-                        match (beyond, correct) {
-                            (true, false) => too_late.give(record),
-                            (false, true) => defer(record),
-                            // Sliding windows only: too late for one window, not another.
-                            (true, true) => {
-                                too_late.give(record.clone());
-                                defer(record);
+                            if !absorbed {
+                                too_late.give(record);
+                                continue;
                             }
-                            (false, false) => {}
+                            // Sliding windows only: too late for one window, not another.
+                            too_late.give(record.clone());
+                        }
+                        if later {
+                            kept.push(Arrival::Late(record));
+                        } else {
+                            state.add_late(time, &cap, record, &*key, &agg);
                         }
                     }
+                }
+                if let Some(a) = aligner.as_mut().filter(|_| !kept.is_empty()) {
+                    a.stash(time, || cap.delayed(&time, 0), &mut kept);
                 }
             });
 
-            let watermark = watermark(frontiers);
-
-            // Final results of the windows the watermark has passed.
-            while let Some(entry) = open.first_entry() {
-                let start = *entry.key();
-                let end = start.saturating_add(size);
-                if end > watermark {
-                    break;
-                }
-                let Open { caps, mut keys, .. } = entry.remove();
-                key_hint = keys.len();
-                if let Some(cap) = emission_cap(&caps, end - 1) {
-                    let mut session = results_out.session(&cap);
-                    let final_of = |key: K, slot: &Slot<G::Acc>| {
-                        let value = agg.finish(&slot.acc);
-                        Windowed::new(key, start, end, value, slot.revision, Emit::Final)
-                    };
-                    if lateness > 0 {
-                        for (k, slot) in keys.iter_mut() {
-                            session.give(final_of(k.clone(), slot));
-                            slot.revision += 1;
-                            slot.dirty = false;
-                        }
-                    } else {
-                        for (k, slot) in keys.drain() {
-                            session.give(final_of(k, &slot));
+            // A checkpoint epoch the inputs have sealed: apply what waited for it, write
+            // the state, and move what it held to the next epoch.
+            if let Some(a) = aligner.as_mut() {
+                if let Some(epoch) = a.due(frontiers) {
+                    for (cap, records) in a.release(epoch) {
+                        let time = *cap.time();
+                        for record in records {
+                            match record {
+                                Arrival::Main(d) => {
+                                    state.add_main(time, &cap, &mut vec![d], &*key, &agg)
+                                }
+                                Arrival::Late(l) => state.add_late(time, &cap, l, &*key, &agg),
+                            }
                         }
                     }
-                }
-                // Kept even if already past its lateness: late records pending below
-                // `end + lateness` are applied first, then it is dropped below.
-                if lateness > 0 {
-                    closed.insert(start, keys);
-                }
-            }
-
-            // Early results of open windows whose next boundary the watermark crossed.
-            if let Some(period) = policy.early {
-                for (&start, window) in open.iter_mut() {
-                    let end = start.saturating_add(size);
-                    if window.next_early > watermark || window.next_early >= end {
-                        continue;
-                    }
-                    window.next_early = start + period * ((watermark - start) / period + 1);
-                    let Some(cap) = emission_cap(&window.caps, end - 1) else {
-                        continue;
-                    };
-                    let mut session = results_out.session(&cap);
-                    for (k, slot) in window.keys.iter_mut().filter(|(_, slot)| slot.dirty) {
-                        slot.dirty = false;
-                        let value = agg.finish(&slot.acc);
-                        session.give(Windowed::new(
-                            k.clone(),
-                            start,
-                            end,
-                            value,
-                            slot.revision,
-                            Emit::Early,
-                        ));
-                        slot.revision += 1;
+                    if state.checkpoint(a, epoch) {
+                        state.lift(epoch);
                     }
                 }
             }
 
-            // Late corrections whose time the watermark has passed, in time order.
-            while let Some(entry) = pending.first_entry() {
-                let (now, _) = *entry.key();
-                if now >= watermark {
-                    break;
-                }
-                let (cap, records) = entry.remove();
-                for record in records {
-                    let (first, last) = sliding_starts(record.event_time, size, slide);
-                    for start in (first..=last).step_by(slide as usize) {
-                        let end = start.saturating_add(size);
-                        if end > now || now >= end.saturating_add(lateness) {
-                            continue;
-                        }
-                        let k = key(&record.record);
-                        let keys = closed.entry(start).or_default();
-                        let slot = match keys.get_mut(&k) {
-                            Some(slot) => slot,
-                            None => keys.entry(k.clone()).or_insert(Slot::new(agg.create())),
-                        };
-                        agg.add(&mut slot.acc, &record.record);
-                        if !slot.dirty {
-                            slot.dirty = true;
-                            dirty.push((start, k));
-                        }
-                    }
-                }
-                let mut session = results_out.session(&cap);
-                for (start, k) in dirty.drain(..) {
-                    let slot = closed
-                        .get_mut(&start)
-                        .and_then(|keys| keys.get_mut(&k))
-                        .expect("dirty slot is kept");
-                    let (end, value) = (start.saturating_add(size), agg.finish(&slot.acc));
-                    session.give(Windowed::new(
-                        k,
-                        start,
-                        end,
-                        value,
-                        slot.revision,
-                        Emit::Late,
-                    ));
-                    slot.revision += 1;
-                    slot.dirty = false;
-                }
-            }
-
-            // State of windows past their lateness.
-            while let Some(entry) = closed.first_entry() {
-                if entry.key().saturating_add(size).saturating_add(lateness) > watermark {
-                    break;
-                }
-                entry.remove();
+            // Records waiting for a checkpoint may still fall in windows the frontier
+            // alone would close.
+            let frontier = watermark(frontiers);
+            let watermark = aligner
+                .as_ref()
+                .map_or(frontier, |a| frontier.min(a.stashed_from()));
+            state.close(watermark, &agg, &mut results_out);
+            state.fire_early(watermark, &agg, &mut results_out);
+            state.correct(watermark, &*key, &agg, &mut results_out);
+            state.expire(watermark);
+            if let Some(a) = aligner.as_mut() {
+                a.settle(frontier);
             }
         }
     });

@@ -14,9 +14,11 @@ pub fn hash<K: Hash + ?Sized>(value: &K) -> u64 {
 }
 
 /// The exchange pact that sends each record to the worker owning its key: the one
-/// routing rule of every keyed operator (`hash(key) mod workers`).
+/// routing rule of every keyed operator. A key belongs to key group
+/// `hash(key) % KEY_GROUPS` and a group to worker `group % workers`, so checkpointed
+/// state can be split among any number of workers.
 pub(crate) fn by_key<D: 'static, K: Hash>(
     key: impl Fn(&D) -> K + 'static,
 ) -> Exchange<D, impl FnMut(&D) -> u64 + 'static> {
-    Exchange::new(move |d: &D| hash(&key(d)))
+    Exchange::new(move |d: &D| hash(&key(d)) % crate::checkpoint::KEY_GROUPS)
 }

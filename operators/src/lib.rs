@@ -27,6 +27,7 @@
 pub mod aggregate;
 pub mod assign;
 mod capability;
+pub mod checkpoint;
 mod fixed;
 pub mod hash;
 mod held_epochs;

@@ -105,6 +105,16 @@ pub trait EventTime: Timestamp + Lattice + Copy {
     fn event(&self) -> u64;
     /// This time with its event coordinate replaced by `event`, other coordinates kept.
     fn with_event(&self, event: u64) -> Self;
+    /// The epoch (processing-time round) of this time; 0 for timestamps without one.
+    fn epoch(&self) -> u64 {
+        0
+    }
+    /// This time with its epoch replaced by `epoch` (unchanged for timestamps without
+    /// one).
+    fn with_epoch(&self, epoch: u64) -> Self {
+        let _ = epoch;
+        *self
+    }
 }
 
 impl EventTime for Time {
@@ -115,6 +125,14 @@ impl EventTime for Time {
     #[inline]
     fn with_event(&self, event: u64) -> Self {
         Time::new(event, self.epoch)
+    }
+    #[inline]
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    #[inline]
+    fn with_epoch(&self, epoch: u64) -> Self {
+        Time::new(self.event, epoch)
     }
 }
 

@@ -1,0 +1,445 @@
+//! Durable state: how stateful operators take part in epoch-aligned checkpoints.
+//!
+//! A checkpoint at epoch `C` is a consistent cut: every checkpointing operator's state
+//! reflecting exactly the records of epochs `<= C`, written as one *part* per operator
+//! and worker. Checkpoints are taken at the epochs of a fixed grid, every `every`
+//! epochs (`(C + 1) % every == 0`), which every worker of every process computes alike.
+//!
+//! The framework installs a [`Checkpoints`] context on each worker while the job's
+//! dataflow is built ([`Checkpoints::install`]); an operator built then finds it with
+//! [`Checkpoints::current`] and registers its unique name. Built without a context
+//! (plain timely, tests, benchmarks), operators keep their state in memory only.
+//!
+//! Per operator, an [`Aligner`] does the epoch bookkeeping:
+//! - records of epochs after the next checkpoint epoch are kept apart (stashed, with
+//!   their capability) until the input frontier has passed that epoch;
+//! - once it has, the operator applies the stash up to the checkpoint epoch, writes its
+//!   state, and — only if the write is durable — moves every capability it held for
+//!   state of epochs `<= C` to epoch `C + 1`: the checkpoint now answers for that state,
+//!   so commits no longer wait for windows to close;
+//! - until then it holds one capability at `(watermark, next checkpoint epoch)`, so the
+//!   job cannot see epoch `C` complete before the part of `C` is written.
+//!
+//! A failed write changes nothing: the capabilities stay where they were (commits
+//! stop) and the next checkpoint epoch is tried.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use timely::dataflow::operators::{Capability, CapabilitySet};
+use timely::progress::frontier::MutableAntichain;
+
+use crate::time::EventTime;
+
+/// The number of key groups keyed state is split into. A key belongs to group
+/// `hash(key) % KEY_GROUPS`, and group `g` to worker `g % workers`, so a checkpoint
+/// taken at one number of workers restores at another (up to `KEY_GROUPS` workers).
+pub const KEY_GROUPS: u64 = 256;
+
+/// Where checkpoint parts are written and read back: a local directory, an object
+/// store. `put` returns only once the bytes are durable, and replaces atomically.
+pub trait StateStore: Send + Sync + 'static {
+    /// Writes `bytes` at `path`, durably.
+    fn put(&self, path: &str, bytes: &[u8]) -> std::io::Result<()>;
+    /// Reads `path`, or `None` if nothing is there.
+    fn get(&self, path: &str) -> std::io::Result<Option<Vec<u8>>>;
+}
+
+/// The checkpoint a job restores from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restore {
+    /// Its epoch: state reflects the records of epochs `<= epoch`.
+    pub epoch: u64,
+    /// How many workers wrote it (each wrote one part per operator).
+    pub workers: usize,
+}
+
+/// What an operator reports when a part could not be written.
+pub type FailureHook = Box<dyn Fn(&str, u64, &std::io::Error)>;
+
+struct Inner {
+    store: Arc<dyn StateStore>,
+    every: u64,
+    worker: usize,
+    workers: usize,
+    restore: Option<Restore>,
+    names: RefCell<BTreeSet<String>>,
+    on_failure: FailureHook,
+}
+
+/// One worker's checkpoint settings, shared by the operators built on it.
+#[derive(Clone)]
+pub struct Checkpoints(Rc<Inner>);
+
+thread_local! {
+    static CURRENT: RefCell<Option<Checkpoints>> = const { RefCell::new(None) };
+}
+
+/// Uninstalls the context when dropped.
+pub struct Installed(());
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
+impl Checkpoints {
+    /// Settings for worker `worker` of `workers`: a checkpoint every `every` epochs
+    /// into `store`, restoring from `restore` if given; `on_failure` hears of every
+    /// part that could not be written.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        every: u64,
+        worker: usize,
+        workers: usize,
+        restore: Option<Restore>,
+        on_failure: FailureHook,
+    ) -> Self {
+        Checkpoints(Rc::new(Inner {
+            store,
+            every: every.max(1),
+            worker,
+            workers,
+            restore,
+            names: RefCell::new(BTreeSet::new()),
+            on_failure,
+        }))
+    }
+
+    /// Makes these settings the ones operators built on this thread find, until the
+    /// returned guard is dropped.
+    pub fn install(&self) -> Installed {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        Installed(())
+    }
+
+    /// The settings installed on this thread, if any.
+    pub fn current() -> Option<Checkpoints> {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+
+    /// The greatest checkpoint epoch at or below `epoch`, if any.
+    pub fn at_or_before(&self, epoch: u64) -> Option<u64> {
+        let every = self.0.every;
+        (epoch.checked_add(1)? / every)
+            .checked_mul(every)?
+            .checked_sub(1)
+    }
+
+    /// The least checkpoint epoch at or above `epoch`.
+    pub fn at_or_after(&self, epoch: u64) -> u64 {
+        let every = self.0.every;
+        epoch
+            .saturating_add(1)
+            .div_ceil(every)
+            .saturating_mul(every)
+            .saturating_sub(1)
+    }
+
+    /// The path of the part of operator `name` written by `worker` at `epoch`.
+    pub fn part_path(epoch: u64, name: &str, worker: usize) -> String {
+        format!("epoch-{epoch:020}/{}/{worker}", sanitize(name))
+    }
+
+    /// This worker's index.
+    pub fn worker(&self) -> usize {
+        self.0.worker
+    }
+
+    /// How many workers the job runs.
+    pub fn workers(&self) -> usize {
+        self.0.workers
+    }
+
+    /// The checkpoint this run restores from, if any.
+    pub fn restore(&self) -> Option<Restore> {
+        self.0.restore
+    }
+
+    /// The names of the checkpointing operators built so far.
+    pub fn names(&self) -> Vec<String> {
+        self.0.names.borrow().iter().cloned().collect()
+    }
+
+    /// Registers a checkpointing operator's name.
+    ///
+    /// # Panics
+    /// If another operator of the job registered the same name: their parts would
+    /// overwrite each other.
+    pub fn register(&self, name: &str) {
+        if !self.0.names.borrow_mut().insert(name.to_string()) {
+            panic!(
+                "two stateful operators are named {name:?}: checkpoints key state by the \
+                 operator's name, so each needs a unique one"
+            );
+        }
+    }
+
+    /// Whether the key with hash `hash` belongs to this worker.
+    pub fn owns(&self, hash: u64) -> bool {
+        ((hash % KEY_GROUPS) as usize) % self.0.workers == self.0.worker
+    }
+
+    /// Writes this worker's part of `name` at `epoch`; true once it is durable.
+    pub fn write<S: Serialize>(&self, name: &str, epoch: u64, state: &S) -> bool {
+        let path = Self::part_path(epoch, name, self.0.worker);
+        let result = bincode::serialize(state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| self.0.store.put(&path, &bytes));
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                (self.0.on_failure)(name, epoch, &e);
+                false
+            }
+        }
+    }
+
+    /// Every part of `name` in the checkpoint restored from (one per worker that wrote
+    /// it; none if the operator is new or nothing is restored).
+    ///
+    /// # Panics
+    /// If a part exists but cannot be read or decoded: the job must not start from
+    /// state it cannot trust.
+    pub fn read_all<S: DeserializeOwned>(&self, name: &str) -> Vec<S> {
+        let Some(restore) = self.0.restore else {
+            return Vec::new();
+        };
+        let mut parts = Vec::new();
+        for worker in 0..restore.workers {
+            let path = Self::part_path(restore.epoch, name, worker);
+            match self.0.store.get(&path) {
+                Ok(Some(bytes)) => match bincode::deserialize(&bytes) {
+                    Ok(part) => parts.push(part),
+                    Err(e) => panic!("checkpoint part {path} cannot be decoded: {e}"),
+                },
+                Ok(None) => {}
+                Err(e) => panic!("checkpoint part {path} cannot be read: {e}"),
+            }
+        }
+        parts
+    }
+}
+
+/// An operator name as a path component: letters, digits and `-_.()` kept, anything
+/// else as `~xx` (its bytes in hex), so distinct names give distinct paths.
+pub fn sanitize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'(' | b')' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("~{b:02x}")),
+        }
+    }
+    out
+}
+
+/// The least epoch any input may still deliver: every record of an earlier epoch has
+/// arrived.
+pub fn sealed_below<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
+    frontiers
+        .iter()
+        .flat_map(|f| f.frontier().iter().map(|t| t.epoch()).collect::<Vec<_>>())
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+/// Moves every capability in `caps` of an epoch at or below `epoch` up to `epoch + 1`.
+pub fn lift_epochs<T: EventTime>(caps: &mut CapabilitySet<T>, epoch: u64) {
+    if caps.iter().any(|c| c.time().epoch() <= epoch) {
+        let mut times = timely::progress::Antichain::new();
+        for c in caps.iter() {
+            let t = c.time();
+            times.insert(t.with_epoch(t.epoch().max(epoch + 1)));
+        }
+        caps.downgrade(times.iter());
+    }
+}
+
+/// Moves a capability of an epoch at or below `epoch` up to `epoch + 1`.
+pub fn lift_epoch<T: EventTime>(cap: &mut Capability<T>, epoch: u64) {
+    let t = *cap.time();
+    if t.epoch() <= epoch {
+        cap.downgrade(&t.with_epoch(epoch + 1));
+    }
+}
+
+/// An operator's checkpoint bookkeeping (see the module documentation): the next
+/// checkpoint epoch, the records of later epochs kept apart, and the capability that
+/// keeps that epoch from completing before the part is written.
+pub struct Aligner<T: EventTime, D> {
+    ctx: Checkpoints,
+    name: String,
+    next: u64,
+    stash: BTreeMap<T, (Capability<T>, Vec<D>)>,
+    hold: Option<Capability<T>>,
+}
+
+impl<T: EventTime, D> Aligner<T, D> {
+    /// Bookkeeping for operator `name` (registered with `ctx`), holding `cap` (an
+    /// initial capability of the operator's first output) for its first checkpoint.
+    pub fn new(ctx: Checkpoints, name: &str, cap: &Capability<T>) -> Self {
+        ctx.register(name);
+        let first = match ctx.restore() {
+            Some(r) => ctx.at_or_after(r.epoch + 1),
+            None => ctx.at_or_after(0),
+        };
+        let hold = cap.delayed(&cap.time().with_epoch(first));
+        Aligner {
+            ctx,
+            name: name.to_string(),
+            next: first,
+            stash: BTreeMap::new(),
+            hold: Some(hold),
+        }
+    }
+
+    /// The operator's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The context.
+    pub fn checkpoints(&self) -> &Checkpoints {
+        &self.ctx
+    }
+
+    /// Whether a record at `time` must wait: its epoch is after the next checkpoint.
+    #[inline]
+    pub fn later(&self, time: &T) -> bool {
+        time.epoch() > self.next
+    }
+
+    /// Keeps `records` at `time` apart, under `cap`, until the checkpoint is taken.
+    pub fn stash(&mut self, time: T, cap: impl FnOnce() -> Capability<T>, records: &mut Vec<D>) {
+        self.stash
+            .entry(time)
+            .or_insert_with(|| (cap(), Vec::new()))
+            .1
+            .append(records);
+    }
+
+    /// The least event time among stashed records (they may still fall in windows the
+    /// watermark alone would close).
+    pub fn stashed_from(&self) -> u64 {
+        self.stash
+            .keys()
+            .map(|t| t.event())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// If the inputs have sealed a checkpoint epoch not yet written, returns it: the
+    /// operator then applies [`Aligner::release`]d records, writes its state with
+    /// [`Aligner::write`] and, if that succeeded, lifts its capabilities.
+    pub fn due(&self, frontiers: &[MutableAntichain<T>]) -> Option<u64> {
+        let sealed = sealed_below(frontiers);
+        let c = self.ctx.at_or_before(sealed.checked_sub(1)?)?;
+        (c >= self.next).then_some(c)
+    }
+
+    /// The stashed records of epochs `<= epoch`, in time order, with their capability.
+    pub fn release(&mut self, epoch: u64) -> Vec<(Capability<T>, Vec<D>)> {
+        let times: Vec<T> = self
+            .stash
+            .keys()
+            .filter(|t| t.epoch() <= epoch)
+            .copied()
+            .collect();
+        times
+            .into_iter()
+            .filter_map(|t| self.stash.remove(&t))
+            .collect()
+    }
+
+    /// Writes `state` as this worker's part at checkpoint `epoch` and moves on to the
+    /// next checkpoint epoch. True if the part is durable: the caller then lifts the
+    /// capabilities it holds for state to `epoch + 1`.
+    pub fn write<S: Serialize>(&mut self, epoch: u64, state: &S) -> bool {
+        let ok = self.ctx.write(&self.name, epoch, state);
+        self.next = self.ctx.at_or_after(epoch + 1);
+        if ok {
+            if let Some(hold) = self.hold.as_mut() {
+                let t = *hold.time();
+                hold.downgrade(&t.with_epoch(self.next));
+            }
+        }
+        ok
+    }
+
+    /// Moves the held capability's event time up to `watermark` (it holds only the
+    /// epoch back), or drops it once the inputs are done.
+    pub fn settle(&mut self, watermark: u64) {
+        if watermark == u64::MAX {
+            self.hold = None;
+            return;
+        }
+        if let Some(hold) = self.hold.as_mut() {
+            let t = *hold.time();
+            if t.event() < watermark {
+                hold.downgrade(&t.with_event(watermark));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nowhere;
+    impl StateStore for Nowhere {
+        fn put(&self, _: &str, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn get(&self, _: &str) -> std::io::Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+    }
+
+    fn every(k: u64) -> Checkpoints {
+        Checkpoints::new(Arc::new(Nowhere), k, 0, 1, None, Box::new(|_, _, _| {}))
+    }
+
+    #[test]
+    fn the_grid_is_every_kth_epoch() {
+        for k in 1..7u64 {
+            let c = every(k);
+            for e in 0..60u64 {
+                let grid = |x: u64| (x + 1).is_multiple_of(k);
+                let before = (0..=e).rev().find(|x| grid(*x));
+                let after = (e..).find(|x| grid(*x)).unwrap();
+                assert_eq!(c.at_or_before(e), before, "k {k} e {e}");
+                assert_eq!(c.at_or_after(e), after, "k {k} e {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_become_distinct_paths() {
+        assert_eq!(
+            sanitize("Tumble(clicks, 1000ms)"),
+            "Tumble(clicks~2c~201000ms)"
+        );
+        assert_ne!(sanitize("a/b"), sanitize("a_b"));
+        assert_eq!(
+            Checkpoints::part_path(7, "x", 1),
+            "epoch-00000000000000000007/x/1"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "two stateful operators are named")]
+    fn duplicate_names_are_refused() {
+        let c = every(1);
+        c.register("t");
+        c.register("t");
+    }
+}

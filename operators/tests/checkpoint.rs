@@ -1,0 +1,275 @@
+//! Checkpoints of tumbling and sliding windows: a run is cut off at a random round
+//! ("crash"), a second run restores the newest complete checkpoint — at the same or
+//! another number of workers — and reads on from the epoch after it. A consumer that
+//! keeps the last result per `(key, start, end)` of both runs' output must hold exactly
+//! the sequential reference's windows, and every result the second run emits again for
+//! a window the first run had emitted must be an exact copy.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use common::{rounds, Rec, Round, Source};
+use freshet_operators::aggregate::Sum;
+use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
+use freshet_operators::{Late, Slide, Time, Tumble, WindowPolicy};
+use proptest::prelude::*;
+use timely::dataflow::operators::{Inspect, Probe};
+
+/// Checkpoint parts in memory, shared by every worker of both runs.
+#[derive(Default)]
+struct MemStore(Mutex<HashMap<String, Vec<u8>>>);
+
+impl StateStore for MemStore {
+    fn put(&self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap().insert(path.into(), bytes.into());
+        Ok(())
+    }
+    fn get(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(path).cloned())
+    }
+}
+
+/// `(key, start, end, value, revision)`.
+type Result5 = (u8, u64, u64, u64, u32);
+
+/// One run: `rounds[from..until]` (round `e` in epoch `e`), checkpoints into `store`
+/// every epoch, restoring from `restore`. Returns the results in arrival order and the
+/// epochs below which every result was out (per worker 0's probe) when the run ended.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    workers: usize,
+    rounds: &[Round<Rec>],
+    range: std::ops::Range<usize>,
+    store: &Arc<MemStore>,
+    restore: Option<Restore>,
+    size: u64,
+    slide: u64,
+    lateness: u64,
+) -> (Vec<Result5>, u64) {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let complete = Arc::new(Mutex::new(0u64));
+    let (shared, shared_complete) = (out.clone(), complete.clone());
+    let rounds = rounds.to_vec();
+    let store = store.clone();
+    let finish = range.end == rounds.len();
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let ctx = Checkpoints::new(
+            store.clone(),
+            1,
+            index,
+            peers,
+            restore,
+            Box::new(|_, _, e| panic!("{e}")),
+        );
+        let installed = ctx.install();
+        let into = shared.clone();
+        let (mut main, mut late, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, main_stream) = Source::<Rec>::new(&scope);
+            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
+            let policy = WindowPolicy::new().lateness(lateness);
+            let (key, sum) = (|r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
+            let w = if slide == size {
+                main_stream.tumble("t", size, policy, Some(late_stream), key, sum)
+            } else {
+                main_stream.slide("s", size, slide, policy, Some(late_stream), key, sum)
+            };
+            let (probe, _) = w
+                .results
+                .inspect(move |w| {
+                    let r = (w.key, w.start, w.end, w.value, w.revision);
+                    into.lock().unwrap().push(r);
+                })
+                .probe();
+            (main, late, probe)
+        });
+        drop(installed);
+        let mine = |i: usize| i % peers == index;
+        for e in range.clone() {
+            let (epoch, round) = (e as u64, &rounds[e]);
+            for (_, (event, record)) in round.records.iter().enumerate().filter(|(i, _)| mine(*i)) {
+                main.send(Time::new(*event, epoch), *record);
+            }
+            for (_, record) in round.late.iter().enumerate().filter(|(i, _)| mine(*i)) {
+                late.send(Time::new(round.watermark, epoch), record.clone());
+            }
+            let next = rounds.get(e + 1).map_or(round.watermark, |r| r.watermark);
+            main.advance(Time::new(next, epoch + 1));
+            late.advance(Time::new(next, epoch + 1));
+            // The last worker steps only every third round: the others read ahead, so
+            // records of later epochs reach the operator before earlier epochs are
+            // sealed and must wait for the checkpoint.
+            let lagging = peers > 1 && index == peers - 1 && e % 3 != 2;
+            for _ in 0..if lagging { 0 } else { 4 } {
+                worker.step();
+            }
+        }
+        if finish {
+            main.close();
+            late.close();
+            while worker.step() {}
+        } else {
+            // The crash: let what is in flight settle, then stop without closing.
+            for _ in 0..20 {
+                worker.step();
+            }
+            if index == 0 {
+                let below = probe.with_frontier(|f| f.iter().map(|t| t.epoch).min());
+                *shared_complete.lock().unwrap() = below.unwrap_or(u64::MAX);
+            }
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        }
+    })
+    .expect("timely ran");
+    let out = out.lock().unwrap().clone();
+    let complete = *complete.lock().unwrap();
+    (out, complete)
+}
+
+/// Per window, the last value a consumer keeps, from the reference's emissions.
+fn reference(
+    rounds: &[Round<Rec>],
+    size: u64,
+    slide: u64,
+    lateness: u64,
+) -> BTreeMap<(u8, u64), u64> {
+    let mut sums: BTreeMap<(u8, u64), u64> = BTreeMap::new();
+    let starts = |event: u64| {
+        let (first, last) = freshet_operators::window::sliding_starts(event, size, slide);
+        (first..=last).step_by(slide as usize)
+    };
+    for round in rounds {
+        for (event, (k, v, _)) in &round.records {
+            for s in starts(*event) {
+                *sums.entry((*k, s)).or_default() += v;
+            }
+        }
+        for late in &round.late {
+            for s in starts(late.event_time) {
+                if round.watermark < s + size + lateness {
+                    *sums.entry((late.record.0, s)).or_default() += late.record.1;
+                }
+            }
+        }
+    }
+    sums
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    size: u64,
+    slide: u64,
+    lateness: u64,
+    after: usize,
+    pick: usize,
+) {
+    let store = Arc::new(MemStore::default());
+    let (first, complete) = run(2, rounds, 0..cut, &store, None, size, slide, lateness);
+    // Checkpoints whose epoch is complete (every worker's part written and every
+    // result of its epochs out): any of them is what a crash at some moment would
+    // have left as the newest; `pick` chooses one.
+    let name = if slide == size { "t" } else { "s" };
+    let written: Vec<u64> = (0..complete.min(cut as u64))
+        .filter(|e| {
+            (0..2).all(|w| {
+                store
+                    .get(&Checkpoints::part_path(*e, name, w))
+                    .unwrap()
+                    .is_some()
+            })
+        })
+        .collect();
+    if cut >= 6 && complete >= 3 && complete != u64::MAX {
+        assert!(
+            !written.is_empty(),
+            "no checkpoint below complete epoch {complete}"
+        );
+    }
+    let restore = (!written.is_empty()).then(|| Restore {
+        epoch: written[pick % written.len()],
+        workers: 2,
+    });
+    let from = restore.map_or(0, |r| r.epoch as usize + 1);
+    let (second, _) = run(
+        after,
+        rounds,
+        from..rounds.len(),
+        &store,
+        restore,
+        size,
+        slide,
+        lateness,
+    );
+
+    let mut consumer: BTreeMap<(u8, u64), (u64, u32)> = BTreeMap::new();
+    let mut emitted_first: BTreeMap<(u8, u64, u32), u64> = BTreeMap::new();
+    for &(k, s, _, v, r) in &first {
+        consumer.insert((k, s), (v, r));
+        emitted_first.insert((k, s, r), v);
+    }
+    let mut copies = 0;
+    for &(k, s, _, v, r) in &second {
+        if let Some(&before) = emitted_first.get(&(k, s, r)) {
+            assert_eq!(
+                before, v,
+                "({k}, {s}) revision {r} re-emitted with another value"
+            );
+            copies += 1;
+        }
+        consumer.insert((k, s), (v, r));
+    }
+    let got: BTreeMap<(u8, u64), u64> = consumer.into_iter().map(|(w, (v, _))| (w, v)).collect();
+    assert_eq!(
+        got,
+        reference(rounds, size, slide, lateness),
+        "cut at round {cut}, restored {restore:?}, {copies} exact copies"
+    );
+}
+
+/// A fixed case that certainly restores a checkpoint after several epochs.
+#[test]
+fn a_restore_after_several_epochs_is_exact() {
+    let rounds: Vec<Round<Rec>> = (0..12u64)
+        .map(|e| Round {
+            watermark: e * 10,
+            records: (0..20u64)
+                .map(|i| (e * 10 + i % 17, ((i % 3) as u8, i + e, e * 10 + i % 17)))
+                .collect(),
+            late: vec![],
+        })
+        .collect();
+    for after in [1, 2, 3] {
+        for pick in 0..4 {
+            check(&rounds, 7, 15, 15, 0, after, pick);
+            check(&rounds, 7, 20, 5, 0, after, pick);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn tumble_restores_exactly(
+        rounds in rounds(10), cut in 1usize..10, size in 1u64..30, lateness in 0u64..40,
+        after in 1usize..4, pick in 0usize..16,
+    ) {
+        let cut = cut.min(rounds.len());
+        check(&rounds, cut, size, size, lateness, after, pick);
+    }
+
+    #[test]
+    fn slide_restores_exactly(
+        rounds in rounds(10), cut in 1usize..10, size in 2u64..30, div in 2u64..5,
+        lateness in 0u64..40, after in 1usize..4, pick in 0usize..16,
+    ) {
+        let cut = cut.min(rounds.len());
+        check(&rounds, cut, size, (size / div).max(1), lateness, after, pick);
+    }
+}
