@@ -12,6 +12,7 @@
 pub mod enrich;
 pub mod iot;
 pub mod risk;
+pub mod risk_score;
 pub mod sessions;
 
 use std::collections::BTreeMap;

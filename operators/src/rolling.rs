@@ -125,7 +125,8 @@ pub trait Rolling<'scope, T: EventTime, D> {
     ///
     /// Records (and late records) are exchanged by the hash of `key`. `agg` needs a
     /// real [`Aggregator::merge`] and a cloneable accumulator: every built-in
-    /// aggregator but `Fold`. Results are emitted at the record's own time; late
+    /// aggregator but `Fold`. A result is read with [`Aggregator::merge_from`]:
+    /// override it if your accumulator can be merged without a copy. Results are emitted at the record's own time; late
     /// results at the time the late record arrived.
     ///
     /// # Examples
@@ -330,10 +331,10 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
             let first = index.saturating_mul(self.width);
             let last = first.saturating_add(self.width - 1);
             if lo <= first && last <= hi {
-                agg.merge(&mut acc, block.acc.clone());
+                agg.merge_from(&mut acc, &block.acc);
             } else {
                 for pane in block.panes.range(lo..=hi).map(|(_, p)| p) {
-                    agg.merge(&mut acc, pane.clone());
+                    agg.merge_from(&mut acc, pane);
                 }
             }
         }
