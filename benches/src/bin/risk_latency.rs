@@ -263,7 +263,13 @@ fn main() -> anyhow::Result<()> {
     let ms = |h: &Histogram<u64>, q: f64| format!("{:.3}", h.value_at_quantile(q) as f64 / 1000.0);
     for (path, h) in [("handover_to_producer", &h), ("produce_to_consumed", &e2e)] {
         Line::new("risk-latency")
-            .field("mode", format!("{:?}", args.mode).to_lowercase())
+            .field(
+                "mode",
+                match args.mode {
+                    Mode::OnArrival => "on_arrival",
+                    Mode::Exact => "exact",
+                },
+            )
             .field("rate", args.rate)
             .rate("achieved_rate", total as f64 / produce_secs)
             .field("config", format!("w{}", args.workers))
