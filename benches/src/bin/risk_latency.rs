@@ -80,10 +80,10 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     partitions: i32,
     /// linger.ms of the bench's payment producer.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 5)]
     producer_linger_ms: u64,
     /// linger.ms of the job's decisions producer.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 5)]
     job_linger_ms: u64,
     /// fetch.wait.max.ms of the job's consumer and of the bench's decisions consumer.
     #[arg(long, default_value_t = 5)]
@@ -159,10 +159,13 @@ fn main() -> anyhow::Result<()> {
 
     // The decisions consumer.
     let produced_all = Arc::new(AtomicBool::new(false));
+    // Set when the first decision (of a ping payment, id `total`) is read back.
+    let ready = Arc::new(AtomicBool::new(false));
     let consumer = {
         let (brokers, topic, sent_us) = (args.brokers.clone(), decisions.clone(), sent_us.clone());
         let (partitions, fetch_wait, done) =
             (args.partitions, args.fetch_wait_ms, produced_all.clone());
+        let ready = ready.clone();
         std::thread::spawn(move || -> anyhow::Result<(Histogram<u64>, u64)> {
             let c: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
@@ -189,11 +192,14 @@ fn main() -> anyhow::Result<()> {
                     Some(Ok(m)) => {
                         let now = now_us();
                         last_progress = Instant::now();
-                        seen += 1;
+                        ready.store(true, Ordering::SeqCst);
                         let id = m
                             .key()
                             .and_then(|k| std::str::from_utf8(k).ok())
                             .and_then(|k| k.parse::<u64>().ok());
+                        if id.is_some_and(|id| id < total) {
+                            seen += 1;
+                        }
                         if let Some(id) = id.filter(|id| *id >= warmup_ids && *id < total) {
                             let sent = sent_us[id as usize].load(Ordering::Relaxed);
                             h.saturating_record(now.saturating_sub(sent).max(1));
@@ -216,6 +222,27 @@ fn main() -> anyhow::Result<()> {
         .create()?;
     let mut g = PaymentGen::new(7, 100_000, 50);
     let mut buf = Vec::new();
+    // Wait until the job is up (consumer assigned, producer connected): ping payments,
+    // one every 100 ms, until the first decision is read back.
+    let ping_start = Instant::now();
+    while !ready.load(Ordering::SeqCst) {
+        anyhow::ensure!(
+            ping_start.elapsed() < Duration::from_secs(60),
+            "no decision came back within 60 s"
+        );
+        let mut p = g.next(now_ms());
+        p.id = total;
+        buf.clear();
+        serde_json::to_writer(&mut buf, &p)?;
+        let record = BaseRecord::to(&payments)
+            .key(&p.ip)
+            .payload(&buf)
+            .timestamp(p.ts as i64);
+        producer.send(record).map_err(|(e, _)| e)?;
+        // Waiting for the job to start: nothing in the dataflow can tell us sooner.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let startup_secs = ping_start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut next = 0u64;
     while next < total {
@@ -280,6 +307,7 @@ fn main() -> anyhow::Result<()> {
             .field("p999_ms", ms(h, 0.999))
             .field("max_ms", format!("{:.3}", h.max() as f64 / 1000.0))
             .field("produced", total)
+            .field("startup_s", format!("{startup_secs:.1}"))
             .field("decisions_consumed", consumed)
             .field("records_in", summary.records_in)
             .field("producer_linger_ms", args.producer_linger_ms)
