@@ -13,10 +13,11 @@
 //!
 //! Payments (JSON, keyed by IP, 100,000 IPs of which 50 attackers take a fifth of the
 //! payments, 10,000 users) go to a fresh 4-partition topic at `--rate` per second for
-//! `--seconds`; the first `--warmup-seconds` are not recorded. Settings are printed on
+//! `--seconds`, once the job is up (ping payments until one decision comes back); the
+//! first `--warmup-seconds` are not recorded. Settings are printed on
 //! each result line: the bench producer's and the job's producer's `linger.ms`, the
-//! consumers' `fetch.wait.max.ms` (job and bench consumer), the source's
-//! out-of-orderness. The bench producer, the job, the bench consumer and the broker
+//! consumers' `fetch.wait.max.ms` (job and bench consumer), the source's poll size
+//! and out-of-orderness. The bench producer, the job, the bench consumer and the broker
 //! share the machine's cores.
 //!
 //! ```text
@@ -88,6 +89,10 @@ struct Args {
     /// fetch.wait.max.ms of the job's consumer and of the bench's decisions consumer.
     #[arg(long, default_value_t = 5)]
     fetch_wait_ms: u64,
+    /// Records the job's source hands over per poll at most (`SourceConfig::batch_size`;
+    /// its default 4,096 is ~40 ms of payments at 100k/s, all waiting for the last).
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
     /// The source's allowed out-of-orderness, ms (what exact mode waits for).
     #[arg(long, default_value_t = 500)]
     out_of_orderness_ms: u64,
@@ -133,6 +138,7 @@ fn main() -> anyhow::Result<()> {
     };
     config.progress = false;
     config.source.out_of_orderness = Duration::from_millis(args.out_of_orderness_ms);
+    config.source.batch_size = args.batch_size;
     let epoch_ms = config.source.epoch_interval.as_millis().max(1) as u64;
     config.source.max_epochs_ahead = config
         .source
@@ -314,6 +320,7 @@ fn main() -> anyhow::Result<()> {
             .field("job_linger_ms", args.job_linger_ms)
             .field("fetch_wait_ms", args.fetch_wait_ms)
             .field("out_of_orderness_ms", args.out_of_orderness_ms)
+            .field("batch_size", args.batch_size)
             .field("partitions", args.partitions)
             .print();
     }
