@@ -20,6 +20,7 @@ pub mod latency;
 mod malformed;
 pub mod produce;
 pub mod risk;
+pub mod risk_score;
 pub mod sessions;
 pub mod window_count;
 

@@ -54,7 +54,7 @@ impl SessionSummary {
 pub struct SessionAgg;
 
 /// [`SessionAgg`]'s accumulator.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SessionAcc {
     clicks: u64,
     first: Option<(u64, String)>,

@@ -61,3 +61,13 @@ fn loadgen_demo_reports_its_rate() {
         "{out}"
     );
 }
+
+#[test]
+fn risk_score_demo_decides_and_reports_latency() {
+    let out = demo(env!("CARGO_BIN_EXE_risk-score"), &["--demo-seconds", "4"]);
+    assert!(out.contains("Block payment="), "{out}");
+    assert!(
+        out.contains("hand-over latency:") && out.contains("p99.9"),
+        "{out}"
+    );
+}

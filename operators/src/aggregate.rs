@@ -33,6 +33,15 @@ pub trait Aggregator<D>: 'static {
     fn merge(&self, acc: &mut Self::Acc, other: Self::Acc);
     /// Reads the result out of an accumulator.
     fn finish(&self, acc: &Self::Acc) -> Self::Out;
+    /// Merges `other` into `acc`, keeping `other` (rolling windows read the
+    /// accumulators they keep this way). The default clones `other` and calls
+    /// [`Aggregator::merge`]; override it when `other` can be read in place.
+    fn merge_from(&self, acc: &mut Self::Acc, other: &Self::Acc)
+    where
+        Self::Acc: Clone,
+    {
+        self.merge(acc, other.clone());
+    }
 }
 
 /// Counts records.

@@ -15,6 +15,7 @@
 //! | interval join | [`IntervalJoin`] | [`interval_join`] |
 //! | stream–table (as-of) join | [`Lookup`] | [`lookup`] |
 //! | keyed state machines with TTL | [`KeyedState`] | [`keyed_state`] |
+//! | rolling (OVER) windows: an aggregate per record over the range ending at it | [`Rolling`] | [`rolling`] |
 //! | event time from records | [`AssignEventTime`] | [`assign`] |
 //! | in-memory test input at explicit times, any number of workers | [`scripted::ScriptedInput`] | [`scripted`] |
 //!
@@ -37,6 +38,7 @@ pub mod keyed_state;
 pub mod late;
 pub mod lookup;
 mod preagg;
+pub mod rolling;
 pub mod scripted;
 pub mod session;
 pub mod slide;
@@ -50,6 +52,7 @@ pub use join::{JoinKind, WindowJoin};
 pub use keyed_state::KeyedState;
 pub use late::Late;
 pub use lookup::Lookup;
+pub use rolling::{Rolled, Rolling, RollingMode, RollingPolicy, RollingStreams};
 pub use session::Session;
 pub use slide::Slide;
 pub use time::{event_frontier, EventTime, Time, TimeSummary};

@@ -1,0 +1,573 @@
+//! Rolling (OVER) windows: for each record, an aggregate over the records of its key
+//! whose event time is in the `range` ms that end at it, `(t - range, t]`, emitted with
+//! the record.
+//!
+//! This is SQL's `OVER (PARTITION BY key ORDER BY time RANGE BETWEEN INTERVAL range
+//! PRECEDING AND CURRENT ROW)`: one output per input record, not one per window. Two
+//! modes ([`RollingMode`]):
+//!
+//! * **Exact**: a record at `t` waits, holding its capability, until the watermark
+//!   passes `t`, then is emitted at its own time with the aggregate over *every*
+//!   on-time record of its key in `(t - range, t]`. Records of a key at the same event
+//!   time count each other (SQL's peers), so the result depends on timestamps only.
+//!   Latency is bounded below by the source's out-of-orderness.
+//! * **On arrival**: a record is emitted at once, at its own time, with the aggregate
+//!   over the records of its key in `(t - range, t]` that reached the operator before
+//!   it, and itself. No waiting; a record that arrives after a later-stamped one is
+//!   not counted by it.
+//!
+//! Late records (on the second input, see [`Late`]) arriving at `t'` with event time
+//! `t_l`: if `t_l + lateness < t'` they go to `too_late`; otherwise, in both modes,
+//! each is emitted at `t'` (flagged [`Rolled::late`]) with the aggregate over every
+//! on-time record of its key in `(t_l - range, t_l]` and itself, once the main input's
+//! watermark has passed `t_l` (in practice at once). A late record is never added to
+//! the state: it changes no other record's result.
+//!
+//! State is kept per key in blocks of about `√range` ms (an accumulator per block and
+//! one per distinct event time), so a result merges `O(√range)` accumulators whatever
+//! the key's rate. Blocks are dropped once the watermark is `range + lateness` past
+//! their end. While a block derived from epoch `e` lives, the operator holds a
+//! capability at `(watermark, e)`: commits wait for the state, downstream event time
+//! does not. See `docs/operators.md`, "Rolling windows".
+
+use std::cell::Cell;
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::hash::Hash;
+use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+use timely::ExchangeData;
+
+use crate::aggregate::{Aggregator, Count};
+use crate::capability::{stash, time_of, VecOutput, Waiting};
+use crate::hash::by_key;
+use crate::held_epochs::HeldEpochs;
+use crate::late::Late;
+use crate::time::{event_frontier, EventTime};
+
+/// When a rolling window's result is emitted, and from which records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RollingMode {
+    /// Once the watermark passes the record's event time: every on-time record of the
+    /// key in the range is counted, including all those at the same event time.
+    Exact,
+    /// At once, from the records of the key that reached the operator before it.
+    OnArrival,
+}
+
+/// A rolling window's mode and how late a late record may be and still be scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RollingPolicy {
+    /// Exact or on arrival.
+    pub mode: RollingMode,
+    /// A late record with event time `t_l` arriving at `t'` is scored if
+    /// `t_l + lateness >= t'`, and goes to `too_late` otherwise (0: all do).
+    pub lateness: u64,
+}
+
+impl RollingPolicy {
+    /// Exact mode, no lateness.
+    pub const fn exact() -> Self {
+        RollingPolicy {
+            mode: RollingMode::Exact,
+            lateness: 0,
+        }
+    }
+
+    /// On-arrival mode, no lateness.
+    pub const fn on_arrival() -> Self {
+        RollingPolicy {
+            mode: RollingMode::OnArrival,
+            lateness: 0,
+        }
+    }
+
+    /// Scores late records up to `ms` behind the time they arrive at (state is kept
+    /// `ms` longer for them).
+    pub const fn lateness(mut self, ms: u64) -> Self {
+        self.lateness = ms;
+        self
+    }
+}
+
+/// A record with the aggregate of its rolling window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Rolled<D, V> {
+    /// The record.
+    pub record: D,
+    /// The aggregate over its key's records in `(t - range, t]`.
+    pub value: V,
+    /// Whether the record came on the late input (emitted at the time it arrived).
+    pub late: bool,
+}
+
+/// The outputs of a rolling window.
+pub struct RollingStreams<'scope, T: EventTime, D, V> {
+    /// One result per record (and per late record not too late).
+    pub results: StreamVec<'scope, T, Rolled<D, V>>,
+    /// Late records more than `lateness` behind the time they arrived at, emitted then.
+    pub too_late: StreamVec<'scope, T, Late<D>>,
+    /// How many records this worker emitted on `too_late`.
+    pub too_late_count: Rc<Cell<u64>>,
+}
+
+/// Extension trait: rolling (OVER) windows over a stream of records.
+pub trait Rolling<'scope, T: EventTime, D> {
+    /// Emits each record with `agg` over its key's records with event time in
+    /// `(t - range, t]`, as `policy` says, scoring late records from `late`.
+    ///
+    /// Records (and late records) are exchanged by the hash of `key`. `agg` needs a
+    /// real [`Aggregator::merge`] and a cloneable accumulator: every built-in
+    /// aggregator but `Fold`. A result is read with [`Aggregator::merge_from`]:
+    /// override it if your accumulator can be merged without a copy. Results are emitted at the record's own time; late
+    /// results at the time the late record arrived.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Late, Rolling, RollingPolicy};
+    /// use freshet_operators::aggregate::Sum;
+    ///
+    /// let (results, too_late) = timely::example(|scope| {
+    ///     let main = vec![('a', 1u64), ('a', 5), ('a', 12)].to_stream(scope)
+    ///         .assign_event_time("at", |r: &(char, u64)| r.1);
+    ///     // Arriving at event time 20: one 10 ms late (scored), one 16 ms (too late).
+    ///     let late = vec![
+    ///         Late { event_time: 10, watermark: 20, record: ('a', 10) },
+    ///         Late { event_time: 4, watermark: 20, record: ('a', 4) },
+    ///     ].to_stream(scope).assign_event_time("late at", |_| 20);
+    ///     let r = main.rolling("sum", 10, RollingPolicy::exact().lateness(10), Some(late),
+    ///         |r: &(char, u64)| r.0, Sum::new(|r: &(char, u64)| r.1));
+    ///     (r.results.capture(), r.too_late.capture())
+    /// });
+    /// let mut got: Vec<_> = results.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|r| (r.record.1, r.value, r.late)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![
+    ///     (1, 1, false),
+    ///     (5, 1 + 5, false),
+    ///     (10, 1 + 5 + 10, true), // (0, 10]: 1, 5 and itself; never counted by others
+    ///     (12, 5 + 12, false),    // (2, 12]
+    /// ]);
+    /// assert_eq!(too_late.extract()[0].1[0].event_time, 4);
+    /// ```
+    fn rolling<K, G, KF>(
+        self,
+        name: &str,
+        range: u64,
+        policy: RollingPolicy,
+        late: Option<StreamVec<'scope, T, Late<D>>>,
+        key: KF,
+        agg: G,
+    ) -> RollingStreams<'scope, T, D, G::Out>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Acc: Clone,
+        G::Out: 'static,
+        KF: Fn(&D) -> K + 'static;
+
+    /// [`Rolling::rolling`] without late input.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Rolling, RollingMode};
+    /// use freshet_operators::aggregate::Max;
+    ///
+    /// // The largest payment of the same user in the 10 ms up to each payment.
+    /// let out = timely::example(|scope| {
+    ///     vec![(7u8, 30u64, 1u64), (7, 50, 4), (7, 20, 9), (7, 10, 15), (8, 99, 15)]
+    ///         .to_stream(scope)
+    ///         .assign_event_time("at", |r: &(u8, u64, u64)| r.2)
+    ///         .rolling_aggregate("max", 10, RollingMode::OnArrival,
+    ///             |r: &(u8, u64, u64)| r.0, Max::new(|r: &(u8, u64, u64)| r.1))
+    ///         .capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|r| (r.record.2, r.record.0, r.value.unwrap())).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![(1, 7, 30), (4, 7, 50), (9, 7, 50), (15, 7, 20), (15, 8, 99)]);
+    /// ```
+    fn rolling_aggregate<K, G, KF>(
+        self,
+        name: &str,
+        range: u64,
+        mode: RollingMode,
+        key: KF,
+        agg: G,
+    ) -> StreamVec<'scope, T, Rolled<D, G::Out>>
+    where
+        Self: Sized,
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Acc: Clone,
+        G::Out: 'static,
+        KF: Fn(&D) -> K + 'static,
+    {
+        let policy = RollingPolicy { mode, lateness: 0 };
+        self.rolling(name, range, policy, None, key, agg).results
+    }
+
+    /// Counts each record's key's records in `(t - range, t]`.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use freshet_operators::{AssignEventTime, Rolling, RollingMode};
+    ///
+    /// let out = timely::example(|scope| {
+    ///     (0..6u64).to_stream(scope).assign_event_time("at", |t: &u64| *t)
+    ///         .rolling_count("count", 3, RollingMode::Exact, |_: &u64| ())
+    ///         .capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v)
+    ///     .map(|r| (r.record, r.value)).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![(0, 1), (1, 2), (2, 3), (3, 3), (4, 3), (5, 3)]);
+    /// ```
+    fn rolling_count<K, KF>(
+        self,
+        name: &str,
+        range: u64,
+        mode: RollingMode,
+        key: KF,
+    ) -> StreamVec<'scope, T, Rolled<D, u64>>
+    where
+        Self: Sized,
+        K: ExchangeData + Hash + Eq + Clone,
+        KF: Fn(&D) -> K + 'static,
+    {
+        self.rolling_aggregate(name, range, mode, key, Count)
+    }
+}
+
+/// The accumulators of one block of `width` ms of a key's records.
+struct Block<T, A> {
+    /// All the block's records.
+    acc: A,
+    /// The block's records by event time.
+    panes: BTreeMap<u64, A>,
+    /// The meet of the block's records' times, event coordinate zeroed: one debt.
+    since: T,
+}
+
+/// Every key's blocks, when to drop them, and the capabilities held for them.
+struct State<K, T: EventTime, A> {
+    width: u64,
+    keys: FxHashMap<K, BTreeMap<u64, Block<T, A>>>,
+    /// Keys with a block, by the block's last event time.
+    expiry: BTreeMap<u64, Vec<K>>,
+    debts: HeldEpochs<T>,
+}
+
+impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
+    /// Adds `record`, at event time `t` of `time`, to `key`'s state. Returns the time
+    /// (at event `t`) of an epoch now owed, to be owed before the epoch it replaces,
+    /// also returned, is paid.
+    fn add<D, G: Aggregator<D, Acc = A>>(
+        &mut self,
+        agg: &G,
+        key: &K,
+        t: u64,
+        time: &T,
+        record: &D,
+    ) -> (Option<T>, Option<T>) {
+        let index = t / self.width;
+        let blocks = match self.keys.get_mut(key) {
+            Some(blocks) => blocks,
+            None => self.keys.entry(key.clone()).or_default(),
+        };
+        let epoch = time.with_event(0);
+        match blocks.entry(index) {
+            Entry::Vacant(slot) => {
+                let mut acc = agg.create();
+                agg.add(&mut acc, record);
+                let mut pane = agg.create();
+                agg.add(&mut pane, record);
+                slot.insert(Block {
+                    acc,
+                    panes: BTreeMap::from([(t, pane)]),
+                    since: epoch,
+                });
+                let last = index
+                    .saturating_mul(self.width)
+                    .saturating_add(self.width - 1);
+                self.expiry.entry(last).or_default().push(key.clone());
+                (Some(epoch.with_event(t)), None)
+            }
+            Entry::Occupied(slot) => {
+                let block = slot.into_mut();
+                agg.add(&mut block.acc, record);
+                agg.add(block.panes.entry(t).or_insert_with(|| agg.create()), record);
+                let since = block.since.meet(&epoch);
+                if since == block.since {
+                    (None, None)
+                } else {
+                    let old = std::mem::replace(&mut block.since, since);
+                    (Some(since.with_event(t)), Some(old))
+                }
+            }
+        }
+    }
+
+    /// `key`'s records with event time in `[lo, hi]`, aggregated.
+    fn query<D, G: Aggregator<D, Acc = A>>(&self, agg: &G, key: &K, lo: u64, hi: u64) -> A {
+        let mut acc = agg.create();
+        let Some(blocks) = self.keys.get(key) else {
+            return acc;
+        };
+        for (&index, block) in blocks.range(lo / self.width..=hi / self.width) {
+            let first = index.saturating_mul(self.width);
+            let last = first.saturating_add(self.width - 1);
+            if lo <= first && last <= hi {
+                agg.merge_from(&mut acc, &block.acc);
+            } else {
+                for pane in block.panes.range(lo..=hi).map(|(_, p)| p) {
+                    agg.merge_from(&mut acc, pane);
+                }
+            }
+        }
+        acc
+    }
+
+    /// Drops the blocks whose records are all at or before `bound`.
+    fn evict(&mut self, bound: u64) {
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() > bound {
+                break;
+            }
+            let index = *entry.key() / self.width;
+            for k in entry.remove() {
+                let Some(blocks) = self.keys.get_mut(&k) else {
+                    continue;
+                };
+                if let Some(block) = blocks.remove(&index) {
+                    self.debts.pay(&block.since);
+                }
+                if blocks.is_empty() {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+/// Records at one time, keyed, ready to be added and emitted under their capability.
+type Ready<T, K, D> = (T, Capability<T>, Vec<(K, D)>);
+
+/// The first event time of the window `(t - range, t]`.
+#[inline]
+fn window_start(t: u64, range: u64) -> u64 {
+    t.saturating_add(1).saturating_sub(range)
+}
+
+impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
+    for StreamVec<'scope, T, D>
+{
+    fn rolling<K, G, KF>(
+        self,
+        name: &str,
+        range: u64,
+        policy: RollingPolicy,
+        late: Option<StreamVec<'scope, T, Late<D>>>,
+        key: KF,
+        agg: G,
+    ) -> RollingStreams<'scope, T, D, G::Out>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        G: Aggregator<D>,
+        G::Acc: Clone,
+        G::Out: 'static,
+        KF: Fn(&D) -> K + 'static,
+    {
+        assert!(range > 0, "rolling range must be at least 1 ms");
+        let scope = self.scope();
+        // Without a late input no record can use state kept for it.
+        let lateness = if late.is_some() { policy.lateness } else { 0 };
+        let mode = policy.mode;
+        let name = match (mode, lateness) {
+            (RollingMode::Exact, 0) => format!("Rolling({name}, {range}ms exact)"),
+            (RollingMode::OnArrival, 0) => format!("Rolling({name}, {range}ms on arrival)"),
+            (RollingMode::Exact, l) => {
+                format!("Rolling({name}, {range}ms exact, lateness {l}ms)")
+            }
+            (RollingMode::OnArrival, l) => {
+                format!("Rolling({name}, {range}ms on arrival, lateness {l}ms)")
+            }
+        };
+        let late = late.unwrap_or_else(|| empty(scope));
+        let key = Rc::new(key);
+        let (k1, k2) = (key.clone(), key.clone());
+        let main_pact = by_key(move |d: &D| k1(d));
+        let late_pact = by_key(move |d: &Late<D>| k2(&d.record));
+
+        let mut builder = OperatorBuilder::new(name, scope);
+        let mut main_in = builder.new_input(self, main_pact);
+        let mut late_in = builder.new_input(late, late_pact);
+        let (results_out, results) = builder.new_output();
+        let (too_late_out, too_late) = builder.new_output();
+        let mut results_out: VecOutput<T, Rolled<D, G::Out>> = OutputBuilder::from(results_out);
+        let mut too_late_out: VecOutput<T, Late<D>> = OutputBuilder::from(too_late_out);
+        let too_late_count = Rc::new(Cell::new(0u64));
+        let counter = too_late_count.clone();
+
+        let mut state: State<K, T, G::Acc> = State {
+            width: range.isqrt().max(1),
+            keys: FxHashMap::default(),
+            expiry: BTreeMap::new(),
+            debts: HeldEpochs::new(),
+        };
+        // Exact mode: records waiting for the watermark to pass their event time.
+        let mut waiting: Waiting<T, D> = BTreeMap::new();
+        // Late records by their own event time, waiting for the main watermark to pass it.
+        let mut pending: BTreeMap<(u64, T), (Capability<T>, Vec<D>)> = BTreeMap::new();
+
+        builder.build(move |_initial| {
+            move |frontiers| {
+                let mut results_out = results_out.activate();
+                let mut too_late_out = too_late_out.activate();
+
+                match mode {
+                    // Message by message, in the order received.
+                    RollingMode::OnArrival => main_in.for_each(|cap, data| {
+                        let Some(time) = time_of(&cap) else {
+                            return;
+                        };
+                        let t = time.event();
+                        let mut session = results_out.session(&cap);
+                        for record in data.drain(..) {
+                            let k = key(&record);
+                            let (owe, pay) = state.add(&agg, &k, t, &time, &record);
+                            if let Some(at) = owe {
+                                // `t` is at or above the last settled watermark.
+                                state.debts.owe(&at, &cap, 0);
+                            }
+                            if let Some(old) = pay {
+                                state.debts.pay(&old);
+                            }
+                            let acc = state.query(&agg, &k, window_start(t, range), t);
+                            session.give(Rolled {
+                                value: agg.finish(&acc),
+                                record,
+                                late: false,
+                            });
+                        }
+                    }),
+                    RollingMode::Exact => {
+                        main_in.for_each_stamp(|cap, batches| stash(&mut waiting, cap, batches))
+                    }
+                }
+
+                late_in.for_each_stamp(|cap, batches| {
+                    let Some(time) = time_of(&cap) else {
+                        return;
+                    };
+                    let now = time.event();
+                    let mut too_late = too_late_out.session(&cap);
+                    for batch in batches {
+                        for record in batch.drain(..) {
+                            if record.event_time.saturating_add(lateness) < now {
+                                counter.set(counter.get() + 1);
+                                too_late.give(record);
+                                continue;
+                            }
+                            let (_, records) = pending
+                                .entry((record.event_time, time))
+                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
+                            records.push(record.record);
+                        }
+                    }
+                });
+
+                let main_watermark = event_frontier(&frontiers[0].frontier());
+                let late_watermark = event_frontier(&frontiers[1].frontier());
+
+                // Exact: each event time the main watermark passed, in order; all the
+                // records at one event time are added before any is emitted.
+                let mut group: Vec<Ready<T, K, D>> = Vec::new();
+                while let Some((&(t, _), _)) = waiting.first_key_value() {
+                    if t >= main_watermark {
+                        break;
+                    }
+                    while let Some(entry) = waiting.first_entry() {
+                        if entry.key().0 != t {
+                            break;
+                        }
+                        let ((_, time), (cap, records)) = entry.remove_entry();
+                        let keyed = records.into_iter().map(|r| (key(&r), r)).collect();
+                        group.push((time, cap, keyed));
+                    }
+                    for (time, cap, records) in &group {
+                        for (k, record) in records {
+                            let (owe, pay) = state.add(&agg, k, t, time, record);
+                            if let Some(at) = owe {
+                                // `t` is at or above the last settled watermark.
+                                state.debts.owe_with(&at, cap);
+                            }
+                            if let Some(old) = pay {
+                                state.debts.pay(&old);
+                            }
+                        }
+                    }
+                    for (_, cap, records) in group.drain(..) {
+                        let mut session = results_out.session(&cap);
+                        for (k, record) in records {
+                            let acc = state.query(&agg, &k, window_start(t, range), t);
+                            session.give(Rolled {
+                                value: agg.finish(&acc),
+                                record,
+                                late: false,
+                            });
+                        }
+                    }
+                }
+
+                // Late records whose event time the main watermark passed: every
+                // on-time record they can count is in.
+                while let Some(entry) = pending.first_entry() {
+                    let t = entry.key().0;
+                    if t >= main_watermark {
+                        break;
+                    }
+                    let (cap, records) = entry.remove();
+                    let mut session = results_out.session(&cap);
+                    for record in records {
+                        let mut acc = state.query(&agg, &key(&record), window_start(t, range), t);
+                        agg.add(&mut acc, &record);
+                        session.give(Rolled {
+                            value: agg.finish(&acc),
+                            record,
+                            late: true,
+                        });
+                    }
+                }
+
+                // A record still to come is at or after `watermark` (a late one at most
+                // `lateness` before it) and reads back `range`.
+                let watermark = main_watermark.min(late_watermark);
+                if watermark == u64::MAX {
+                    state.evict(u64::MAX);
+                } else if let Some(bound) = watermark.checked_sub(range.saturating_add(lateness)) {
+                    state.evict(bound);
+                }
+                state.debts.settle(watermark);
+            }
+        });
+        RollingStreams {
+            results,
+            too_late,
+            too_late_count,
+        }
+    }
+}
