@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::checkpoint::CheckpointConfig;
 use crate::cluster::Cluster;
 use crate::config::{parse_passthrough, Fallback, KafkaConfig, SourceConfig, StartFrom};
 use crate::error::Result;
@@ -66,6 +67,45 @@ pub struct JobArgs {
     /// Do not draw the progress bar of bounded runs (it is drawn only on a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Checkpoints (durable state): where, how often, how many, or off.
+    #[command(flatten)]
+    pub checkpoints: CheckpointArgs,
+}
+
+/// Checkpoint flags: durable operator state, restored at the next start.
+#[derive(Args, Clone, Debug)]
+pub struct CheckpointArgs {
+    /// Keep state in memory only: no checkpoints, and offsets are committed only once
+    /// every window holding a record has closed (commits wait for the longest window,
+    /// and a restart replays every open window from Kafka).
+    #[arg(long)]
+    pub no_checkpoints: bool,
+    /// Directory of the checkpoints [default: .freshet/checkpoints/<group>].
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Take a checkpoint this often, ms (rounded up to whole epochs).
+    #[arg(long, default_value_t = ms(CheckpointConfig::default().interval))]
+    pub checkpoint_interval_ms: u64,
+    /// Keep this many complete checkpoints; older ones are deleted.
+    #[arg(long, default_value_t = CheckpointConfig::default().retain)]
+    pub checkpoint_retain: usize,
+    /// Restore even if the checkpoint holds state of operators this job no longer has
+    /// (that state is dropped; without the flag such a start is refused).
+    #[arg(long)]
+    pub drop_orphaned_state: bool,
+}
+
+impl CheckpointArgs {
+    /// The settings these flags describe.
+    pub fn config(&self) -> CheckpointConfig {
+        CheckpointConfig {
+            enabled: !self.no_checkpoints,
+            dir: self.checkpoint_dir.clone(),
+            interval: Duration::from_millis(self.checkpoint_interval_ms),
+            retain: self.checkpoint_retain,
+            drop_orphaned: self.drop_orphaned_state,
+        }
+    }
 }
 
 /// Workers and processes, as timely's flags.
@@ -140,8 +180,11 @@ impl JobArgs {
             ..SourceConfig::default()
         };
         source.validate()?;
+        let checkpoint = self.checkpoints.config();
+        checkpoint.validate()?;
         Ok(JobConfig {
             source,
+            checkpoint,
             metrics_addr: self.metrics_addr,
             status_every: Duration::from_secs(self.status_secs),
             progress: !self.no_progress,

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use timely::dataflow::Scope;
 
+use crate::checkpoint::JobCheckpoints;
 use crate::commit::CommitTracker;
 use crate::config::{KafkaConfig, SourceConfig};
 use crate::error::Error;
@@ -19,18 +20,38 @@ pub struct Shared {
     metrics: Arc<Metrics>,
     failure: Mutex<Option<String>>,
     stop: Arc<AtomicBool>,
+    checkpoints: Option<JobCheckpoints>,
+    drop_orphaned: bool,
 }
 
 impl Shared {
     /// State for a job on `kafka` with default sources, not stopping.
-    pub(crate) fn new(kafka: KafkaConfig, source: SourceConfig, stop: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        kafka: KafkaConfig,
+        source: SourceConfig,
+        stop: Arc<AtomicBool>,
+        checkpoints: Option<JobCheckpoints>,
+        drop_orphaned: bool,
+    ) -> Self {
         Shared {
             kafka,
             source,
             metrics: Arc::new(Metrics::default()),
             failure: Mutex::new(None),
             stop,
+            checkpoints,
+            drop_orphaned,
         }
+    }
+
+    /// The job's checkpoints, unless they are off.
+    pub fn checkpoints(&self) -> Option<&JobCheckpoints> {
+        self.checkpoints.as_ref()
+    }
+
+    /// Whether a restore may drop state no operator owns (`--drop-orphaned-state`).
+    pub fn drop_orphaned(&self) -> bool {
+        self.drop_orphaned
     }
 
     /// The process-wide counters.

@@ -14,11 +14,13 @@
 //! Where things are: a job is built on a [`job::Job`] and run by [`runtime::run`] on a
 //! [`cluster::Cluster`], configured by [`config`] types or the [`cli`] flags; records
 //! enter through a [`source`], leave through a [`sink`], and are (de)serialised by a
-//! [`codec`]; [`commit`] decides which offsets are committed; [`time`] is the timestamp,
+//! [`codec`]; [`commit`] decides which offsets are committed, [`checkpoint`] keeps
+//! operator state durable; [`time`] is the timestamp,
 //! [`clock`] the wall clock; [`metrics`] counts, [`exporter`] serves them.
 
 #![forbid(missing_docs)]
 
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

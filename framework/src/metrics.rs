@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Where one partition's reading stands, for progress and lag.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,6 +50,15 @@ pub struct PromMetrics {
     /// `freshet_end_to_end_latency_seconds`: from a record's event time to the
     /// acknowledgement of the output written at it.
     pub latency: Histogram,
+    /// `freshet_checkpoint_epoch`: the epoch of the newest complete checkpoint.
+    pub checkpoint_epoch: IntGauge,
+    /// `freshet_checkpoint_failures_total`: checkpoint parts or manifests not written.
+    pub checkpoint_failures: IntCounter,
+    /// `freshet_checkpoint_bytes`: the size of the newest complete checkpoint.
+    pub checkpoint_bytes: IntGauge,
+    /// `freshet_checkpoint_manifest_seconds`: from seeing a checkpoint complete to its
+    /// manifest being durable.
+    pub checkpoint_manifest_seconds: Histogram,
 }
 
 impl PromMetrics {
@@ -112,6 +123,29 @@ impl PromMetrics {
             .buckets(prometheus::exponential_buckets(0.001, 2.0, 22)?),
         )?;
         registry.register(Box::new(latency.clone()))?;
+        let checkpoint_epoch = IntGauge::new(
+            "freshet_checkpoint_epoch",
+            "The epoch of the newest complete checkpoint (its manifest is written).",
+        )?;
+        registry.register(Box::new(checkpoint_epoch.clone()))?;
+        let checkpoint_failures = IntCounter::new(
+            "freshet_checkpoint_failures_total",
+            "Checkpoint parts or manifests that could not be written (commits stop meanwhile).",
+        )?;
+        registry.register(Box::new(checkpoint_failures.clone()))?;
+        let checkpoint_bytes = IntGauge::new(
+            "freshet_checkpoint_bytes",
+            "The size of the newest complete checkpoint, bytes (all parts).",
+        )?;
+        registry.register(Box::new(checkpoint_bytes.clone()))?;
+        let checkpoint_manifest_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "freshet_checkpoint_manifest_seconds",
+                "From seeing a checkpoint complete to its manifest being durable.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18)?),
+        )?;
+        registry.register(Box::new(checkpoint_manifest_seconds.clone()))?;
         Ok(PromMetrics {
             registry,
             source_records,
@@ -123,6 +157,10 @@ impl PromMetrics {
             committed_offset,
             committed_epoch,
             latency,
+            checkpoint_epoch,
+            checkpoint_failures,
+            checkpoint_bytes,
+            checkpoint_manifest_seconds,
         })
     }
 

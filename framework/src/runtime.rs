@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 use timely::worker::Worker;
 
+use crate::checkpoint::{CheckpointConfig, JobCheckpoints};
 use crate::cluster::Cluster;
 use crate::commit::CommitTracker;
 use crate::config::{KafkaConfig, SourceConfig};
@@ -34,6 +35,8 @@ pub struct JobConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Draw a progress bar in bounded mode when stderr is a terminal (`--no-progress` clears it).
     pub progress: bool,
+    /// Durable state: checkpoints (on by default).
+    pub checkpoint: CheckpointConfig,
 }
 
 impl Default for JobConfig {
@@ -48,6 +51,7 @@ impl Default for JobConfig {
             status_every: Duration::from_secs(10),
             metrics_addr: None,
             progress: true,
+            checkpoint: CheckpointConfig::default(),
         }
     }
 }
@@ -70,6 +74,7 @@ where
 {
     config.kafka.validate()?;
     config.source.validate()?;
+    config.checkpoint.validate()?;
     // librdkafka rejects unknown or malformed keys here, before any worker starts.
     config
         .kafka
@@ -77,10 +82,23 @@ where
         .create::<BaseConsumer>()
         .map_err(|e| Error::Config(format!("Kafka client settings: {e}")))?;
     let timely_config = config.cluster.timely_config()?;
+    let checkpoints = if config.checkpoint.enabled {
+        let restore = config.source.start == crate::config::StartFrom::Committed;
+        Some(JobCheckpoints::open(
+            &config.checkpoint,
+            &config.kafka.group,
+            config.source.epoch_interval,
+            restore,
+        )?)
+    } else {
+        None
+    };
     let shared = Arc::new(Shared::new(
         config.kafka.clone(),
         config.source.clone(),
         config.stop.clone(),
+        checkpoints,
+        config.checkpoint.drop_orphaned,
     ));
     // Process p of a multi-process job serves on port + p, so processes sharing a host
     // and the same flags do not collide.
@@ -167,16 +185,35 @@ where
     F: Fn(&mut Job<'_>) -> Result<()>,
 {
     let commits = CommitTracker::new();
+    let (index, peers) = (worker.index(), worker.peers());
+    // Operators built on this worker find the checkpoint context while it is installed.
+    let checkpoints = shared.checkpoints().map(|c| {
+        let metrics = shared.metrics().clone();
+        c.context(
+            index,
+            peers,
+            Box::new(move |name, epoch, error| {
+                metrics.prom.checkpoint_failures.inc();
+                tracing::error!(worker = index, operator = name, epoch, %error,
+                    "checkpoint part not written: commits stop until a checkpoint is");
+            }),
+        )
+    });
+    let installed = checkpoints.as_ref().map(|c| c.install());
     worker.dataflow_named::<Time, _, _>("Job", |scope| {
         let mut job = Job::new(scope, commits.clone(), shared.clone());
         build(&mut job)
     })?;
+    drop(installed);
+    let names = checkpoints.as_ref().map(|c| c.names()).unwrap_or_default();
+    if let Some(c) = shared.checkpoints() {
+        c.check_names(&names, shared.drop_orphaned())?;
+    }
     if commits.sinks() == 0 {
         return Err(Error::Config(
             "the job has no sink: offsets are committed only for output a sink acknowledged".into(),
         ));
     }
-    let index = worker.index();
     let mut last_status = Instant::now();
     let mut stop_deadline = None;
     loop {
@@ -194,7 +231,24 @@ where
             }
         }
         worker.step_or_park(Some(Duration::from_millis(10)));
-        if let Err(e) = commits.commit(false) {
+        if let Some(c) = shared.checkpoints().filter(|_| lead) {
+            let started = Instant::now();
+            match c.advance(commits.complete_below(), &names, peers) {
+                Ok(Some((epoch, bytes))) => {
+                    let prom = &shared.metrics().prom;
+                    prom.checkpoint_epoch.set(epoch as i64);
+                    prom.checkpoint_bytes.set(bytes as i64);
+                    prom.checkpoint_manifest_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    shared.metrics().prom.checkpoint_failures.inc();
+                    tracing::error!(worker = index, error = %e, "checkpoint manifest not written");
+                }
+            }
+        }
+        if let Err(e) = commit(&commits, &shared, false) {
             tracing::warn!(worker = index, error = %e, "offset commit failed; retried at the next complete epoch");
         }
         let below = commits.complete_below();
@@ -223,5 +277,17 @@ where
             );
         }
     }
-    commits.commit(true)
+    commit(&commits, &shared, true)
+}
+
+/// Commits the sources' complete epochs; with checkpoints, only those of a checkpoint
+/// whose manifest is written (offsets never run ahead of restorable state). A bounded
+/// run's final commit goes to the end: its output is all written and its state empty.
+fn commit(commits: &CommitTracker, shared: &Shared, last: bool) -> Result<()> {
+    let below = commits.complete_below();
+    let below = match shared.checkpoints() {
+        Some(c) if !(last && below == u64::MAX) => below.min(c.committable_below()),
+        _ => below,
+    };
+    commits.commit_below(below, last)
 }

@@ -427,6 +427,8 @@ impl Harness {
             kafka,
             SourceConfig::default(),
             Arc::new(AtomicBool::new(false)),
+            None,
+            false,
         ));
         let alloc = Allocator::Thread(Thread::default());
         let mut worker = Worker::new(

@@ -311,6 +311,11 @@ impl<T: EventTime, D> Aligner<T, D> {
         &self.ctx
     }
 
+    /// The next checkpoint epoch this operator writes.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     /// Whether a record at `time` must wait: its epoch is after the next checkpoint.
     #[inline]
     pub fn later(&self, time: &T) -> bool {

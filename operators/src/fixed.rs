@@ -243,6 +243,24 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
         }
     }
 
+    /// Applies records that waited for a checkpoint, in time order.
+    fn apply<G: Aggregator<D, Acc = A>>(
+        &mut self,
+        released: Vec<(Capability<T>, Vec<Arrival<D>>)>,
+        key: &impl Fn(&D) -> K,
+        agg: &G,
+    ) {
+        for (cap, records) in released {
+            let time = *cap.time();
+            for record in records {
+                match record {
+                    Arrival::Main(d) => self.add_main(time, &cap, &mut vec![d], key, agg),
+                    Arrival::Late(l) => self.add_late(time, &cap, l, key, agg),
+                }
+            }
+        }
+    }
+
     /// Every capability held, at epochs `<= epoch`, moved to `epoch + 1`: the state
     /// they were held for is in the checkpoint of `epoch`.
     fn lift(&mut self, epoch: u64) {
@@ -616,20 +634,13 @@ where
             // the state, and move what it held to the next epoch.
             if let Some(a) = aligner.as_mut() {
                 if let Some(epoch) = a.due(frontiers) {
-                    for (cap, records) in a.release(epoch) {
-                        let time = *cap.time();
-                        for record in records {
-                            match record {
-                                Arrival::Main(d) => {
-                                    state.add_main(time, &cap, &mut vec![d], &*key, &agg)
-                                }
-                                Arrival::Late(l) => state.add_late(time, &cap, l, &*key, &agg),
-                            }
-                        }
-                    }
+                    state.apply(a.release(epoch), &*key, &agg);
                     if state.checkpoint(a, epoch) {
                         state.lift(epoch);
                     }
+                    // Records up to the new next checkpoint epoch need not wait any more.
+                    let next = a.next();
+                    state.apply(a.release(next), &*key, &agg);
                 }
             }
 

@@ -47,10 +47,11 @@ fn run(
     size: u64,
     slide: u64,
     lateness: u64,
-) -> (Vec<Result5>, u64) {
+) -> (Vec<Result5>, u64, String) {
     let out = Arc::new(Mutex::new(Vec::new()));
     let complete = Arc::new(Mutex::new(0u64));
-    let (shared, shared_complete) = (out.clone(), complete.clone());
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let (shared, shared_complete, shared_names) = (out.clone(), complete.clone(), names.clone());
     let rounds = rounds.to_vec();
     let store = store.clone();
     let finish = range.end == rounds.len();
@@ -86,6 +87,9 @@ fn run(
             (main, late, probe)
         });
         drop(installed);
+        if index == 0 {
+            *shared_names.lock().unwrap() = ctx.names();
+        }
         let mine = |i: usize| i % peers == index;
         for e in range.clone() {
             let (epoch, round) = (e as u64, &rounds[e]);
@@ -127,7 +131,9 @@ fn run(
     .expect("timely ran");
     let out = out.lock().unwrap().clone();
     let complete = *complete.lock().unwrap();
-    (out, complete)
+    let names = names.lock().unwrap().clone();
+    assert_eq!(names.len(), 1, "one checkpointing operator: {names:?}");
+    (out, complete, names[0].clone())
 }
 
 /// Per window, the last value a consumer keeps, from the reference's emissions.
@@ -170,25 +176,25 @@ fn check(
     pick: usize,
 ) {
     let store = Arc::new(MemStore::default());
-    let (first, complete) = run(2, rounds, 0..cut, &store, None, size, slide, lateness);
+    let (first, complete, name) = run(2, rounds, 0..cut, &store, None, size, slide, lateness);
     // Checkpoints whose epoch is complete (every worker's part written and every
     // result of its epochs out): any of them is what a crash at some moment would
     // have left as the newest; `pick` chooses one.
-    let name = if slide == size { "t" } else { "s" };
     let written: Vec<u64> = (0..complete.min(cut as u64))
         .filter(|e| {
             (0..2).all(|w| {
                 store
-                    .get(&Checkpoints::part_path(*e, name, w))
+                    .get(&Checkpoints::part_path(*e, &name, w))
                     .unwrap()
                     .is_some()
             })
         })
         .collect();
     if cut >= 6 && complete >= 3 && complete != u64::MAX {
+        let all: Vec<_> = store.0.lock().unwrap().keys().cloned().collect();
         assert!(
             !written.is_empty(),
-            "no checkpoint below complete epoch {complete}"
+            "no checkpoint below complete epoch {complete}: {all:?}"
         );
     }
     let restore = (!written.is_empty()).then(|| Restore {
@@ -196,7 +202,7 @@ fn check(
         workers: 2,
     });
     let from = restore.map_or(0, |r| r.epoch as usize + 1);
-    let (second, _) = run(
+    let (second, _, _) = run(
         after,
         rounds,
         from..rounds.len(),

@@ -60,7 +60,12 @@ impl CommitTracker {
 
     /// Asks every source to commit its complete epochs.
     pub fn commit(&self, sync: bool) -> Result<()> {
-        let below = self.complete_below();
+        self.commit_below(self.complete_below(), sync)
+    }
+
+    /// Asks every source to commit its epochs below `below` (at most the complete ones).
+    pub fn commit_below(&self, below: u64, sync: bool) -> Result<()> {
+        let below = below.min(self.complete_below());
         for c in self.committers.borrow().iter() {
             c.borrow_mut().commit_complete(below, sync)?;
         }

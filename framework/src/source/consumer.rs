@@ -10,6 +10,10 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use freshet_operators::checkpoint::Checkpoints;
+use std::collections::BTreeMap;
 
 use crate::commit::{Committer, OffsetLedger};
 use crate::config::{Fallback, SourceConfig, StartFrom};
@@ -81,6 +85,21 @@ pub(crate) struct Reader {
     pub partitions: Vec<PartitionState>,
     pub committer: Rc<std::cell::RefCell<SourceCommitter>>,
     pub known_partitions: usize,
+    /// The checkpoint context and this source's name in it (none for a table side,
+    /// which is re-read from its start at every run, or with checkpoints off).
+    pub checkpoint: Option<(Checkpoints, String)>,
+    /// The worker watermark restored from the checkpoint (0 without one).
+    pub restored_watermark: u64,
+}
+
+/// A source's part of a checkpoint: per partition the next offset to read and the
+/// largest event time seen, and the worker's watermark.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SourcePart {
+    /// `(partition, next offset, largest event time seen)`.
+    pub partitions: Vec<(i32, i64, Option<u64>)>,
+    /// The worker's event-time watermark.
+    pub watermark: u64,
 }
 
 /// A Kafka source's commits: its [`OffsetLedger`] decides what, its consumer sends it.
@@ -185,9 +204,34 @@ pub(crate) fn open(
     } else {
         None
     };
+    // A restored checkpoint's positions win over the group's commits: the state it
+    // restores reflects exactly the records before them.
+    let checkpoint = Checkpoints::current()
+        .filter(|_| commit)
+        .map(|c| (c, format!("KafkaSource({topic})")));
+    let mut restored: BTreeMap<i32, (i64, Option<u64>)> = BTreeMap::new();
+    let mut restored_watermark = None::<u64>;
+    if let Some((c, name)) = &checkpoint {
+        c.register(name);
+        let parts = c.read_all::<SourcePart>(name);
+        // At the same number of workers each worker reads the partitions it read
+        // before and resumes its own watermark exactly (so the same records are late
+        // as before); rescaled, it starts from the least watermark of all.
+        let same = c.restore().is_some_and(|r| r.workers == peers) && parts.len() == peers;
+        for (w, part) in parts.iter().enumerate() {
+            restored.extend(part.partitions.iter().map(|&(p, o, e)| (p, (o, e))));
+            if same && w == index {
+                restored_watermark = Some(part.watermark);
+            } else if !same {
+                let least = restored_watermark.map_or(part.watermark, |m| m.min(part.watermark));
+                restored_watermark = Some(least);
+            }
+        }
+    }
     let mut assignment = TopicPartitionList::new();
     for &p in &mine {
         let offset = match config.start {
+            _ if restored.contains_key(&p) => Offset::Offset(restored[&p].0),
             StartFrom::Earliest => Offset::Beginning,
             StartFrom::Latest => Offset::End,
             StartFrom::Committed => match committed
@@ -217,11 +261,23 @@ pub(crate) fn open(
     if commit {
         job.commits().add_committer(committer.clone());
     }
+    let partitions = mine
+        .into_iter()
+        .map(|p| {
+            let mut state = PartitionState::new(p);
+            if let Some(&(offset, max_event)) = restored.get(&p) {
+                state.restore(offset, max_event);
+            }
+            state
+        })
+        .collect();
     Ok(Reader {
         consumer,
         topic: topic.to_string(),
-        partitions: mine.into_iter().map(PartitionState::new).collect(),
+        partitions,
         committer,
         known_partitions: count,
+        checkpoint,
+        restored_watermark: restored_watermark.unwrap_or(0),
     })
 }

@@ -19,7 +19,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 
 use super::by_time::ByTime;
-use super::consumer::{partition_count, Reader};
+use super::consumer::{partition_count, Reader, SourcePart};
 use super::flow::{Decision, FlowControl};
 use super::metrics::SourceMetrics;
 use super::partition::{worker_watermark, WatermarkRule};
@@ -166,7 +166,14 @@ where
         config: SourceConfig,
     ) -> Self {
         let metrics = job.metrics().clone();
-        let first_epoch = now_ms() / config.epoch_interval.as_millis() as u64;
+        // Epochs follow the wall clock, and always come after a restored checkpoint's.
+        let after_restore = reader
+            .checkpoint
+            .as_ref()
+            .and_then(|(c, _)| c.restore())
+            .map_or(0, |r| r.epoch + 1);
+        let first_epoch = (now_ms() / config.epoch_interval.as_millis() as u64).max(after_restore);
+        let restored_watermark = reader.restored_watermark;
         let stall = (config.epoch_interval * 10).max(Duration::from_secs(2));
         SourceState {
             topic: reader.topic.clone().into(),
@@ -180,7 +187,7 @@ where
                 idle: config.idle_timeout,
             },
             first_epoch,
-            now_time: Time::new(0, first_epoch),
+            now_time: Time::new(restored_watermark, first_epoch),
             staged: ByTime::new(config.tick_ms),
             paused: false,
             flow: FlowControl::new(config.max_epochs_ahead, stall),
@@ -456,6 +463,7 @@ where
         );
         if next.epoch > self.now_time.epoch {
             self.end_epoch();
+            self.checkpoint(next.epoch);
         }
         if next != self.now_time {
             self.now_time = next;
@@ -463,6 +471,32 @@ where
                 cap.downgrade(&next);
             }
         }
+    }
+
+    /// Writes the source's part of the newest checkpoint epoch from the current epoch
+    /// up to (not including) `next`, if there is one: the positions now are those at
+    /// its end. Written before the capability leaves the epoch, so the checkpoint
+    /// cannot complete without it.
+    fn checkpoint(&self, next: u64) {
+        let Some((ctx, name)) = &self.reader.checkpoint else {
+            return;
+        };
+        let Some(epoch) = ctx
+            .at_or_before(next - 1)
+            .filter(|&c| c >= self.now_time.epoch)
+        else {
+            return;
+        };
+        let part = SourcePart {
+            partitions: self
+                .reader
+                .partitions
+                .iter()
+                .filter_map(|p| p.next_offset.map(|o| (p.partition, o, p.max_event())))
+                .collect(),
+            watermark: self.now_time.event,
+        };
+        ctx.write(name, epoch, &part);
     }
 
     /// Hands the positions reached in the current epoch to the committer.

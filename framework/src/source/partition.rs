@@ -32,6 +32,18 @@ impl PartitionState {
         }
     }
 
+    /// Resumes from a checkpoint: the next offset to read and the largest event time
+    /// seen before it.
+    pub fn restore(&mut self, next_offset: i64, max_event: Option<u64>) {
+        self.next_offset = Some(next_offset);
+        self.max_event = max_event;
+    }
+
+    /// The largest event time seen, if any.
+    pub fn max_event(&self) -> Option<u64> {
+        self.max_event
+    }
+
     /// A message at `offset` was read (whatever became of it).
     pub fn read(&mut self, offset: i64) {
         self.next_offset = Some(offset + 1);

@@ -1,0 +1,240 @@
+//! Durable state: where checkpoints are kept, the manifest that makes one restorable,
+//! and the job-side half of the protocol (which checkpoint is complete, retention).
+//!
+//! Operators write their parts through [`freshet_operators::checkpoint`]; a checkpoint
+//! at epoch `C` is *complete* once every part of every checkpointing operator and
+//! source on every worker is durable and every output of epochs `<= C` has been
+//! acknowledged (the commit tracker's frontier is past `C`). Then the manifest of `C`
+//! is written, last and atomically, and only then are offsets of epochs `<= C`
+//! committed to the consumer group. A restart restores the newest manifest; parts of a
+//! checkpoint without a manifest (torn by a crash) are never read.
+
+mod local;
+mod manifest;
+
+pub use local::LocalDir;
+pub use manifest::Manifest;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use freshet_operators::checkpoint::{Checkpoints, Restore};
+
+use crate::error::{Error, Result};
+
+/// Checkpoint settings of a job.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    /// Off: state lives in memory only, and operators hold commits until their
+    /// windows close (`--no-checkpoints`).
+    pub enabled: bool,
+    /// The directory checkpoints are kept in; `None`: `.freshet/checkpoints/<group>`
+    /// under the working directory.
+    pub dir: Option<PathBuf>,
+    /// How often a checkpoint is taken (rounded to whole epochs).
+    pub interval: Duration,
+    /// How many complete checkpoints are kept; older ones are deleted.
+    pub retain: usize,
+    /// Restore even if the checkpoint holds state of operators the job no longer has
+    /// (that state is dropped). Without it such a restore is refused.
+    pub drop_orphaned: bool,
+}
+
+impl Default for CheckpointConfig {
+    /// On, every second, in `.freshet/checkpoints/<group>`, keeping 3.
+    fn default() -> Self {
+        CheckpointConfig {
+            enabled: true,
+            dir: None,
+            interval: Duration::from_secs(1),
+            retain: 3,
+            drop_orphaned: false,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// The directory of `group`'s checkpoints.
+    pub fn dir_for(&self, group: &str) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| {
+            PathBuf::from(".freshet")
+                .join("checkpoints")
+                .join(freshet_operators::checkpoint::sanitize(group))
+        })
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        if self.enabled && self.interval.is_zero() {
+            return Err(Error::Config(
+                "--checkpoint-interval-ms must be at least 1".into(),
+            ));
+        }
+        if self.enabled && self.retain == 0 {
+            return Err(Error::Config(
+                "--checkpoint-retain must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A job's checkpoints: the store, the grid, and what this run restores.
+pub struct JobCheckpoints {
+    store: Arc<LocalDir>,
+    /// A checkpoint every this many epochs.
+    every: u64,
+    retain: usize,
+    /// The manifest restored from, if any.
+    restored: Option<Manifest>,
+    /// Newest manifest written by this process, plus one (0: none yet).
+    manifest_below: std::sync::atomic::AtomicU64,
+}
+
+impl JobCheckpoints {
+    /// Opens `config`'s store for `group`, finds the checkpoint to restore (`restore`:
+    /// the job starts from committed positions) and checks it can be restored at
+    /// `workers` workers.
+    pub fn open(
+        config: &CheckpointConfig,
+        group: &str,
+        epoch_interval: Duration,
+        restore: bool,
+    ) -> Result<Self> {
+        let dir = config.dir_for(group);
+        let store = Arc::new(LocalDir::open(&dir)?);
+        let restored = if restore {
+            store.latest_manifest()?
+        } else {
+            None
+        };
+        if let Some(m) = &restored {
+            if m.key_groups != freshet_operators::checkpoint::KEY_GROUPS {
+                return Err(Error::Config(format!(
+                    "checkpoint {} in {} was taken with {} key groups; this build uses {}",
+                    m.epoch,
+                    dir.display(),
+                    m.key_groups,
+                    freshet_operators::checkpoint::KEY_GROUPS
+                )));
+            }
+            tracing::info!(epoch = m.epoch, workers = m.workers, dir = %dir.display(), "restoring checkpoint");
+        }
+        let epoch_ms = epoch_interval.as_millis().max(1) as u64;
+        let every = (config.interval.as_millis() as u64)
+            .div_ceil(epoch_ms)
+            .max(1);
+        let manifest_below = restored.as_ref().map_or(0, |m| m.epoch + 1);
+        Ok(JobCheckpoints {
+            store,
+            every,
+            retain: config.retain,
+            restored,
+            manifest_below: manifest_below.into(),
+        })
+    }
+
+    /// The operator-side context of worker `index` of `peers`; `on_failure` hears of
+    /// every part that could not be written.
+    pub fn context(
+        &self,
+        index: usize,
+        peers: usize,
+        on_failure: freshet_operators::checkpoint::FailureHook,
+    ) -> Checkpoints {
+        let restore = self.restored.as_ref().map(|m| Restore {
+            epoch: m.epoch,
+            workers: m.workers,
+        });
+        Checkpoints::new(
+            self.store.clone(),
+            self.every,
+            index,
+            peers,
+            restore,
+            on_failure,
+        )
+    }
+
+    /// Refuses to run a job whose checkpointing operators and sources differ from the
+    /// restored checkpoint's in a way that would lose state: a part whose owner is gone
+    /// (unless `drop_orphaned`). New operators start empty.
+    pub fn check_names(&self, names: &[String], drop_orphaned: bool) -> Result<()> {
+        let Some(m) = &self.restored else {
+            return Ok(());
+        };
+        let orphaned: Vec<&String> = m.names.iter().filter(|n| !names.contains(n)).collect();
+        let new: Vec<&String> = names.iter().filter(|n| !m.names.contains(n)).collect();
+        if !new.is_empty() {
+            tracing::warn!(operators = ?new, "stateful operators not in the restored checkpoint start empty");
+        }
+        if orphaned.is_empty() {
+            return Ok(());
+        }
+        if drop_orphaned {
+            tracing::warn!(operators = ?orphaned, "dropping checkpointed state no operator of this job owns");
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "checkpoint {} holds state of operators this job does not have: {}. Restore the \
+             job they belong to, rename the operators back, or pass --drop-orphaned-state to \
+             drop that state",
+            m.epoch,
+            orphaned
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// Epochs below this may be committed: every epoch of a written manifest.
+    pub fn committable_below(&self) -> u64 {
+        self.manifest_below
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Writes the manifest of the newest complete checkpoint, if it is newer than the
+    /// last one: `complete_below` is the commit tracker's bound, `names` the job's
+    /// checkpointing operators and sources, `workers` all workers of the job. Deletes
+    /// checkpoints past the retention count. Returns the manifest's epoch and the
+    /// checkpoint's size in bytes if one was written.
+    pub fn advance(
+        &self,
+        complete_below: u64,
+        names: &[String],
+        workers: usize,
+    ) -> Result<Option<(u64, u64)>> {
+        if complete_below == 0 || complete_below == u64::MAX {
+            return Ok(None);
+        }
+        let grid = |e: u64| (e + 1) / self.every * self.every;
+        let Some(epoch) = grid(complete_below - 1).checked_sub(1) else {
+            return Ok(None);
+        };
+        if epoch + 1 <= self.committable_below() {
+            return Ok(None);
+        }
+        // A source or operator that saw its inputs jump past several checkpoint epochs
+        // at once wrote only the newest: such an epoch has no complete checkpoint.
+        let mut bytes = 0;
+        for name in names {
+            for worker in 0..workers {
+                match self
+                    .store
+                    .size(&Checkpoints::part_path(epoch, name, worker))
+                {
+                    Some(size) => bytes += size,
+                    None => return Ok(None),
+                }
+            }
+        }
+        let manifest = Manifest::new(epoch, workers, names.to_vec());
+        self.store.put_manifest(&manifest)?;
+        self.manifest_below
+            .fetch_max(epoch + 1, std::sync::atomic::Ordering::AcqRel);
+        self.store.retain(self.retain)?;
+        Ok(Some((epoch, bytes)))
+    }
+}
