@@ -12,5 +12,9 @@ pub fn start_demo(
     job.brokers = mock.bootstrap_servers();
     job.bounded = true;
     job.from = freshet::StartFrom::Earliest;
+    // A fresh mock cluster each run: its checkpoints belong to this run alone.
+    job.checkpoints.checkpoint_dir.get_or_insert_with(|| {
+        std::env::temp_dir().join(format!("freshet-demo-{}", std::process::id()))
+    });
     Ok(mock)
 }

@@ -29,8 +29,9 @@ pub struct CheckpointConfig {
     /// Off: state lives in memory only, and operators hold commits until their
     /// windows close (`--no-checkpoints`).
     pub enabled: bool,
-    /// The directory checkpoints are kept in; `None`: `.freshet/checkpoints/<group>`
-    /// under the working directory.
+    /// The directory checkpoints are kept in; `None`: `<root>/<group>`, where the root
+    /// is `$FRESHET_CHECKPOINT_ROOT` if set, else `.freshet/checkpoints` under the
+    /// working directory.
     pub dir: Option<PathBuf>,
     /// How often a checkpoint is taken (rounded to whole epochs).
     pub interval: Duration,
@@ -58,9 +59,10 @@ impl CheckpointConfig {
     /// The directory of `group`'s checkpoints.
     pub fn dir_for(&self, group: &str) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| {
-            PathBuf::from(".freshet")
-                .join("checkpoints")
-                .join(freshet_operators::checkpoint::sanitize(group))
+            let root = std::env::var_os("FRESHET_CHECKPOINT_ROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".freshet").join("checkpoints"));
+            root.join(freshet_operators::checkpoint::sanitize(group))
         })
     }
 

@@ -1,0 +1,169 @@
+//! Checkpoints against the real broker, read the way a consumer reads the output: the
+//! last record per `(key, window)` wins.
+//!
+//! A live job at 2 workers is killed with SIGKILL at random moments while input
+//! arrives (steadily, or in bursts), restarted each time from its newest checkpoint,
+//! and finally drained with a bounded run. The output topic must then hold, for every
+//! window, exactly the count a sequential loop gives: 0 wrong, 0 missing. Duplicates are
+//! exact copies of results written after the restored checkpoint (counted, reported).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use support::*;
+
+/// How input arrives while the job is killed and restarted.
+#[derive(Clone, Copy, Debug)]
+enum Arrival {
+    /// 400 events every 100 ms.
+    Steady,
+    /// 3,000 events at once, then 1.2 s of nothing.
+    Bursty,
+}
+
+/// The flags every run of the crash tests passes: 2 workers, short epochs and
+/// checkpoints; no idle advance of the watermark (event times are in 2023).
+const LIVE: [&str; 8] = [
+    "-w",
+    "2",
+    "--epoch-ms",
+    "50",
+    "--checkpoint-interval-ms",
+    "200",
+    "--idle-timeout-ms",
+    "600000",
+];
+
+fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
+    let partitions = 4;
+    let input = create_topic("ckpt-in", partitions);
+    let output = create_topic("ckpt-out", 2);
+    let group = unique("ckpt-group");
+    let all = generate(seed, 24_000, 16, partitions, 1_700_000_000_000, 24_000, 200);
+    let (chunk, pause) = match arrival {
+        Arrival::Steady => (400, Duration::from_millis(100)),
+        Arrival::Bursty => (3_000, Duration::from_millis(1_200)),
+    };
+    let feed = {
+        let (input, all) = (input.clone(), all.clone());
+        std::thread::spawn(move || {
+            for part in all.chunks(chunk) {
+                produce(&brokers(), &input, part).expect("produce");
+                std::thread::sleep(pause);
+            }
+        })
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut commits_seen = 0;
+    for _ in 0..kills {
+        let mut child = job_binary(&input, &output, &group)
+            .args(LIVE)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the job");
+        // The kill comes at a random moment: during reading, a checkpoint write, a
+        // commit or start-up.
+        std::thread::sleep(Duration::from_millis(rng.gen_range(200..1_800)));
+        child.kill().expect("SIGKILL");
+        assert!(!child.wait().unwrap().success());
+        if !committed(&group, &input, partitions).is_empty() {
+            commits_seen += 1;
+        }
+    }
+    feed.join().expect("feeder");
+    let status = job_binary(&input, &output, &group)
+        .args(LIVE)
+        .arg("--bounded")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the draining run failed");
+
+    // A consumer of the output topic: the last record per (key, window) wins.
+    let written = decode::<WindowCount>(&read_topic(&output, 2));
+    let mut table: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let mut emitted: BTreeMap<(u64, u64), Vec<u64>> = BTreeMap::new();
+    for w in &written {
+        table.insert((w.key, w.start), w.value);
+        emitted.entry((w.key, w.start)).or_default().push(w.value);
+    }
+    let expected = reference_counts(all.iter().map(|(_, e)| e), 1000);
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(k, v)| table.get(k).is_some_and(|got| got != *v))
+        .collect();
+    let missing: Vec<_> = expected.keys().filter(|k| !table.contains_key(k)).collect();
+    let extra: Vec<_> = table.keys().filter(|k| !expected.contains_key(k)).collect();
+    // Every earlier record of a window is an exact copy of the final one.
+    let partial: usize = emitted
+        .iter()
+        .map(|(k, vs)| vs.iter().filter(|v| Some(*v) != expected.get(k)).count())
+        .sum();
+    let duplicates = written.len() - table.len();
+    println!(
+        "{arrival:?} input, {kills} SIGKILLs: {} windows, {} results written, {duplicates} \
+         exact duplicates, {} wrong, {} missing, {} partial; commits seen after {commits_seen} kills",
+        expected.len(),
+        written.len(),
+        wrong.len(),
+        missing.len(),
+        partial
+    );
+    assert!(wrong.is_empty(), "wrong final values: {wrong:?}");
+    assert!(missing.is_empty(), "missing windows: {missing:?}");
+    assert!(extra.is_empty(), "windows that should not exist: {extra:?}");
+    assert_eq!(partial, 0, "a partial result was written");
+    assert!(commits_seen > 0, "no run committed before it was killed");
+    assert_eq!(
+        committed(&group, &input, partitions),
+        ends(&read_topic(&input, partitions))
+    );
+}
+
+#[test]
+fn steady_input_survives_sigkills_exactly() {
+    crash_and_restore(Arrival::Steady, 7, 5);
+}
+
+#[test]
+fn bursty_input_survives_sigkills_exactly() {
+    crash_and_restore(Arrival::Bursty, 11, 5);
+}
+
+/// With 10-minute windows nothing is emitted for minutes, yet offsets are committed as
+/// checkpoints complete: commits no longer wait for windows to close.
+#[test]
+fn commits_follow_checkpoints_not_windows() {
+    let partitions = 2;
+    let input = create_topic("ckpt-long-in", partitions);
+    let output = create_topic("ckpt-long-out", 1);
+    let group = unique("ckpt-long-group");
+    let mut child = job_binary(&input, &output, &group)
+        .args(LIVE)
+        .args(["--window-ms", "600000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the job");
+    // Event times a few seconds apart: every window stays open.
+    let all = generate(3, 6_000, 8, partitions, 1_700_000_000_000, 6_000, 100);
+    let mut produced = 0;
+    for part in all.chunks(500) {
+        produce(&brokers(), &input, part).expect("produce");
+        produced += part.len() as i64;
+        wait_for(
+            Duration::from_secs(30),
+            "every record produced so far committed",
+            || committed(&group, &input, partitions).values().sum::<i64>() == produced,
+        );
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(
+        read_topic(&output, 1).is_empty(),
+        "a 10-minute window was emitted: the test no longer shows commits running ahead of windows"
+    );
+}
