@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use timely::dataflow::Scope;
 
 use crate::commit::CommitTracker;
-use crate::config::{KafkaConfig, SourceConfig};
+use crate::config::{KafkaConfig, PoisonOutput, SourceConfig};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::time::Time;
@@ -19,6 +19,8 @@ pub struct Shared {
     metrics: Arc<Metrics>,
     failure: Mutex<Option<String>>,
     stop: Arc<AtomicBool>,
+    dead_letter_topic: Option<String>,
+    poison_output: PoisonOutput,
 }
 
 impl Shared {
@@ -30,7 +32,26 @@ impl Shared {
             metrics: Arc::new(Metrics::default()),
             failure: Mutex::new(None),
             stop,
+            dead_letter_topic: None,
+            poison_output: PoisonOutput::Fail,
         }
+    }
+
+    /// Sets where dead letters go and what Kafka sinks do with refused records.
+    pub(crate) fn with_dead_letters(mut self, topic: Option<String>, poison: PoisonOutput) -> Self {
+        self.dead_letter_topic = topic;
+        self.poison_output = poison;
+        self
+    }
+
+    /// The dead-letter topic (`--dead-letter-topic`), if the job has one.
+    pub fn dead_letter_topic(&self) -> Option<String> {
+        self.dead_letter_topic.clone()
+    }
+
+    /// What Kafka sinks do with records the producer refuses (`--poison-output`).
+    pub fn poison_output(&self) -> PoisonOutput {
+        self.poison_output
     }
 
     /// The process-wide counters.
@@ -51,11 +72,22 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Fails the job: every worker stops, nothing more is committed.
+    /// Fails the job: every worker stops, nothing more is committed. The first failure
+    /// is logged (once) and is the job's error.
     pub fn fail(&self, error: Error) {
-        tracing::error!(%error, "job failed");
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        f.get_or_insert_with(|| error.to_string());
+        if f.is_none() {
+            tracing::error!(%error, "job failed");
+            *f = Some(error.to_string());
+        }
+    }
+
+    /// True once some worker failed the job.
+    pub fn failed(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 }
 

@@ -9,7 +9,7 @@ use timely::worker::Worker;
 
 use crate::cluster::Cluster;
 use crate::commit::CommitTracker;
-use crate::config::{KafkaConfig, SourceConfig};
+use crate::config::{KafkaConfig, PoisonOutput, SourceConfig};
 use crate::error::{Error, Result};
 use crate::job::{Job, Shared};
 use crate::metrics::Summary;
@@ -34,6 +34,11 @@ pub struct JobConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Draw a progress bar in bounded mode when stderr is a terminal (`--no-progress` clears it).
     pub progress: bool,
+    /// Where malformed, late and refused records are written (`--dead-letter-topic`):
+    /// every Kafka source writes its error and late records there.
+    pub dead_letter_topic: Option<String>,
+    /// What Kafka sinks do with a record the producer refuses (`--poison-output`).
+    pub poison_output: PoisonOutput,
 }
 
 impl Default for JobConfig {
@@ -48,6 +53,8 @@ impl Default for JobConfig {
             status_every: Duration::from_secs(10),
             metrics_addr: None,
             progress: true,
+            dead_letter_topic: None,
+            poison_output: PoisonOutput::Fail,
         }
     }
 }
@@ -77,11 +84,19 @@ where
         .create::<BaseConsumer>()
         .map_err(|e| Error::Config(format!("Kafka client settings: {e}")))?;
     let timely_config = config.cluster.timely_config()?;
-    let shared = Arc::new(Shared::new(
-        config.kafka.clone(),
-        config.source.clone(),
-        config.stop.clone(),
-    ));
+    if config.poison_output == PoisonOutput::DeadLetter && config.dead_letter_topic.is_none() {
+        return Err(Error::Config(
+            "--poison-output dead-letter needs --dead-letter-topic".into(),
+        ));
+    }
+    let shared = Arc::new(
+        Shared::new(
+            config.kafka.clone(),
+            config.source.clone(),
+            config.stop.clone(),
+        )
+        .with_dead_letters(config.dead_letter_topic.clone(), config.poison_output),
+    );
     // Process p of a multi-process job serves on port + p, so processes sharing a host
     // and the same flags do not collide.
     let _server = match config.metrics_addr {
