@@ -47,7 +47,7 @@ pub use timely;
 
 pub use cli::JobArgs;
 pub use cluster::Cluster;
-pub use codec::{Bincode, Decoder, Encoder, Json, WithMeta};
+pub use codec::{Bincode, Decoder, Encoder, Json, Upsert, Upserts, WithMeta};
 pub use config::{
     KafkaConfig, OutOfRange, PoisonOutput, ProducerSettings, SourceConfig, StartFrom,
 };
