@@ -13,7 +13,9 @@ use clap::Args;
 
 use crate::checkpoint::CheckpointConfig;
 use crate::cluster::Cluster;
-use crate::config::{parse_passthrough, Fallback, KafkaConfig, SourceConfig, StartFrom};
+use crate::config::{
+    parse_passthrough, Fallback, KafkaConfig, OutOfRange, PoisonOutput, SourceConfig, StartFrom,
+};
 use crate::error::Result;
 use crate::runtime::JobConfig;
 
@@ -48,6 +50,26 @@ pub struct JobArgs {
     /// A partition at its end and quiet this long stops holding the watermark, ms.
     #[arg(long, default_value_t = ms(source().idle_timeout))]
     pub idle_timeout_ms: u64,
+    /// When every partition of a worker is idle, advance its watermark with the wall
+    /// clock (for streams whose event time tracks the clock); by default it holds.
+    #[arg(long)]
+    pub idle_advance: bool,
+    /// Records dated more than this far past the wall clock go to the error stream, ms.
+    #[arg(long, default_value_t = ms(source().max_future))]
+    pub max_future_ms: u64,
+    /// A committed offset out of range: fail the job, or restart at --fallback.
+    #[arg(long, value_enum, default_value_t = source().on_out_of_range)]
+    pub on_out_of_range: OutOfRange,
+    /// Write malformed, late and refused records here, with their provenance in headers.
+    #[arg(long, value_name = "TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// A record the producer refuses for good: fail the job, or write it to the
+    /// dead-letter topic.
+    #[arg(long, value_enum, default_value_t = JobConfig::default().poison_output)]
+    pub poison_output: PoisonOutput,
+    /// Pause reading while a sink holds more than this many unacknowledged records.
+    #[arg(long, default_value_t = source().max_sink_backlog)]
+    pub max_sink_backlog: usize,
     /// Pause reading when this many epochs ahead of the last complete epoch.
     #[arg(long, default_value_t = source().max_epochs_ahead)]
     pub max_epochs_ahead: u64,
@@ -177,6 +199,10 @@ impl JobArgs {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             max_epochs_ahead: self.max_epochs_ahead,
             batch_size: self.batch_size,
+            idle_advance: self.idle_advance,
+            max_future: Duration::from_millis(self.max_future_ms),
+            on_out_of_range: self.on_out_of_range,
+            max_sink_backlog: self.max_sink_backlog,
             ..SourceConfig::default()
         };
         source.validate()?;
@@ -189,6 +215,8 @@ impl JobArgs {
             status_every: Duration::from_secs(self.status_secs),
             progress: !self.no_progress,
             cluster: self.cluster.cluster(),
+            dead_letter_topic: self.dead_letter_topic,
+            poison_output: self.poison_output,
             ..JobConfig::new(kafka)
         })
     }
@@ -256,6 +284,12 @@ mod tests {
         assert_eq!(c.source.idle_timeout, source.idle_timeout);
         assert_eq!(c.source.max_epochs_ahead, source.max_epochs_ahead);
         assert_eq!(c.source.batch_size, source.batch_size);
+        assert_eq!(c.source.idle_advance, source.idle_advance);
+        assert_eq!(c.source.max_future, source.max_future);
+        assert_eq!(c.source.on_out_of_range, source.on_out_of_range);
+        assert_eq!(c.source.max_sink_backlog, source.max_sink_backlog);
+        assert_eq!(c.dead_letter_topic, None);
+        assert_eq!(c.poison_output, JobConfig::default().poison_output);
         assert_eq!(c.status_every, JobConfig::default().status_every);
         let cluster = Cluster::default();
         assert_eq!(

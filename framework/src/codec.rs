@@ -159,6 +159,46 @@ impl<C: Decoder> Decoder for WithMeta<C> {
     }
 }
 
+/// A record of a table topic (e.g. compacted): its key, and its value or `None` for a
+/// tombstone (a null payload), which deletes the key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Upsert<T> {
+    /// The message key (required: a table row without a key cannot be applied).
+    pub key: Vec<u8>,
+    /// The decoded value; `None` for a tombstone.
+    pub value: Option<T>,
+    /// The message timestamp, ms (a tombstone's only time).
+    pub timestamp: Option<u64>,
+}
+
+/// Decodes a table topic: a payload with the inner decoder, a null payload as a
+/// tombstone ([`Upsert::value`] `None`) instead of an error. Joined with
+/// [`crate::operators::Lookup`] as a table of `(key, Option<value>)`, a tombstone makes
+/// the key absent for records at or after its event time. Take event time with
+/// `.event_time(|u| u.value.as_ref().map(..).or(u.timestamp))` so tombstones have one.
+#[derive(Clone, Debug, Default)]
+pub struct Upserts<C>(pub C);
+
+impl<C: Decoder> Decoder for Upserts<C> {
+    type Output = Upsert<C::Output>;
+    fn decode(&self, msg: &RawMessage<'_>) -> Result<Self::Output, String> {
+        let key = msg
+            .key
+            .ok_or_else(|| "table record without a key".to_string())?
+            .to_vec();
+        let value = match msg.payload {
+            None => None,
+            Some(_) => Some(self.0.decode(msg)?),
+        };
+        let timestamp = msg.timestamp.and_then(|t| u64::try_from(t).ok());
+        Ok(Upsert {
+            key,
+            value,
+            timestamp,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +212,19 @@ mod tests {
             payload,
             timestamp: None,
         }
+    }
+
+    #[test]
+    fn upserts_turn_null_payloads_into_tombstones() {
+        let codec = Upserts(Json::<u32>::new());
+        let mut m = msg(Some(b"7"));
+        m.key = Some(b"k");
+        assert_eq!(codec.decode(&m).unwrap().value, Some(7));
+        m.payload = None;
+        let t = codec.decode(&m).unwrap();
+        assert_eq!((t.key, t.value), (b"k".to_vec(), None));
+        m.key = None;
+        assert!(codec.decode(&m).unwrap_err().contains("without a key"));
     }
 
     #[test]

@@ -19,13 +19,49 @@ use crate::error::{Error, Result};
 ///   idle-partition detection.
 /// * `group.id`: set from `--group`.
 /// * `bootstrap.servers`: set from `--brokers`.
+/// * `auto.offset.reset`: set from `--on-out-of-range` and `--fallback`
+///   ([`SourceConfig::on_out_of_range`]).
 pub const CONTROLLED_KEYS: &[&str] = &[
     "enable.auto.commit",
     "enable.auto.offset.store",
     "enable.partition.eof",
     "group.id",
     "bootstrap.servers",
+    "auto.offset.reset",
 ];
+
+/// librdkafka keys `-X` may set only to the value durability needs: `acks` (`all` or
+/// its synonym `-1`) and `enable.idempotence` (`true`). A sink acknowledges a record,
+/// and so lets its input offsets be committed, only when it is durable; `acks=0/1` or a
+/// producer that may duplicate or reorder on retry would break that promise.
+pub const DURABILITY_KEYS: &[(&str, &[&str])] = &[
+    ("acks", &["all", "-1"]),
+    ("request.required.acks", &["all", "-1"]),
+    ("enable.idempotence", &["true"]),
+];
+
+/// What a source does when a partition's committed offset is out of range (past the
+/// partition's end, or before its earliest offset after retention deleted records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutOfRange {
+    /// Fail the job with the partition and offsets (default: never skip or re-read
+    /// records silently).
+    Error,
+    /// Restart the partition at `--fallback` (earliest or latest), logged at warn.
+    Fallback,
+}
+
+/// What a Kafka sink does with a record the producer refuses for good (larger than
+/// `message.max.bytes`, rejected by the topic): the *poison output* policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoisonOutput {
+    /// Fail the job (default): nothing after the record is committed, so a restart
+    /// recomputes it and fails again until the job or the topic is fixed.
+    Fail,
+    /// Write the record to the dead-letter topic with the reason in its headers and
+    /// count it as written (needs a dead-letter topic).
+    DeadLetter,
+}
 
 /// Where a source starts reading each partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -77,7 +113,7 @@ impl KafkaConfig {
 
     /// Adds a raw librdkafka setting; rejects the keys Freshet controls.
     pub fn set(mut self, key: &str, value: &str) -> Result<Self> {
-        check_passthrough_key(key)?;
+        check_passthrough(key, value)?;
         self.extra.insert(key.to_string(), value.to_string());
         Ok(self)
     }
@@ -90,7 +126,9 @@ impl KafkaConfig {
         if self.group.trim().is_empty() {
             return Err(Error::Config("--group is empty".into()));
         }
-        self.extra.keys().try_for_each(|k| check_passthrough_key(k))
+        self.extra
+            .iter()
+            .try_for_each(|(k, v)| check_passthrough(k, v))
     }
 
     /// A consumer configuration: defaults, then the user's keys, then the controlled keys.
@@ -139,15 +177,26 @@ pub fn parse_passthrough(arg: &str) -> Result<(String, String), String> {
     if k.is_empty() {
         return Err(format!("'{arg}' has an empty key"));
     }
-    check_passthrough_key(k).map_err(|e| e.to_string())?;
+    check_passthrough(k, v).map_err(|e| e.to_string())?;
     Ok((k.to_string(), v.to_string()))
 }
 
-fn check_passthrough_key(key: &str) -> Result<()> {
+/// The one rule for `-X key=value`: controlled keys are refused, durability keys only
+/// take the values durability needs.
+fn check_passthrough(key: &str, value: &str) -> Result<()> {
     if CONTROLLED_KEYS.contains(&key) {
         return Err(Error::Config(format!(
             "librdkafka key '{key}' is set by Freshet and cannot be overridden with -X (see docs/architecture.md)"
         )));
+    }
+    if let Some((_, allowed)) = DURABILITY_KEYS.iter().find(|(k, _)| *k == key) {
+        if !allowed.contains(&value.trim()) {
+            return Err(Error::Config(format!(
+                "librdkafka key '{key}={value}' would let sinks acknowledge output that is not durable; \
+                 Freshet allows only {key}={} (see docs/configuration.md)",
+                allowed.join(" or ")
+            )));
+        }
     }
     Ok(())
 }
@@ -176,8 +225,17 @@ pub struct SourceConfig {
     pub batch_size: usize,
     /// Payloads larger than this many bytes go to the error stream.
     pub max_record_bytes: usize,
-    /// Event times more than this far past the wall clock go to the error stream.
+    /// Event times more than this far past the wall clock go to the error stream (and
+    /// move no watermark).
     pub max_future: Duration,
+    /// When every partition of a worker is idle, advance its watermark with the wall
+    /// clock (`--idle-advance`); by default it holds.
+    pub idle_advance: bool,
+    /// What to do with a committed offset that is out of range.
+    pub on_out_of_range: OutOfRange,
+    /// Pause reading while some sink of the worker holds more than this many records
+    /// not yet acknowledged (flow control by sink backlog, whatever its cause).
+    pub max_sink_backlog: usize,
 }
 
 impl Default for SourceConfig {
@@ -193,7 +251,10 @@ impl Default for SourceConfig {
             max_epochs_ahead: 50,
             batch_size: 4096,
             max_record_bytes: 8 << 20,
-            max_future: Duration::from_secs(24 * 3600),
+            max_future: Duration::from_secs(5 * 60),
+            idle_advance: false,
+            on_out_of_range: OutOfRange::Error,
+            max_sink_backlog: 200_000,
         }
     }
 }
@@ -213,6 +274,9 @@ impl SourceConfig {
         }
         if self.batch_size == 0 {
             return bad("batch size must be at least 1");
+        }
+        if self.max_sink_backlog == 0 {
+            return bad("max sink backlog must be at least 1");
         }
         Ok(())
     }
@@ -265,6 +329,16 @@ mod tests {
                 .unwrap_err()
                 .contains("set by Freshet"));
         }
+        for bad in ["acks=0", "acks=1", "enable.idempotence=false"] {
+            let err = parse_passthrough(bad).unwrap_err();
+            assert!(err.contains("not durable"), "{bad}: {err}");
+            assert!(KafkaConfig::default()
+                .set(bad.split('=').next().unwrap(), "0")
+                .is_err());
+        }
+        assert!(parse_passthrough("acks=all").is_ok());
+        assert!(parse_passthrough("acks=-1").is_ok());
+        assert!(parse_passthrough("enable.idempotence=true").is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use timely::dataflow::Scope;
 
 use crate::checkpoint::JobCheckpoints;
 use crate::commit::CommitTracker;
-use crate::config::{KafkaConfig, SourceConfig};
+use crate::config::{KafkaConfig, PoisonOutput, SourceConfig};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::time::Time;
@@ -22,6 +22,8 @@ pub struct Shared {
     stop: Arc<AtomicBool>,
     checkpoints: Option<JobCheckpoints>,
     drop_orphaned: bool,
+    dead_letter_topic: Option<String>,
+    poison_output: PoisonOutput,
 }
 
 impl Shared {
@@ -41,6 +43,8 @@ impl Shared {
             stop,
             checkpoints,
             drop_orphaned,
+            dead_letter_topic: None,
+            poison_output: PoisonOutput::Fail,
         }
     }
 
@@ -52,6 +56,23 @@ impl Shared {
     /// Whether a restore may drop state no operator owns (`--drop-orphaned-state`).
     pub fn drop_orphaned(&self) -> bool {
         self.drop_orphaned
+    }
+
+    /// Sets where dead letters go and what Kafka sinks do with refused records.
+    pub(crate) fn with_dead_letters(mut self, topic: Option<String>, poison: PoisonOutput) -> Self {
+        self.dead_letter_topic = topic;
+        self.poison_output = poison;
+        self
+    }
+
+    /// The dead-letter topic (`--dead-letter-topic`), if the job has one.
+    pub fn dead_letter_topic(&self) -> Option<String> {
+        self.dead_letter_topic.clone()
+    }
+
+    /// What Kafka sinks do with records the producer refuses (`--poison-output`).
+    pub fn poison_output(&self) -> PoisonOutput {
+        self.poison_output
     }
 
     /// The process-wide counters.
@@ -72,11 +93,22 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Fails the job: every worker stops, nothing more is committed.
+    /// Fails the job: every worker stops, nothing more is committed. The first failure
+    /// is logged (once) and is the job's error.
     pub fn fail(&self, error: Error) {
-        tracing::error!(%error, "job failed");
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        f.get_or_insert_with(|| error.to_string());
+        if f.is_none() {
+            tracing::error!(%error, "job failed");
+            *f = Some(error.to_string());
+        }
+    }
+
+    /// True once some worker failed the job.
+    pub fn failed(&self) -> bool {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 }
 

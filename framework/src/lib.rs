@@ -49,14 +49,17 @@ pub use timely;
 
 pub use cli::JobArgs;
 pub use cluster::Cluster;
-pub use codec::{Bincode, Decoder, Encoder, Json, WithMeta};
-pub use config::{KafkaConfig, ProducerSettings, SourceConfig, StartFrom};
+pub use codec::{Bincode, Decoder, Encoder, Json, Upsert, Upserts, WithMeta};
+pub use config::{
+    KafkaConfig, OutOfRange, PoisonOutput, ProducerSettings, SourceConfig, StartFrom,
+};
 pub use error::{Error, Result};
 pub use freshet_operators::{AssignEventTime, Late, Tumble, Windowed};
 pub use job::Job;
 pub use metrics::{Metrics, Summary};
 pub use runtime::{run, JobConfig};
 pub use sink::collect::{Collect, Collected};
+pub use sink::dead_letter::WriteDeadLetters;
 pub use sink::kafka::{KafkaSink, WriteKafka};
 pub use sink::stdout::PrintStdout;
 pub use source::{KafkaSource, SourceError, SourceStreams};

@@ -211,10 +211,14 @@ pub struct Metrics {
     pub errors: AtomicU64,
     /// Records behind the watermark, sent to the late stream.
     pub late: AtomicU64,
+    /// Records written to the dead-letter topic (malformed, late or refused output).
+    pub dead_letters: AtomicU64,
     /// Records written by sinks and acknowledged.
     pub records_out: AtomicU64,
-    /// Offset commits sent.
+    /// Offset commits the broker accepted.
     pub commits: AtomicU64,
+    /// Offset commits the broker refused (sent again with the next commit).
+    pub commit_failures: AtomicU64,
     /// Times a source paused its partitions for flow control.
     pub pauses: AtomicU64,
     /// The last offset committed per (topic, partition).

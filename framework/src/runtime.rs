@@ -10,7 +10,7 @@ use timely::worker::Worker;
 use crate::checkpoint::{CheckpointConfig, JobCheckpoints};
 use crate::cluster::Cluster;
 use crate::commit::CommitTracker;
-use crate::config::{KafkaConfig, SourceConfig};
+use crate::config::{KafkaConfig, PoisonOutput, SourceConfig};
 use crate::error::{Error, Result};
 use crate::job::{Job, Shared};
 use crate::metrics::Summary;
@@ -37,6 +37,11 @@ pub struct JobConfig {
     pub progress: bool,
     /// Durable state: checkpoints (on by default).
     pub checkpoint: CheckpointConfig,
+    /// Where malformed, late and refused records are written (`--dead-letter-topic`):
+    /// every Kafka source writes its error and late records there.
+    pub dead_letter_topic: Option<String>,
+    /// What Kafka sinks do with a record the producer refuses (`--poison-output`).
+    pub poison_output: PoisonOutput,
 }
 
 impl Default for JobConfig {
@@ -52,6 +57,8 @@ impl Default for JobConfig {
             metrics_addr: None,
             progress: true,
             checkpoint: CheckpointConfig::default(),
+            dead_letter_topic: None,
+            poison_output: PoisonOutput::Fail,
         }
     }
 }
@@ -82,6 +89,11 @@ where
         .create::<BaseConsumer>()
         .map_err(|e| Error::Config(format!("Kafka client settings: {e}")))?;
     let timely_config = config.cluster.timely_config()?;
+    if config.poison_output == PoisonOutput::DeadLetter && config.dead_letter_topic.is_none() {
+        return Err(Error::Config(
+            "--poison-output dead-letter needs --dead-letter-topic".into(),
+        ));
+    }
     let checkpoints = if config.checkpoint.enabled {
         let restore = config.source.start == crate::config::StartFrom::Committed;
         Some(JobCheckpoints::open(
@@ -93,13 +105,16 @@ where
     } else {
         None
     };
-    let shared = Arc::new(Shared::new(
-        config.kafka.clone(),
-        config.source.clone(),
-        config.stop.clone(),
-        checkpoints,
-        config.checkpoint.drop_orphaned,
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            config.kafka.clone(),
+            config.source.clone(),
+            config.stop.clone(),
+            checkpoints,
+            config.checkpoint.drop_orphaned,
+        )
+        .with_dead_letters(config.dead_letter_topic.clone(), config.poison_output),
+    );
     // Process p of a multi-process job serves on port + p, so processes sharing a host
     // and the same flags do not collide.
     let _server = match config.metrics_addr {
@@ -123,6 +138,10 @@ where
     } else {
         None
     };
+    install_panic_hook();
+    if config.cluster.processes > 1 {
+        *NETWORK_JOB.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&shared);
+    }
     let start = Instant::now();
     let worker_shared = shared.clone();
     let (drain, status_every) = (config.drain, config.status_every);
@@ -130,21 +149,33 @@ where
     let guards = timely::execute(timely_config, move |worker| {
         // The first worker of each process logs its status and sets its process's gauges.
         let lead = worker.index() % workers == 0;
+        WORKER_JOB.with(|j| *j.borrow_mut() = Some(worker_shared.clone()));
         let result = run_worker(worker, &worker_shared, &build, drain, status_every, lead);
         if let Err(e) = &result {
             worker_shared.fail(Error::Runtime(e.to_string()));
         }
+        WORKER_JOB.with(|j| *j.borrow_mut() = None);
         result
     })
     .map_err(|e| Error::Runtime(format!("starting workers: {e}")))?;
     let mut first_error = None;
-    for r in guards.join() {
+    // Joining timely's network threads panics if one of them did (a lost peer).
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()))
+        .unwrap_or_else(|_| {
+            first_error = Some(Error::Runtime("timely's network threads failed".into()));
+            Vec::new()
+        });
+    for r in joined {
         let err = match r {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => e,
             Err(panic) => Error::Runtime(format!("a worker panicked: {panic}")),
         };
         first_error.get_or_insert(err);
+    }
+    // The first failure (a panic's message, a lost peer) says more than its consequences.
+    if let Some(reason) = shared.failure_reason() {
+        return Err(Error::Runtime(reason));
     }
     if let Some(e) = first_error {
         return Err(e);
@@ -248,6 +279,10 @@ where
                 }
             }
         }
+        // A failure in this step (a sink that could not write) must not be committed past.
+        if let Some(f) = shared.failure_reason() {
+            return Err(Error::Runtime(f));
+        }
         if let Err(e) = commit(&commits, &shared, false) {
             tracing::warn!(worker = index, error = %e, "offset commit failed; retried at the next complete epoch");
         }
@@ -277,7 +312,15 @@ where
             );
         }
     }
-    commit(&commits, &shared, true)
+    if let Some(f) = shared.failure_reason() {
+        return Err(Error::Runtime(f));
+    }
+    commit(&commits, &shared, true).map_err(|e| {
+        Error::Runtime(format!(
+            "final offset commit failed ({e}); the output is written, and the records \
+             after the last accepted commit will be read again at the next start"
+        ))
+    })
 }
 
 /// Commits the sources' complete epochs; with checkpoints, only those of a checkpoint
@@ -290,4 +333,87 @@ fn commit(commits: &CommitTracker, shared: &Shared, last: bool) -> Result<()> {
         _ => below,
     };
     commits.commit_below(below, last)
+}
+
+thread_local! {
+    /// The job a worker thread runs, for the panic hook.
+    static WORKER_JOB: std::cell::RefCell<Option<Arc<Shared>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The multi-process job of this process, for panics of timely's network threads.
+static NETWORK_JOB: std::sync::Mutex<std::sync::Weak<Shared>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
+/// Installs (once per process) a panic hook that fails the job of the panicking thread.
+///
+/// * A worker thread's panic fails its job with the message and location: every other
+///   worker sees the failure within one step and stops, and [`run`] returns the error
+///   (the job binary exits non-zero) instead of the others stepping a frozen frontier.
+/// * A panic of timely's network thread `timely:recv-N`/`timely:send-N` means process N
+///   is gone: the job fails with one line naming it.
+/// * Panics that follow a job's failure (timely's `MergeQueue poisoned` in the other
+///   workers) are consequences and print nothing. Other threads' panics go to the
+///   previous hook.
+fn install_panic_hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            let location = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            if let Some(shared) = WORKER_JOB.with(|j| j.borrow().clone()) {
+                if !shared.failed() {
+                    let worker = std::thread::current()
+                        .name()
+                        .unwrap_or("worker")
+                        .to_string();
+                    shared.fail(Error::Runtime(format!(
+                        "a worker panicked ({worker}): {message}{location}"
+                    )));
+                }
+                return;
+            }
+            let thread = std::thread::current();
+            let peer = thread
+                .name()
+                .and_then(|n| {
+                    n.strip_prefix("timely:recv-")
+                        .or(n.strip_prefix("timely:send-"))
+                })
+                .map(str::to_string);
+            if let Some(peer) = peer {
+                let job = NETWORK_JOB
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .upgrade();
+                if let Some(shared) = job {
+                    if !shared.failed() {
+                        shared.fail(Error::Runtime(format!(
+                            "lost the connection to peer process {peer} ({message}); \
+                             a multi-process job cannot continue without it: restart \
+                             every process"
+                        )));
+                    }
+                    return;
+                }
+            }
+            // After a multi-process job failed, timely's teardown panics are consequences.
+            let job = NETWORK_JOB
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .upgrade();
+            if job.is_some_and(|shared| shared.failed()) {
+                return;
+            }
+            previous(info)
+        }));
+    });
 }

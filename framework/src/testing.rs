@@ -127,7 +127,7 @@ impl<D> Committer for SourceState<D> {
             for &(p, o) in positions {
                 committed.insert((topic.clone(), p), o);
             }
-            Ok(())
+            Ok(crate::commit::Sent::Accepted)
         })
     }
 }

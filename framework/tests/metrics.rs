@@ -61,6 +61,7 @@ fn metrics_endpoint_serves_lag_records_late_malformed_commits_and_latency() {
     let mut config = JobConfig::new(KafkaConfig::new(brokers(), unique("metrics-group")));
     config.source.start = StartFrom::Earliest;
     config.source.idle_timeout = Duration::from_millis(300);
+    config.source.idle_advance = true;
     config.metrics_addr = Some(addr);
     let stop = config.stop.clone();
     let (i, o) = (input.clone(), output.clone());
@@ -171,6 +172,7 @@ fn each_process_of_a_two_process_job_serves_its_own_metrics() {
                     &format!("127.0.0.1:{base}"),
                     "--idle-timeout-ms",
                     "300",
+                    "--idle-advance",
                     "-n",
                     "2",
                     "-p",

@@ -15,7 +15,7 @@ fn sigterm_drains_commits_and_exits_zero() {
     let mut child = job_binary(&input, &output, &group)
         // Historical data: once caught up, the watermark follows the wall clock and
         // every window closes.
-        .args(["--idle-timeout-ms", "300"])
+        .args(["--idle-timeout-ms", "300", "--idle-advance"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

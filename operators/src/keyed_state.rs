@@ -35,6 +35,8 @@ struct Entry<T, S> {
     since: T,
     /// The greatest event time of those records.
     last: u64,
+    /// Where the key's one entry in the expiry index is (at or before `last + ttl`).
+    scheduled: u64,
 }
 
 /// Extension trait: keyed state machines with an event-time TTL.
@@ -195,7 +197,9 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
 
         let mut waiting: Waiting<T, D> = BTreeMap::new();
         let mut states: FxHashMap<K, Entry<T, S>> = FxHashMap::default();
-        // Keys by `last + ttl` when it was set; stale entries are skipped.
+        // One entry per live key, at or before its `last + ttl`: a key updated since is
+        // moved to its new deadline when its entry comes up (so memory is per key, not
+        // per record); entries of dropped keys are skipped.
         let mut expiry: BTreeMap<u64, Vec<K>> = BTreeMap::new();
         // One capability per epoch among live states, at the watermark.
         let mut debts: HeldEpochs<T> = HeldEpochs::new();
@@ -217,6 +221,7 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
                         let k = key(&record);
                         let mut state = None;
                         let mut since = time;
+                        let mut scheduled = None;
                         if let Some(old) = states.remove(&k) {
                             debts.pay(&old.since);
                             if old.last.saturating_add(ttl) < t {
@@ -224,20 +229,25 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
                             } else {
                                 state = Some(old.state);
                                 since = since.meet(&old.since);
+                                scheduled = Some(old.scheduled);
                             }
                         }
                         session.give_iterator(step(&k, &mut state, record).into_iter());
                         if let Some(state) = state {
                             // `t` is at or above the last settled watermark.
                             debts.owe_with(&since.with_event(t), &cap);
-                            let at = t.saturating_add(ttl);
-                            expiry.entry(at).or_default().push(k.clone());
+                            let scheduled = scheduled.unwrap_or_else(|| {
+                                let at = t.saturating_add(ttl);
+                                expiry.entry(at).or_default().push(k.clone());
+                                at
+                            });
                             states.insert(
                                 k,
                                 Entry {
                                     state,
                                     since,
                                     last: t,
+                                    scheduled,
                                 },
                             );
                         }
@@ -251,10 +261,14 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
                     }
                     let at = *entry.key();
                     for k in entry.remove() {
-                        let live = states
-                            .get(&k)
-                            .is_some_and(|e| e.last.saturating_add(ttl) == at);
-                        if !live {
+                        let Some(e) = states.get_mut(&k).filter(|e| e.scheduled == at) else {
+                            continue; // dropped (and maybe re-created with its own entry)
+                        };
+                        let deadline = e.last.saturating_add(ttl);
+                        if deadline > at {
+                            // Updated since it was scheduled: move its one entry.
+                            e.scheduled = deadline;
+                            expiry.entry(deadline).or_default().push(k);
                             continue;
                         }
                         let old = states.remove(&k).expect("live");

@@ -9,7 +9,7 @@
 mod ledger;
 mod tracker;
 
-pub use ledger::OffsetLedger;
+pub use ledger::{OffsetLedger, Position, Sent};
 pub use tracker::CommitTracker;
 
 use crate::error::Result;

@@ -18,6 +18,7 @@ pub struct CommitTracker {
     probe: ProbeHandle<Time>,
     committers: Committers,
     sinks: Rc<RefCell<usize>>,
+    backlogs: Rc<RefCell<Vec<Rc<std::cell::Cell<usize>>>>>,
 }
 
 impl CommitTracker {
@@ -34,6 +35,24 @@ impl CommitTracker {
     /// Counts a sink whose acknowledgements were connected to [`CommitTracker::probe`].
     pub fn add_sink(&self) {
         *self.sinks.borrow_mut() += 1;
+    }
+
+    /// A counter a sink keeps of the records it holds not yet acknowledged; sources
+    /// pause while any sink's is over `SourceConfig::max_sink_backlog`.
+    pub fn sink_backlog_counter(&self) -> Rc<std::cell::Cell<usize>> {
+        let c = Rc::new(std::cell::Cell::new(0));
+        self.backlogs.borrow_mut().push(c.clone());
+        c
+    }
+
+    /// The largest backlog of this worker's sinks.
+    pub fn sink_backlog(&self) -> usize {
+        self.backlogs
+            .borrow()
+            .iter()
+            .map(|c| c.get())
+            .max()
+            .unwrap_or(0)
     }
 
     /// How many sinks feed the probe.

@@ -4,12 +4,15 @@
 //! acknowledgement stream until librdkafka reports every record of it delivered; a
 //! record that cannot be delivered fails the job (nothing after it is committed).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use timely::dataflow::channels::pact::Pipeline;
@@ -20,20 +23,42 @@ use timely::scheduling::SyncActivator;
 
 use super::register_acks;
 use crate::codec::Encoder;
-use crate::config::ProducerSettings;
+use crate::config::{PoisonOutput, ProducerSettings};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::time::Time;
 
 type KeyFn<D> = Arc<dyn Fn(&D) -> Option<Vec<u8>> + Send + Sync>;
+type HeadersFn<D> = Arc<dyn Fn(&D) -> Vec<(&'static str, String)> + Send + Sync>;
+
+/// Marks the delivery opaque of a dead letter (the rest is its batch's slot).
+const DEAD_BIT: usize = 1 << (usize::BITS - 1);
+
+/// How much of a refused record's payload a dead letter keeps.
+const DEAD_PAYLOAD_KEEP: usize = 64 << 10;
+
+/// Producer errors that refuse a record for good (retrying cannot help): with
+/// [`PoisonOutput::DeadLetter`] such a record goes to the dead-letter topic.
+fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::PolicyViolation
+    )
+}
 
 /// Where and how a Kafka sink writes.
 pub struct KafkaSink<D, E> {
     topic: String,
     encoder: E,
     key: Option<KeyFn<D>>,
+    headers: Option<HeadersFn<D>>,
     settings: ProducerSettings,
+    poison: Option<PoisonOutput>,
 }
 
 impl<D, E: Encoder<D>> KafkaSink<D, E> {
@@ -43,8 +68,26 @@ impl<D, E: Encoder<D>> KafkaSink<D, E> {
             topic: topic.into(),
             encoder,
             key: None,
+            headers: None,
             settings: ProducerSettings::default(),
+            poison: None,
         }
+    }
+
+    /// Adds headers to each message, computed from the record.
+    pub fn headers<F>(mut self, headers: F) -> Self
+    where
+        F: Fn(&D) -> Vec<(&'static str, String)> + Send + Sync + 'static,
+    {
+        self.headers = Some(Arc::new(headers));
+        self
+    }
+
+    /// What to do with a record the producer refuses for good; default: the job's
+    /// `--poison-output` ([`crate::JobConfig::poison_output`]).
+    pub fn poison_output(mut self, policy: PoisonOutput) -> Self {
+        self.poison = Some(policy);
+        self
     }
 
     /// Sets each message's key from the record (it also picks the partition).
@@ -60,9 +103,17 @@ impl<D, E: Encoder<D>> KafkaSink<D, E> {
     }
 }
 
+/// A record the producer could not deliver: why, and (if refused for good) its payload.
+struct Undelivered {
+    reason: String,
+    refused: Option<Vec<u8>>,
+}
+
+type Report = (usize, Result<(), Undelivered>);
+
 /// Delivery reports go to the sink operator through a channel, and wake it.
 struct DeliveryContext {
-    reports: Sender<(usize, Result<(), String>)>,
+    reports: Sender<Report>,
     activator: SyncActivator,
 }
 
@@ -71,10 +122,45 @@ impl ClientContext for DeliveryContext {}
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, slot: usize) {
-        let report = result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string());
+        let report = result.as_ref().map(|_| ()).map_err(|(e, msg)| {
+            use rdkafka::message::Message;
+            let refused = match e.rdkafka_error_code() {
+                Some(code) if refused_for_good(code) => Some(
+                    msg.payload()
+                        .map(|p| p[..p.len().min(DEAD_PAYLOAD_KEEP)].to_vec())
+                        .unwrap_or_default(),
+                ),
+                _ => None,
+            };
+            Undelivered {
+                reason: e.to_string(),
+                refused,
+            }
+        });
         let _ = self.reports.send((slot, report));
         let _ = self.activator.activate();
     }
+}
+
+/// The headers of a dead letter: where it came from and why.
+pub(crate) fn provenance(topic: &str, partition: i32, offset: i64, reason: &str) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "freshet.topic",
+            value: Some(topic),
+        })
+        .insert(Header {
+            key: "freshet.partition",
+            value: Some(&partition.to_string()),
+        })
+        .insert(Header {
+            key: "freshet.offset",
+            value: Some(&offset.to_string()),
+        })
+        .insert(Header {
+            key: "freshet.reason",
+            value: Some(reason),
+        })
 }
 
 /// Extension trait: write records to Kafka.
@@ -88,7 +174,33 @@ struct Pending {
     slots: HashMap<usize, (Capability<Time>, u64)>,
     next_slot: usize,
     /// Encoded records the producer's queue had no room for, retried in order.
-    backlog: VecDeque<(usize, Option<Vec<u8>>, Vec<u8>)>,
+    backlog: VecDeque<Outgoing>,
+    /// Records taken in and not yet acknowledged (flow control reads it).
+    held: Rc<Cell<usize>>,
+}
+
+/// One encoded record on its way to the producer.
+struct Outgoing {
+    slot: usize,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+    /// Sent to the dead-letter topic instead of the sink's, after a refusal.
+    dead: bool,
+}
+
+impl Pending {
+    /// One record of `slot` was acknowledged (delivered, or dead-lettered).
+    fn acknowledge(&mut self, slot: usize) -> Option<u64> {
+        self.held.set(self.held.get().saturating_sub(1));
+        let entry = self.slots.get_mut(&slot)?;
+        let event = entry.0.time().event;
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            self.slots.remove(&slot);
+        }
+        Some(event)
+    }
 }
 
 impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
@@ -98,14 +210,23 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
         let shared = job.shared().clone();
         let metrics = job.metrics().clone();
         let config = job.kafka_config().producer_config(&sink.settings);
+        let poison = sink.poison.unwrap_or(shared.poison_output());
+        let dead_topic = match poison {
+            PoisonOutput::Fail => None,
+            PoisonOutput::DeadLetter => Some(shared.dead_letter_topic().ok_or_else(|| {
+                Error::Config(format!(
+                    "{name}: poison output to the dead-letter topic needs --dead-letter-topic"
+                ))
+            })?),
+        };
+        let held = job.commits().sink_backlog_counter();
         let mut create_error = None;
         let acks = self
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 Pipeline,
                 &name,
                 |_cap, info| {
-                    let (tx, rx): (_, Receiver<(usize, Result<(), String>)>) =
-                        crossbeam_channel::unbounded();
+                    let (tx, rx): (_, Receiver<Report>) = crossbeam_channel::unbounded();
                     let context = DeliveryContext {
                         reports: tx,
                         activator: scope.worker().sync_activator_for(info.address.to_vec()),
@@ -123,14 +244,44 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                     let topic = sink.topic.clone();
                     let encoder = sink.encoder;
                     let key = sink.key;
+                    let headers = sink.headers;
                     let mut pending = Pending {
                         slots: HashMap::new(),
                         next_slot: 0,
                         backlog: VecDeque::new(),
+                        held,
                     };
                     let mut buf = Vec::new();
                     let name = name.clone();
                     let sink_records = super::records_counter(&metrics, &name);
+                    // A refused record becomes a dead letter, or fails the job.
+                    let refuse = {
+                        let (shared, name, topic) = (shared.clone(), name.clone(), topic.clone());
+                        let metrics = metrics.clone();
+                        let dead_topic = dead_topic.clone();
+                        move |pending: &mut Pending, slot: usize, payload: Vec<u8>, reason: String| {
+                            let Some(dead) = dead_topic.as_ref() else {
+                                shared.fail(Error::Sink {
+                                    sink: name.clone(),
+                                    reason: format!("record refused: {reason}"),
+                                });
+                                return;
+                            };
+                            tracing::warn!(sink = %name, dead_letter_topic = %dead, %reason,
+                                "record refused by the producer; writing it to the dead-letter topic");
+                            Metrics::add(&metrics.dead_letters, 1);
+                            let reason = format!("refused by {name}: {reason}");
+                            let mut payload = payload;
+                            payload.truncate(DEAD_PAYLOAD_KEEP);
+                            pending.backlog.push_front(Outgoing {
+                                slot,
+                                key: None,
+                                payload,
+                                headers: Some(provenance(&topic, -1, -1, &reason)),
+                                dead: true,
+                            });
+                        }
+                    };
                     move |(input, _frontier), _output| {
                         let Some(producer) = producer.as_ref() else {
                             input.for_each(|_, _| {});
@@ -148,6 +299,7 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             pending
                                 .slots
                                 .insert(slot, (cap.delayed(&time, 0), data.len() as u64));
+                            pending.held.set(pending.held.get() + data.len());
                             for d in data.drain(..) {
                                 buf.clear();
                                 if let Err(e) = encoder.encode(&d, &mut buf) {
@@ -157,18 +309,37 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                                     });
                                     return;
                                 }
-                                let k = key.as_ref().and_then(|f| f(&d));
-                                pending
-                                    .backlog
-                                    .push_back((slot, k, std::mem::take(&mut buf)));
+                                let headers = headers.as_ref().map(|f| {
+                                    f(&d).into_iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                                        h.insert(Header {
+                                            key: k,
+                                            value: Some(&v),
+                                        })
+                                    })
+                                });
+                                pending.backlog.push_back(Outgoing {
+                                    slot,
+                                    key: key.as_ref().and_then(|f| f(&d)),
+                                    payload: std::mem::take(&mut buf),
+                                    headers,
+                                    dead: false,
+                                });
                             }
                         });
                         // Send in order; stop when the producer queue is full and retry later.
-                        while let Some((slot, k, payload)) = pending.backlog.front() {
+                        while let Some(out) = pending.backlog.front() {
+                            let to = match (&dead_topic, out.dead) {
+                                (Some(dead), true) => dead,
+                                _ => &topic,
+                            };
+                            let opaque = if out.dead { out.slot | DEAD_BIT } else { out.slot };
                             let mut record =
-                                BaseRecord::with_opaque_to(&topic, *slot).payload(payload);
-                            if let Some(k) = k {
+                                BaseRecord::with_opaque_to(to, opaque).payload(&out.payload);
+                            if let Some(k) = &out.key {
                                 record = record.key(k);
+                            }
+                            if let Some(h) = &out.headers {
+                                record = record.headers(h.clone());
                             }
                             match producer.send(record) {
                                 Ok(()) => {
@@ -178,6 +349,16 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                                     KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
                                     _,
                                 )) => break,
+                                Err((KafkaError::MessageProduction(code), _))
+                                    if refused_for_good(code) && !out.dead =>
+                                {
+                                    let out = pending.backlog.pop_front().expect("front");
+                                    let reason = KafkaError::MessageProduction(code).to_string();
+                                    refuse(&mut pending, out.slot, out.payload, reason);
+                                    if dead_topic.is_none() {
+                                        break;
+                                    }
+                                }
                                 Err((e, _)) => {
                                     shared.fail(Error::Sink {
                                         sink: name.clone(),
@@ -189,24 +370,23 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                         }
                         // Release capabilities of fully delivered batches.
                         let now = crate::clock::now_ms();
-                        for (slot, report) in rx.try_iter() {
+                        for (opaque, report) in rx.try_iter() {
+                            let (slot, dead) = (opaque & !DEAD_BIT, opaque & DEAD_BIT != 0);
                             match report {
                                 Ok(()) => {
                                     Metrics::add(&metrics.records_out, 1);
                                     sink_records.inc();
-                                    if let Some(entry) = pending.slots.get_mut(&slot) {
-                                        metrics.prom.observe_latency_at(
-                                            now,
-                                            entry.0.time().event,
-                                            1,
-                                        );
-                                        entry.1 -= 1;
-                                        if entry.1 == 0 {
-                                            pending.slots.remove(&slot);
-                                        }
+                                    if let Some(event) = pending.acknowledge(slot) {
+                                        metrics.prom.observe_latency_at(now, event, 1);
                                     }
                                 }
-                                Err(reason) => shared.fail(Error::Sink {
+                                Err(Undelivered {
+                                    reason,
+                                    refused: Some(payload),
+                                }) if dead_topic.is_some() && !dead => {
+                                    refuse(&mut pending, slot, payload, reason)
+                                }
+                                Err(Undelivered { reason, .. }) => shared.fail(Error::Sink {
                                     sink: name.clone(),
                                     reason: format!("delivery failed: {reason}"),
                                 }),

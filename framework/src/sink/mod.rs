@@ -6,6 +6,7 @@
 //! in-memory collection) lets its acknowledgement frontier follow its input.
 
 pub mod collect;
+pub mod dead_letter;
 pub mod kafka;
 pub mod stdout;
 

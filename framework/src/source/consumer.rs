@@ -1,7 +1,9 @@
 //! Opening a worker's consumer on its partitions, and committing its complete epochs.
 
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -15,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use freshet_operators::checkpoint::Checkpoints;
 use std::collections::BTreeMap;
 
-use crate::commit::{Committer, OffsetLedger};
-use crate::config::{Fallback, SourceConfig, StartFrom};
+use crate::commit::{Committer, OffsetLedger, Position, Sent};
+use crate::config::{Fallback, OutOfRange, SourceConfig, StartFrom};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::metrics::Metrics;
@@ -46,18 +48,51 @@ impl ConsumerContext for SourceContext {}
 /// A consumer with the source context.
 pub type SourceConsumer = BaseConsumer<SourceContext>;
 
+/// One partition as librdkafka's last statistics saw it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FetchState {
+    /// The partition is being fetched from a leader that is up.
+    pub fetching: bool,
+    /// Its high watermark from the last fetch response (-1 before any).
+    pub high: i64,
+}
+
+/// What librdkafka's callbacks (served by the source's own polls) tell the source
+/// operator and its committer: client errors, per-partition fetch state, and the
+/// broker's answers to asynchronous commits.
+#[derive(Default)]
+pub(crate) struct ClientReports {
+    /// Client errors (not end-of-partition) so far.
+    pub errors: AtomicU64,
+    /// Per partition, from the last statistics.
+    pub partitions: Mutex<HashMap<i32, FetchState>>,
+    /// Answers to commits: accepted or refused (with why), and what they committed.
+    pub commits: Mutex<Vec<CommitAnswer>>,
+}
+
+/// The broker's answer to a commit (accepted, or refused with why) and what it committed.
+pub(crate) type CommitAnswer = (std::result::Result<(), String>, Vec<Position>);
+
 /// The context of a Kafka source's own consumer: [`SourceContext`]'s error handling,
 /// plus librdkafka's statistics (every second, served by the source's own polls), which
 /// carry each partition's high watermark as of the last fetch response: consumer lag
 /// and the progress bar's total come from it. (ListOffsets "latest" is not used: the test
 /// broker, Tansu, answers it too low — the first offset of the last batch plus one.)
+/// Errors, fetch states and commit answers go to [`ClientReports`].
 pub(crate) struct MeteredContext {
     metrics: Arc<Metrics>,
     topic: String,
+    reports: Arc<ClientReports>,
 }
 
 impl ClientContext for MeteredContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            self.reports.errors.fetch_add(1, Ordering::Relaxed);
+        }
         SourceContext.error(error, reason);
     }
 
@@ -65,15 +100,63 @@ impl ClientContext for MeteredContext {
         let Some(t) = statistics.topics.get(&self.topic) else {
             return;
         };
+        let up = |leader: i32| {
+            statistics
+                .brokers
+                .values()
+                .any(|b| b.nodeid == leader && b.state == "UP")
+        };
+        let mut states = self
+            .reports
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for (&p, part) in &t.partitions {
-            if p >= 0 && part.hi_offset >= 0 {
+            if p < 0 {
+                continue;
+            }
+            if part.hi_offset >= 0 {
                 self.metrics.high_watermark(&self.topic, p, part.hi_offset);
             }
+            let fetching = part.fetch_state == "active" && up(part.leader);
+            states.insert(
+                p,
+                FetchState {
+                    fetching,
+                    high: part.hi_offset,
+                },
+            );
         }
     }
 }
 
-impl ConsumerContext for MeteredContext {}
+impl ConsumerContext for MeteredContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let mut failed = result.err().map(|e| e.to_string());
+        let mut positions = Vec::new();
+        for e in offsets.elements_for_topic(&self.topic) {
+            if let Err(err) = e.error() {
+                failed.get_or_insert_with(|| format!("partition {}: {err}", e.partition()));
+            }
+            if let Offset::Offset(o) = e.offset() {
+                positions.push((e.partition(), o));
+            }
+        }
+        let answer = match failed {
+            None => Ok(()),
+            Some(reason) => Err(reason),
+        };
+        self.reports
+            .commits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((answer, positions));
+    }
+}
 
 /// A Kafka source's consumer.
 pub(crate) type MeteredConsumer = BaseConsumer<MeteredContext>;
@@ -90,6 +173,10 @@ pub(crate) struct Reader {
     pub checkpoint: Option<(Checkpoints, String)>,
     /// The worker watermark restored from the checkpoint (0 without one).
     pub restored_watermark: u64,
+    /// What librdkafka's callbacks reported.
+    pub reports: Arc<ClientReports>,
+    /// Per partition, the committed offset it was started at (with `--from committed`).
+    pub committed_start: HashMap<i32, i64>,
 }
 
 /// A source's part of a checkpoint: per partition the next offset to read and the
@@ -107,6 +194,7 @@ pub(crate) struct SourceCommitter {
     consumer: Rc<MeteredConsumer>,
     topic: String,
     ledger: OffsetLedger,
+    reports: Arc<ClientReports>,
 }
 
 impl SourceCommitter {
@@ -122,6 +210,24 @@ impl SourceCommitter {
 impl Committer for SourceCommitter {
     fn commit_complete(&mut self, complete_below: u64, sync: bool) -> Result<()> {
         let (consumer, topic) = (&self.consumer, &self.topic);
+        // The broker's answers to earlier asynchronous commits.
+        let answers = std::mem::take(
+            &mut *self
+                .reports
+                .commits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (answer, positions) in answers {
+            match answer {
+                Ok(()) => self.ledger.accepted(&positions),
+                Err(reason) => {
+                    tracing::warn!(%topic, %reason, ?positions,
+                        "offset commit refused by the broker; sent again with the next commit");
+                    self.ledger.refused(&positions);
+                }
+            }
+        }
         self.ledger
             .commit_complete(complete_below, |epoch, positions| {
                 let mut tpl = TopicPartitionList::new();
@@ -129,14 +235,31 @@ impl Committer for SourceCommitter {
                     tpl.add_partition_offset(topic, p, Offset::Offset(off))
                         .map_err(|e| Error::kafka("building commit", e))?;
                 }
-                let mode = if sync {
-                    CommitMode::Sync
-                } else {
-                    CommitMode::Async
-                };
+                let context = || format!("committing epoch {epoch} of {topic}");
+                if !sync {
+                    consumer
+                        .commit(&tpl, CommitMode::Async)
+                        .map_err(|e| Error::kafka(context(), e))?;
+                    return Ok(Sent::Queued);
+                }
                 consumer
-                    .commit(&tpl, mode)
-                    .map_err(|e| Error::kafka(format!("committing epoch {epoch} of {topic}"), e))
+                    .commit(&tpl, CommitMode::Sync)
+                    .map_err(|e| Error::kafka(context(), e))?;
+                // A synchronous commit can report success while a partition failed:
+                // read the offsets back and compare.
+                let back = consumer
+                    .committed_offsets(tpl, METADATA_TIMEOUT)
+                    .map_err(|e| Error::kafka(format!("reading back {}", context()), e))?;
+                for &(p, off) in positions {
+                    let got = back.find_partition(topic, p).map(|e| e.offset());
+                    if got != Some(Offset::Offset(off)) {
+                        return Err(Error::Runtime(format!(
+                            "{}: the broker has {got:?} for partition {p}, not offset {off}",
+                            context()
+                        )));
+                    }
+                }
+                Ok(Sent::Accepted)
             })
     }
 }
@@ -168,12 +291,15 @@ pub(crate) fn open(
     commit: bool,
 ) -> Result<Reader> {
     let kafka = job.kafka_config();
+    let reports = Arc::new(ClientReports::default());
     let consumer: MeteredConsumer = kafka
         .consumer_config()
         .set("statistics.interval.ms", "1000")
+        .set("auto.offset.reset", auto_offset_reset(config))
         .create_with_context(MeteredContext {
             metrics: job.metrics().clone(),
             topic: topic.to_string(),
+            reports: reports.clone(),
         })
         .map_err(|e| Error::kafka("creating consumer", e))?;
     let count = partition_count(&consumer, topic, &kafka.brokers)?;
@@ -229,6 +355,7 @@ pub(crate) fn open(
         }
     }
     let mut assignment = TopicPartitionList::new();
+    let mut committed_start = HashMap::new();
     for &p in &mine {
         let offset = match config.start {
             _ if restored.contains_key(&p) => Offset::Offset(restored[&p].0),
@@ -239,7 +366,10 @@ pub(crate) fn open(
                 .and_then(|c| c.find_partition(topic, p))
                 .map(|e| e.offset())
             {
-                Some(Offset::Offset(o)) if o >= 0 => Offset::Offset(o),
+                Some(Offset::Offset(o)) if o >= 0 => {
+                    committed_start.insert(p, o);
+                    Offset::Offset(o)
+                }
                 _ => fallback,
             },
         };
@@ -257,6 +387,7 @@ pub(crate) fn open(
         consumer: consumer.clone(),
         topic: topic.to_string(),
         ledger: OffsetLedger::new(topic, job.metrics().clone()),
+        reports: reports.clone(),
     }));
     if commit {
         job.commits().add_committer(committer.clone());
@@ -279,5 +410,18 @@ pub(crate) fn open(
         known_partitions: count,
         checkpoint,
         restored_watermark: restored_watermark.unwrap_or(0),
+        reports,
+        committed_start,
     })
+}
+
+/// librdkafka's `auto.offset.reset` for a source: `error` unless out-of-range offsets
+/// fall back (then `--fallback`'s end). Set explicitly: librdkafka's default, `latest`,
+/// would skip records silently.
+fn auto_offset_reset(config: &SourceConfig) -> &'static str {
+    match (config.on_out_of_range, config.fallback) {
+        (OutOfRange::Error, _) => "error",
+        (OutOfRange::Fallback, Fallback::Earliest) => "earliest",
+        (OutOfRange::Fallback, Fallback::Latest) => "latest",
+    }
 }

@@ -8,6 +8,11 @@
 //! watches the complete epoch: if it does not move for a stall timeout, the wait is
 //! for input, not for sinks; the source raises its bound (at least doubling it, so it
 //! soon covers the longest span any operator holds) and resumes.
+//!
+//! A sink whose backlog (records taken in but not yet acknowledged) is over its bound
+//! keeps the source paused whatever the epochs say, and never raises the bound: the
+//! backlog shrinks only as the sink's output is delivered (an output broker that is
+//! down keeps the job paused, with bounded memory, until it is back).
 
 use std::time::{Duration, Instant};
 
@@ -50,8 +55,23 @@ impl FlowControl {
     }
 
     /// Decides, given how many epochs the source is `ahead` of the first incomplete
-    /// epoch `complete`, at `now`.
-    pub fn decide(&mut self, ahead: u64, complete: u64, now: Instant) -> Decision {
+    /// epoch `complete` and whether a sink is `backlogged` (over its bound), at `now`.
+    pub fn decide(
+        &mut self,
+        ahead: u64,
+        complete: u64,
+        backlogged: bool,
+        now: Instant,
+    ) -> Decision {
+        if backlogged {
+            let was_paused = self.paused.is_some();
+            self.paused = Some((now, complete));
+            return if was_paused {
+                Decision::Keep
+            } else {
+                Decision::Pause
+            };
+        }
         match self.paused {
             None if ahead > self.bound => {
                 self.paused = Some((now, complete));
@@ -93,10 +113,10 @@ mod tests {
     fn pauses_beyond_the_bound_and_resumes_when_caught_up() {
         let t = Instant::now();
         let mut f = FlowControl::new(10, STALL);
-        assert_eq!(f.decide(10, 100, t), Decision::Keep);
-        assert_eq!(f.decide(11, 100, t), Decision::Pause);
-        assert_eq!(f.decide(11, 100, t), Decision::Keep);
-        assert_eq!(f.decide(9, 103, t), Decision::Resume);
+        assert_eq!(f.decide(10, 100, false, t), Decision::Keep);
+        assert_eq!(f.decide(11, 100, false, t), Decision::Pause);
+        assert_eq!(f.decide(11, 100, false, t), Decision::Keep);
+        assert_eq!(f.decide(9, 103, false, t), Decision::Resume);
         assert_eq!(f.bound(), 10);
     }
 
@@ -104,11 +124,11 @@ mod tests {
     fn slow_sinks_keep_it_paused_as_long_as_epochs_complete() {
         let t = Instant::now();
         let mut f = FlowControl::new(10, STALL);
-        assert_eq!(f.decide(12, 100, t), Decision::Pause);
+        assert_eq!(f.decide(12, 100, false, t), Decision::Pause);
         // Epochs keep completing, slowly: stay paused well past the stall timeout.
         for i in 1..10u64 {
             let now = t + Duration::from_millis(600 * i);
-            assert_eq!(f.decide(12, 100 + i, now), Decision::Keep);
+            assert_eq!(f.decide(12, 100 + i, false, now), Decision::Keep);
         }
         assert_eq!(f.bound(), 10);
     }
@@ -117,17 +137,30 @@ mod tests {
     fn a_stall_raises_the_bound_instead_of_waiting_forever() {
         let t = Instant::now();
         let mut f = FlowControl::new(10, STALL);
-        assert_eq!(f.decide(11, 100, t), Decision::Pause);
+        assert_eq!(f.decide(11, 100, false, t), Decision::Pause);
         assert_eq!(
-            f.decide(11, 100, t + Duration::from_millis(500)),
+            f.decide(11, 100, false, t + Duration::from_millis(500)),
             Decision::Keep
         );
-        assert_eq!(f.decide(11, 100, t + STALL), Decision::Resume);
+        assert_eq!(f.decide(11, 100, false, t + STALL), Decision::Resume);
         assert_eq!(f.bound(), 21);
-        assert_eq!(f.decide(15, 100, t + STALL), Decision::Keep);
+        assert_eq!(f.decide(15, 100, false, t + STALL), Decision::Keep);
         // The next stall at least doubles it.
-        assert_eq!(f.decide(22, 100, t + STALL), Decision::Pause);
-        assert_eq!(f.decide(22, 100, t + STALL * 2), Decision::Resume);
+        assert_eq!(f.decide(22, 100, false, t + STALL), Decision::Pause);
+        assert_eq!(f.decide(22, 100, false, t + STALL * 2), Decision::Resume);
         assert_eq!(f.bound(), 42);
+    }
+
+    #[test]
+    fn a_backlogged_sink_keeps_it_paused_and_never_raises_the_bound() {
+        let t = Instant::now();
+        let mut f = FlowControl::new(10, STALL);
+        assert_eq!(f.decide(0, 100, true, t), Decision::Pause);
+        // Nothing completes for many stall timeouts (the output broker is down).
+        for i in 1..10u32 {
+            assert_eq!(f.decide(0, 100, true, t + STALL * i), Decision::Keep);
+        }
+        assert_eq!(f.bound(), 10);
+        assert_eq!(f.decide(0, 100, false, t + STALL * 10), Decision::Resume);
     }
 }

@@ -133,12 +133,18 @@ impl<C: Decoder> KafkaSource<C> {
         let config = self.config.unwrap_or_else(|| job.source_config().clone());
         config.validate()?;
         let reader = consumer::open(job, &self.topic, &config, self.commit)?;
-        Ok(operator::render(
-            job,
-            reader,
-            self.decoder,
-            self.event_time,
-            config,
-        ))
+        let (streams, dead) = operator::render(job, reader, self.decoder, self.event_time, config);
+        match job.shared().dead_letter_topic() {
+            Some(topic) => {
+                use crate::sink::dead_letter::WriteDeadLetters;
+                dead.write_dead_letters(job, &topic)?;
+            }
+            None if job.index() == 0 => tracing::warn!(topic = %self.topic,
+                "no --dead-letter-topic: malformed and late records of this source reach \
+                 only its error and late streams (counted); if the job leaves them \
+                 unconnected they are dropped"),
+            None => {}
+        }
+        Ok(streams)
     }
 }

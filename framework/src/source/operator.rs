@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::TopicPartitionList;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::Ordering;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -27,13 +29,26 @@ use super::{EventTimeFn, SourceError, SourceStreams};
 use crate::clock::now_ms;
 use crate::codec::{Decoder, RawMessage};
 use crate::commit::CommitTracker;
-use crate::config::SourceConfig;
+use crate::config::{Fallback, OutOfRange, SourceConfig};
+use crate::error::Error;
 use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::time::{Late, Time};
 
 const PAYLOAD_KEEP: usize = 64 << 10;
 const METADATA_REFRESH: Duration = Duration::from_secs(30);
+
+/// A message that could not become an on-time record, with its coordinates and why.
+fn dead_letter(raw: &RawMessage<'_>, reason: String) -> SourceError {
+    SourceError {
+        topic: raw.topic.to_string(),
+        partition: raw.partition,
+        offset: raw.offset,
+        reason,
+        key: raw.key.map(<[u8]>::to_vec),
+        payload: raw.payload.map(|b| b[..b.len().min(PAYLOAD_KEEP)].to_vec()),
+    }
+}
 
 /// Rate-limits a repeated warning to one line per period, counting what it held back.
 #[derive(Default)]
@@ -60,11 +75,12 @@ impl Throttle {
 
 type OutputOf<D> = OutputBuilder<Time, CapacityContainerBuilder<Vec<D>>>;
 
-/// The operator's three outputs.
+/// The operator's outputs: the three of [`SourceStreams`] and the dead letters.
 struct Outputs<D: 'static> {
     records: OutputOf<D>,
     errors: OutputOf<SourceError>,
     late: OutputOf<Late<D>>,
+    dead: OutputOf<SourceError>,
 }
 
 /// What one activation read besides the staged records.
@@ -73,6 +89,8 @@ struct Batch<D> {
     bytes: u64,
     errors: Vec<SourceError>,
     late: Vec<Late<D>>,
+    /// With a dead-letter topic: the raw messages of `errors` and `late`.
+    dead: Vec<SourceError>,
 }
 
 /// How an activation ended.
@@ -91,7 +109,10 @@ pub(crate) fn render<'scope, C: Decoder>(
     decoder: C,
     event_time: Option<EventTimeFn<C::Output>>,
     config: SourceConfig,
-) -> SourceStreams<'scope, C::Output>
+) -> (
+    SourceStreams<'scope, C::Output>,
+    timely::dataflow::StreamVec<'scope, Time, SourceError>,
+)
 where
     C::Output: Clone + 'static,
 {
@@ -101,10 +122,12 @@ where
     let (rec_out, records) = builder.new_output();
     let (err_out, errors) = builder.new_output();
     let (late_out, late) = builder.new_output();
+    let (dead_out, dead) = builder.new_output();
     let mut outputs = Outputs {
         records: OutputBuilder::from(rec_out),
         errors: OutputBuilder::from(err_out),
         late: OutputBuilder::from(late_out),
+        dead: OutputBuilder::from(dead_out),
     };
     let activator = scope.activator_for(info.address);
     let shared = job.shared().clone();
@@ -124,11 +147,12 @@ where
             }
         }
     });
-    SourceStreams {
+    let streams = SourceStreams {
         records,
         errors,
         late,
-    }
+    };
+    (streams, dead)
 }
 
 /// Everything the operator keeps between activations.
@@ -152,6 +176,13 @@ struct SourceState<C: Decoder> {
     commits: CommitTracker,
     metrics: Arc<Metrics>,
     source_metrics: SourceMetrics,
+    shared: Arc<crate::job::Shared>,
+    /// Client errors seen so far ([`super::consumer::ClientReports::errors`]).
+    errors_seen: u64,
+    /// Partitions whose committed start offset was checked against their end.
+    range_checked: std::collections::HashSet<i32>,
+    /// The job has a dead-letter topic: errors and late records go there too.
+    dead_letters: bool,
 }
 
 impl<C: Decoder> SourceState<C>
@@ -185,6 +216,7 @@ where
             rule: WatermarkRule {
                 out_of_orderness: config.out_of_orderness.as_millis() as u64,
                 idle: config.idle_timeout,
+                idle_advance: config.idle_advance,
             },
             first_epoch,
             now_time: Time::new(restored_watermark, first_epoch),
@@ -196,6 +228,10 @@ where
             last_refresh: Instant::now(),
             commits: job.commits().clone(),
             metrics,
+            shared: job.shared().clone(),
+            errors_seen: 0,
+            range_checked: Default::default(),
+            dead_letters: job.shared().dead_letter_topic().is_some(),
             config,
         }
     }
@@ -213,6 +249,7 @@ where
         let full = batch.polled >= self.config.batch_size;
         self.emit(held, outputs, batch);
         self.watch_new_partitions(now);
+        self.check_reading(now);
         let finished = self.config.bounded && self.reader.partitions.iter().all(|p| p.released);
         let parts = &self.reader.partitions;
         let out_of_orderness = self.rule.out_of_orderness;
@@ -231,19 +268,94 @@ where
         }
     }
 
+    /// Idle time counts only while a partition is actually read: paused partitions,
+    /// client errors since the last activation and partitions librdkafka does not fetch
+    /// from a live leader restart their idle clocks. Committed start offsets past a
+    /// partition's end are out of range ([`OutOfRange`]).
+    fn check_reading(&mut self, now: Instant) {
+        let errors = self.reader.reports.errors.load(Ordering::Relaxed);
+        let failing = errors != self.errors_seen;
+        self.errors_seen = errors;
+        let states = self
+            .reader
+            .reports
+            .partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut out_of_range = Vec::new();
+        for part in self.reader.partitions.iter_mut() {
+            let state = states.get(&part.partition);
+            if self.paused || failing || state.is_none_or(|s| !s.fetching) {
+                part.interrupt(now);
+            }
+            let p = part.partition;
+            if part.next_offset.is_some() || self.range_checked.contains(&p) {
+                continue;
+            }
+            let (Some(&start), Some(state)) = (self.reader.committed_start.get(&p), state) else {
+                continue;
+            };
+            if state.high < 0 {
+                continue;
+            }
+            self.range_checked.insert(p);
+            if start > state.high {
+                out_of_range.push((p, start, state.high));
+            }
+        }
+        for (p, start, high) in out_of_range {
+            self.out_of_range(p, start, high);
+        }
+    }
+
+    /// A committed start offset past the partition's end: fail, or restart at the
+    /// fallback, as [`SourceConfig::on_out_of_range`] says.
+    fn out_of_range(&mut self, p: i32, committed: i64, end: i64) {
+        let topic = &self.topic;
+        match self.config.on_out_of_range {
+            OutOfRange::Error => self.shared.fail(Error::Runtime(format!(
+                "committed offset {committed} of {topic}[{p}] is out of range (the partition \
+                 ends at {end}); refusing to skip or re-read records. Reset the group's \
+                 offsets, or restart with --on-out-of-range fallback to start such \
+                 partitions at --fallback"
+            ))),
+            OutOfRange::Fallback => {
+                let offset = match self.config.fallback {
+                    Fallback::Earliest => Offset::Beginning,
+                    Fallback::Latest => Offset::End,
+                };
+                tracing::warn!(%topic, partition = p, committed, end, ?offset,
+                    "committed offset out of range: restarting the partition at --fallback");
+                if let Err(e) = self
+                    .reader
+                    .consumer
+                    .seek(topic, p, offset, Duration::from_secs(10))
+                {
+                    self.shared.fail(Error::kafka(
+                        format!("seeking {topic}[{p}] to {offset:?} after an out-of-range offset"),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
     /// Pauses the partitions while too far ahead of the last complete epoch.
     fn flow_control(&mut self, now: Instant) {
         let complete = self.commits.complete_below().max(self.first_epoch);
         let ahead = self.now_time.epoch.saturating_sub(complete);
+        let backlog = self.commits.sink_backlog();
+        let backlogged = backlog > self.config.max_sink_backlog;
         let (worker, topic) = (self.worker, &self.topic);
-        match self.flow.decide(ahead, complete, now) {
+        match self.flow.decide(ahead, complete, backlogged, now) {
             Decision::Pause => {
                 if let Err(e) = self.reader.consumer.pause(&self.live_partitions()) {
                     tracing::warn!(%topic, error = %e, "pausing partitions failed");
                 }
                 self.paused = true;
                 Metrics::add(&self.metrics.pauses, 1);
-                tracing::debug!(worker, %topic, ahead, "paused: sinks are behind");
+                tracing::debug!(worker, %topic, ahead, backlog, "paused: sinks are behind");
             }
             Decision::Resume => {
                 if let Err(e) = self.reader.consumer.resume(&self.live_partitions()) {
@@ -264,6 +376,7 @@ where
             bytes: 0,
             errors: Vec::new(),
             late: Vec::new(),
+            dead: Vec::new(),
         };
         let consumer = self.reader.consumer.clone();
         while !self.paused && batch.polled < self.config.batch_size {
@@ -274,7 +387,20 @@ where
                     self.end_of_partition(p, now);
                     continue;
                 }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    let topic = &self.topic;
+                    self.shared.fail(Error::Runtime(format!(
+                        "a committed offset of {topic} is out of range (before the earliest \
+                         offset still on the broker, or past the end) and --on-out-of-range is \
+                         error; reset the group's offsets, or restart with \
+                         --on-out-of-range fallback"
+                    )));
+                    break;
+                }
                 Some(Err(e)) => {
+                    for part in self.reader.partitions.iter_mut() {
+                        part.interrupt(now);
+                    }
                     let (worker, topic) = (self.worker, &self.topic);
                     self.poll_warn.warn(|held| {
                         tracing::warn!(worker, %topic, error = %e, held_back = held,
@@ -325,6 +451,9 @@ where
         if self.reader.partitions[i].released {
             return; // read after its end in bounded mode: left for the next run
         }
+        if self.reader.partitions[i].next_offset.is_none() {
+            self.first_read(p, msg.offset());
+        }
         self.reader.partitions[i].read(msg.offset());
         let topic = self.topic.clone();
         let raw = RawMessage {
@@ -342,6 +471,11 @@ where
                 if event >= watermark {
                     self.staged.push(event, value);
                 } else {
+                    if self.dead_letters {
+                        let reason =
+                            format!("late: event time {event} is behind the watermark {watermark}");
+                        batch.dead.push(dead_letter(&raw, reason));
+                    }
                     let record = value;
                     batch.late.push(Late {
                         event_time: event,
@@ -350,7 +484,28 @@ where
                     });
                 }
             }
-            Err(reason) => batch.errors.push(self.reject(&raw, reason)),
+            Err(reason) => {
+                let error = self.reject(&raw, reason);
+                if self.dead_letters {
+                    batch.dead.push(error.clone());
+                }
+                batch.errors.push(error)
+            }
+        }
+    }
+
+    /// The first message read from partition `p` this run: if it is not at the committed
+    /// offset the partition started at, say so (an out-of-range offset librdkafka reset
+    /// by `--on-out-of-range fallback`, or records deleted by retention or compaction).
+    fn first_read(&self, p: i32, offset: i64) {
+        if let Some(&committed) = self.reader.committed_start.get(&p) {
+            if offset != committed {
+                let topic = &self.topic;
+                tracing::warn!(%topic, partition = p, committed, first_read = offset,
+                    "partition did not resume at its committed offset: the offset was out \
+                     of range and reset to --fallback, or retention or compaction removed \
+                     the records in between");
+            }
         }
     }
 
@@ -388,14 +543,7 @@ where
             tracing::warn!(worker, %topic, partition, offset, %reason, held_back = held,
                 "malformed message sent to the error stream")
         });
-        SourceError {
-            topic: topic.to_string(),
-            partition,
-            offset,
-            reason,
-            key: raw.key.map(<[u8]>::to_vec),
-            payload: raw.payload.map(|b| b[..b.len().min(PAYLOAD_KEEP)].to_vec()),
-        }
+        dead_letter(raw, reason)
     }
 
     /// Emits the batch: one session per distinct event time, errors and late records at
@@ -430,6 +578,11 @@ where
             let mut out = outputs.late.activate();
             out.session(&held[2]).give_iterator(batch.late.into_iter());
         }
+        if !batch.dead.is_empty() {
+            Metrics::add(&self.metrics.dead_letters, batch.dead.len() as u64);
+            let mut out = outputs.dead.activate();
+            out.session(&held[3]).give_iterator(batch.dead.into_iter());
+        }
     }
 
     /// Worker 0 warns about partitions added while running: this run does not read them.
@@ -438,7 +591,13 @@ where
             return;
         }
         self.last_refresh = now;
-        let Ok(n) = partition_count(&self.reader.consumer, &self.topic, "") else {
+        let n = partition_count(&self.reader.consumer, &self.topic, "");
+        // The refresh blocked the source: its quiet time was not reading time.
+        let after = Instant::now();
+        for part in self.reader.partitions.iter_mut() {
+            part.interrupt(after);
+        }
+        let Ok(n) = n else {
             return;
         };
         let was = self.reader.known_partitions;

@@ -13,7 +13,8 @@ pub struct PartitionState {
     pub first_offset: Option<i64>,
     /// Largest event time seen.
     max_event: Option<u64>,
-    /// Since when the partition has been at its end with nothing new.
+    /// Since when the partition has been at its end with nothing new while being read
+    /// (restarted by every [`PartitionState::interrupt`]).
     at_end_since: Option<Instant>,
     /// Bounded mode: the partition reached its end and is no longer read.
     pub released: bool,
@@ -61,6 +62,16 @@ impl PartitionState {
         self.at_end_since.get_or_insert(now);
     }
 
+    /// The partition was not being read at `now` (paused, fetches failing, the source
+    /// blocked in a metadata refresh): whatever quiet time it had does not count, and
+    /// its idle time starts again from `now`. It stays at its end: a message read
+    /// afterwards makes it active.
+    pub fn interrupt(&mut self, now: Instant) {
+        if let Some(since) = self.at_end_since.as_mut() {
+            *since = now;
+        }
+    }
+
     /// True if at the end, with nothing new, for at least `idle`.
     pub fn caught_up(&self, now: Instant, idle: Duration) -> bool {
         self.at_end_since
@@ -81,15 +92,20 @@ pub struct WatermarkRule {
     pub out_of_orderness: u64,
     /// How long a partition at its end must stay quiet to stop holding the watermark.
     pub idle: Duration,
+    /// When every partition is idle, advance with the wall clock (`--idle-advance`)
+    /// instead of holding.
+    pub idle_advance: bool,
 }
 
 /// The watermark a worker may advance to (callers keep the max with the previous one).
 ///
 /// * no partitions (or all released): `u64::MAX`, never holding event time back;
 /// * otherwise the least watermark of the partitions not caught up;
-/// * if every partition is caught up: the largest partition watermark, or the wall
-///   clock less out-of-orderness and idle time if that is later — an idle worker then
-///   follows processing time instead of stalling every window in the job.
+/// * if every partition is caught up: 0 — the worker **holds** its watermark, because
+///   the next record of any of them may be dated anywhere after what it has seen;
+///   with [`WatermarkRule::idle_advance`] the largest partition watermark, or the wall
+///   clock less out-of-orderness and idle time if that is later (for streams whose
+///   event time tracks the wall clock).
 pub fn worker_watermark(
     parts: &[PartitionState],
     rule: WatermarkRule,
@@ -104,6 +120,9 @@ pub fn worker_watermark(
     let mut live = live.peekable();
     if live.peek().is_none() {
         return u64::MAX;
+    }
+    if !rule.idle_advance {
+        return 0;
     }
     let highest = live
         .map(|p| p.watermark(rule.out_of_orderness))
@@ -120,6 +139,11 @@ mod tests {
     const RULE: WatermarkRule = WatermarkRule {
         out_of_orderness: 10,
         idle: Duration::from_millis(100),
+        idle_advance: true,
+    };
+    const HOLD: WatermarkRule = WatermarkRule {
+        idle_advance: false,
+        ..RULE
     };
 
     #[test]
@@ -167,7 +191,37 @@ mod tests {
             5_000 - 110
         );
         assert_eq!(worker_watermark(&[p.clone()], RULE, later, 500), 990);
+        assert_eq!(
+            worker_watermark(&[p.clone()], HOLD, later, 5_000),
+            0,
+            "holds"
+        );
         p.released = true;
         assert_eq!(worker_watermark(&[p], RULE, later, 500), u64::MAX);
+    }
+
+    #[test]
+    fn an_interrupted_partition_is_not_idle_until_read_again_for_the_timeout() {
+        let now = Instant::now();
+        let mut a = PartitionState::new(0);
+        let mut b = PartitionState::new(1);
+        a.observe(500);
+        b.observe(300);
+        b.reached_end(now);
+        // Paused or failing for 150 ms: the quiet time while not reading does not count.
+        let later = now + Duration::from_millis(150);
+        b.interrupt(later);
+        assert!(!b.caught_up(later, HOLD.idle));
+        assert_eq!(
+            worker_watermark(&[a.clone(), b.clone()], HOLD, later, 0),
+            290
+        );
+        let idle = later + Duration::from_millis(100);
+        assert!(b.caught_up(idle, HOLD.idle));
+        assert_eq!(worker_watermark(&[a, b], HOLD, idle, 0), 490);
+        // A partition never at its end stays active whatever happens.
+        let mut c = PartitionState::new(2);
+        c.interrupt(idle);
+        assert!(!c.caught_up(idle + Duration::from_secs(10), HOLD.idle));
     }
 }
