@@ -283,7 +283,7 @@ where
         if let Some(f) = shared.failure_reason() {
             return Err(Error::Runtime(f));
         }
-        if let Err(e) = commit(&commits, &shared, false) {
+        if let Err(e) = commit(&commits, shared, false) {
             tracing::warn!(worker = index, error = %e, "offset commit failed; retried at the next complete epoch");
         }
         let below = commits.complete_below();
@@ -315,7 +315,7 @@ where
     if let Some(f) = shared.failure_reason() {
         return Err(Error::Runtime(f));
     }
-    commit(&commits, &shared, true).map_err(|e| {
+    commit(&commits, shared, true).map_err(|e| {
         Error::Runtime(format!(
             "final offset commit failed ({e}); the output is written, and the records \
              after the last accepted commit will be read again at the next start"

@@ -215,7 +215,7 @@ impl JobCheckpoints {
         let Some(epoch) = grid(complete_below - 1).checked_sub(1) else {
             return Ok(None);
         };
-        if epoch + 1 <= self.committable_below() {
+        if epoch < self.committable_below() {
             return Ok(None);
         }
         // A source or operator that saw its inputs jump past several checkpoint epochs
