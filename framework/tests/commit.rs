@@ -24,6 +24,7 @@ fn committed_offsets_never_pass_durable_output() {
     config.source.epoch_interval = Duration::from_millis(20);
     config.source.batch_size = 64; // many small epochs
     config.source.max_epochs_ahead = 1; // the slow sink makes the source pause
+    config.checkpoint.interval = Duration::from_millis(20); // a checkpoint every epoch
     config.cluster = Cluster {
         workers: 2,
         ..Cluster::default()

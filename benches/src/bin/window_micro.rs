@@ -8,6 +8,10 @@
 //! hasher Freshet's operators use, a stricter reference), and prints the rates and
 //! ratios.
 //!
+//! `--checkpoint-dir DIR --checkpoint-epochs K` checkpoints the window state into DIR
+//! every K epochs (the operator's part of the checkpoint protocol: epoch alignment,
+//! serialization, a durable write): compare with the same run without it.
+//!
 //! ```text
 //! cargo run --release -p freshet-benches --bin window-micro -- -w 1 --seconds 30
 //! cargo run --release -p freshet-benches --bin window-micro -- -w 2 --seconds 30
@@ -91,6 +95,14 @@ struct Args {
     /// `tumble_preaggregate` (partial accumulators exchanged).
     #[arg(long)]
     no_preagg: bool,
+    /// Checkpoint the window state into this directory (a fresh subdirectory per run)
+    /// every `--checkpoint-epochs` epochs; without it, state stays in memory.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<std::path::PathBuf>,
+    /// With `--checkpoint-dir`: a checkpoint every this many epochs (an epoch is 200
+    /// input rounds).
+    #[arg(long, default_value_t = 1)]
+    checkpoint_epochs: u64,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -116,8 +128,33 @@ fn main() -> anyhow::Result<()> {
     let preagg = !args.no_preagg;
     let multi_process = args.cluster.processes > 1;
     let split = args.split;
+    let store = match &args.checkpoint_dir {
+        Some(dir) => {
+            let dir = dir.join(format!("window-micro-{}", std::process::id()));
+            Some(Arc::new(freshet::checkpoint::LocalDir::open(&dir)?))
+        }
+        None => None,
+    };
+    let every = args.checkpoint_epochs;
+    let written = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (written2, failed2) = (written.clone(), failed.clone());
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         let index = worker.index();
+        let failed = failed2.clone();
+        let ctx = store.as_ref().map(|s| {
+            freshet::operators::checkpoint::Checkpoints::new(
+                s.clone(),
+                every,
+                index,
+                peers,
+                None,
+                Box::new(move |_, _, _| {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+        });
+        let installed = ctx.as_ref().map(|c| c.install());
         let events: Vec<KeyedEvent> = w.share(index, peers, split);
         let my_count = Rc::new(Cell::new((0u64, 0u64)));
         let mc = my_count.clone();
@@ -145,6 +182,7 @@ fn main() -> anyhow::Result<()> {
                 .probe();
             (feeder, probe)
         });
+        drop(installed);
         let start = Instant::now();
         for chunk in events.chunks(round) {
             feeder.round(chunk.iter().map(|e| (e.ts, *e)));
@@ -164,6 +202,9 @@ fn main() -> anyhow::Result<()> {
         w2.fetch_add(n, Ordering::Relaxed);
         c2.fetch_add(c, Ordering::Relaxed);
         l2.fetch_add(feeder.late, Ordering::Relaxed);
+        if let Some(dir) = store.as_ref().map(|s| s.root().to_path_buf()) {
+            written2.fetch_max(count_parts(&dir), Ordering::Relaxed);
+        }
         (events.len() as u64, elapsed)
     })
     .map_err(|e| anyhow::anyhow!(e))?;
@@ -198,6 +239,16 @@ fn main() -> anyhow::Result<()> {
             "dataflow_peak_rss_mib",
             format!("{:.1}", dataflow_rss as f64 / 1024.0),
         );
+    if let Some(dir) = &args.checkpoint_dir {
+        anyhow::ensure!(
+            failed.load(Ordering::Relaxed) == 0,
+            "checkpoint writes failed"
+        );
+        line = line
+            .field("checkpoint_every_epochs", every)
+            .field("checkpoint_parts", written.load(Ordering::Relaxed));
+        let _ = std::fs::remove_dir_all(dir.join(format!("window-micro-{}", std::process::id())));
+    }
     if args.cluster.processes == 1 {
         anyhow::ensure!(
             counted.load(Ordering::Relaxed) == total,
@@ -232,4 +283,21 @@ fn main() -> anyhow::Result<()> {
     }
     line.print();
     Ok(())
+}
+
+/// How many checkpoint parts are under `dir` (one per operator, worker and checkpoint).
+fn count_parts(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                count_parts(&path)
+            } else {
+                1
+            }
+        })
+        .sum()
 }
