@@ -107,26 +107,34 @@ fn metrics_endpoint_serves_lag_records_late_malformed_commits_and_latency() {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
     let mut last = String::new();
-    wait_for(
-        Duration::from_secs(60),
-        "late and malformed counts, commits and output",
-        || {
-            last = scrape(addr);
-            let s = samples(&last);
-            sum(&s, "freshet_malformed_records_total{") == 1.0
-                && sum(&s, "freshet_late_records_total{") == 1.0
-                && sum(&s, "freshet_committed_epoch") > 0.0
-                && sum(
-                    &s,
-                    &format!("freshet_committed_offset{{partition=\"0\",topic=\"{input}\"}}"),
-                ) > 0.0
-                && sum(
-                    &s,
-                    &format!("freshet_sink_records_total{{sink=\"KafkaSink({output})\"}}"),
-                ) > 0.0
-                && sum(&s, "freshet_end_to_end_latency_seconds_count") > 0.0
-        },
-    );
+    let ready = |text: &str| {
+        let s = samples(text);
+        sum(&s, "freshet_malformed_records_total{") == 1.0
+            && sum(&s, "freshet_late_records_total{") == 1.0
+            && sum(&s, "freshet_committed_epoch") > 0.0
+            && sum(
+                &s,
+                &format!("freshet_committed_offset{{partition=\"0\",topic=\"{input}\"}}"),
+            ) > 0.0
+            && sum(
+                &s,
+                &format!("freshet_sink_records_total{{sink=\"KafkaSink({output})\"}}"),
+            ) > 0.0
+            && sum(&s, "freshet_end_to_end_latency_seconds_count") > 0.0
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready(&last) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for late and malformed counts, commits and output; last scrape:\n{}",
+            last.lines()
+                .filter(|l| !l.starts_with('#') && !l.contains("_bucket"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        last = scrape(addr);
+    }
     assert!(last.contains("# TYPE freshet_end_to_end_latency_seconds histogram"));
     assert!(last.contains(&format!(
         "freshet_watermark_lag_ms{{partition=\"1\",topic=\"{input}\"}}"

@@ -20,9 +20,13 @@ fn sigterm_drains_commits_and_exits_zero() {
         .spawn()
         .unwrap();
     let ends = ends(&read_topic(&input, 2));
-    wait_for(Duration::from_secs(60), "every offset committed", || {
-        committed(&group, &input, 2) == ends
-    });
+    let expected = reference_counts(events.iter().map(|(_, e)| e), 1000);
+    // Commits follow checkpoints, not windows: wait for the output too.
+    wait_for(
+        Duration::from_secs(60),
+        "every offset committed and every window written",
+        || committed(&group, &input, 2) == ends && read_topic(&output, 2).len() >= expected.len(),
+    );
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -34,6 +38,19 @@ fn sigterm_drains_commits_and_exits_zero() {
         "SIGTERM should end the job cleanly: {exit:?}"
     );
     let got: Vec<WindowCount> = decode(&read_topic(&output, 2));
-    let expected = reference_counts(events.iter().map(|(_, e)| e), 1000);
+    let mut seen = std::collections::BTreeMap::new();
+    for w in &got {
+        seen.entry((w.key, w.start))
+            .or_insert_with(Vec::new)
+            .push(w.value);
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, v)| v.len() > 1).collect();
+    let wrong: Vec<_> = seen
+        .iter()
+        .filter(|(k, v)| expected.get(k) != v.last())
+        .map(|(k, v)| (k, v, expected.get(k)))
+        .collect();
+    assert!(twice.is_empty(), "windows written twice: {twice:?}");
+    assert!(wrong.is_empty(), "wrong windows: {wrong:?}");
     assert_eq!(got.len(), expected.len());
 }

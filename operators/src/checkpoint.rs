@@ -146,6 +146,11 @@ impl Checkpoints {
         format!("epoch-{epoch:020}/{}/{worker}", sanitize(name))
     }
 
+    /// A checkpoint is taken every this many epochs.
+    pub fn every(&self) -> u64 {
+        self.0.every
+    }
+
     /// This worker's index.
     pub fn worker(&self) -> usize {
         self.0.worker

@@ -344,7 +344,18 @@ where
     /// Pauses the partitions while too far ahead of the last complete epoch.
     fn flow_control(&mut self, now: Instant) {
         let complete = self.commits.complete_below().max(self.first_epoch);
-        let ahead = self.now_time.epoch.saturating_sub(complete);
+        // With checkpoints an epoch completes only at the next checkpoint epoch: up to
+        // `every - 1` epochs of lag are the checkpoint's rhythm, not slow sinks.
+        let rhythm = self
+            .reader
+            .checkpoint
+            .as_ref()
+            .map_or(0, |(c, _)| c.every() - 1);
+        let ahead = self
+            .now_time
+            .epoch
+            .saturating_sub(complete)
+            .saturating_sub(rhythm);
         let backlog = self.commits.sink_backlog();
         let backlogged = backlog > self.config.max_sink_backlog;
         let (worker, topic) = (self.worker, &self.topic);
