@@ -48,14 +48,66 @@ pub enum Fallback {
 }
 
 /// Connection settings shared by every Kafka client of a job.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output shows secret values (passwords, keys, tokens: [`is_secret`]) as
+/// `***`, so a logged configuration does not leak them.
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`.
     pub brokers: String,
     /// The consumer group offsets are committed to.
     pub group: String,
-    /// Raw librdkafka settings (`-X key=value`), applied after Freshet's defaults.
+    /// Raw librdkafka settings (`--kafka-config FILE`, then `-X key=value`), applied
+    /// after Freshet's defaults.
     pub extra: BTreeMap<String, String>,
+    /// Schema registry settings (`schema.registry.*`, `basic.auth.*`) from a
+    /// `--kafka-config` file; read by `freshet::registry::RegistryConfig`.
+    pub registry: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), shown_value(k, v).to_string()))
+                .collect()
+        };
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group", &self.group)
+            .field("extra", &shown(&self.extra))
+            .field("registry", &shown(&self.registry))
+            .finish()
+    }
+}
+
+/// Whether the value of setting `key` is a secret that logs and errors must not show:
+/// passwords, private keys, tokens, client secrets, JAAS lines, registry credentials.
+pub fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "key.pem",
+        "ssl_key",
+        "keystore",
+        "oauthbearer.config",
+        "token",
+        "user.info",
+        "credentials",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// `value`, or `***` when `key` holds a secret ([`is_secret`]).
+pub fn shown_value<'a>(key: &str, value: &'a str) -> &'a str {
+    if is_secret(key) {
+        "***"
+    } else {
+        value
+    }
 }
 
 impl Default for KafkaConfig {
@@ -72,7 +124,22 @@ impl KafkaConfig {
             brokers: brokers.into(),
             group: group.into(),
             extra: BTreeMap::new(),
+            registry: BTreeMap::new(),
         }
+    }
+
+    /// Adds the settings of a Java-style `client.properties` file
+    /// ([`crate::properties`]): client keys as by [`KafkaConfig::set`], schema registry
+    /// keys to [`KafkaConfig::registry`]. Values may be `${ENV_VAR}` references.
+    pub fn properties_file(mut self, path: &std::path::Path) -> Result<Self> {
+        let props = crate::properties::load(path)?;
+        for p in props.client {
+            self.extra.insert(p.key, p.value);
+        }
+        for p in props.registry {
+            self.registry.insert(p.key, p.value);
+        }
+        Ok(self)
     }
 
     /// Adds a raw librdkafka setting; rejects the keys Freshet controls.
@@ -130,11 +197,33 @@ impl KafkaConfig {
     }
 }
 
-/// Parses one `-X key=value` argument.
+/// One raw librdkafka setting from the command line (`-X key=value`). Its `Debug`
+/// output hides secret values ([`is_secret`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The librdkafka key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, shown_value(&self.key, &self.value))
+    }
+}
+
+/// Parses one `-X key=value` argument into a [`Setting`].
+pub fn parse_setting(arg: &str) -> Result<Setting, String> {
+    parse_passthrough(arg).map(|(key, value)| Setting { key, value })
+}
+
+/// Parses one `-X key=value` argument. Errors never contain the value.
 pub fn parse_passthrough(arg: &str) -> Result<(String, String), String> {
-    let (k, v) = arg
-        .split_once('=')
-        .ok_or_else(|| format!("'{arg}' is not key=value (e.g. -X fetch.min.bytes=1024)"))?;
+    let (k, v) = arg.split_once('=').ok_or_else(|| {
+        let shown = if is_secret(arg) { "***" } else { arg };
+        format!("'{shown}' is not key=value (e.g. -X fetch.min.bytes=1024)")
+    })?;
     let k = k.trim();
     if k.is_empty() {
         return Err(format!("'{arg}' has an empty key"));
@@ -143,10 +232,16 @@ pub fn parse_passthrough(arg: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
-fn check_passthrough_key(key: &str) -> Result<()> {
+/// Refuses the keys Freshet controls, with one message for `-X` and `--kafka-config`.
+pub(crate) fn check_passthrough_key(key: &str) -> Result<()> {
     if CONTROLLED_KEYS.contains(&key) {
+        let instead = match key {
+            "bootstrap.servers" => "; use --brokers",
+            "group.id" => "; use --group",
+            _ => "",
+        };
         return Err(Error::Config(format!(
-            "librdkafka key '{key}' is set by Freshet and cannot be overridden with -X (see docs/architecture.md)"
+            "librdkafka key '{key}' is set by Freshet and cannot be overridden with -X or --kafka-config{instead} (see docs/architecture.md)"
         )));
     }
     Ok(())

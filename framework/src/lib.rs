@@ -30,6 +30,7 @@ pub mod exporter;
 pub mod job;
 pub mod metrics;
 pub mod progress_bar;
+pub mod properties;
 pub mod runtime;
 pub mod sink;
 pub mod source;

@@ -431,7 +431,8 @@ where
             return;
         }
         self.last_refresh = now;
-        let Ok(n) = partition_count(&self.reader.consumer, &self.topic, "") else {
+        let Ok(n) = partition_count(&self.reader.consumer, &self.topic, "", &Default::default())
+        else {
             return;
         };
         let was = self.reader.known_partitions;
