@@ -101,6 +101,23 @@ pub fn is_secret(key: &str) -> bool {
     .any(|s| key.contains(s))
 }
 
+/// A client-creation error without the value of a secret setting: librdkafka's
+/// "not supported in this build" and similar errors carry the key *and the value*.
+pub fn redact_client_error(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    use rdkafka::error::KafkaError;
+    match e {
+        KafkaError::ClientConfig(code, desc, key, value) if is_secret(&key) => {
+            let desc = if value.is_empty() {
+                desc
+            } else {
+                desc.replace(&value, "***")
+            };
+            KafkaError::ClientConfig(code, desc, key, "***".into())
+        }
+        e => e,
+    }
+}
+
 /// `value`, or `***` when `key` holds a secret ([`is_secret`]).
 pub fn shown_value<'a>(key: &str, value: &'a str) -> &'a str {
     if is_secret(key) {
@@ -373,6 +390,85 @@ mod tests {
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("enable.partition.eof"), Some("true"));
         assert_eq!(c.get("group.id"), Some("g"));
+    }
+
+    /// The client library is built with TLS, SASL (PLAIN, SCRAM, OAUTHBEARER) and every
+    /// compression codec: librdkafka refuses these settings when built without them.
+    #[test]
+    fn tls_sasl_and_every_codec_are_built_in() {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::producer::BaseProducer;
+        for (protocol, mechanism) in [
+            ("SSL", None),
+            ("SASL_SSL", Some("PLAIN")),
+            ("SASL_SSL", Some("SCRAM-SHA-256")),
+            ("SASL_SSL", Some("SCRAM-SHA-512")),
+            ("SASL_SSL", Some("OAUTHBEARER")),
+            ("SASL_PLAINTEXT", Some("SCRAM-SHA-512")),
+        ] {
+            let mut kafka = KafkaConfig::new("127.0.0.1:1", "g")
+                .set("security.protocol", protocol)
+                .unwrap();
+            if let Some(m) = mechanism {
+                kafka = kafka
+                    .set("sasl.mechanism", m)
+                    .unwrap()
+                    .set("sasl.username", "u")
+                    .unwrap()
+                    .set("sasl.password", "p")
+                    .unwrap();
+            }
+            if mechanism == Some("OAUTHBEARER") {
+                kafka = kafka
+                    .set("sasl.oauthbearer.config", "principal=u")
+                    .unwrap()
+                    .set("enable.sasl.oauthbearer.unsecure.jwt", "true")
+                    .unwrap();
+            }
+            if let Err(e) = kafka.consumer_config().create::<BaseConsumer>() {
+                panic!("{protocol} {mechanism:?}: {e}");
+            }
+        }
+        for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+            let settings = ProducerSettings {
+                compression: codec.into(),
+                ..ProducerSettings::default()
+            };
+            let c = KafkaConfig::new("127.0.0.1:1", "g").producer_config(&settings);
+            if let Err(e) = c.create::<BaseProducer>() {
+                panic!("compression.type={codec}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let kafka = KafkaConfig::new("b:1", "g")
+            .set("sasl.password", "hunter2")
+            .unwrap()
+            .set("ssl.key.password", "hunter3")
+            .unwrap()
+            .set("sasl.username", "alice")
+            .unwrap();
+        let shown = format!("{kafka:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("alice"), "{shown}");
+        // librdkafka names the value of a setting it refuses; Freshet hides secret ones.
+        use rdkafka::consumer::BaseConsumer;
+        let refused = KafkaConfig::new("b:1", "g")
+            .set("sasl.oauthbearer.client.secret", "hunter4")
+            .unwrap()
+            .consumer_config()
+            .create::<BaseConsumer>()
+            .map(|_| ())
+            .map_err(redact_client_error)
+            .expect_err("OIDC settings in a build without libcurl");
+        assert!(!refused.to_string().contains("hunter4"), "{refused}");
+        let s = parse_setting("sasl.oauthbearer.client.secret=xyz").unwrap();
+        assert_eq!(format!("{s:?}"), "sasl.oauthbearer.client.secret=***");
+        assert!(!parse_passthrough("sasl.password:xyz")
+            .unwrap_err()
+            .contains("xyz"));
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn java_only(key: &str) -> Option<&'static str> {
             "records are (de)serialised by the job's codecs (freshet::codec), not by the client"
         }
         "sasl.login.callback.handler.class" | "sasl.client.callback.handler.class" => {
-            "librdkafka has no callback classes; for OAUTHBEARER use sasl.oauthbearer.method=oidc and its sasl.oauthbearer.* settings"
+            "librdkafka has no callback classes (and Freshet's build has no OAUTHBEARER OIDC: it needs libcurl; see docs/connecting.md)"
         }
         _ => return None,
     })
@@ -139,7 +139,7 @@ fn jaas(value: &str) -> Result<(String, String), String> {
     let short = module.rsplit('.').next().unwrap_or(&module);
     if !matches!(short, "PlainLoginModule" | "ScramLoginModule") {
         let hint = if short == "OAuthBearerLoginModule" {
-            "; for OAUTHBEARER set sasl.mechanism=OAUTHBEARER with sasl.oauthbearer.method=oidc, sasl.oauthbearer.client.id, sasl.oauthbearer.client.secret and sasl.oauthbearer.token.endpoint.url"
+            "; OAUTHBEARER takes librdkafka's sasl.oauthbearer.* settings, and Freshet's build has no OIDC token fetching (it needs libcurl; see docs/connecting.md)"
         } else {
             ""
         };
@@ -470,7 +470,7 @@ mod tests {
         for (bad, why) in [
             (
                 "x.OAuthBearerLoginModule required;",
-                "sasl.oauthbearer.method=oidc",
+                "no OIDC token fetching",
             ),
             ("x.PlainLoginModule required username=\"u\";", "no password"),
             ("x.PlainLoginModule username=\"u\";", "control flag"),

@@ -75,7 +75,10 @@ where
         .kafka
         .consumer_config()
         .create::<BaseConsumer>()
-        .map_err(|e| Error::Config(format!("Kafka client settings: {e}")))?;
+        .map_err(|e| {
+            let e = crate::config::redact_client_error(e);
+            Error::Config(format!("Kafka client settings: {e}"))
+        })?;
     let timely_config = config.cluster.timely_config()?;
     let shared = Arc::new(Shared::new(
         config.kafka.clone(),

@@ -217,7 +217,7 @@ pub(crate) fn open(
             topic: topic.to_string(),
             failure: failure.clone(),
         })
-        .map_err(|e| Error::kafka("creating consumer", e))?;
+        .map_err(|e| Error::kafka("creating consumer", crate::config::redact_client_error(e)))?;
     let count = partition_count(&consumer, topic, &kafka.brokers, &failure)?;
     let (index, peers) = (job.scope().index(), job.scope().peers());
     let mine: Vec<i32> = (0..count as i32)
