@@ -14,7 +14,8 @@ use clap::Args;
 use crate::checkpoint::CheckpointConfig;
 use crate::cluster::Cluster;
 use crate::config::{
-    parse_passthrough, Fallback, KafkaConfig, OutOfRange, PoisonOutput, SourceConfig, StartFrom,
+    parse_setting, Fallback, KafkaConfig, OutOfRange, PoisonOutput, Setting, SourceConfig,
+    StartFrom,
 };
 use crate::error::Result;
 use crate::runtime::JobConfig;
@@ -38,9 +39,14 @@ pub struct JobArgs {
     /// Read each partition to its current end, flush every window, commit, exit.
     #[arg(long)]
     pub bounded: bool,
-    /// Raw librdkafka setting, repeatable: -X fetch.min.bytes=1024.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_passthrough)]
-    pub extra: Vec<(String, String)>,
+    /// Kafka client settings from a Java-style client.properties file (TLS, SASL, ...);
+    /// values may be ${ENV_VAR} references. -X settings override it.
+    #[arg(long, value_name = "FILE", env = "FRESHET_KAFKA_CONFIG")]
+    pub kafka_config: Option<PathBuf>,
+    /// Raw librdkafka setting, repeatable: -X fetch.min.bytes=1024 (visible in the
+    /// process list: put secrets in --kafka-config).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_setting)]
+    pub extra: Vec<Setting>,
     /// Epoch length in ms (offset commits are aligned to epochs).
     #[arg(long, default_value_t = ms(source().epoch_interval))]
     pub epoch_ms: u64,
@@ -186,8 +192,11 @@ impl JobArgs {
     /// The job configuration these arguments describe, checked.
     pub fn into_config(self) -> Result<JobConfig> {
         let mut kafka = KafkaConfig::new(self.brokers, self.group);
-        for (k, v) in &self.extra {
-            kafka = kafka.set(k, v)?;
+        if let Some(path) = &self.kafka_config {
+            kafka = kafka.properties_file(path)?;
+        }
+        for s in &self.extra {
+            kafka = kafka.set(&s.key, &s.value)?;
         }
         kafka.validate()?;
         let source = SourceConfig {

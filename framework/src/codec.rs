@@ -2,8 +2,10 @@
 //!
 //! A [`Decoder`] sees the whole message (key, payload, partition, offset) and returns
 //! a record or a reason; a failure becomes an error record on the source's error
-//! stream, never a panic. Two codecs ship: [`Json`] (serde_json) and [`Bincode`]
-//! (compact binary); [`WithMeta`] wraps either to keep the message's coordinates.
+//! stream, never a panic. Two codecs are here: [`Json`] (serde_json) and [`Bincode`]
+//! (compact binary, Rust only); Protobuf and Avro, plain and in the Confluent Schema
+//! Registry wire format, are in [`crate::schema`]. [`WithMeta`] wraps any decoder to
+//! keep the message's coordinates.
 
 use std::marker::PhantomData;
 

@@ -84,14 +84,83 @@ pub enum Fallback {
 }
 
 /// Connection settings shared by every Kafka client of a job.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output shows secret values (passwords, keys, tokens: [`is_secret`]) as
+/// `***`, so a logged configuration does not leak them.
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`.
     pub brokers: String,
     /// The consumer group offsets are committed to.
     pub group: String,
-    /// Raw librdkafka settings (`-X key=value`), applied after Freshet's defaults.
+    /// Raw librdkafka settings (`--kafka-config FILE`, then `-X key=value`), applied
+    /// after Freshet's defaults.
     pub extra: BTreeMap<String, String>,
+    /// Schema registry settings (`schema.registry.*`, `basic.auth.*`) from a
+    /// `--kafka-config` file; read by `freshet::registry::RegistryConfig`.
+    pub registry: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), shown_value(k, v).to_string()))
+                .collect()
+        };
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group", &self.group)
+            .field("extra", &shown(&self.extra))
+            .field("registry", &shown(&self.registry))
+            .finish()
+    }
+}
+
+/// Whether the value of setting `key` is a secret that logs and errors must not show:
+/// passwords, private keys, tokens, client secrets, JAAS lines, registry credentials.
+pub fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "key.pem",
+        "ssl_key",
+        "keystore",
+        "oauthbearer.config",
+        "token",
+        "user.info",
+        "credentials",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// A client-creation error without the value of a secret setting: librdkafka's
+/// "not supported in this build" and similar errors carry the key *and the value*.
+pub fn redact_client_error(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    use rdkafka::error::KafkaError;
+    match e {
+        KafkaError::ClientConfig(code, desc, key, value) if is_secret(&key) => {
+            let desc = if value.is_empty() {
+                desc
+            } else {
+                desc.replace(&value, "***")
+            };
+            KafkaError::ClientConfig(code, desc, key, "***".into())
+        }
+        e => e,
+    }
+}
+
+/// `value`, or `***` when `key` holds a secret ([`is_secret`]).
+pub fn shown_value<'a>(key: &str, value: &'a str) -> &'a str {
+    if is_secret(key) {
+        "***"
+    } else {
+        value
+    }
 }
 
 impl Default for KafkaConfig {
@@ -108,7 +177,22 @@ impl KafkaConfig {
             brokers: brokers.into(),
             group: group.into(),
             extra: BTreeMap::new(),
+            registry: BTreeMap::new(),
         }
+    }
+
+    /// Adds the settings of a Java-style `client.properties` file
+    /// ([`crate::properties`]): client keys as by [`KafkaConfig::set`], schema registry
+    /// keys to [`KafkaConfig::registry`]. Values may be `${ENV_VAR}` references.
+    pub fn properties_file(mut self, path: &std::path::Path) -> Result<Self> {
+        let props = crate::properties::load(path)?;
+        for p in props.client {
+            self.extra.insert(p.key, p.value);
+        }
+        for p in props.registry {
+            self.registry.insert(p.key, p.value);
+        }
+        Ok(self)
     }
 
     /// Adds a raw librdkafka setting; rejects the keys Freshet controls.
@@ -168,11 +252,33 @@ impl KafkaConfig {
     }
 }
 
-/// Parses one `-X key=value` argument.
+/// One raw librdkafka setting from the command line (`-X key=value`). Its `Debug`
+/// output hides secret values ([`is_secret`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The librdkafka key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, shown_value(&self.key, &self.value))
+    }
+}
+
+/// Parses one `-X key=value` argument into a [`Setting`].
+pub fn parse_setting(arg: &str) -> Result<Setting, String> {
+    parse_passthrough(arg).map(|(key, value)| Setting { key, value })
+}
+
+/// Parses one `-X key=value` argument. Errors never contain the value.
 pub fn parse_passthrough(arg: &str) -> Result<(String, String), String> {
-    let (k, v) = arg
-        .split_once('=')
-        .ok_or_else(|| format!("'{arg}' is not key=value (e.g. -X fetch.min.bytes=1024)"))?;
+    let (k, v) = arg.split_once('=').ok_or_else(|| {
+        let shown = if is_secret(arg) { "***" } else { arg };
+        format!("'{shown}' is not key=value (e.g. -X fetch.min.bytes=1024)")
+    })?;
     let k = k.trim();
     if k.is_empty() {
         return Err(format!("'{arg}' has an empty key"));
@@ -181,14 +287,10 @@ pub fn parse_passthrough(arg: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
-/// The one rule for `-X key=value`: controlled keys are refused, durability keys only
-/// take the values durability needs.
-fn check_passthrough(key: &str, value: &str) -> Result<()> {
-    if CONTROLLED_KEYS.contains(&key) {
-        return Err(Error::Config(format!(
-            "librdkafka key '{key}' is set by Freshet and cannot be overridden with -X (see docs/architecture.md)"
-        )));
-    }
+/// The one rule for `-X key=value` and `--kafka-config`: controlled keys are refused,
+/// durability keys only take the values durability needs.
+pub(crate) fn check_passthrough(key: &str, value: &str) -> Result<()> {
+    check_passthrough_key(key)?;
     if let Some((_, allowed)) = DURABILITY_KEYS.iter().find(|(k, _)| *k == key) {
         if !allowed.contains(&value.trim()) {
             return Err(Error::Config(format!(
@@ -197,6 +299,21 @@ fn check_passthrough(key: &str, value: &str) -> Result<()> {
                 allowed.join(" or ")
             )));
         }
+    }
+    Ok(())
+}
+
+/// Refuses the keys Freshet controls, with one message for `-X` and `--kafka-config`.
+pub(crate) fn check_passthrough_key(key: &str) -> Result<()> {
+    if CONTROLLED_KEYS.contains(&key) {
+        let instead = match key {
+            "bootstrap.servers" => "; use --brokers",
+            "group.id" => "; use --group",
+            _ => "",
+        };
+        return Err(Error::Config(format!(
+            "librdkafka key '{key}' is set by Freshet and cannot be overridden with -X or --kafka-config{instead} (see docs/architecture.md)"
+        )));
     }
     Ok(())
 }
@@ -352,6 +469,85 @@ mod tests {
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("enable.partition.eof"), Some("true"));
         assert_eq!(c.get("group.id"), Some("g"));
+    }
+
+    /// The client library is built with TLS, SASL (PLAIN, SCRAM, OAUTHBEARER) and every
+    /// compression codec: librdkafka refuses these settings when built without them.
+    #[test]
+    fn tls_sasl_and_every_codec_are_built_in() {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::producer::BaseProducer;
+        for (protocol, mechanism) in [
+            ("SSL", None),
+            ("SASL_SSL", Some("PLAIN")),
+            ("SASL_SSL", Some("SCRAM-SHA-256")),
+            ("SASL_SSL", Some("SCRAM-SHA-512")),
+            ("SASL_SSL", Some("OAUTHBEARER")),
+            ("SASL_PLAINTEXT", Some("SCRAM-SHA-512")),
+        ] {
+            let mut kafka = KafkaConfig::new("127.0.0.1:1", "g")
+                .set("security.protocol", protocol)
+                .unwrap();
+            if let Some(m) = mechanism {
+                kafka = kafka
+                    .set("sasl.mechanism", m)
+                    .unwrap()
+                    .set("sasl.username", "u")
+                    .unwrap()
+                    .set("sasl.password", "p")
+                    .unwrap();
+            }
+            if mechanism == Some("OAUTHBEARER") {
+                kafka = kafka
+                    .set("sasl.oauthbearer.config", "principal=u")
+                    .unwrap()
+                    .set("enable.sasl.oauthbearer.unsecure.jwt", "true")
+                    .unwrap();
+            }
+            if let Err(e) = kafka.consumer_config().create::<BaseConsumer>() {
+                panic!("{protocol} {mechanism:?}: {e}");
+            }
+        }
+        for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+            let settings = ProducerSettings {
+                compression: codec.into(),
+                ..ProducerSettings::default()
+            };
+            let c = KafkaConfig::new("127.0.0.1:1", "g").producer_config(&settings);
+            if let Err(e) = c.create::<BaseProducer>() {
+                panic!("compression.type={codec}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let kafka = KafkaConfig::new("b:1", "g")
+            .set("sasl.password", "hunter2")
+            .unwrap()
+            .set("ssl.key.password", "hunter3")
+            .unwrap()
+            .set("sasl.username", "alice")
+            .unwrap();
+        let shown = format!("{kafka:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("alice"), "{shown}");
+        // librdkafka names the value of a setting it refuses; Freshet hides secret ones.
+        use rdkafka::consumer::BaseConsumer;
+        let refused = KafkaConfig::new("b:1", "g")
+            .set("sasl.oauthbearer.client.secret", "hunter4")
+            .unwrap()
+            .consumer_config()
+            .create::<BaseConsumer>()
+            .map(|_| ())
+            .map_err(redact_client_error)
+            .expect_err("OIDC settings in a build without libcurl");
+        assert!(!refused.to_string().contains("hunter4"), "{refused}");
+        let s = parse_setting("sasl.oauthbearer.client.secret=xyz").unwrap();
+        assert_eq!(format!("{s:?}"), "sasl.oauthbearer.client.secret=***");
+        assert!(!parse_passthrough("sasl.password:xyz")
+            .unwrap_err()
+            .contains("xyz"));
     }
 
     #[test]

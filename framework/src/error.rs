@@ -33,6 +33,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The schema registry could not be reached or refused a request.
+    #[error("schema registry: {0}")]
+    Registry(String),
     /// timely could not start or a worker failed.
     #[error("runtime: {0}")]
     Runtime(String),

@@ -87,7 +87,10 @@ where
         .kafka
         .consumer_config()
         .create::<BaseConsumer>()
-        .map_err(|e| Error::Config(format!("Kafka client settings: {e}")))?;
+        .map_err(|e| {
+            let e = crate::config::redact_client_error(e);
+            Error::Config(format!("Kafka client settings: {e}"))
+        })?;
     let timely_config = config.cluster.timely_config()?;
     if config.poison_output == PoisonOutput::DeadLetter && config.dead_letter_topic.is_none() {
         return Err(Error::Config(

@@ -1,7 +1,11 @@
-//! Codec throughput: JSON (`freshet::Json`) against the binary codec
-//! (`freshet::Bincode`), encode and decode messages per second on one core, for a
-//! Nexmark event mix (1 : 3 : 46 persons, auctions, bids) and for the 24-byte keyed
-//! event of the window benchmarks. Each measurement repeats until it has run at least
+//! Codec throughput: JSON (`freshet::Json`), the binary codec (`freshet::Bincode`),
+//! Protocol Buffers (`freshet::schema::Protobuf`, prost) and Avro
+//! (`freshet::schema::Avro`, apache-avro), encode and decode messages per second on one
+//! core, for a Nexmark event mix (1 : 3 : 46 persons, auctions, bids) and for the
+//! 24-byte keyed event of the window benchmarks. Protobuf runs on prost message types
+//! (`freshet_benches::nexmark::schemas`), converted from the events before timing, as a
+//! job whose records are prost types would; Avro runs on the same serde types as JSON
+//! and bincode, against a union-of-records schema. Each measurement repeats until it has run at least
 //! `--millis` and reports the best of `--repeats` runs.
 //!
 //! ```text
@@ -13,12 +17,12 @@ use std::time::Instant;
 
 use clap::Parser;
 use freshet::codec::RawMessage;
+use freshet::schema::{Avro, Protobuf};
 use freshet::{Bincode, Decoder, Encoder, Json};
+use freshet_benches::nexmark::schemas::{PbEvent, PbKeyed, EVENT_AVRO, KEYED_AVRO};
 use freshet_benches::nexmark::{Event, NexmarkConfig};
 use freshet_benches::report::Line;
 use freshet_benches::windowed::{KeyedEvent, Workload};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 #[derive(Parser, Debug)]
 #[command(name = "codec")]
@@ -62,7 +66,6 @@ fn rate(n: u64, args: &Args, mut f: impl FnMut()) -> f64 {
 
 fn case<T, C>(data: &str, codec_name: &str, codec: C, records: &[T], args: &Args)
 where
-    T: Serialize + DeserializeOwned + 'static,
     C: Encoder<T> + Decoder<Output = T>,
 {
     let n = records.len() as u64;
@@ -118,6 +121,16 @@ fn main() {
         &events,
         &args,
     );
+    let pb_events: Vec<PbEvent> = events.iter().map(PbEvent::from).collect();
+    case(
+        "nexmark",
+        "protobuf",
+        Protobuf::<PbEvent>::new(),
+        &pb_events,
+        &args,
+    );
+    let avro = Avro::<Event>::new(EVENT_AVRO).expect("the Nexmark Avro schema");
+    case("nexmark", "avro", avro, &events, &args);
     case("keyed", "json", Json::<KeyedEvent>::new(), &keyed, &args);
     case(
         "keyed",
@@ -126,4 +139,21 @@ fn main() {
         &keyed,
         &args,
     );
+    let pb_keyed: Vec<PbKeyed> = keyed
+        .iter()
+        .map(|k| PbKeyed {
+            key: k.key,
+            value: k.value,
+            ts: k.ts,
+        })
+        .collect();
+    case(
+        "keyed",
+        "protobuf",
+        Protobuf::<PbKeyed>::new(),
+        &pb_keyed,
+        &args,
+    );
+    let avro = Avro::<KeyedEvent>::new(KEYED_AVRO).expect("the keyed Avro schema");
+    case("keyed", "avro", avro, &keyed, &args);
 }

@@ -6,6 +6,7 @@ pub mod generator;
 pub mod model;
 pub mod queries;
 pub mod reference;
+pub mod schemas;
 
 pub use generator::NexmarkConfig;
 pub use model::{Auction, Bid, Event, Person};

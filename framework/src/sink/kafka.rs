@@ -400,7 +400,10 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
             );
         register_acks(job, acks);
         match create_error {
-            Some(e) => Err(Error::kafka(format!("creating the producer of {name}"), e)),
+            Some(e) => Err(Error::kafka(
+                format!("creating the producer of {name}"),
+                crate::config::redact_client_error(e),
+            )),
             None => Ok(()),
         }
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
@@ -79,10 +80,42 @@ pub(crate) type CommitAnswer = (std::result::Result<(), String>, Vec<Position>);
 /// and the progress bar's total come from it. (ListOffsets "latest" is not used: the test
 /// broker, Tansu, answers it too low — the first offset of the last batch plus one.)
 /// Errors, fetch states and commit answers go to [`ClientReports`].
+/// It also keeps the last connection failure librdkafka logged (TLS handshake,
+/// certificate, SASL authentication, refused connection), so an error that only says
+/// "broker transport failure" can name the cause.
 pub(crate) struct MeteredContext {
     metrics: Arc<Metrics>,
     topic: String,
     reports: Arc<ClientReports>,
+    failure: LastFailure,
+}
+
+/// The last connection failure a client logged, shared with the code that reports errors.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LastFailure(Arc<Mutex<Option<String>>>);
+
+impl LastFailure {
+    /// Records `message` if it is a connection failure (librdkafka's `FAIL` facility,
+    /// or any error-level message).
+    pub(crate) fn observe(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" || (level as i32) <= RDKafkaLogLevel::Error as i32 {
+            if let Ok(mut last) = self.0.lock() {
+                *last = Some(message.to_string());
+            }
+        }
+    }
+
+    /// `error` wrapped with `context`, plus the last failure the client logged, if any.
+    pub(crate) fn explain(&self, context: String, error: KafkaError) -> Error {
+        let last = self.0.lock().ok().and_then(|l| l.clone());
+        match last {
+            Some(cause) => Error::kafka(
+                format!("{context} (the client's last connection failure: {cause})"),
+                error,
+            ),
+            None => Error::kafka(context, error),
+        }
+    }
 }
 
 impl ClientContext for MeteredContext {
@@ -94,6 +127,21 @@ impl ClientContext for MeteredContext {
             self.reports.errors.fetch_add(1, Ordering::Relaxed);
         }
         SourceContext.error(error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.failure.observe(level, fac, message);
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -269,10 +317,20 @@ pub(crate) fn partition_count<X: ConsumerContext>(
     consumer: &BaseConsumer<X>,
     topic: &str,
     brokers: &str,
+    failure: &LastFailure,
 ) -> Result<usize> {
-    let md = consumer
-        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-        .map_err(|e| Error::kafka(format!("fetching metadata of '{topic}' from {brokers}"), e))?;
+    let md = match consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT) {
+        Ok(md) => md,
+        Err(e) => {
+            // librdkafka's logs arrive through the consumer's queue: serve them so the
+            // failure behind this error (TLS, SASL, refused connection) is recorded.
+            for _ in 0..10 {
+                let _ = consumer.poll(Duration::from_millis(10));
+            }
+            let context = format!("fetching metadata of '{topic}' from {brokers}");
+            return Err(failure.explain(context, e));
+        }
+    };
     let t = md.topics().iter().find(|t| t.name() == topic);
     match t {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
@@ -292,6 +350,7 @@ pub(crate) fn open(
 ) -> Result<Reader> {
     let kafka = job.kafka_config();
     let reports = Arc::new(ClientReports::default());
+    let failure = LastFailure::default();
     let consumer: MeteredConsumer = kafka
         .consumer_config()
         .set("statistics.interval.ms", "1000")
@@ -300,9 +359,10 @@ pub(crate) fn open(
             metrics: job.metrics().clone(),
             topic: topic.to_string(),
             reports: reports.clone(),
+            failure: failure.clone(),
         })
-        .map_err(|e| Error::kafka("creating consumer", e))?;
-    let count = partition_count(&consumer, topic, &kafka.brokers)?;
+        .map_err(|e| Error::kafka("creating consumer", crate::config::redact_client_error(e)))?;
+    let count = partition_count(&consumer, topic, &kafka.brokers, &failure)?;
     let (index, peers) = (job.scope().index(), job.scope().peers());
     let mine: Vec<i32> = (0..count as i32)
         .filter(|&p| owner(topic, p, peers) == index)

@@ -602,7 +602,7 @@ where
             return;
         }
         self.last_refresh = now;
-        let n = partition_count(&self.reader.consumer, &self.topic, "");
+        let n = partition_count(&self.reader.consumer, &self.topic, "", &Default::default());
         // The refresh blocked the source: its quiet time was not reading time.
         let after = Instant::now();
         for part in self.reader.partitions.iter_mut() {

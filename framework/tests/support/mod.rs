@@ -35,14 +35,23 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates a fresh topic with `partitions` partitions and returns its name.
 pub fn create_topic(prefix: &str, partitions: i32) -> String {
+    create_topic_with(&plain(), prefix, partitions)
+}
+
+/// Client settings for the shared test broker: just its bootstrap address.
+pub fn plain() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers());
+    c
+}
+
+/// Creates a fresh topic through a client with settings `base` (bootstrap, TLS, ...).
+pub fn create_topic_with(base: &ClientConfig, prefix: &str, partitions: i32) -> String {
     let name = unique(prefix);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = base.create().expect("admin client");
     let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
     let res = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .unwrap_or_else(|e| panic!("creating topic {name} on {}: {e} (is the broker running? scripts/kafka-broker start)", brokers()));
+        .unwrap_or_else(|e| panic!("creating topic {name} on {:?}: {e} (is the broker running? scripts/kafka-broker start)", base.get("bootstrap.servers")));
     for r in res {
         r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
     }
@@ -54,8 +63,13 @@ pub type Read = (i32, i64, Option<Vec<u8>>);
 
 /// Reads every partition of `topic` from the start to its end (end-of-partition events).
 pub fn read_topic(topic: &str, partitions: i32) -> Vec<Read> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    read_topic_with(&plain(), topic, partitions)
+}
+
+/// [`read_topic`] through a client with settings `base` (bootstrap, TLS, ...).
+pub fn read_topic_with(base: &ClientConfig, topic: &str, partitions: i32) -> Vec<Read> {
+    let consumer: BaseConsumer = base
+        .clone()
         .set("group.id", unique("reader"))
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
@@ -252,10 +266,21 @@ pub fn generate(
 /// Produces `events` to `topic` (JSON payloads keyed by the event key, the event time as
 /// message timestamp), waiting until all are delivered.
 pub fn produce(brokers: &str, topic: &str, events: &[(i32, Event)]) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", brokers)
+        .set("compression.type", "lz4");
+    produce_with(&base, topic, events)
+}
+
+/// [`produce`] through a producer with settings `base` (bootstrap, TLS, compression, ...).
+pub fn produce_with(
+    base: &ClientConfig,
+    topic: &str,
+    events: &[(i32, Event)],
+) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = base
+        .clone()
         .set("linger.ms", "5")
-        .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
     for (partition, e) in events {

@@ -25,6 +25,9 @@ struct Args {
     window_ms: u64,
     #[command(flatten)]
     job: JobArgs,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
