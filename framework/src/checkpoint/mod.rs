@@ -240,3 +240,61 @@ impl JobCheckpoints {
         Ok(Some((epoch, bytes)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restored(names: &[&str]) -> JobCheckpoints {
+        let dir = std::env::temp_dir().join(format!(
+            "freshet-names-{}-{}",
+            std::process::id(),
+            names.join("-").len()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = LocalDir::open(&dir).unwrap();
+        let names = names.iter().map(|n| n.to_string()).collect();
+        store.put_manifest(&Manifest::new(9, 2, names)).unwrap();
+        let config = CheckpointConfig {
+            dir: Some(dir),
+            ..CheckpointConfig::default()
+        };
+        JobCheckpoints::open(&config, "g", Duration::from_millis(200), true).unwrap()
+    }
+
+    #[test]
+    fn state_without_an_owner_is_refused_by_name_unless_dropped() {
+        let c = restored(&["Tumble(a, 10ms)", "KafkaSource(in)"]);
+        assert_eq!(c.committable_below(), 10, "restored epoch 9");
+        let now = vec!["Tumble(b, 10ms)".to_string(), "KafkaSource(in)".to_string()];
+        let err = c.check_names(&now, false).unwrap_err().to_string();
+        assert!(err.contains("\"Tumble(a, 10ms)\""), "{err}");
+        assert!(err.contains("--drop-orphaned-state"), "{err}");
+        c.check_names(&now, true).unwrap();
+        // A job with every restored operator (and a new one) starts.
+        let more = vec![
+            "Tumble(a, 10ms)".to_string(),
+            "KafkaSource(in)".to_string(),
+            "Tumble(new, 5ms)".to_string(),
+        ];
+        c.check_names(&more, false).unwrap();
+    }
+
+    #[test]
+    fn the_interval_becomes_whole_epochs() {
+        let dir = std::env::temp_dir().join(format!("freshet-every-{}", std::process::id()));
+        let config = CheckpointConfig {
+            dir: Some(dir),
+            interval: Duration::from_millis(1000),
+            ..CheckpointConfig::default()
+        };
+        let c = JobCheckpoints::open(&config, "g", Duration::from_millis(300), false).unwrap();
+        assert_eq!(c.every, 4, "1000 ms in 300 ms epochs: every 4th");
+        assert!(CheckpointConfig {
+            interval: Duration::ZERO,
+            ..CheckpointConfig::default()
+        }
+        .validate()
+        .is_err());
+    }
+}
