@@ -67,6 +67,7 @@ struct Inner {
     worker: usize,
     workers: usize,
     restore: Option<Restore>,
+    floor: u64,
     names: RefCell<BTreeSet<String>>,
     on_failure: FailureHook,
 }
@@ -105,6 +106,7 @@ impl Checkpoints {
             every: every.max(1),
             worker,
             workers,
+            floor: restore.map_or(0, |r| r.epoch + 1),
             restore,
             names: RefCell::new(BTreeSet::new()),
             on_failure,
@@ -159,6 +161,20 @@ impl Checkpoints {
     /// How many workers the job runs.
     pub fn workers(&self) -> usize {
         self.0.workers
+    }
+
+    /// This run's epochs start at or after `floor` (and after the restored checkpoint):
+    /// a crashed run may have left parts of checkpoints it never completed, and a new
+    /// part must never land beside them under the same epoch.
+    pub fn with_floor(self, floor: u64) -> Self {
+        let mut inner = Rc::try_unwrap(self.0).unwrap_or_else(|_| panic!("set the floor first"));
+        inner.floor = inner.floor.max(floor);
+        Checkpoints(Rc::new(inner))
+    }
+
+    /// The least epoch this run may take a checkpoint at.
+    pub fn floor(&self) -> u64 {
+        self.0.floor
     }
 
     /// The checkpoint this run restores from, if any.
@@ -292,10 +308,7 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// initial capability of the operator's first output) for its first checkpoint.
     pub fn new(ctx: Checkpoints, name: &str, cap: &Capability<T>) -> Self {
         ctx.register(name);
-        let first = match ctx.restore() {
-            Some(r) => ctx.at_or_after(r.epoch + 1),
-            None => ctx.at_or_after(0),
-        };
+        let first = ctx.at_or_after(ctx.floor());
         let hold = cap.delayed(&cap.time().with_epoch(first));
         Aligner {
             ctx,

@@ -109,6 +109,19 @@ impl LocalDir {
         Ok(())
     }
 
+    /// The greatest epoch any part was written at (complete checkpoint or not).
+    pub fn newest_part_epoch(&self) -> Result<Option<u64>> {
+        let entries = fs::read_dir(&self.root)
+            .map_err(|e| Error::Config(format!("listing {}: {e}", self.root.display())))?;
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("epoch-").and_then(|n| n.parse().ok())
+            })
+            .max())
+    }
+
     fn manifests(&self) -> Result<Vec<u64>> {
         let entries = fs::read_dir(&self.root)
             .map_err(|e| Error::Config(format!("listing {}: {e}", self.root.display())))?;

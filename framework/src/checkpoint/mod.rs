@@ -92,6 +92,8 @@ pub struct JobCheckpoints {
     restored: Option<Manifest>,
     /// Newest manifest written by this process, plus one (0: none yet).
     manifest_below: std::sync::atomic::AtomicU64,
+    /// This run's checkpoints come after every part already in the store.
+    floor: u64,
 }
 
 impl JobCheckpoints {
@@ -128,7 +130,11 @@ impl JobCheckpoints {
             .div_ceil(epoch_ms)
             .max(1);
         let manifest_below = restored.as_ref().map_or(0, |m| m.epoch + 1);
+        // Parts a crashed run wrote after its last manifest stay where they are; this
+        // run takes its checkpoints at later epochs, so none is mistaken for its own.
+        let floor = store.newest_part_epoch()?.map_or(0, |e| e + 1);
         Ok(JobCheckpoints {
+            floor,
             store,
             every,
             retain: config.retain,
@@ -157,6 +163,7 @@ impl JobCheckpoints {
             restore,
             on_failure,
         )
+        .with_floor(self.floor)
     }
 
     /// Refuses to run a job whose checkpointing operators and sources differ from the
@@ -244,6 +251,7 @@ impl JobCheckpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use freshet_operators::checkpoint::StateStore;
 
     fn restored(names: &[&str]) -> JobCheckpoints {
         let dir = std::env::temp_dir().join(format!(
@@ -278,6 +286,29 @@ mod tests {
             "Tumble(new, 5ms)".to_string(),
         ];
         c.check_names(&more, false).unwrap();
+    }
+
+    /// A crashed run's parts after its last manifest are never joined by this run's:
+    /// its checkpoints start after the newest part in the store.
+    #[test]
+    fn a_new_run_checkpoints_after_every_torn_part() {
+        let c = restored(&["t"]);
+        let torn = format!("epoch-{:020}/t/0", 30);
+        c.store.put(&torn, b"from the crashed run").unwrap();
+        let dir = c.store.root().to_path_buf();
+        let config = CheckpointConfig {
+            dir: Some(dir),
+            ..CheckpointConfig::default()
+        };
+        let again = JobCheckpoints::open(&config, "g", Duration::from_millis(200), true).unwrap();
+        assert_eq!(
+            again.restored.as_ref().unwrap().epoch,
+            9,
+            "the manifest, not the torn part"
+        );
+        let ctx = again.context(0, 1, Box::new(|_, _, _| {}));
+        assert_eq!(ctx.floor(), 31);
+        assert!(ctx.at_or_after(ctx.floor()) > 30);
     }
 
     #[test]

@@ -198,11 +198,7 @@ where
     ) -> Self {
         let metrics = job.metrics().clone();
         // Epochs follow the wall clock, and always come after a restored checkpoint's.
-        let after_restore = reader
-            .checkpoint
-            .as_ref()
-            .and_then(|(c, _)| c.restore())
-            .map_or(0, |r| r.epoch + 1);
+        let after_restore = reader.checkpoint.as_ref().map_or(0, |(c, _)| c.floor());
         let first_epoch = (now_ms() / config.epoch_interval.as_millis() as u64).max(after_restore);
         let restored_watermark = reader.restored_watermark;
         let stall = (config.epoch_interval * 10).max(Duration::from_secs(2));
