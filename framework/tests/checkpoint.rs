@@ -167,3 +167,69 @@ fn commits_follow_checkpoints_not_windows() {
         "a 10-minute window was emitted: the test no longer shows commits running ahead of windows"
     );
 }
+
+/// A checkpoint taken at 2 workers restores at 1 worker, at 3 workers and as 2
+/// processes: key groups move to the workers that own them now, partitions to theirs,
+/// and the output a consumer reads is exactly the sequential count every time.
+#[test]
+fn a_checkpoint_taken_at_two_workers_restores_at_other_scales() {
+    for scale in [&["-w", "1"][..], &["-w", "3"][..], &["-n", "2"][..]] {
+        let partitions = 4;
+        let input = create_topic("rescale-in", partitions);
+        let output = create_topic("rescale-out", 2);
+        let group = unique("rescale-group");
+        let all = generate(5, 12_000, 16, partitions, 1_700_000_000_000, 12_000, 200);
+        let (first, second) = all.split_at(all.len() / 2);
+        produce(&brokers(), &input, first).expect("produce");
+        // A live run at 2 workers reads the first half and is killed once a checkpoint
+        // covering some of it is complete (offsets are committed only then).
+        let mut child = job_binary(&input, &output, &group)
+            .args(LIVE)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the job");
+        wait_for(Duration::from_secs(60), "a complete checkpoint", || {
+            committed(&group, &input, partitions).values().sum::<i64>() > 0
+        });
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        produce(&brokers(), &input, second).expect("produce");
+        // The drain at another scale restores it.
+        let bounded = |process: Option<usize>, hosts: Option<&str>| {
+            let mut cmd = job_binary(&input, &output, &group);
+            cmd.args([
+                "--bounded",
+                "--epoch-ms",
+                "50",
+                "--idle-timeout-ms",
+                "600000",
+            ]);
+            if let (Some(p), Some(h)) = (process, hosts) {
+                cmd.args(["-n", "2", "-p", &p.to_string(), "-h", h]);
+            } else {
+                cmd.args(scale);
+            }
+            cmd.stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start")
+        };
+        if scale[0] == "-n" {
+            let hosts = hostfile(2);
+            let path = hosts.0.to_str().unwrap().to_string();
+            let (mut a, mut b) = (bounded(Some(0), Some(&path)), bounded(Some(1), Some(&path)));
+            assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+        } else {
+            assert!(
+                bounded(None, None).wait().unwrap().success(),
+                "drain at {scale:?}"
+            );
+        }
+        let written = decode::<WindowCount>(&read_topic(&output, 2));
+        let mut table: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+        for w in &written {
+            table.insert((w.key, w.start), w.value);
+        }
+        let expected = reference_counts(all.iter().map(|(_, e)| e), 1000);
+        assert_eq!(table, expected, "restored at {scale:?}");
+    }
+}
