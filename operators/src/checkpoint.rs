@@ -292,6 +292,15 @@ pub fn lift_epoch<T: EventTime>(cap: &mut Capability<T>, epoch: u64) {
     }
 }
 
+/// A record an operator could not apply yet (its epoch is after the next checkpoint),
+/// from its main or its late input.
+pub enum Arrival<D> {
+    /// From the main input.
+    Main(D),
+    /// From the late input.
+    Late(crate::late::Late<D>),
+}
+
 /// An operator's checkpoint bookkeeping (see the module documentation): the next
 /// checkpoint epoch, the records of later epochs kept apart, and the capability that
 /// keeps that epoch from completing before the part is written.

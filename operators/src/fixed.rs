@@ -43,7 +43,7 @@ use timely::ExchangeData;
 
 use crate::aggregate::Aggregator;
 use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting};
-use crate::checkpoint::{lift_epoch, lift_epochs, Aligner, Checkpoints};
+use crate::checkpoint::{lift_epoch, lift_epochs, Aligner, Arrival, Checkpoints};
 use crate::hash::{by_key, hash};
 use crate::late::Late;
 use crate::time::EventTime;
@@ -89,12 +89,6 @@ impl<T: EventTime, K, A> Open<T, K, A> {
             next_early,
         }
     }
-}
-
-/// A record the operator could not apply yet: its epoch is after the next checkpoint.
-enum Arrival<D> {
-    Main(D),
-    Late(Late<D>),
 }
 
 /// A window's keys as written in a checkpoint.

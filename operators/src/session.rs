@@ -33,16 +33,20 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
+use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::aggregate::{Aggregator, Count};
-use crate::capability::{advance_caps, emission_cap, hold, time_of, watermark, VecOutput, Waiting};
-use crate::hash::by_key;
+use crate::capability::{
+    advance_caps, emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting,
+};
+use crate::checkpoint::{lift_epoch, lift_epochs, Aligner, Arrival, Checkpoints};
+use crate::hash::{by_key, hash};
 use crate::late::Late;
 use crate::time::EventTime;
 use crate::window::{Emit, WindowPolicy, WindowStreams, Windowed};
@@ -109,6 +113,7 @@ impl<O> Shown<O> {
 }
 
 /// An emitted result: its window, revision and value.
+#[derive(Serialize, Deserialize)]
 struct Shown<O> {
     start: u64,
     end: u64,
@@ -117,6 +122,7 @@ struct Shown<O> {
 }
 
 /// One emitted (or, within a late batch, about to be emitted) session of one key.
+#[derive(Serialize, Deserialize)]
 struct Closed<A, O> {
     start: u64,
     last: u64,
@@ -182,7 +188,7 @@ pub trait Session<'scope, T: EventTime, D> {
     where
         K: ExchangeData + Hash + Eq + Clone,
         G: Aggregator<D>,
-        G::Out: Clone + 'static,
+        G::Out: Clone + crate::aggregate::State,
         KF: Fn(&D) -> K + 'static;
 
     /// Aggregates each key's sessions with `agg`, without a late input.
@@ -216,7 +222,7 @@ pub trait Session<'scope, T: EventTime, D> {
         Self: Sized,
         K: ExchangeData + Hash + Eq + Clone,
         G: Aggregator<D>,
-        G::Out: Clone + 'static,
+        G::Out: Clone + crate::aggregate::State,
         KF: Fn(&D) -> K + 'static,
     {
         self.session(name, gap, WindowPolicy::new(), None, key, agg)
@@ -304,7 +310,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         &mut self,
         k: K,
         time: T,
-        cap: &InputCapability<T>,
+        cap: &impl Mint<T>,
         record: &D,
         agg: &G,
         rekey: impl FnOnce() -> K,
@@ -324,7 +330,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
             if s.start > t || s.last < t {
                 if s.shown.is_some() {
                     let k = rekey();
-                    s.stretch(&k, (t, t), gap, &cap.delayed(&time, 0), emit);
+                    s.stretch(&k, (t, t), gap, &cap.mint(&time, 0), emit);
                 } else {
                     s.start = s.start.min(t);
                     s.last = s.last.max(t);
@@ -350,7 +356,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         let mut retract_at = None;
         for s in open.drain(from..to).collect::<Vec<_>>() {
             if let Some(old) = merge_open(&mut merged, s, agg) {
-                let at = retract_at.get_or_insert_with(|| cap.delayed(&time, 0));
+                let at = retract_at.get_or_insert_with(|| cap.mint(&time, 0));
                 emit(at, old.retraction(&k));
             }
         }
@@ -607,6 +613,170 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
 
 /// Merges `other` into `into` (bounds, capabilities, accumulator) and returns
 /// `other`'s early result, whose bounds no longer exist, for the caller to retract.
+/// One key's open session as written in a checkpoint: `(start, last, accumulator, its
+/// early result, changed since)`.
+type OpenPart<A, O> = (u64, u64, A, Option<Shown<O>>, bool);
+
+/// One worker's part of a checkpoint: the early-result boundary, every key's open and
+/// emitted sessions, and the late batches waiting (at their time).
+#[derive(Deserialize)]
+#[serde(bound(
+    deserialize = "K: Deserialize<'de>, A: Deserialize<'de>, O: Deserialize<'de>, \
+                             T: Deserialize<'de>, D: Deserialize<'de>"
+))]
+struct SessionPart<K, A, O, T, D> {
+    next_early: u64,
+    open: Vec<(K, Vec<OpenPart<A, O>>)>,
+    closed: Vec<(K, Vec<Closed<A, O>>)>,
+    pending: Vec<(T, Vec<Late<D>>)>,
+}
+
+impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, O: Clone + Serialize>
+    Sessions<T, K, A, O>
+{
+    /// Writes this worker's part of checkpoint `epoch` (the same shape as
+    /// [`SessionPart`], from references).
+    fn checkpoint<D: Serialize>(
+        &self,
+        aligner: &mut Aligner<T, Arrival<D>>,
+        epoch: u64,
+        pending: &Waiting<T, Late<D>>,
+    ) -> bool {
+        type OpenRef<'a, A, O> = (u64, u64, &'a A, &'a Option<Shown<O>>, bool);
+        type View<'a, K, A, O, T, D> = (
+            u64,
+            Vec<(&'a K, Vec<OpenRef<'a, A, O>>)>,
+            Vec<(&'a K, &'a Vec<Closed<A, O>>)>,
+            Vec<(T, &'a Vec<Late<D>>)>,
+        );
+        let view: View<'_, K, A, O, T, D> = (
+            self.next_early,
+            self.open
+                .iter()
+                .map(|(k, list)| {
+                    let sessions = list
+                        .iter()
+                        .map(|s| (s.start, s.last, &s.acc, &s.shown, s.changed))
+                        .collect();
+                    (k, sessions)
+                })
+                .collect(),
+            self.closed.iter().collect(),
+            pending.iter().map(|((_, t), (_, r))| (*t, r)).collect(),
+        );
+        aligner.write(epoch, &view)
+    }
+}
+
+impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
+    /// Applies records that waited for a checkpoint, in time order: main records join
+    /// their sessions, late ones wait for the watermark like any late batch.
+    fn apply_waiting<D, G>(
+        &mut self,
+        pending: &mut Waiting<T, Late<D>>,
+        released: Vec<(Capability<T>, Vec<Arrival<D>>)>,
+        key: &impl Fn(&D) -> K,
+        agg: &G,
+        emit: &mut Emitter<T, K, O>,
+    ) where
+        G: Aggregator<D, Acc = A, Out = O>,
+    {
+        for (cap, records) in released {
+            let time = *cap.time();
+            for record in records {
+                match record {
+                    Arrival::Main(d) => self.add(key(&d), time, &cap, &d, agg, || key(&d), emit),
+                    Arrival::Late(l) => pending
+                        .entry((time.event(), time))
+                        .or_insert_with(|| (cap.delayed(&time), Vec::new()))
+                        .1
+                        .push(l),
+                }
+            }
+        }
+    }
+
+    /// Every capability held for open sessions, at epochs `<= epoch`, moved to
+    /// `epoch + 1`: the checkpoint of `epoch` answers for them.
+    fn lift(&mut self, epoch: u64) {
+        for list in self.open.values_mut() {
+            for s in list.iter_mut() {
+                lift_epochs(&mut s.caps, epoch);
+            }
+        }
+    }
+
+    /// Loads the restored checkpoint's parts, keeping the keys this worker owns, with
+    /// capabilities (minted from `initial`) at the epoch after the checkpoint.
+    fn restore<D>(
+        &mut self,
+        parts: Vec<SessionPart<K, A, O, T, D>>,
+        ctx: &Checkpoints,
+        initial: &Capability<T>,
+        pending: &mut Waiting<T, Late<D>>,
+        key: &impl Fn(&D) -> K,
+    ) {
+        let Some(restore) = ctx.restore() else {
+            return;
+        };
+        let epoch = restore.epoch + 1;
+        let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
+        let gap = self.gap;
+        for part in parts {
+            self.next_early = self.next_early.min(part.next_early);
+            for (k, sessions) in part.open {
+                if !ctx.owns(hash(&k)) || sessions.is_empty() {
+                    continue;
+                }
+                let first_end = sessions[0].1 + gap;
+                let list = sessions
+                    .into_iter()
+                    .map(|(start, last, acc, shown, changed)| {
+                        let mut caps = CapabilitySet::new();
+                        caps.insert(initial.delayed(&at(last + gap - 1)));
+                        Open {
+                            start,
+                            last,
+                            caps,
+                            acc,
+                            shown,
+                            changed,
+                        }
+                    })
+                    .collect();
+                self.ends.entry(first_end).or_default().push(k.clone());
+                self.open.insert(k, list);
+            }
+            for (k, sessions) in part.closed {
+                if !ctx.owns(hash(&k)) {
+                    continue;
+                }
+                for c in &sessions {
+                    let drop_at = (c.last + gap)
+                        .saturating_add(gap)
+                        .saturating_add(self.lateness);
+                    self.expiry.entry(drop_at).or_default().push(k.clone());
+                }
+                self.closed.insert(k, sessions);
+            }
+            for (time, records) in part.pending {
+                let time = time.with_epoch(epoch);
+                let owned: Vec<_> = records
+                    .into_iter()
+                    .filter(|r| ctx.owns(hash(&key(&r.record))))
+                    .collect();
+                if !owned.is_empty() {
+                    pending
+                        .entry((time.event(), time))
+                        .or_insert_with(|| (initial.delayed(&time), Vec::new()))
+                        .1
+                        .extend(owned);
+                }
+            }
+        }
+    }
+}
+
 fn merge_open<T: EventTime, D, G: Aggregator<D>>(
     into: &mut Open<T, G::Acc, G::Out>,
     other: Open<T, G::Acc, G::Out>,
@@ -675,7 +845,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
     where
         K: ExchangeData + Hash + Eq + Clone,
         G: Aggregator<D>,
-        G::Out: Clone + 'static,
+        G::Out: Clone + crate::aggregate::State,
         KF: Fn(&D) -> K + 'static,
     {
         assert!(gap > 0, "session gap must be at least 1 ms");
@@ -688,7 +858,8 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         let pact = by_key(move |d: &D| k1(d));
         let late_pact = by_key(move |d: &Late<D>| k2(&d.record));
 
-        let mut builder = OperatorBuilder::new(format!("Session({name}, gap {gap}ms)"), scope);
+        let op_name = format!("Session({name}, gap {gap}ms)");
+        let mut builder = OperatorBuilder::new(op_name.clone(), scope);
         let mut main_in = builder.new_input(self, pact);
         let mut late_in = builder.new_input(late, late_pact);
         let (results_out, results) = builder.new_output();
@@ -700,7 +871,20 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         // Late batches waiting, at their time, for the watermark to pass it.
         let mut pending: Waiting<T, Late<D>> = BTreeMap::new();
 
-        builder.build(move |_initial| {
+        let checkpoints = Checkpoints::current();
+        builder.build(move |initial| {
+            let mut aligner = checkpoints.map(|ctx| {
+                let aligner = Aligner::new(ctx, &op_name, &initial[0]);
+                let parts = aligner.checkpoints().read_all(aligner.name());
+                state.restore(
+                    parts,
+                    aligner.checkpoints(),
+                    &initial[0],
+                    &mut pending,
+                    &*key,
+                );
+                aligner
+            });
             move |frontiers| {
                 let mut results_out = results_out.activate();
                 let mut too_late_out = too_late_out.activate();
@@ -710,6 +894,13 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                     let Some(time) = time_of(&cap) else {
                         return;
                     };
+                    if let Some(a) = aligner.as_mut().filter(|a| a.later(&time)) {
+                        for batch in batches {
+                            let mut records = batch.drain(..).map(Arrival::Main).collect();
+                            a.stash(time, || cap.delayed(&time, 0), &mut records);
+                        }
+                        return;
+                    }
                     for batch in batches {
                         for record in batch.drain(..) {
                             let k = key(&record);
@@ -736,30 +927,65 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                             }
                         }
                     }
-                    if !kept.is_empty() {
-                        pending
+                    if kept.is_empty() {
+                        return;
+                    }
+                    match aligner.as_mut().filter(|a| a.later(&time)) {
+                        Some(a) => {
+                            let mut records = kept.into_iter().map(Arrival::Late).collect();
+                            a.stash(time, || cap.delayed(&time, 0), &mut records);
+                        }
+                        None => pending
                             .entry((now, time))
                             .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
                             .1
-                            .append(&mut kept);
+                            .append(&mut kept),
                     }
                 });
 
+                // A checkpoint epoch the inputs have sealed: apply what waited for it,
+                // write the state, and move what it held to the next epoch.
+                if let Some(a) = aligner.as_mut() {
+                    if let Some(epoch) = a.due(frontiers) {
+                        let released = a.release(epoch);
+                        state.apply_waiting(&mut pending, released, &*key, &agg, &mut emit);
+                        if state.checkpoint(a, epoch, &pending) {
+                            state.lift(epoch);
+                            for (cap, _) in pending.values_mut() {
+                                lift_epoch(cap, epoch);
+                            }
+                        }
+                        let released = a.release(a.next());
+                        state.apply_waiting(&mut pending, released, &*key, &agg, &mut emit);
+                    }
+                }
+
                 // In event-time order: sessions ending at or before a late batch's time,
                 // then the batch; finally sessions ending at or before the watermark.
-                let watermark = watermark(frontiers);
+                // Records waiting for a checkpoint may still extend sessions the frontier
+                // alone would end.
+                let frontier = watermark(frontiers);
+                let watermark = aligner
+                    .as_ref()
+                    .map_or(frontier, |a| frontier.min(a.stashed_from()));
                 while let Some(entry) = pending.first_entry() {
-                    let (now, time) = *entry.key();
+                    let (now, _) = *entry.key();
                     if now >= watermark {
                         break;
                     }
                     let (cap, records) = entry.remove();
+                    // The capability's time, not the key's: a checkpoint may have moved
+                    // the batch's capability to a later epoch.
+                    let time = *cap.time();
                     state.close(now, &agg, &mut emit);
                     state.apply_late(time, &cap, records, &*key, &agg, &mut emit);
                 }
                 state.close(watermark, &agg, &mut emit);
                 state.fire_early(watermark, &agg, &mut emit);
                 state.expire(watermark);
+                if let Some(a) = aligner.as_mut() {
+                    a.settle(frontier);
+                }
             }
         });
 

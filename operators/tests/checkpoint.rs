@@ -1,4 +1,4 @@
-//! Checkpoints of tumbling and sliding windows: a run is cut off at a random round
+//! Checkpoints of tumbling, sliding and session windows: a run is cut off at a random round
 //! ("crash"), a second run restores the newest complete checkpoint — at the same or
 //! another number of workers — and reads on from the epoch after it. A consumer that
 //! keeps the last result per `(key, start, end)` of both runs' output must hold exactly
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use common::{rounds, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
-use freshet_operators::{Late, Slide, Time, Tumble, WindowPolicy};
+use freshet_operators::{Emit, Late, Session, Slide, Time, Tumble, WindowPolicy};
 use proptest::prelude::*;
 use timely::dataflow::operators::{Inspect, Probe};
 
@@ -31,8 +31,29 @@ impl StateStore for MemStore {
     }
 }
 
-/// `(key, start, end, value, revision)`.
-type Result5 = (u8, u64, u64, u64, u32);
+/// `(key, start, end, value, revision, kind)`.
+type Result5 = (u8, u64, u64, u64, u32, Emit);
+
+/// The operator under test.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// Tumbling windows of this size.
+    Tumble(u64),
+    /// Sliding windows: size, slide.
+    Slide(u64, u64),
+    /// Session windows with this gap.
+    Session(u64),
+}
+
+impl Op {
+    fn of(size: u64, slide: u64) -> Op {
+        if slide == size {
+            Op::Tumble(size)
+        } else {
+            Op::Slide(size, slide)
+        }
+    }
+}
 
 /// One run: `rounds[from..until]` (round `e` in epoch `e`), checkpoints into `store`
 /// every epoch, restoring from `restore`. Returns the results in arrival order and the
@@ -44,8 +65,7 @@ fn run(
     range: std::ops::Range<usize>,
     store: &Arc<MemStore>,
     restore: Option<Restore>,
-    size: u64,
-    slide: u64,
+    op: Op,
     lateness: u64,
 ) -> (Vec<Result5>, u64, String) {
     let out = Arc::new(Mutex::new(Vec::new()));
@@ -72,15 +92,18 @@ fn run(
             let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
             let policy = WindowPolicy::new().lateness(lateness);
             let (key, sum) = (|r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
-            let w = if slide == size {
-                main_stream.tumble("t", size, policy, Some(late_stream), key, sum)
-            } else {
-                main_stream.slide("s", size, slide, policy, Some(late_stream), key, sum)
+            let late_in = Some(late_stream);
+            let w = match op {
+                Op::Tumble(size) => main_stream.tumble("t", size, policy, late_in, key, sum),
+                Op::Slide(size, slide) => {
+                    main_stream.slide("s", size, slide, policy, late_in, key, sum)
+                }
+                Op::Session(gap) => main_stream.session("u", gap, policy, late_in, key, sum),
             };
             let (probe, _) = w
                 .results
                 .inspect(move |w| {
-                    let r = (w.key, w.start, w.end, w.value, w.revision);
+                    let r = (w.key, w.start, w.end, w.value, w.revision, w.kind);
                     into.lock().unwrap().push(r);
                 })
                 .probe();
@@ -176,7 +199,15 @@ fn check(
     pick: usize,
 ) {
     let store = Arc::new(MemStore::default());
-    let (first, complete, name) = run(2, rounds, 0..cut, &store, None, size, slide, lateness);
+    let (first, complete, name) = run(
+        2,
+        rounds,
+        0..cut,
+        &store,
+        None,
+        Op::of(size, slide),
+        lateness,
+    );
     // Checkpoints whose epoch is complete (every worker's part written and every
     // result of its epochs out): any of them is what a crash at some moment would
     // have left as the newest; `pick` chooses one.
@@ -208,19 +239,18 @@ fn check(
         from..rounds.len(),
         &store,
         restore,
-        size,
-        slide,
+        Op::of(size, slide),
         lateness,
     );
 
     let mut consumer: BTreeMap<(u8, u64), (u64, u32)> = BTreeMap::new();
     let mut emitted_first: BTreeMap<(u8, u64, u32), u64> = BTreeMap::new();
-    for &(k, s, _, v, r) in &first {
+    for &(k, s, _, v, r, _) in &first {
         consumer.insert((k, s), (v, r));
         emitted_first.insert((k, s, r), v);
     }
     let mut copies = 0;
-    for &(k, s, _, v, r) in &second {
+    for &(k, s, _, v, r, _) in &second {
         if let Some(&before) = emitted_first.get(&(k, s, r)) {
             assert_eq!(
                 before, v,
@@ -235,6 +265,80 @@ fn check(
         got,
         reference(rounds, size, slide, lateness),
         "cut at round {cut}, restored {restore:?}, {copies} exact copies"
+    );
+}
+
+/// What a consumer keeps of window results read in order: per `(key, start, end)` the
+/// highest revision (the later of equal ones), deleted by `Retract`.
+fn upserts(results: &[Result5]) -> BTreeMap<(u8, u64, u64), u64> {
+    let mut table: BTreeMap<(u8, u64, u64), (u32, Emit, u64)> = BTreeMap::new();
+    for &(k, s, e, v, r, kind) in results {
+        let entry = table.entry((k, s, e)).or_insert((r, kind, v));
+        if r >= entry.0 {
+            *entry = (r, kind, v);
+        }
+    }
+    table
+        .into_iter()
+        .filter(|(_, (_, kind, _))| *kind != Emit::Retract)
+        .map(|(w, (_, _, v))| (w, v))
+        .collect()
+}
+
+/// Session windows (merging, late records, retractions): a run crashed at round `cut`
+/// and restored from a random complete checkpoint at `after` workers leaves a consumer
+/// with exactly what an uninterrupted run leaves it (the uninterrupted run is checked
+/// against a sequential reference in `session.rs`).
+fn check_session(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    gap: u64,
+    lateness: u64,
+    after: usize,
+    pick: usize,
+) {
+    let op = Op::Session(gap);
+    let whole = run(
+        1,
+        rounds,
+        0..rounds.len(),
+        &Arc::new(MemStore::default()),
+        None,
+        op,
+        lateness,
+    )
+    .0;
+    let store = Arc::new(MemStore::default());
+    let (first, complete, name) = run(2, rounds, 0..cut, &store, None, op, lateness);
+    let written: Vec<u64> = (0..complete.min(cut as u64))
+        .filter(|e| {
+            (0..2).all(|w| {
+                store
+                    .get(&Checkpoints::part_path(*e, &name, w))
+                    .unwrap()
+                    .is_some()
+            })
+        })
+        .collect();
+    let restore = (!written.is_empty()).then(|| Restore {
+        epoch: written[pick % written.len()],
+        workers: 2,
+    });
+    let from = restore.map_or(0, |r| r.epoch as usize + 1);
+    let (second, _, _) = run(
+        after,
+        rounds,
+        from..rounds.len(),
+        &store,
+        restore,
+        op,
+        lateness,
+    );
+    let both: Vec<Result5> = first.into_iter().chain(second).collect();
+    assert_eq!(
+        upserts(&both),
+        upserts(&whole),
+        "cut at round {cut}, restored {restore:?}"
     );
 }
 
@@ -254,6 +358,7 @@ fn a_restore_after_several_epochs_is_exact() {
         for pick in 0..4 {
             check(&rounds, 7, 15, 15, 0, after, pick);
             check(&rounds, 7, 20, 5, 0, after, pick);
+            check_session(&rounds, 7, 4, 0, after, pick);
         }
     }
 }
@@ -277,5 +382,14 @@ proptest! {
     ) {
         let cut = cut.min(rounds.len());
         check(&rounds, cut, size, (size / div).max(1), lateness, after, pick);
+    }
+
+    #[test]
+    fn session_restores_exactly(
+        rounds in rounds(10), cut in 1usize..10, gap in 1u64..20, lateness in 0u64..30,
+        after in 1usize..4, pick in 0usize..16,
+    ) {
+        let cut = cut.min(rounds.len());
+        check_session(&rounds, cut, gap, lateness, after, pick);
     }
 }
