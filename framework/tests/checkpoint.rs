@@ -1,8 +1,8 @@
 //! Checkpoints against the real broker, read the way a consumer reads the output: the
 //! last record per `(key, window)` wins.
 //!
-//! A live job at 2 workers is killed with SIGKILL at random moments while input
-//! arrives (steadily, or in bursts), restarted each time from its newest checkpoint,
+//! A live job at 2 workers — tumbling windows and session windows — is killed with
+//! SIGKILL at random moments while input arrives (steadily, or in bursts), restarted each time from its newest checkpoint,
 //! and finally drained with a bounded run. The output topic must then hold, for every
 //! window, exactly the count a sequential loop gives: 0 wrong, 0 missing. Duplicates are
 //! exact copies of results written after the restored checkpoint (counted, reported).
@@ -41,8 +41,17 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
     let partitions = 4;
     let input = create_topic("ckpt-in", partitions);
     let output = create_topic("ckpt-out", 2);
+    let sessions_out = create_topic("ckpt-sessions", 2);
     let group = unique("ckpt-group");
     let all = generate(seed, 24_000, 16, partitions, 1_700_000_000_000, 24_000, 200);
+    // Sessions of each key: events closer than the gap (the keys are busy, so gaps are
+    // made by the generator's spacing and disorder alone).
+    let sessions = [
+        "--session-output",
+        sessions_out.as_str(),
+        "--session-gap-ms",
+        "40",
+    ];
     let (chunk, pause) = match arrival {
         Arrival::Steady => (400, Duration::from_millis(100)),
         Arrival::Bursty => (3_000, Duration::from_millis(1_200)),
@@ -62,6 +71,7 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
     for _ in 0..kills {
         let mut child = job_binary(&input, &output, &group)
             .args(LIVE)
+            .args(sessions)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start the job");
@@ -77,6 +87,7 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
     feed.join().expect("feeder");
     let status = job_binary(&input, &output, &group)
         .args(LIVE)
+        .args(sessions)
         .arg("--bounded")
         .stdout(std::process::Stdio::null())
         .status()
@@ -118,10 +129,55 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
     assert!(extra.is_empty(), "windows that should not exist: {extra:?}");
     assert_eq!(partial, 0, "a partial result was written");
     assert!(commits_seen > 0, "no run committed before it was killed");
+    // Sessions, read the same way: the last record per (key, start, end).
+    let mut got_sessions: BTreeMap<(u64, u64, u64), u64> = BTreeMap::new();
+    for w in decode::<WindowCount>(&read_topic(&sessions_out, 2)) {
+        got_sessions.insert((w.key, w.start, w.end), w.value);
+    }
+    let want_sessions = reference_sessions(all.iter().map(|(_, e)| e), 40);
+    let wrong_sessions = got_sessions
+        .iter()
+        .filter(|(k, v)| want_sessions.get(k) != Some(v))
+        .count();
+    let missing_sessions = want_sessions
+        .keys()
+        .filter(|k| !got_sessions.contains_key(k))
+        .count();
+    println!(
+        "{arrival:?} input: {} sessions, {wrong_sessions} wrong or extra, {missing_sessions} missing",
+        want_sessions.len()
+    );
+    assert_eq!(got_sessions, want_sessions, "session windows");
     assert_eq!(
         committed(&group, &input, partitions),
         ends(&read_topic(&input, partitions))
     );
+}
+
+/// Per-key sessions of `gap` ms, sequentially: `(key, start, end) -> count`.
+fn reference_sessions<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    gap: u64,
+) -> BTreeMap<(u64, u64, u64), u64> {
+    let mut times: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for e in events {
+        times.entry(e.key).or_default().push(e.ts);
+    }
+    let mut out = BTreeMap::new();
+    for (key, mut ts) in times {
+        ts.sort_unstable();
+        let (mut start, mut last, mut n) = (ts[0], ts[0], 0);
+        for t in ts {
+            if t >= last + gap {
+                out.insert((key, start, last + gap), n);
+                (start, n) = (t, 0);
+            }
+            last = t;
+            n += 1;
+        }
+        out.insert((key, start, last + gap), n);
+    }
+    out
 }
 
 #[test]

@@ -23,6 +23,12 @@ struct Args {
     /// Window length, ms.
     #[arg(long, default_value_t = 1000)]
     window_ms: u64,
+    /// Also count events per key in session windows, into this topic.
+    #[arg(long)]
+    session_output: Option<String>,
+    /// Session gap, ms.
+    #[arg(long, default_value_t = 300)]
+    session_gap_ms: u64,
     #[command(flatten)]
     job: JobArgs,
     /// Print help.
@@ -35,7 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let config = args.job.into_config()?;
     freshet::cli::stop_on_signals(&config.stop)?;
-    let job = window_count::job(args.input, args.output, args.window_ms);
+    let sessions = args
+        .session_output
+        .map(|topic| (topic, args.session_gap_ms));
+    let job = window_count::job(args.input, args.output, args.window_ms, sessions);
     let summary = freshet::run(config, job)?;
     tracing::info!(%summary, "done");
     Ok(())

@@ -1,6 +1,7 @@
 //! The test job's logic, shared with the integration tests that check its output: JSON
 //! [`Event`]s counted per key in tumbling event-time windows, written as JSON.
 
+use freshet::operators::Session;
 use freshet::{Job, Json, KafkaSink, KafkaSource, PrintStdout, Tumble, Windowed, WriteKafka};
 use serde::{Deserialize, Serialize};
 
@@ -21,15 +22,30 @@ pub type WindowCount = Windowed<u64, u64>;
 /// The job as a build function for [`freshet::run`]: [`Event`]s from `input`, per-key
 /// counts in tumbling windows of `window_ms` to `output` (keyed by the event key);
 /// malformed messages printed on stdout with their coordinates.
+///
+/// With `sessions = Some((topic, gap_ms))` it also counts per key in session windows of
+/// that gap, written to that topic (keyed by the event key).
 pub fn job(
     input: String,
     output: String,
     window_ms: u64,
+    sessions: Option<(String, u64)>,
 ) -> impl Fn(&mut Job<'_>) -> freshet::Result<()> + Send + Sync + 'static {
     move |job| {
         let streams = KafkaSource::new(input.clone(), Json::<Event>::new())
             .event_time(|e: &Event| Some(e.ts))
             .build(job)?;
+        if let Some((topic, gap)) = &sessions {
+            streams
+                .records
+                .clone()
+                .session_count("sessions", *gap, |e: &Event| e.key)
+                .write_kafka(
+                    job,
+                    KafkaSink::new(topic.clone(), Json::<WindowCount>::new())
+                        .key(|w: &WindowCount| Some(w.key.to_string().into_bytes())),
+                )?;
+        }
         let counts = streams
             .records
             .tumble_count("count", window_ms, |e: &Event| e.key);
