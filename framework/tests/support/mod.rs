@@ -7,153 +7,19 @@
 pub mod window_count;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::SeedableRng;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use rand::Rng;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 pub use window_count::{Event, WindowCount};
 
-/// The broker the tests use: `FRESHET_BROKERS`, default 127.0.0.1:9092 (started by
-/// `scripts/kafka-broker start`, which `.ci/run` calls).
-pub fn brokers() -> String {
-    std::env::var("FRESHET_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// A name no other test or run uses.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{:016x}", rand::thread_rng().gen::<u64>())
-}
-
-/// Creates a fresh topic with `partitions` partitions and returns its name.
-pub fn create_topic(prefix: &str, partitions: i32) -> String {
-    create_topic_with(&plain(), prefix, partitions)
-}
-
-/// Client settings for the shared test broker: just its bootstrap address.
-pub fn plain() -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers());
-    c
-}
-
-/// Creates a fresh topic through a client with settings `base` (bootstrap, TLS, ...).
-pub fn create_topic_with(base: &ClientConfig, prefix: &str, partitions: i32) -> String {
-    let name = unique(prefix);
-    let admin: AdminClient<DefaultClientContext> = base.create().expect("admin client");
-    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
-    let res = futures_executor::block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .unwrap_or_else(|e| panic!("creating topic {name} on {:?}: {e} (is the broker running? scripts/kafka-broker start)", base.get("bootstrap.servers")));
-    for r in res {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-    name
-}
-
-/// A message read back: partition, offset, payload.
-pub type Read = (i32, i64, Option<Vec<u8>>);
-
-/// Reads every partition of `topic` from the start to its end (end-of-partition events).
-pub fn read_topic(topic: &str, partitions: i32) -> Vec<Read> {
-    read_topic_with(&plain(), topic, partitions)
-}
-
-/// [`read_topic`] through a client with settings `base` (bootstrap, TLS, ...).
-pub fn read_topic_with(base: &ClientConfig, topic: &str, partitions: i32) -> Vec<Read> {
-    let consumer: BaseConsumer = base
-        .clone()
-        .set("group.id", unique("reader"))
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut at_end = vec![false; partitions as usize];
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while at_end.iter().any(|e| !e) {
-        assert!(
-            Instant::now() < deadline,
-            "reading {topic} did not reach the end of every partition"
-        );
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                at_end[m.partition() as usize] = false;
-                out.push((m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec)));
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
-    out
-}
-
-/// Decodes JSON payloads read back from a topic.
-pub fn decode<T: serde::de::DeserializeOwned>(read: &[Read]) -> Vec<T> {
-    read.iter()
-        .map(|(p, o, b)| {
-            serde_json::from_slice(b.as_deref().unwrap_or_default())
-                .unwrap_or_else(|e| panic!("{p}@{o}: {e}"))
-        })
-        .collect()
-}
-
-/// Per partition, the offset after the last message: its end.
-pub fn ends(read: &[Read]) -> BTreeMap<i32, i64> {
-    let mut ends = BTreeMap::new();
-    for (p, o, _) in read {
-        let e = ends.entry(*p).or_insert(0);
-        *e = (*e).max(o + 1);
-    }
-    ends
-}
-
-/// The offsets `group` has committed for `topic` (partitions without a commit are left out).
-pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    committed_by(&group_client(group), topic, partitions)
-}
-
-/// A client of `group` for reading its committed offsets repeatedly.
-pub fn group_client(group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer")
-}
-
-/// The offsets committed for `topic` by the group of `consumer`.
-pub fn committed_by(consumer: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    got.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect()
-}
+mod kafka;
+pub use kafka::*;
 
 /// Generates and produces events to a fresh topic; returns the topic and the events.
 pub fn preload(
@@ -203,15 +69,6 @@ pub fn job_binary(input: &str, output: &str, group: &str) -> std::process::Comma
         .env("RUST_LOG", "warn")
         .args(["--input", input, "--output", output, "--group", group]);
     cmd
-}
-
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
-pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs, on a thread, a live job counting `topic`'s JSON [`Event`]s per key in 1 s
