@@ -159,6 +159,57 @@ fn run(
     (out, complete, names[0].clone())
 }
 
+/// Runs `rounds[..cut]` at 2 workers (the "crash"), picks one of the checkpoints that
+/// run completed (every worker's part written, every result of its epochs out: any of
+/// them is what a crash at some moment leaves newest) and runs the rest from the epoch
+/// after it at `after` workers. Returns both runs' results.
+fn crash_then_restore(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    op: Op,
+    lateness: u64,
+    after: usize,
+    pick: usize,
+) -> (Vec<Result5>, Vec<Result5>) {
+    let store = Arc::new(MemStore::default());
+    let (first, complete, name) = run(2, rounds, 0..cut, &store, None, op, lateness);
+    // Checkpoints whose epoch is complete (every worker's part written and every
+    // result of its epochs out): any of them is what a crash at some moment would
+    // have left as the newest; `pick` chooses one.
+    let written: Vec<u64> = (0..complete.min(cut as u64))
+        .filter(|e| {
+            (0..2).all(|w| {
+                store
+                    .get(&Checkpoints::part_path(*e, &name, w))
+                    .unwrap()
+                    .is_some()
+            })
+        })
+        .collect();
+    if cut >= 6 && complete >= 3 && complete != u64::MAX {
+        let all: Vec<_> = store.0.lock().unwrap().keys().cloned().collect();
+        assert!(
+            !written.is_empty(),
+            "no checkpoint below complete epoch {complete}: {all:?}"
+        );
+    }
+    let restore = (!written.is_empty()).then(|| Restore {
+        epoch: written[pick % written.len()],
+        workers: 2,
+    });
+    let from = restore.map_or(0, |r| r.epoch as usize + 1);
+    let (second, _, _) = run(
+        after,
+        rounds,
+        from..rounds.len(),
+        &store,
+        restore,
+        op,
+        lateness,
+    );
+    (first, second)
+}
+
 /// Per window, the last value a consumer keeps, from the reference's emissions.
 fn reference(
     rounds: &[Round<Rec>],
@@ -198,50 +249,8 @@ fn check(
     after: usize,
     pick: usize,
 ) {
-    let store = Arc::new(MemStore::default());
-    let (first, complete, name) = run(
-        2,
-        rounds,
-        0..cut,
-        &store,
-        None,
-        Op::of(size, slide),
-        lateness,
-    );
-    // Checkpoints whose epoch is complete (every worker's part written and every
-    // result of its epochs out): any of them is what a crash at some moment would
-    // have left as the newest; `pick` chooses one.
-    let written: Vec<u64> = (0..complete.min(cut as u64))
-        .filter(|e| {
-            (0..2).all(|w| {
-                store
-                    .get(&Checkpoints::part_path(*e, &name, w))
-                    .unwrap()
-                    .is_some()
-            })
-        })
-        .collect();
-    if cut >= 6 && complete >= 3 && complete != u64::MAX {
-        let all: Vec<_> = store.0.lock().unwrap().keys().cloned().collect();
-        assert!(
-            !written.is_empty(),
-            "no checkpoint below complete epoch {complete}: {all:?}"
-        );
-    }
-    let restore = (!written.is_empty()).then(|| Restore {
-        epoch: written[pick % written.len()],
-        workers: 2,
-    });
-    let from = restore.map_or(0, |r| r.epoch as usize + 1);
-    let (second, _, _) = run(
-        after,
-        rounds,
-        from..rounds.len(),
-        &store,
-        restore,
-        Op::of(size, slide),
-        lateness,
-    );
+    let (first, second) =
+        crash_then_restore(rounds, cut, Op::of(size, slide), lateness, after, pick);
 
     let mut consumer: BTreeMap<(u8, u64), (u64, u32)> = BTreeMap::new();
     let mut emitted_first: BTreeMap<(u8, u64, u32), u64> = BTreeMap::new();
@@ -264,7 +273,7 @@ fn check(
     assert_eq!(
         got,
         reference(rounds, size, slide, lateness),
-        "cut at round {cut}, restored {restore:?}, {copies} exact copies"
+        "cut at round {cut}, {copies} exact copies"
     );
 }
 
@@ -308,38 +317,9 @@ fn check_session(
         lateness,
     )
     .0;
-    let store = Arc::new(MemStore::default());
-    let (first, complete, name) = run(2, rounds, 0..cut, &store, None, op, lateness);
-    let written: Vec<u64> = (0..complete.min(cut as u64))
-        .filter(|e| {
-            (0..2).all(|w| {
-                store
-                    .get(&Checkpoints::part_path(*e, &name, w))
-                    .unwrap()
-                    .is_some()
-            })
-        })
-        .collect();
-    let restore = (!written.is_empty()).then(|| Restore {
-        epoch: written[pick % written.len()],
-        workers: 2,
-    });
-    let from = restore.map_or(0, |r| r.epoch as usize + 1);
-    let (second, _, _) = run(
-        after,
-        rounds,
-        from..rounds.len(),
-        &store,
-        restore,
-        op,
-        lateness,
-    );
+    let (first, second) = crash_then_restore(rounds, cut, op, lateness, after, pick);
     let both: Vec<Result5> = first.into_iter().chain(second).collect();
-    assert_eq!(
-        upserts(&both),
-        upserts(&whole),
-        "cut at round {cut}, restored {restore:?}"
-    );
+    assert_eq!(upserts(&both), upserts(&whole), "cut at round {cut}");
 }
 
 /// A fixed case that certainly restores a checkpoint after several epochs.
