@@ -10,6 +10,8 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -56,15 +58,20 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
         Arrival::Steady => (400, Duration::from_millis(100)),
         Arrival::Bursty => (3_000, Duration::from_millis(1_200)),
     };
+    let produced = Arc::new(AtomicUsize::new(0));
     let feed = {
-        let (input, all) = (input.clone(), all.clone());
+        let (input, all, produced) = (input.clone(), all.clone(), produced.clone());
         std::thread::spawn(move || {
             for part in all.chunks(chunk) {
                 produce(&brokers(), &input, part).expect("produce");
+                produced.fetch_add(part.len(), Ordering::SeqCst);
                 std::thread::sleep(pause);
             }
         })
     };
+    // Per kill: records on the topic but not covered by the newest checkpoint's commit,
+    // an upper bound on what the restart reads again.
+    let mut behind = Vec::new();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut commits_seen = 0;
@@ -80,9 +87,12 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
         std::thread::sleep(Duration::from_millis(rng.gen_range(200..1_800)));
         child.kill().expect("SIGKILL");
         assert!(!child.wait().unwrap().success());
-        if !committed(&group, &input, partitions).is_empty() {
+        let at_kill = produced.load(Ordering::SeqCst) as i64;
+        let commits = committed(&group, &input, partitions);
+        if !commits.is_empty() {
             commits_seen += 1;
         }
+        behind.push(at_kill - commits.values().sum::<i64>());
     }
     feed.join().expect("feeder");
     let status = job_binary(&input, &output, &group)
@@ -117,7 +127,8 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
     let duplicates = written.len() - table.len();
     println!(
         "{arrival:?} input, {kills} SIGKILLs: {} windows, {} results written, {duplicates} \
-         exact duplicates, {} wrong, {} missing, {} partial; commits seen after {commits_seen} kills",
+         exact duplicates, {} wrong, {} missing, {} partial; commits seen after {commits_seen} kills; \
+         records produced but not committed at each kill: {behind:?}",
         expected.len(),
         written.len(),
         wrong.len(),

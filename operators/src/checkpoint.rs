@@ -373,6 +373,10 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// [`Aligner::write`] and, if that succeeded, lifts its capabilities.
     pub fn due(&self, frontiers: &[MutableAntichain<T>]) -> Option<u64> {
         let sealed = sealed_below(frontiers);
+        // The inputs are done: there is no epoch left to checkpoint.
+        if sealed == u64::MAX {
+            return None;
+        }
         let c = self.ctx.at_or_before(sealed.checked_sub(1)?)?;
         (c >= self.next).then_some(c)
     }

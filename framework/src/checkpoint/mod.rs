@@ -225,6 +225,11 @@ impl JobCheckpoints {
         if epoch < self.committable_below() {
             return Ok(None);
         }
+        // Only this run's own checkpoints: parts below the floor are a crashed run's,
+        // whose output was never known to be durable, even if every part is there.
+        if epoch < self.floor {
+            return Ok(None);
+        }
         // A source or operator that saw its inputs jump past several checkpoint epochs
         // at once wrote only the newest: such an epoch has no complete checkpoint.
         let mut bytes = 0;
@@ -309,6 +314,35 @@ mod tests {
         let ctx = again.context(0, 1, Box::new(|_, _, _| {}));
         assert_eq!(ctx.floor(), 31);
         assert!(ctx.at_or_after(ctx.floor()) > 30);
+    }
+
+    /// A crashed run's torn checkpoint, every part present but no manifest, is never
+    /// named complete by the next run, whatever its commit tracker says.
+    #[test]
+    fn a_new_run_never_completes_a_crashed_runs_checkpoint() {
+        let c = restored(&["t"]);
+        // A checkpoint every 5 epochs (1 s of 200 ms epochs): 14 is a grid epoch.
+        let part = Checkpoints::part_path(14, "t", 0);
+        c.store.put(&part, b"from the crashed run").unwrap();
+        let config = CheckpointConfig {
+            dir: Some(c.store.root().to_path_buf()),
+            ..CheckpointConfig::default()
+        };
+        let again = JobCheckpoints::open(&config, "g", Duration::from_millis(200), true).unwrap();
+        assert_eq!(again.floor, 15);
+        let names = vec!["t".to_string()];
+        // Every epoch up to 16 complete by this run's tracker: 14 is the crashed run's.
+        assert_eq!(again.advance(17, &names, 1).unwrap(), None);
+        assert_eq!(again.store.latest_manifest().unwrap().unwrap().epoch, 9);
+        // This run's own checkpoint 19 is named once its part is there.
+        again
+            .store
+            .put(&Checkpoints::part_path(19, "t", 0), b"ours")
+            .unwrap();
+        assert_eq!(
+            again.advance(20, &names, 1).unwrap().map(|(e, _)| e),
+            Some(19)
+        );
     }
 
     #[test]
