@@ -100,8 +100,9 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
         .args(sessions)
         .arg("--bounded")
         .stdout(std::process::Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
+    let status = finish(status, "the draining run");
     assert!(status.success(), "the draining run failed");
 
     // A consumer of the output topic: the last record per (key, window) wins.
@@ -163,6 +164,22 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
         committed(&group, &input, partitions),
         ends(&read_topic(&input, partitions))
     );
+}
+
+/// Waits for a bounded run to end, at most two minutes (a run that hangs fails the test
+/// instead of stalling the suite).
+fn finish(mut child: std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().expect("waiting for the job") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Per-key sessions of `gap` ms, sequentially: `(key, start, end) -> count`.
@@ -283,11 +300,12 @@ fn a_checkpoint_taken_at_two_workers_restores_at_other_scales() {
         if scale[0] == "-n" {
             let hosts = hostfile(2);
             let path = hosts.0.to_str().unwrap().to_string();
-            let (mut a, mut b) = (bounded(Some(0), Some(&path)), bounded(Some(1), Some(&path)));
-            assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+            let (a, b) = (bounded(Some(0), Some(&path)), bounded(Some(1), Some(&path)));
+            let (a, b) = (finish(a, "process 0"), finish(b, "process 1"));
+            assert!(a.success() && b.success());
         } else {
             assert!(
-                bounded(None, None).wait().unwrap().success(),
+                finish(bounded(None, None), "the drain").success(),
                 "drain at {scale:?}"
             );
         }

@@ -381,6 +381,19 @@ impl<T: EventTime, D> Aligner<T, D> {
         (c >= self.next).then_some(c)
     }
 
+    /// Once the inputs are done, every record still waiting: there is no epoch left to
+    /// checkpoint, and they must be applied (and their windows flushed) all the same.
+    pub fn release_if_done(
+        &mut self,
+        frontiers: &[MutableAntichain<T>],
+    ) -> Vec<(Capability<T>, Vec<D>)> {
+        if sealed_below(frontiers) == u64::MAX && !self.stash.is_empty() {
+            self.release(u64::MAX)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The stashed records of epochs `<= epoch`, in time order, with their capability.
     pub fn release(&mut self, epoch: u64) -> Vec<(Capability<T>, Vec<D>)> {
         let times: Vec<T> = self

@@ -636,6 +636,7 @@ where
                     let next = a.next();
                     state.apply(a.release(next), &*key, &agg);
                 }
+                state.apply(a.release_if_done(frontiers), &*key, &agg);
             }
 
             // Records waiting for a checkpoint may still fall in windows the frontier

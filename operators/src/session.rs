@@ -958,6 +958,8 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                         let released = a.release(a.next());
                         state.apply_waiting(&mut pending, released, &*key, &agg, &mut emit);
                     }
+                    let released = a.release_if_done(frontiers);
+                    state.apply_waiting(&mut pending, released, &*key, &agg, &mut emit);
                 }
 
                 // In event-time order: sessions ending at or before a late batch's time,
