@@ -75,7 +75,8 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut commits_seen = 0;
-    for _ in 0..kills {
+    for kill in 0..kills {
+        let before: i64 = committed(&group, &input, partitions).values().sum();
         let mut child = job_binary(&input, &output, &group)
             .args(LIVE)
             .args(sessions)
@@ -83,8 +84,17 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
             .spawn()
             .expect("start the job");
         // The kill comes at a random moment: during reading, a checkpoint write, a
-        // commit or start-up.
-        std::thread::sleep(Duration::from_millis(rng.gen_range(200..1_800)));
+        // commit or start-up. Every other run first completes a checkpoint of its own
+        // (its commit moves), so the job makes progress however slow the machine.
+        if kill % 2 == 1 {
+            wait_for(Duration::from_secs(60), "a checkpoint of this run", || {
+                let now: i64 = committed(&group, &input, partitions).values().sum();
+                now > before || now >= produced.load(Ordering::SeqCst) as i64
+            });
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..600)));
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.gen_range(200..1_800)));
+        }
         child.kill().expect("SIGKILL");
         assert!(!child.wait().unwrap().success());
         let at_kill = produced.load(Ordering::SeqCst) as i64;
