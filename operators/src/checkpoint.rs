@@ -292,6 +292,33 @@ pub fn lift_epoch<T: EventTime>(cap: &mut Capability<T>, epoch: u64) {
     }
 }
 
+/// Puts the late batches of a restored part back among an operator's waiting batches,
+/// keeping the records whose key this worker owns, with capabilities (minted from
+/// `initial`) at `epoch`, the epoch after the checkpoint.
+pub(crate) fn restore_pending<T: EventTime, D, K: std::hash::Hash>(
+    pending: &mut crate::capability::Waiting<T, crate::late::Late<D>>,
+    batches: Vec<(T, Vec<crate::late::Late<D>>)>,
+    ctx: &Checkpoints,
+    initial: &Capability<T>,
+    epoch: u64,
+    key: &impl Fn(&D) -> K,
+) {
+    for (time, records) in batches {
+        let time = time.with_epoch(epoch);
+        let owned: Vec<_> = records
+            .into_iter()
+            .filter(|r| ctx.owns(crate::hash::hash(&key(&r.record))))
+            .collect();
+        if !owned.is_empty() {
+            pending
+                .entry((time.event(), time))
+                .or_insert_with(|| (initial.delayed(&time), Vec::new()))
+                .1
+                .extend(owned);
+        }
+    }
+}
+
 /// A record an operator could not apply yet (its epoch is after the next checkpoint),
 /// from its main or its late input.
 pub enum Arrival<D> {

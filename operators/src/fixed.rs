@@ -43,7 +43,7 @@ use timely::ExchangeData;
 
 use crate::aggregate::Aggregator;
 use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting};
-use crate::checkpoint::{lift_epoch, lift_epochs, Aligner, Arrival, Checkpoints};
+use crate::checkpoint::{lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints};
 use crate::hash::{by_key, hash};
 use crate::late::Late;
 use crate::time::EventTime;
@@ -490,20 +490,7 @@ where
                 let owned = keys.into_iter().filter(|(k, _)| ctx.owns(hash(k)));
                 self.closed.entry(start).or_default().extend(owned);
             }
-            for (time, records) in part.pending {
-                let time = time.with_epoch(epoch);
-                let owned: Vec<_> = records
-                    .into_iter()
-                    .filter(|r| ctx.owns(hash(&key(&r.record))))
-                    .collect();
-                if !owned.is_empty() {
-                    let (_, kept) = self
-                        .pending
-                        .entry((time.event(), time))
-                        .or_insert_with(|| (initial.delayed(&time), Vec::new()));
-                    kept.extend(owned);
-                }
-            }
+            restore_pending(&mut self.pending, part.pending, ctx, initial, epoch, key);
         }
         // Windows none of whose keys this worker owns hold nothing.
         self.open.retain(|_, w| !w.keys.is_empty());

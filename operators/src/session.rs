@@ -45,7 +45,7 @@ use crate::aggregate::{Aggregator, Count};
 use crate::capability::{
     advance_caps, emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting,
 };
-use crate::checkpoint::{lift_epoch, lift_epochs, Aligner, Arrival, Checkpoints};
+use crate::checkpoint::{lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints};
 use crate::hash::{by_key, hash};
 use crate::late::Late;
 use crate::time::EventTime;
@@ -759,20 +759,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                 }
                 self.closed.insert(k, sessions);
             }
-            for (time, records) in part.pending {
-                let time = time.with_epoch(epoch);
-                let owned: Vec<_> = records
-                    .into_iter()
-                    .filter(|r| ctx.owns(hash(&key(&r.record))))
-                    .collect();
-                if !owned.is_empty() {
-                    pending
-                        .entry((time.event(), time))
-                        .or_insert_with(|| (initial.delayed(&time), Vec::new()))
-                        .1
-                        .extend(owned);
-                }
-            }
+            restore_pending(pending, part.pending, ctx, initial, epoch, key);
         }
     }
 }
