@@ -67,7 +67,7 @@ struct Inner {
     worker: usize,
     workers: usize,
     restore: Option<Restore>,
-    floor: u64,
+    floor: std::cell::Cell<u64>,
     names: RefCell<BTreeSet<String>>,
     on_failure: FailureHook,
 }
@@ -106,7 +106,7 @@ impl Checkpoints {
             every: every.max(1),
             worker,
             workers,
-            floor: restore.map_or(0, |r| r.epoch + 1),
+            floor: std::cell::Cell::new(restore.map_or(0, |r| r.epoch + 1)),
             restore,
             names: RefCell::new(BTreeSet::new()),
             on_failure,
@@ -127,19 +127,15 @@ impl Checkpoints {
 
     /// The greatest checkpoint epoch at or below `epoch`, if any.
     pub fn at_or_before(&self, epoch: u64) -> Option<u64> {
-        let every = self.0.every;
-        (epoch.checked_add(1)? / every)
-            .checked_mul(every)?
-            .checked_sub(1)
+        grid_at_or_before(epoch, self.0.every)
     }
 
     /// The least checkpoint epoch at or above `epoch`.
     pub fn at_or_after(&self, epoch: u64) -> u64 {
-        let every = self.0.every;
         epoch
             .saturating_add(1)
-            .div_ceil(every)
-            .saturating_mul(every)
+            .div_ceil(self.0.every)
+            .saturating_mul(self.0.every)
             .saturating_sub(1)
     }
 
@@ -167,14 +163,13 @@ impl Checkpoints {
     /// a crashed run may have left parts of checkpoints it never completed, and a new
     /// part must never land beside them under the same epoch.
     pub fn with_floor(self, floor: u64) -> Self {
-        let mut inner = Rc::try_unwrap(self.0).unwrap_or_else(|_| panic!("set the floor first"));
-        inner.floor = inner.floor.max(floor);
-        Checkpoints(Rc::new(inner))
+        self.0.floor.set(self.0.floor.get().max(floor));
+        self
     }
 
     /// The least epoch this run may take a checkpoint at.
     pub fn floor(&self) -> u64 {
-        self.0.floor
+        self.0.floor.get()
     }
 
     /// The checkpoint this run restores from, if any.
@@ -247,6 +242,16 @@ impl Checkpoints {
     }
 }
 
+/// The greatest checkpoint epoch at or below `epoch` on the grid of a checkpoint every
+/// `every` epochs (`(C + 1) % every == 0`), if any: the one grid rule, for operators,
+/// sources and the manifest writer.
+pub fn grid_at_or_before(epoch: u64, every: u64) -> Option<u64> {
+    let every = every.max(1);
+    (epoch.checked_add(1)? / every)
+        .checked_mul(every)?
+        .checked_sub(1)
+}
+
 /// An operator name as a path component: letters, digits and `-_.()` kept, anything
 /// else as `~xx` (its bytes in hex), so distinct names give distinct paths.
 pub fn sanitize(name: &str) -> String {
@@ -267,7 +272,7 @@ pub fn sanitize(name: &str) -> String {
 pub fn sealed_below<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
     frontiers
         .iter()
-        .flat_map(|f| f.frontier().iter().map(|t| t.epoch()).collect::<Vec<_>>())
+        .filter_map(|f| f.frontier().iter().map(|t| t.epoch()).min())
         .min()
         .unwrap_or(u64::MAX)
 }
@@ -335,7 +340,8 @@ pub struct Aligner<T: EventTime, D> {
     ctx: Checkpoints,
     name: String,
     next: u64,
-    stash: BTreeMap<T, (Capability<T>, Vec<D>)>,
+    /// By `(event time, time)`: the first entry has the least event time.
+    stash: BTreeMap<(u64, T), (Capability<T>, Vec<D>)>,
     hold: Option<Capability<T>>,
 }
 
@@ -379,7 +385,7 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// Keeps `records` at `time` apart, under `cap`, until the checkpoint is taken.
     pub fn stash(&mut self, time: T, cap: impl FnOnce() -> Capability<T>, records: &mut Vec<D>) {
         self.stash
-            .entry(time)
+            .entry((time.event(), time))
             .or_insert_with(|| (cap(), Vec::new()))
             .1
             .append(records);
@@ -390,9 +396,8 @@ impl<T: EventTime, D> Aligner<T, D> {
     pub fn stashed_from(&self) -> u64 {
         self.stash
             .keys()
-            .map(|t| t.event())
-            .min()
-            .unwrap_or(u64::MAX)
+            .next()
+            .map_or(u64::MAX, |(event, _)| *event)
     }
 
     /// If the inputs have sealed a checkpoint epoch not yet written, returns it: the
@@ -423,16 +428,11 @@ impl<T: EventTime, D> Aligner<T, D> {
 
     /// The stashed records of epochs `<= epoch`, in time order, with their capability.
     pub fn release(&mut self, epoch: u64) -> Vec<(Capability<T>, Vec<D>)> {
-        let times: Vec<T> = self
-            .stash
-            .keys()
-            .filter(|t| t.epoch() <= epoch)
-            .copied()
-            .collect();
-        times
+        let (now, later) = std::mem::take(&mut self.stash)
             .into_iter()
-            .filter_map(|t| self.stash.remove(&t))
-            .collect()
+            .partition(|((_, t), _)| t.epoch() <= epoch);
+        self.stash = later;
+        now.into_values().collect()
     }
 
     /// Writes `state` as this worker's part at checkpoint `epoch` and moves on to the

@@ -245,12 +245,18 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
         agg: &G,
     ) {
         for (cap, records) in released {
+            // One message's main records at once, as when they first arrived: their
+            // windows are looked up and held once, not per record.
             let time = *cap.time();
+            let mut main = Vec::new();
             for record in records {
                 match record {
-                    Arrival::Main(d) => self.add_main(time, &cap, &mut vec![d], key, agg),
+                    Arrival::Main(d) => main.push(d),
                     Arrival::Late(l) => self.add_late(time, &cap, l, key, agg),
                 }
+            }
+            if !main.is_empty() {
+                self.add_main(time, &cap, &mut main, key, agg);
             }
         }
     }

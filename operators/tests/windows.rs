@@ -172,6 +172,23 @@ fn check_upsert_contract(
     }
 }
 
+/// The pre-aggregated tumbling (`slide == size`) or sliding windows under test, as
+/// `(key, start, end, value, revision, kind)`.
+fn preaggregated<'s>(
+    main: StreamVec<'s, Time, Rec>,
+    size: u64,
+    slide: u64,
+) -> StreamVec<'s, Time, Result4> {
+    let key = |r: &Rec| r.0;
+    let sum = Sum::new(|r: &Rec| r.1);
+    let results = if slide == size {
+        main.tumble_preaggregate("tp", size, key, sum)
+    } else {
+        main.slide_preaggregate("sp", size, slide, key, sum)
+    };
+    results.map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
+}
+
 /// The upsert contract of the pre-aggregated variants (emit-final, no late input).
 fn check_preaggregated_contract(rounds: &[Round<Rec>], size: u64, slide: u64) {
     let mut rounds = rounds.to_vec();
@@ -179,14 +196,7 @@ fn check_preaggregated_contract(rounds: &[Round<Rec>], size: u64, slide: u64) {
     let want = reference_results(&rounds, size, slide, 0);
     for workers in [1, 3] {
         let got = run_stepwise(workers, &rounds, move |main, _late| {
-            let key = |r: &Rec| r.0;
-            let sum = Sum::new(|r: &Rec| r.1);
-            let results = if slide == size {
-                main.tumble_preaggregate("tp", size, key, sum)
-            } else {
-                main.slide_preaggregate("sp", size, slide, key, sum)
-            };
-            results.map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
+            preaggregated(main, size, slide)
         });
         check_contract(&got, &want);
     }
@@ -227,14 +237,7 @@ fn check_preaggregated(rounds: &[Round<Rec>], size: u64, slide: u64) {
     let want = reference(&rounds, size, slide, 0);
     for workers in [1, 4] {
         let got = run_windowed(workers, &rounds, move |main, _late| {
-            let key = |r: &Rec| r.0;
-            let sum = Sum::new(|r: &Rec| r.1);
-            let results = if slide == size {
-                main.tumble_preaggregate("tp", size, key, sum)
-            } else {
-                main.slide_preaggregate("sp", size, slide, key, sum)
-            };
-            results.map(|w| Ok((w.key, w.start, w.end, w.value, w.revision, w.kind)))
+            preaggregated(main, size, slide).map(Ok)
         });
         assert_eq!(got, want, "at {workers} workers");
     }

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use freshet_operators::checkpoint::{Checkpoints, Restore};
+use freshet_operators::checkpoint::{grid_at_or_before, Checkpoints, Restore};
 
 use crate::error::{Error, Result};
 
@@ -218,8 +218,7 @@ impl JobCheckpoints {
         if complete_below == 0 || complete_below == u64::MAX {
             return Ok(None);
         }
-        let grid = |e: u64| (e + 1) / self.every * self.every;
-        let Some(epoch) = grid(complete_below - 1).checked_sub(1) else {
+        let Some(epoch) = grid_at_or_before(complete_below - 1, self.every) else {
             return Ok(None);
         };
         if epoch < self.committable_below() {
