@@ -108,8 +108,11 @@ pub struct CheckpointArgs {
     /// and a restart replays every open window from Kafka).
     #[arg(long)]
     pub no_checkpoints: bool,
-    /// Directory of the checkpoints [default: .freshet/checkpoints/<group>].
-    #[arg(long, value_name = "DIR")]
+    /// Where checkpoints are kept: a directory, or s3://BUCKET/PREFIX (an object store
+    /// over the S3 protocol; connection from AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP)
+    /// [default: .freshet/checkpoints/<group>].
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub checkpoint_dir: Option<PathBuf>,
     /// Take a checkpoint this often, ms (rounded up to whole epochs).
     #[arg(long, default_value_t = ms(CheckpointConfig::default().interval))]

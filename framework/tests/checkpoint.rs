@@ -39,7 +39,10 @@ const LIVE: [&str; 8] = [
     "600000",
 ];
 
-fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
+/// Kills a live job `kills` times while input arrives, drains it, and reads the output
+/// as a consumer; `store`: an `s3://` checkpoint location on the shared S3 server
+/// instead of the default directory.
+fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&str>) {
     let partitions = 4;
     let input = create_topic("ckpt-in", partitions);
     let output = create_topic("ckpt-out", 2);
@@ -54,6 +57,16 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
         "--session-gap-ms",
         "40",
     ];
+    let job = || {
+        let mut cmd = job_binary(&input, &output, &group);
+        cmd.args(LIVE)
+            .args(sessions)
+            .stdout(std::process::Stdio::null());
+        if let Some(url) = store {
+            with_s3(cmd.args(["--checkpoint-dir", url]), s3_port());
+        }
+        cmd
+    };
     let (chunk, pause) = match arrival {
         Arrival::Steady => (400, Duration::from_millis(100)),
         Arrival::Bursty => (3_000, Duration::from_millis(1_200)),
@@ -77,17 +90,15 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
     let mut commits_seen = 0;
     for kill in 0..kills {
         let before: i64 = committed(&group, &input, partitions).values().sum();
-        let mut child = job_binary(&input, &output, &group)
-            .args(LIVE)
-            .args(sessions)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start the job");
+        let mut child = Running(job().spawn().expect("start the job"));
         // The kill comes at a random moment: during reading, a checkpoint write, a
         // commit or start-up. Every other run first completes a checkpoint of its own
         // (its commit moves), so the job makes progress however slow the machine.
         if kill % 2 == 1 {
             wait_for(Duration::from_secs(60), "a checkpoint of this run", || {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("the job exited before it was killed: {status}");
+                }
                 let now: i64 = committed(&group, &input, partitions).values().sum();
                 now > before || now >= produced.load(Ordering::SeqCst) as i64
             });
@@ -105,13 +116,7 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize) {
         behind.push(at_kill - commits.values().sum::<i64>());
     }
     feed.join().expect("feeder");
-    let status = job_binary(&input, &output, &group)
-        .args(LIVE)
-        .args(sessions)
-        .arg("--bounded")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let status = job().arg("--bounded").spawn().unwrap();
     let status = finish(status, "the draining run");
     assert!(status.success(), "the draining run failed");
 
@@ -220,12 +225,18 @@ fn reference_sessions<'a>(
 
 #[test]
 fn steady_input_survives_sigkills_exactly() {
-    crash_and_restore(Arrival::Steady, 7, 5);
+    crash_and_restore(Arrival::Steady, 7, 5, None);
 }
 
 #[test]
 fn bursty_input_survives_sigkills_exactly() {
-    crash_and_restore(Arrival::Bursty, 11, 5);
+    crash_and_restore(Arrival::Bursty, 11, 5, None);
+}
+
+/// The same crash test with checkpoints in an object store over the S3 protocol.
+#[test]
+fn checkpoints_in_an_s3_store_survive_sigkills_exactly() {
+    crash_and_restore(Arrival::Steady, 13, 5, Some(&s3_location("crash")));
 }
 
 /// With 10-minute windows nothing is emitted for minutes, yet offsets are committed as
@@ -327,4 +338,87 @@ fn a_checkpoint_taken_at_two_workers_restores_at_other_scales() {
         let expected = reference_counts(all.iter().map(|(_, e)| e), 1000);
         assert_eq!(table, expected, "restored at {scale:?}");
     }
+}
+
+/// With its checkpoint store down the job keeps running — reading, computing, writing
+/// results — but commits stop and it says why; once the store answers again,
+/// checkpoints and commits resume, and a restart restores from what was written since.
+#[test]
+fn a_checkpoint_store_that_goes_away_stops_commits_not_the_job() {
+    let partitions = 2;
+    let input = create_topic("s3-down-in", partitions);
+    let output = create_topic("s3-down-out", 1);
+    let group = unique("s3-down-group");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let s3 = PrivateS3::start(port);
+    let location = format!("s3://{BUCKET}/down");
+    let log = std::env::temp_dir().join(unique("s3-down-log"));
+    let job = || {
+        let mut cmd = job_binary(&input, &output, &group);
+        cmd.args(LIVE)
+            .args(["--checkpoint-dir", &location])
+            .stdout(std::process::Stdio::null());
+        with_s3(&mut cmd, port);
+        cmd
+    };
+    let all = generate(17, 9_000, 8, partitions, 1_700_000_000_000, 9_000, 100);
+    let thirds: Vec<_> = all.chunks(3_000).collect();
+    let mut child = Running(
+        job()
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the job"),
+    );
+    let committed_sum = || committed(&group, &input, partitions).values().sum::<i64>();
+
+    produce(&brokers(), &input, thirds[0]).expect("produce");
+    wait_for(Duration::from_secs(60), "the first third committed", || {
+        committed_sum() == 3_000
+    });
+    s3.stop();
+    produce(&brokers(), &input, thirds[1]).expect("produce");
+    // The job goes on: windows of the second third are computed and written.
+    let first_end = thirds[0].iter().map(|(_, e)| e.ts).max().unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "results of the second third",
+        || {
+            decode::<WindowCount>(&read_topic(&output, 1))
+                .iter()
+                .any(|w| w.start > first_end + 1_000)
+        },
+    );
+    assert_eq!(
+        committed_sum(),
+        3_000,
+        "offsets committed past a checkpoint that could not be written"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("checkpoint part not written") && text.contains(&location),
+        "no clear error naming the store: {text}"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the job exited");
+
+    // The store is back (empty: moto keeps objects in memory); commits resume.
+    s3.restart();
+    wait_for(
+        Duration::from_secs(60),
+        "commits after the store is back",
+        || committed_sum() == 6_000,
+    );
+    produce(&brokers(), &input, thirds[2]).expect("produce");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let drain = job().arg("--bounded").spawn().unwrap();
+    assert!(finish(drain, "the drain").success(), "the drain failed");
+    let mut table: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for w in decode::<WindowCount>(&read_topic(&output, 1)) {
+        table.insert((w.key, w.start), w.value);
+    }
+    assert_eq!(table, reference_counts(all.iter().map(|(_, e)| e), 1000));
+    let _ = std::fs::remove_file(&log);
 }

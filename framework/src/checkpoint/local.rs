@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use freshet_operators::checkpoint::StateStore;
 
-use super::manifest::{Manifest, FORMAT};
+use super::store::Store;
 use crate::error::{Error, Result};
 
 /// Checkpoints in a directory: parts under `epoch-<C>/<operator>/<worker>`, manifests
@@ -34,101 +34,63 @@ impl LocalDir {
 
     /// Whether a part exists.
     pub fn exists(&self, path: &str) -> bool {
-        self.size(path).is_some()
+        std::fs::metadata(self.root.join(path)).is_ok_and(|m| m.is_file())
     }
+}
 
-    /// A part's size in bytes, if it exists.
-    pub fn size(&self, path: &str) -> Option<u64> {
-        std::fs::metadata(self.root.join(path))
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-    }
-
-    /// The newest manifest, if any.
-    pub fn latest_manifest(&self) -> Result<Option<Manifest>> {
-        let Some(epoch) = self.manifests()?.into_iter().max() else {
-            return Ok(None);
-        };
-        let path = self.root.join(Manifest::file_name(epoch));
-        let text = fs::read_to_string(&path)
-            .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{} is not a manifest: {e}", path.display())))?;
-        if manifest.format != FORMAT {
-            return Err(Error::Config(format!(
-                "{} has part format {}; this build reads format {FORMAT}",
-                path.display(),
-                manifest.format
-            )));
-        }
-        Ok(Some(manifest))
-    }
-
-    /// Writes a manifest, atomically.
-    pub fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(manifest).expect("a manifest serializes");
-        self.put(&Manifest::file_name(manifest.epoch), &bytes)
-            .map_err(|e| {
-                Error::Runtime(format!(
-                    "writing checkpoint manifest {}: {e}",
-                    manifest.epoch
-                ))
-            })
-    }
-
-    /// Deletes every checkpoint older than the newest `retain` manifests, and parts of
-    /// torn checkpoints below them.
-    pub fn retain(&self, retain: usize) -> Result<()> {
-        let mut manifests = self.manifests()?;
-        manifests.sort_unstable();
-        let Some(&oldest_kept) = manifests.iter().rev().nth(retain.saturating_sub(1)) else {
-            return Ok(());
-        };
-        let io = |e: std::io::Error| Error::Runtime(format!("pruning checkpoints: {e}"));
-        for entry in fs::read_dir(&self.root).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let epoch = Manifest::epoch_of(&name)
-                .or_else(|| name.strip_prefix("epoch-").and_then(|e| e.parse().ok()));
-            if epoch.is_some_and(|e| e < oldest_kept) {
-                let path = entry.path();
-                let removed = if path.is_dir() {
-                    fs::remove_dir_all(&path)
+impl Store for LocalDir {
+    fn list(&self, prefix: &str) -> std::io::Result<Vec<(String, u64)>> {
+        fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
+            let entries = match fs::read_dir(dir) {
+                Ok(entries) => entries,
+                // Removed by another process of the job meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Temporary files of writes under way.
+                if name.starts_with('.') {
+                    continue;
+                }
+                let path = if rel.is_empty() {
+                    name
                 } else {
-                    fs::remove_file(&path)
+                    format!("{rel}/{name}")
                 };
-                // Another process of the job may have removed it first.
-                if let Err(e) = removed {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(io(e));
-                    }
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    walk(&entry.path(), &path, out)?;
+                } else {
+                    out.push((path, meta.len()));
                 }
             }
+            Ok(())
         }
-        Ok(())
+        // Walk from the prefix's directory part, then filter by the whole prefix.
+        let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut out = Vec::new();
+        walk(&self.root.join(dir), dir, &mut out)?;
+        out.retain(|(p, _)| p.starts_with(prefix));
+        Ok(out)
     }
 
-    /// The greatest epoch any part was written at (complete checkpoint or not).
-    pub fn newest_part_epoch(&self) -> Result<Option<u64>> {
-        let entries = fs::read_dir(&self.root)
-            .map_err(|e| Error::Config(format!("listing {}: {e}", self.root.display())))?;
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_prefix("epoch-").and_then(|n| n.parse().ok())
-            })
-            .max())
+    fn remove_prefix(&self, prefix: &str) -> std::io::Result<()> {
+        let path = self.root.join(prefix.trim_end_matches('/'));
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
-    fn manifests(&self) -> Result<Vec<u64>> {
-        let entries = fs::read_dir(&self.root)
-            .map_err(|e| Error::Config(format!("listing {}: {e}", self.root.display())))?;
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| Manifest::epoch_of(&e.file_name().to_string_lossy()))
-            .collect())
+    fn location(&self) -> String {
+        self.root.display().to_string()
     }
 }
 
@@ -165,6 +127,7 @@ impl StateStore for LocalDir {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Manifest;
     use super::*;
 
     fn dir(name: &str) -> PathBuf {
@@ -187,7 +150,8 @@ mod tests {
 
     #[test]
     fn the_newest_manifest_wins_and_old_checkpoints_are_pruned() {
-        let store = LocalDir::open(&dir("prune")).unwrap();
+        let local = LocalDir::open(&dir("prune")).unwrap();
+        let store: &dyn Store = &local;
         for epoch in [4u64, 9, 14, 19] {
             store.put(&format!("epoch-{epoch:020}/t/0"), b"x").unwrap();
             store
@@ -199,9 +163,17 @@ mod tests {
         assert_eq!(store.latest_manifest().unwrap().unwrap().epoch, 19);
         store.retain(2).unwrap();
         assert_eq!(store.latest_manifest().unwrap().unwrap().epoch, 19);
-        assert!(!store.exists(&format!("epoch-{:020}/t/0", 9)));
-        assert!(store.exists(&format!("epoch-{:020}/t/0", 14)));
-        assert!(store.exists(&format!("epoch-{:020}/t/0", 24)));
+        assert!(!local.exists(&format!("epoch-{:020}/t/0", 9)));
+        assert!(local.exists(&format!("epoch-{:020}/t/0", 14)));
+        assert!(local.exists(&format!("epoch-{:020}/t/0", 24)));
+        assert_eq!(store.newest_part_epoch().unwrap(), Some(24));
+        assert_eq!(
+            store
+                .part_sizes(14)
+                .unwrap()
+                .get(&format!("epoch-{:020}/t/0", 14)),
+            Some(&1)
+        );
         let mut left: Vec<u64> = store.manifests().unwrap();
         left.sort();
         assert_eq!(left, vec![14, 19]);

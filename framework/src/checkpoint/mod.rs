@@ -11,9 +11,13 @@
 
 mod local;
 mod manifest;
+mod s3;
+mod store;
 
 pub use local::LocalDir;
 pub use manifest::Manifest;
+pub use s3::S3;
+pub use store::Store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,9 +33,11 @@ pub struct CheckpointConfig {
     /// Off: state lives in memory only, and operators hold commits until their
     /// windows close (`--no-checkpoints`).
     pub enabled: bool,
-    /// The directory checkpoints are kept in; `None`: `<root>/<group>`, where the root
-    /// is `$FRESHET_CHECKPOINT_ROOT` if set, else `.freshet/checkpoints` under the
-    /// working directory.
+    /// Where checkpoints are kept: a directory, or an object store over the S3
+    /// protocol as `s3://bucket/prefix` (connection settings from the `AWS_*`
+    /// environment variables, see [`S3`]). `None`: the directory `<root>/<group>`,
+    /// where the root is `$FRESHET_CHECKPOINT_ROOT` if set, else `.freshet/checkpoints`
+    /// under the working directory.
     pub dir: Option<PathBuf>,
     /// How often a checkpoint is taken (rounded to whole epochs).
     pub interval: Duration,
@@ -56,7 +62,16 @@ impl Default for CheckpointConfig {
 }
 
 impl CheckpointConfig {
-    /// The directory of `group`'s checkpoints.
+    /// Opens the store of `group`'s checkpoints.
+    pub fn store_for(&self, group: &str) -> Result<Arc<dyn Store>> {
+        let dir = self.dir_for(group);
+        match dir.to_str().filter(|d| d.starts_with("s3://")) {
+            Some(url) => Ok(Arc::new(S3::open(url)?)),
+            None => Ok(Arc::new(LocalDir::open(&dir)?)),
+        }
+    }
+
+    /// The location of `group`'s checkpoints (a directory or an `s3://` URL).
     pub fn dir_for(&self, group: &str) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| {
             let root = std::env::var_os("FRESHET_CHECKPOINT_ROOT")
@@ -84,7 +99,7 @@ impl CheckpointConfig {
 
 /// A job's checkpoints: the store, the grid, and what this run restores.
 pub struct JobCheckpoints {
-    store: Arc<LocalDir>,
+    store: Arc<dyn Store>,
     /// A checkpoint every this many epochs.
     every: u64,
     retain: usize,
@@ -94,6 +109,8 @@ pub struct JobCheckpoints {
     manifest_below: std::sync::atomic::AtomicU64,
     /// This run's checkpoints come after every part already in the store.
     floor: u64,
+    /// One past the newest checkpoint found incomplete (a part missing; 0: none).
+    incomplete_below: std::sync::atomic::AtomicU64,
 }
 
 impl JobCheckpoints {
@@ -106,8 +123,7 @@ impl JobCheckpoints {
         epoch_interval: Duration,
         restore: bool,
     ) -> Result<Self> {
-        let dir = config.dir_for(group);
-        let store = Arc::new(LocalDir::open(&dir)?);
+        let store = config.store_for(group)?;
         let restored = if restore {
             store.latest_manifest()?
         } else {
@@ -118,12 +134,12 @@ impl JobCheckpoints {
                 return Err(Error::Config(format!(
                     "checkpoint {} in {} was taken with {} key groups; this build uses {}",
                     m.epoch,
-                    dir.display(),
+                    store.location(),
                     m.key_groups,
                     freshet_operators::checkpoint::KEY_GROUPS
                 )));
             }
-            tracing::info!(epoch = m.epoch, workers = m.workers, dir = %dir.display(), "restoring checkpoint");
+            tracing::info!(epoch = m.epoch, workers = m.workers, store = %store.location(), "restoring checkpoint");
         }
         let epoch_ms = epoch_interval.as_millis().max(1) as u64;
         let every = (config.interval.as_millis() as u64)
@@ -134,6 +150,7 @@ impl JobCheckpoints {
         // run takes its checkpoints at later epochs, so none is mistaken for its own.
         let floor = store.newest_part_epoch()?.map_or(0, |e| e + 1);
         Ok(JobCheckpoints {
+            incomplete_below: 0.into(),
             floor,
             store,
             every,
@@ -231,15 +248,26 @@ impl JobCheckpoints {
         }
         // A source or operator that saw its inputs jump past several checkpoint epochs
         // at once wrote only the newest: such an epoch has no complete checkpoint.
+        // Every part is written before the tracker passes its epoch, so a checkpoint
+        // found incomplete stays incomplete: it is listed once, not at every step.
+        if epoch
+            < self
+                .incomplete_below
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(None);
+        }
+        let sizes = self.store.part_sizes(epoch)?;
         let mut bytes = 0;
         for name in names {
             for worker in 0..workers {
-                match self
-                    .store
-                    .size(&Checkpoints::part_path(epoch, name, worker))
-                {
+                match sizes.get(&Checkpoints::part_path(epoch, name, worker)) {
                     Some(size) => bytes += size,
-                    None => return Ok(None),
+                    None => {
+                        self.incomplete_below
+                            .fetch_max(epoch + 1, std::sync::atomic::Ordering::AcqRel);
+                        return Ok(None);
+                    }
                 }
             }
         }
@@ -255,7 +283,6 @@ impl JobCheckpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use freshet_operators::checkpoint::StateStore;
 
     fn restored(names: &[&str]) -> JobCheckpoints {
         let dir = std::env::temp_dir().join(format!(
@@ -264,7 +291,8 @@ mod tests {
             names.join("-").len()
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = LocalDir::open(&dir).unwrap();
+        let local = LocalDir::open(&dir).unwrap();
+        let store: &dyn Store = &local;
         let names = names.iter().map(|n| n.to_string()).collect();
         store.put_manifest(&Manifest::new(9, 2, names)).unwrap();
         let config = CheckpointConfig {
@@ -299,9 +327,8 @@ mod tests {
         let c = restored(&["t"]);
         let torn = format!("epoch-{:020}/t/0", 30);
         c.store.put(&torn, b"from the crashed run").unwrap();
-        let dir = c.store.root().to_path_buf();
         let config = CheckpointConfig {
-            dir: Some(dir),
+            dir: Some(c.store.location().into()),
             ..CheckpointConfig::default()
         };
         let again = JobCheckpoints::open(&config, "g", Duration::from_millis(200), true).unwrap();
@@ -324,7 +351,7 @@ mod tests {
         let part = Checkpoints::part_path(14, "t", 0);
         c.store.put(&part, b"from the crashed run").unwrap();
         let config = CheckpointConfig {
-            dir: Some(c.store.root().to_path_buf()),
+            dir: Some(c.store.location().into()),
             ..CheckpointConfig::default()
         };
         let again = JobCheckpoints::open(&config, "g", Duration::from_millis(200), true).unwrap();

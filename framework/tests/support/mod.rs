@@ -1,6 +1,6 @@
 //! Helpers shared by the real-broker integration tests: the broker address, fresh
 //! topics, test events and their reference counts, reading topics back, committed
-//! offsets, running the test job (as a process or on a thread).
+//! offsets, running the test job (as a process or on a thread), the S3 checkpoint store.
 #![allow(dead_code)]
 
 #[path = "../../src/bin/test_job/window_count.rs"]
@@ -20,6 +20,9 @@ pub use window_count::{Event, WindowCount};
 
 mod kafka;
 pub use kafka::*;
+mod s3;
+#[allow(unused_imports)]
+pub use s3::*;
 
 /// Generates and produces events to a fresh topic; returns the topic and the events.
 pub fn preload(
@@ -173,4 +176,28 @@ pub fn reference_counts<'a>(
         *counts.entry((e.key, e.ts - e.ts % window_ms)).or_insert(0) += 1;
     }
     counts
+}
+
+/// A job process killed when dropped, so a failing test leaves no job running (a
+/// left-over job keeps the test's output pipes open).
+pub struct Running(pub std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
