@@ -6,6 +6,7 @@
 
 #![forbid(missing_docs)]
 
+pub mod checkpoints;
 pub mod cluster;
 pub mod input;
 pub mod kafka;

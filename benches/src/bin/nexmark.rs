@@ -10,6 +10,9 @@
 //! cargo run --release -p freshet-benches --bin nexmark -- --queries q0,q1,q2,q3,q4,q5,q7,q8 --events 2000000 -w 2
 //! ```
 //!
+//! `--checkpoint-dir DIR --checkpoint-epochs K` checkpoints each query's state every K
+//! epochs (compare with the same run without it).
+//!
 //! As a Kafka producer (bincode payloads, event time as message timestamp, lz4,
 //! linger, large batches), reporting msg/s:
 //!
@@ -18,12 +21,15 @@
 //! ```
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use freshet::operators::event_frontier;
+use freshet_benches::checkpoints::{self, TimedDir};
 use freshet_benches::cluster::{wait_step, ClusterArgs, Label};
 use freshet_benches::input::Feeder;
 use freshet_benches::kafka::{create_topic, produce_paced};
@@ -63,6 +69,14 @@ struct Args {
     /// Partitions of the produced topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// Checkpoint the queries' state into this directory (a fresh subdirectory per
+    /// query) every `--checkpoint-epochs` epochs; without it, state stays in memory.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<std::path::PathBuf>,
+    /// With `--checkpoint-dir`: a checkpoint every this many epochs (an epoch is 200
+    /// input rounds of the source's batch size).
+    #[arg(long, default_value_t = 1)]
+    checkpoint_epochs: u64,
     /// Kafka bootstrap servers.
     #[arg(long, default_value = "127.0.0.1:9092")]
     brokers: String,
@@ -150,6 +164,17 @@ fn main() -> anyhow::Result<()> {
         args.window_ms,
     );
     let multi_process = args.cluster.processes > 1;
+    // One store per query: their operators' names may repeat.
+    let stores: BTreeMap<String, Arc<TimedDir>> = match &args.checkpoint_dir {
+        Some(dir) => queries
+            .iter()
+            .map(|q| Ok((q.clone(), TimedDir::fresh(dir, &format!("nexmark-{q}"))?)))
+            .collect::<anyhow::Result<_>>()?,
+        None => BTreeMap::new(),
+    };
+    let every = args.checkpoint_epochs;
+    let failed = Arc::new(AtomicU64::new(0));
+    let (stores2, failed2) = (stores.clone(), failed.clone());
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         let index = worker.index();
         let mine: Vec<Event> = config.share(0..total, index, peers).collect();
@@ -157,11 +182,16 @@ fn main() -> anyhow::Result<()> {
             let out = Rc::new(Cell::new(0u64));
             let probe = Handle::new();
             let o = out.clone();
+            let ctx = stores2.get(q).map(|s| {
+                checkpoints::context(s.clone(), every, index, peers, None, failed2.clone())
+            });
+            let installed = ctx.as_ref().map(|c| c.install());
             let mut feeder = worker.dataflow::<freshet::Time, _, _>(|scope| {
                 let (feeder, events) = Feeder::<Event>::new(&scope, ooo, 200);
                 attach(q, events, size, &probe, o);
                 feeder
             });
+            drop(installed);
             let start = Instant::now();
             // Rounds of the Kafka source's default poll batch.
             for chunk in mine.chunks(freshet::SourceConfig::default().batch_size) {
@@ -193,7 +223,7 @@ fn main() -> anyhow::Result<()> {
             .fold(0.0, f64::max);
         let outputs: u64 = mine.iter().map(|(_, _, o)| o).sum();
         let rate = total as f64 / secs;
-        Line::new("nexmark")
+        let mut line = Line::new("nexmark")
             .field("config", args.cluster.label())
             .field("process", args.cluster.process)
             .field("query", q)
@@ -201,8 +231,12 @@ fn main() -> anyhow::Result<()> {
             .field("outputs_here", outputs)
             .field("secs", format!("{secs:.3}"))
             .rate("events_per_s", rate)
-            .rate("per_worker_per_s", rate / peers as f64)
-            .print();
+            .rate("per_worker_per_s", rate / peers as f64);
+        if let Some(store) = stores.get(q) {
+            line = checkpoints::report(line, store, every, &failed)?;
+            store.remove();
+        }
+        line.print();
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ use clap::Parser;
 use freshet::operators::aggregate::Aggregator;
 use freshet::operators::event_frontier;
 use freshet::Tumble;
+use freshet_benches::checkpoints::{self, TimedDir};
 use freshet_benches::cluster::{wait_step, ClusterArgs, Label};
 use freshet_benches::input::Feeder;
 use freshet_benches::report::Line;
@@ -129,31 +130,17 @@ fn main() -> anyhow::Result<()> {
     let multi_process = args.cluster.processes > 1;
     let split = args.split;
     let store = match &args.checkpoint_dir {
-        Some(dir) => {
-            let dir = dir.join(format!("window-micro-{}", std::process::id()));
-            Some(Arc::new(freshet::checkpoint::LocalDir::open(&dir)?))
-        }
+        Some(dir) => Some(TimedDir::fresh(dir, "window-micro")?),
         None => None,
     };
     let every = args.checkpoint_epochs;
-    let written = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let (written2, failed2) = (written.clone(), failed.clone());
+    let (store2, failed2) = (store.clone(), failed.clone());
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         let index = worker.index();
-        let failed = failed2.clone();
-        let ctx = store.as_ref().map(|s| {
-            freshet::operators::checkpoint::Checkpoints::new(
-                s.clone(),
-                every,
-                index,
-                peers,
-                None,
-                Box::new(move |_, _, _| {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }),
-            )
-        });
+        let ctx = store2
+            .as_ref()
+            .map(|s| checkpoints::context(s.clone(), every, index, peers, None, failed2.clone()));
         let installed = ctx.as_ref().map(|c| c.install());
         let events: Vec<KeyedEvent> = w.share(index, peers, split);
         let my_count = Rc::new(Cell::new((0u64, 0u64)));
@@ -202,9 +189,6 @@ fn main() -> anyhow::Result<()> {
         w2.fetch_add(n, Ordering::Relaxed);
         c2.fetch_add(c, Ordering::Relaxed);
         l2.fetch_add(feeder.late, Ordering::Relaxed);
-        if let Some(dir) = store.as_ref().map(|s| s.root().to_path_buf()) {
-            written2.fetch_max(count_parts(&dir), Ordering::Relaxed);
-        }
         (events.len() as u64, elapsed)
     })
     .map_err(|e| anyhow::anyhow!(e))?;
@@ -239,15 +223,9 @@ fn main() -> anyhow::Result<()> {
             "dataflow_peak_rss_mib",
             format!("{:.1}", dataflow_rss as f64 / 1024.0),
         );
-    if let Some(dir) = &args.checkpoint_dir {
-        anyhow::ensure!(
-            failed.load(Ordering::Relaxed) == 0,
-            "checkpoint writes failed"
-        );
-        line = line
-            .field("checkpoint_every_epochs", every)
-            .field("checkpoint_parts", written.load(Ordering::Relaxed));
-        let _ = std::fs::remove_dir_all(dir.join(format!("window-micro-{}", std::process::id())));
+    if let Some(store) = &store {
+        line = checkpoints::report(line, store, every, &failed)?;
+        store.remove();
     }
     if args.cluster.processes == 1 {
         anyhow::ensure!(
@@ -283,21 +261,4 @@ fn main() -> anyhow::Result<()> {
     }
     line.print();
     Ok(())
-}
-
-/// How many checkpoint parts are under `dir` (one per operator, worker and checkpoint).
-fn count_parts(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                count_parts(&path)
-            } else {
-                1
-            }
-        })
-        .sum()
 }
