@@ -50,7 +50,7 @@ fn bounded_counts_are_exact_with_one_and_two_workers_and_two_processes() {
         let group = unique("bounded-group");
         let summary = run(
             config(&group, workers),
-            window_count::job(input.clone(), output.clone(), 1000, None),
+            window_count::job(input.clone(), output.clone(), 1000, Default::default()),
         )
         .expect("job");
         assert_eq!(summary.records_in, events.len() as u64);

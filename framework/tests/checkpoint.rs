@@ -1,9 +1,10 @@
 //! Checkpoints against the real broker, read the way a consumer reads the output: the
 //! last record per `(key, window)` wins.
 //!
-//! A live job at 2 workers — tumbling windows and session windows — is killed with
-//! SIGKILL at random moments while input arrives (steadily, or in bursts), restarted each time from its newest checkpoint,
-//! and finally drained with a bounded run. The output topic must then hold, for every
+//! A live job at 2 workers — tumbling windows, session windows, a window join and keyed
+//! state — is killed with SIGKILL at random moments while input arrives (steadily, or in
+//! bursts), restarted each time from its newest checkpoint, and finally drained with a
+//! bounded run. The output topic must then hold, for every
 //! window, exactly the count a sequential loop gives: 0 wrong, 0 missing. Duplicates are
 //! exact copies of results written after the restored checkpoint (counted, reported).
 
@@ -47,6 +48,8 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&s
     let input = create_topic("ckpt-in", partitions);
     let output = create_topic("ckpt-out", 2);
     let sessions_out = create_topic("ckpt-sessions", 2);
+    let join_out = create_topic("ckpt-join", 2);
+    let keyed_out = create_topic("ckpt-keyed", 2);
     let group = unique("ckpt-group");
     let all = generate(seed, 24_000, 16, partitions, 1_700_000_000_000, 24_000, 200);
     // Sessions of each key: events closer than the gap (the keys are busy, so gaps are
@@ -61,6 +64,7 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&s
         let mut cmd = job_binary(&input, &output, &group);
         cmd.args(LIVE)
             .args(sessions)
+            .args(["--join-output", &join_out, "--keyed-output", &keyed_out])
             .stdout(std::process::Stdio::null());
         if let Some(url) = store {
             with_s3(cmd.args(["--checkpoint-dir", url]), s3_port());
@@ -175,6 +179,36 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&s
         want_sessions.len()
     );
     assert_eq!(got_sessions, want_sessions, "session windows");
+    // The join's rows per (key, window), and the keyed state's running counts: the last
+    // record per key wins.
+    let mut got_join: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for w in decode::<WindowCount>(&read_topic(&join_out, 2)) {
+        got_join.insert((w.key, w.start), w.value);
+    }
+    let want_join = reference_join_rows(all.iter().map(|(_, e)| e), 1000);
+    let mut got_keyed: BTreeMap<u64, u64> = BTreeMap::new();
+    for c in decode::<KeyCount>(&read_topic(&keyed_out, 2)) {
+        got_keyed.insert(c.key, c.count);
+    }
+    let mut want_keyed: BTreeMap<u64, u64> = BTreeMap::new();
+    for (_, e) in &all {
+        *want_keyed.entry(e.key).or_default() += 1;
+    }
+    println!(
+        "{arrival:?} input: {} join windows ({} differ), {} keys of keyed state ({} differ)",
+        want_join.len(),
+        want_join
+            .iter()
+            .filter(|(k, v)| got_join.get(k) != Some(v))
+            .count(),
+        want_keyed.len(),
+        want_keyed
+            .iter()
+            .filter(|(k, v)| got_keyed.get(k) != Some(v))
+            .count(),
+    );
+    assert_eq!(got_join, want_join, "window join rows per key and window");
+    assert_eq!(got_keyed, want_keyed, "keyed state: running counts per key");
     assert_eq!(
         committed(&group, &input, partitions),
         ends(&read_topic(&input, partitions))
@@ -195,6 +229,29 @@ fn finish(mut child: std::process::Child, what: &str) -> std::process::ExitStatu
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The test job's left join of even-amount with odd-amount events per key and tumbling
+/// window of `size` ms, sequentially: `(key, start) -> rows` (each left event once per
+/// partner, or once alone).
+fn reference_join_rows<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    size: u64,
+) -> BTreeMap<(u64, u64), u64> {
+    let mut sides: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    for e in events {
+        let side = sides.entry((e.key, e.ts / size * size)).or_default();
+        if e.amount % 2 == 0 {
+            side.0 += 1;
+        } else {
+            side.1 += 1;
+        }
+    }
+    sides
+        .into_iter()
+        .filter(|(_, (left, _))| *left > 0)
+        .map(|(k, (left, right))| (k, left * right.max(1)))
+        .collect()
 }
 
 /// Per-key sessions of `gap` ms, sequentially: `(key, start, end) -> count`.

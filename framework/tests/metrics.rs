@@ -65,7 +65,8 @@ fn metrics_endpoint_serves_lag_records_late_malformed_commits_and_latency() {
     config.metrics_addr = Some(addr);
     let stop = config.stop.clone();
     let (i, o) = (input.clone(), output.clone());
-    let job = std::thread::spawn(move || run(config, window_count::job(i, o, 1000, None)));
+    let job =
+        std::thread::spawn(move || run(config, window_count::job(i, o, 1000, Default::default())));
 
     // Everything read, and the high watermarks known: lag 0 on both partitions.
     wait_for(Duration::from_secs(60), "all records read", || {

@@ -16,6 +16,8 @@ use rand::Rng;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
+#[allow(unused_imports)]
+pub use window_count::KeyCount;
 pub use window_count::{Event, WindowCount};
 
 mod kafka;

@@ -1,7 +1,7 @@
 //! `freshet-test-job`: the job the framework's integration tests run as a process (to
 //! stop it with a signal, restart it, or run it as two processes). It counts JSON events
-//! per key in tumbling windows, from `--input` to `--output`, with every [`JobArgs`]
-//! flag.
+//! per key in tumbling windows, from `--input` to `--output` — and on request in session
+//! windows, through a window join and in keyed state — with every [`JobArgs`] flag.
 
 #![forbid(missing_docs)]
 
@@ -29,6 +29,13 @@ struct Args {
     /// Session gap, ms.
     #[arg(long, default_value_t = 300)]
     session_gap_ms: u64,
+    /// Also left-join each key's even-amount events with its odd-amount ones per
+    /// window, and count the join's rows per key and window into this topic.
+    #[arg(long)]
+    join_output: Option<String>,
+    /// Also keep each key's running count of events (keyed state), into this topic.
+    #[arg(long)]
+    keyed_output: Option<String>,
     #[command(flatten)]
     job: JobArgs,
     /// Print help.
@@ -41,10 +48,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let config = args.job.into_config()?;
     freshet::cli::stop_on_signals(&config.stop)?;
-    let sessions = args
-        .session_output
-        .map(|topic| (topic, args.session_gap_ms));
-    let job = window_count::job(args.input, args.output, args.window_ms, sessions);
+    let extra = window_count::Extra {
+        sessions: args
+            .session_output
+            .map(|topic| (topic, args.session_gap_ms)),
+        join: args.join_output,
+        keyed: args.keyed_output,
+    };
+    let job = window_count::job(args.input, args.output, args.window_ms, extra);
     let summary = freshet::run(config, job)?;
     tracing::info!(%summary, "done");
     Ok(())

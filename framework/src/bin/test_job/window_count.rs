@@ -1,7 +1,9 @@
 //! The test job's logic, shared with the integration tests that check its output: JSON
 //! [`Event`]s counted per key in tumbling event-time windows, written as JSON.
 
-use freshet::operators::Session;
+use freshet::operators::{JoinKind, WindowJoin};
+use freshet::operators::{KeyedState, Session};
+use freshet::timely::dataflow::operators::vec::Filter;
 use freshet::{Job, Json, KafkaSink, KafkaSource, PrintStdout, Tumble, Windowed, WriteKafka};
 use serde::{Deserialize, Serialize};
 
@@ -19,23 +21,87 @@ pub struct Event {
 /// A window result as the job writes it.
 pub type WindowCount = Windowed<u64, u64>;
 
+/// A key's running count of events, as the keyed-state output writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCount {
+    /// The event key.
+    pub key: u64,
+    /// Events of the key so far, in event-time order.
+    pub count: u64,
+}
+
+/// Optional outputs of the test job beyond the tumbling-window counts.
+#[derive(Clone, Debug, Default)]
+pub struct Extra {
+    /// Per key, counts in session windows of this gap (ms) into this topic.
+    pub sessions: Option<(String, u64)>,
+    /// A left window join of the key's even-amount events (left) with its odd-amount
+    /// events (right) in the tumbling windows; the join's rows counted per key and
+    /// window into this topic.
+    pub join: Option<String>,
+    /// Per key, the running count of its events (keyed state) into this topic.
+    pub keyed: Option<String>,
+}
+
 /// The job as a build function for [`freshet::run`]: [`Event`]s from `input`, per-key
 /// counts in tumbling windows of `window_ms` to `output` (keyed by the event key);
 /// malformed messages printed on stdout with their coordinates.
 ///
-/// With `sessions = Some((topic, gap_ms))` it also counts per key in session windows of
-/// that gap, written to that topic (keyed by the event key).
+/// `extra` adds session windows, a window join and keyed state, each to its own topic
+/// (keyed by the event key).
 pub fn job(
     input: String,
     output: String,
     window_ms: u64,
-    sessions: Option<(String, u64)>,
+    extra: Extra,
 ) -> impl Fn(&mut Job<'_>) -> freshet::Result<()> + Send + Sync + 'static {
     move |job| {
         let streams = KafkaSource::new(input.clone(), Json::<Event>::new())
             .event_time(|e: &Event| Some(e.ts))
             .build(job)?;
-        if let Some((topic, gap)) = &sessions {
+        let by_key = |w: &WindowCount| Some(w.key.to_string().into_bytes());
+        if let Some(topic) = &extra.join {
+            let left = streams.records.clone().filter(|e| e.amount % 2 == 0);
+            let right = streams.records.clone().filter(|e| e.amount % 2 != 0);
+            left.window_join_with(
+                right,
+                "even-odd",
+                window_ms,
+                JoinKind::Left,
+                |e: &Event| e.key,
+                |e: &Event| e.key,
+                |_, a, b| (a.ts, b.map(|b| b.ts)),
+            )
+            .tumble_count("join-rows", window_ms, |w: &Windowed<u64, _>| w.key)
+            .write_kafka(
+                job,
+                KafkaSink::new(topic.clone(), Json::<WindowCount>::new()).key(by_key),
+            )?;
+        }
+        if let Some(topic) = &extra.keyed {
+            streams
+                .records
+                .clone()
+                .keyed_state(
+                    "running-count",
+                    u64::MAX / 4,
+                    |e: &Event| e.key,
+                    |key, count: &mut Option<u64>, _e| {
+                        let n = count.unwrap_or(0) + 1;
+                        *count = Some(n);
+                        Some(KeyCount {
+                            key: *key,
+                            count: n,
+                        })
+                    },
+                )
+                .write_kafka(
+                    job,
+                    KafkaSink::new(topic.clone(), Json::<KeyCount>::new())
+                        .key(|c: &KeyCount| Some(c.key.to_string().into_bytes())),
+                )?;
+        }
+        if let Some((topic, gap)) = &extra.sessions {
             streams
                 .records
                 .clone()
