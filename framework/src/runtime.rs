@@ -329,18 +329,15 @@ where
 /// Commits the sources' complete epochs; with checkpoints, only those of a checkpoint
 /// whose manifest is written (offsets never run ahead of restorable state). A bounded
 /// run's final commit (`last`) goes to the end: its output is all written and its
-/// state empty. Commits are synchronous: librdkafka's answers to asynchronous commits
-/// were not delivered to the consumer's poll loop here, so the committed-offset metric
-/// would never have moved.
+/// state empty. Commits are synchronous: the broker's answer is known (and counted)
+/// before the worker steps on; with checkpoints there is about one commit a second.
 fn commit(commits: &CommitTracker, shared: &Shared, last: bool) -> Result<()> {
     let below = commits.complete_below();
     let below = match shared.checkpoints() {
         Some(c) if !(last && below == u64::MAX) => below.min(c.committable_below()),
         _ => below,
     };
-    // Synchronous: the broker's answer is known (and counted) before the worker steps
-    // on. With checkpoints there is about one commit a second.
-    commits.commit_below(below, true)
+    commits.commit_below(below)
 }
 
 thread_local! {

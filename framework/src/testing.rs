@@ -120,14 +120,14 @@ impl<D> Control for SourceState<D> {
 }
 
 impl<D> Committer for SourceState<D> {
-    fn commit_complete(&mut self, complete_below: u64, _sync: bool) -> Result<()> {
+    fn commit_complete(&mut self, complete_below: u64) -> Result<()> {
         let (topic, committed) = (&self.topic, &self.committed);
         self.ledger.commit_complete(complete_below, |_, positions| {
             let mut committed = committed.borrow_mut();
             for &(p, o) in positions {
                 committed.insert((topic.clone(), p), o);
             }
-            Ok(crate::commit::Sent::Accepted)
+            Ok(())
         })
     }
 }
@@ -504,7 +504,7 @@ impl Harness {
                 }
             }
         }
-        if let Err(e) = self.commits.commit(false) {
+        if let Err(e) = self.commits.commit() {
             panic!("commit failed in the test harness: {e}");
         }
         if let Some(f) = self.shared.failure_reason() {

@@ -20,31 +20,18 @@ pub type Position = (i32, i64);
 /// bound; the ledger decides what to commit: the positions of the newest complete epoch,
 /// for the partitions they move forward (a committed offset never moves backwards).
 ///
-/// A commit the broker answers later (asynchronous) counts only once it is accepted
-/// ([`OffsetLedger::accepted`]); a refused one ([`OffsetLedger::refused`]) is sent
-/// again with the next commit, so the committed-offset metrics always show what the
-/// broker accepted.
+/// A commit counts once the broker accepted it (commits are synchronous); a failed one
+/// ([`crate::Error`] from `send`) is sent again with the next commit, so the
+/// committed-offset metrics always show what the broker accepted.
 pub struct OffsetLedger {
     topic: String,
     /// `(epoch, positions)`, oldest first; no two neighbours hold the same positions.
     ends: VecDeque<(u64, Vec<Position>)>,
-    /// What was sent (accepted or awaiting the broker's answer).
-    sent: BTreeMap<i32, i64>,
     /// What the broker accepted.
     accepted: BTreeMap<i32, i64>,
-    /// Refused positions to send again.
+    /// Positions of a failed commit, to send again.
     retry: BTreeMap<i32, i64>,
     metrics: Arc<Metrics>,
-}
-
-/// What a commit's `send` reports when it succeeded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sent {
-    /// The broker accepted it (a synchronous commit, or a test's).
-    Accepted,
-    /// Queued: the broker's answer comes later, through [`OffsetLedger::accepted`] or
-    /// [`OffsetLedger::refused`].
-    Queued,
 }
 
 impl OffsetLedger {
@@ -53,7 +40,6 @@ impl OffsetLedger {
         OffsetLedger {
             topic: topic.to_string(),
             ends: VecDeque::new(),
-            sent: BTreeMap::new(),
             accepted: BTreeMap::new(),
             retry: BTreeMap::new(),
             metrics,
@@ -78,14 +64,14 @@ impl OffsetLedger {
     }
 
     /// Commits the newest epoch below `complete_below`: `send` gets that epoch and the
-    /// positions that move a committed offset forward, plus refused positions not yet
-    /// superseded (it is not called when there are none). Once the commit is accepted
-    /// they count as committed (one commit in the metrics). Older epochs are dropped
-    /// either way: their positions are behind the newest one's.
+    /// positions that move a committed offset forward, plus positions of a failed commit
+    /// not yet superseded (it is not called when there are none), and returns once the
+    /// broker accepted them; they then count as committed (one commit in the metrics).
+    /// Older epochs are dropped either way: their positions are behind the newest one's.
     pub fn commit_complete(
         &mut self,
         complete_below: u64,
-        send: impl FnOnce(u64, &[Position]) -> Result<Sent>,
+        send: impl FnOnce(u64, &[Position]) -> Result<()>,
     ) -> Result<()> {
         let mut newest = None;
         while self.ends.front().is_some_and(|(e, _)| *e < complete_below) {
@@ -94,7 +80,7 @@ impl OffsetLedger {
         let (epoch, positions) = newest.unwrap_or((complete_below.saturating_sub(1), Vec::new()));
         let mut forward: BTreeMap<i32, i64> = std::mem::take(&mut self.retry);
         for (p, off) in positions {
-            if self.sent.get(&p).is_none_or(|&c| off > c) {
+            if self.accepted.get(&p).is_none_or(|&c| off > c) {
                 forward.insert(p, off);
             }
         }
@@ -104,44 +90,19 @@ impl OffsetLedger {
         }
         match send(epoch, &forward) {
             Err(e) => {
+                Metrics::add(&self.metrics.commit_failures, 1);
                 self.retry.extend(forward);
                 Err(e)
             }
-            Ok(sent) => {
-                self.sent.extend(forward.iter().copied());
-                if sent == Sent::Accepted {
-                    self.accepted(&forward);
+            Ok(()) => {
+                Metrics::add(&self.metrics.commits, 1);
+                for &(p, off) in &forward {
+                    let a = self.accepted.entry(p).or_insert(off);
+                    *a = (*a).max(off);
+                    self.metrics.committed(&self.topic, p, off);
                 }
-                tracing::debug!(topic = %self.topic, epoch, ?sent, "committed complete epoch");
+                tracing::debug!(topic = %self.topic, epoch, "committed complete epoch");
                 Ok(())
-            }
-        }
-    }
-
-    /// The broker accepted a commit of `positions`: they count as committed.
-    pub fn accepted(&mut self, positions: &[Position]) {
-        Metrics::add(&self.metrics.commits, 1);
-        for &(p, off) in positions {
-            let a = self.accepted.entry(p).or_insert(off);
-            *a = (*a).max(off);
-            self.metrics.committed(&self.topic, p, off);
-        }
-    }
-
-    /// The broker refused a commit of `positions`: those not superseded by a newer
-    /// commit are sent again with the next one.
-    pub fn refused(&mut self, positions: &[Position]) {
-        Metrics::add(&self.metrics.commit_failures, 1);
-        for &(p, off) in positions {
-            if self.accepted.get(&p).is_some_and(|&a| a >= off) {
-                continue;
-            }
-            if self.sent.get(&p) == Some(&off) {
-                match self.accepted.get(&p) {
-                    Some(&a) => self.sent.insert(p, a),
-                    None => self.sent.remove(&p),
-                };
-                self.retry.insert(p, off);
             }
         }
     }
@@ -157,7 +118,7 @@ mod tests {
         ledger
             .commit_complete(below, |e, p| {
                 sent = Some((e, p.to_vec()));
-                Ok(Sent::Accepted)
+                Ok(())
             })
             .unwrap();
         sent
@@ -192,36 +153,7 @@ mod tests {
         let failed = l.commit_complete(1, |_, _| Err(crate::Error::Config("down".into())));
         assert!(failed.is_err());
         assert_eq!(metrics.commits.load(Relaxed), 0);
-        assert_eq!(commit(&mut l, 2), Some((1, vec![(0, 6)])));
-    }
-
-    #[test]
-    fn queued_commits_count_when_accepted_and_refused_ones_are_sent_again() {
-        let metrics = Arc::new(Metrics::default());
-        let mut l = OffsetLedger::new("t", metrics.clone());
-        l.end_epoch(0, [(0, 5), (1, 3)]);
-        let mut queued = Vec::new();
-        l.commit_complete(1, |_, p| {
-            queued = p.to_vec();
-            Ok(Sent::Queued)
-        })
-        .unwrap();
-        assert_eq!(metrics.commits.load(Relaxed), 0, "not accepted yet");
-        assert!(metrics.summary(Default::default()).committed.is_empty());
-        l.refused(&queued);
         assert_eq!(metrics.commit_failures.load(Relaxed), 1);
-        // Nothing new was read, yet the refused positions go out again.
-        assert_eq!(commit(&mut l, 2), Some((1, vec![(0, 5), (1, 3)])));
-        assert_eq!(metrics.commits.load(Relaxed), 1);
-        l.end_epoch(2, [(0, 9), (1, 3)]);
-        let mut queued = Vec::new();
-        l.commit_complete(3, |_, p| {
-            queued = p.to_vec();
-            Ok(Sent::Queued)
-        })
-        .unwrap();
-        assert_eq!(queued, vec![(0, 9)]);
-        l.accepted(&queued);
-        assert_eq!(metrics.commits.load(Relaxed), 2);
+        assert_eq!(commit(&mut l, 2), Some((1, vec![(0, 6)])));
     }
 }

@@ -9,14 +9,14 @@
 mod ledger;
 mod tracker;
 
-pub use ledger::{OffsetLedger, Position, Sent};
+pub use ledger::{OffsetLedger, Position};
 pub use tracker::CommitTracker;
 
 use crate::error::Result;
 
 /// Something that commits offsets once epochs are complete: one per source per worker.
 pub trait Committer {
-    /// Commits what was read in epochs below `complete_below`. With `sync`, waits for
-    /// the broker's answer (used for the final commit before the job exits).
-    fn commit_complete(&mut self, complete_below: u64, sync: bool) -> Result<()>;
+    /// Commits what was read in epochs below `complete_below`, waiting for the
+    /// broker's answer.
+    fn commit_complete(&mut self, complete_below: u64) -> Result<()>;
 }

@@ -78,15 +78,15 @@ impl CommitTracker {
     }
 
     /// Asks every source to commit its complete epochs.
-    pub fn commit(&self, sync: bool) -> Result<()> {
-        self.commit_below(self.complete_below(), sync)
+    pub fn commit(&self) -> Result<()> {
+        self.commit_below(self.complete_below())
     }
 
     /// Asks every source to commit its epochs below `below` (at most the complete ones).
-    pub fn commit_below(&self, below: u64, sync: bool) -> Result<()> {
+    pub fn commit_below(&self, below: u64) -> Result<()> {
         let below = below.min(self.complete_below());
         for c in self.committers.borrow().iter() {
-            c.borrow_mut().commit_complete(below, sync)?;
+            c.borrow_mut().commit_complete(below)?;
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use freshet_operators::checkpoint::Checkpoints;
 use std::collections::BTreeMap;
 
-use crate::commit::{Committer, OffsetLedger, Position, Sent};
+use crate::commit::{Committer, OffsetLedger};
 use crate::config::{Fallback, OutOfRange, SourceConfig, StartFrom};
 use crate::error::{Error, Result};
 use crate::job::Job;
@@ -59,20 +59,14 @@ pub(crate) struct FetchState {
 }
 
 /// What librdkafka's callbacks (served by the source's own polls) tell the source
-/// operator and its committer: client errors, per-partition fetch state, and the
-/// broker's answers to asynchronous commits.
+/// operator: client errors and per-partition fetch state.
 #[derive(Default)]
 pub(crate) struct ClientReports {
     /// Client errors (not end-of-partition) so far.
     pub errors: AtomicU64,
     /// Per partition, from the last statistics.
     pub partitions: Mutex<HashMap<i32, FetchState>>,
-    /// Answers to commits: accepted or refused (with why), and what they committed.
-    pub commits: Mutex<Vec<CommitAnswer>>,
 }
-
-/// The broker's answer to a commit (accepted, or refused with why) and what it committed.
-pub(crate) type CommitAnswer = (std::result::Result<(), String>, Vec<Position>);
 
 /// The context of a Kafka source's own consumer: [`SourceContext`]'s error handling,
 /// plus librdkafka's statistics (every second, served by the source's own polls), which
@@ -178,33 +172,7 @@ impl ClientContext for MeteredContext {
     }
 }
 
-impl ConsumerContext for MeteredContext {
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &TopicPartitionList,
-    ) {
-        let mut failed = result.err().map(|e| e.to_string());
-        let mut positions = Vec::new();
-        for e in offsets.elements_for_topic(&self.topic) {
-            if let Err(err) = e.error() {
-                failed.get_or_insert_with(|| format!("partition {}: {err}", e.partition()));
-            }
-            if let Offset::Offset(o) = e.offset() {
-                positions.push((e.partition(), o));
-            }
-        }
-        let answer = match failed {
-            None => Ok(()),
-            Some(reason) => Err(reason),
-        };
-        self.reports
-            .commits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((answer, positions));
-    }
-}
+impl ConsumerContext for MeteredContext {}
 
 /// A Kafka source's consumer.
 pub(crate) type MeteredConsumer = BaseConsumer<MeteredContext>;
@@ -242,7 +210,6 @@ pub(crate) struct SourceCommitter {
     consumer: Rc<MeteredConsumer>,
     topic: String,
     ledger: OffsetLedger,
-    reports: Arc<ClientReports>,
 }
 
 impl SourceCommitter {
@@ -256,26 +223,8 @@ impl SourceCommitter {
 }
 
 impl Committer for SourceCommitter {
-    fn commit_complete(&mut self, complete_below: u64, sync: bool) -> Result<()> {
+    fn commit_complete(&mut self, complete_below: u64) -> Result<()> {
         let (consumer, topic) = (&self.consumer, &self.topic);
-        // The broker's answers to earlier asynchronous commits.
-        let answers = std::mem::take(
-            &mut *self
-                .reports
-                .commits
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for (answer, positions) in answers {
-            match answer {
-                Ok(()) => self.ledger.accepted(&positions),
-                Err(reason) => {
-                    tracing::warn!(%topic, %reason, ?positions,
-                        "offset commit refused by the broker; sent again with the next commit");
-                    self.ledger.refused(&positions);
-                }
-            }
-        }
         self.ledger
             .commit_complete(complete_below, |epoch, positions| {
                 let mut tpl = TopicPartitionList::new();
@@ -284,12 +233,6 @@ impl Committer for SourceCommitter {
                         .map_err(|e| Error::kafka("building commit", e))?;
                 }
                 let context = || format!("committing epoch {epoch} of {topic}");
-                if !sync {
-                    consumer
-                        .commit(&tpl, CommitMode::Async)
-                        .map_err(|e| Error::kafka(context(), e))?;
-                    return Ok(Sent::Queued);
-                }
                 consumer
                     .commit(&tpl, CommitMode::Sync)
                     .map_err(|e| Error::kafka(context(), e))?;
@@ -307,7 +250,7 @@ impl Committer for SourceCommitter {
                         )));
                     }
                 }
-                Ok(Sent::Accepted)
+                Ok(())
             })
     }
 }
@@ -447,7 +390,6 @@ pub(crate) fn open(
         consumer: consumer.clone(),
         topic: topic.to_string(),
         ledger: OffsetLedger::new(topic, job.metrics().clone()),
-        reports: reports.clone(),
     }));
     if commit {
         job.commits().add_committer(committer.clone());
