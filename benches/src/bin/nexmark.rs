@@ -10,8 +10,9 @@
 //! cargo run --release -p freshet-benches --bin nexmark -- --queries q0,q1,q2,q3,q4,q5,q7,q8 --events 2000000 -w 2
 //! ```
 //!
-//! `--checkpoint-dir DIR --checkpoint-epochs K` checkpoints each query's state every K
-//! epochs (compare with the same run without it).
+//! `--checkpoint-dir DIR --checkpoint-epochs K` runs each query twice, back to back:
+//! without checkpoints, then with its state checkpointed every K epochs; the
+//! `nexmark-checkpoint` line gives both rates and their ratio.
 //!
 //! As a Kafka producer (bincode payloads, event time as message timestamp, lz4,
 //! linger, large batches), reporting msg/s:
@@ -73,10 +74,12 @@ struct Args {
     /// query) every `--checkpoint-epochs` epochs; without it, state stays in memory.
     #[arg(long, value_name = "DIR")]
     checkpoint_dir: Option<std::path::PathBuf>,
-    /// With `--checkpoint-dir`: a checkpoint every this many epochs (an epoch is 200
-    /// input rounds of the source's batch size).
+    /// With `--checkpoint-dir`: a checkpoint every this many epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_epochs: u64,
+    /// Input rounds (of the source's batch size, 4,096 events) per epoch.
+    #[arg(long, default_value_t = 200)]
+    rounds_per_epoch: u64,
     /// Kafka bootstrap servers.
     #[arg(long, default_value = "127.0.0.1:9092")]
     brokers: String,
@@ -155,7 +158,8 @@ fn main() -> anyhow::Result<()> {
         .print();
 
     let peers = args.cluster.peers();
-    let results: Arc<Mutex<Vec<(String, Duration, u64)>>> = Arc::default();
+    type Run = (String, bool, Duration, u64);
+    let results: Arc<Mutex<Vec<Run>>> = Arc::default();
     let r2 = results.clone();
     let (queries, total, ooo, size) = (
         args.queries.clone(),
@@ -172,22 +176,27 @@ fn main() -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         None => BTreeMap::new(),
     };
-    let every = args.checkpoint_epochs;
+    let (every, rounds) = (args.checkpoint_epochs, args.rounds_per_epoch);
     let failed = Arc::new(AtomicU64::new(0));
     let (stores2, failed2) = (stores.clone(), failed.clone());
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         let index = worker.index();
         let mine: Vec<Event> = config.share(0..total, index, peers).collect();
-        for q in &queries {
+        // With checkpoints, each query runs without them first, then with them.
+        let runs = queries.iter().flat_map(|q| {
+            let with = stores2.contains_key(q);
+            std::iter::once((q, false)).chain(with.then_some((q, true)))
+        });
+        for (q, checkpointed) in runs {
             let out = Rc::new(Cell::new(0u64));
             let probe = Handle::new();
             let o = out.clone();
-            let ctx = stores2.get(q).map(|s| {
+            let ctx = stores2.get(q).filter(|_| checkpointed).map(|s| {
                 checkpoints::context(s.clone(), every, index, peers, None, failed2.clone())
             });
             let installed = ctx.as_ref().map(|c| c.install());
             let mut feeder = worker.dataflow::<freshet::Time, _, _>(|scope| {
-                let (feeder, events) = Feeder::<Event>::new(&scope, ooo, 200);
+                let (feeder, events) = Feeder::<Event>::new(&scope, ooo, rounds);
                 attach(q, events, size, &probe, o);
                 feeder
             });
@@ -207,7 +216,9 @@ fn main() -> anyhow::Result<()> {
                 wait_step(worker, multi_process);
             }
             let elapsed = start.elapsed();
-            r2.lock().unwrap().push((q.clone(), elapsed, out.get()));
+            r2.lock()
+                .unwrap()
+                .push((q.clone(), checkpointed, elapsed, out.get()));
         }
     })
     .map_err(|e| anyhow::anyhow!(e))?;
@@ -215,15 +226,23 @@ fn main() -> anyhow::Result<()> {
         r.map_err(|e| anyhow::anyhow!(e))?;
     }
     let results = results.lock().unwrap().clone();
-    for q in &args.queries {
-        let mine: Vec<_> = results.iter().filter(|(n, _, _)| n == q).collect();
+    // The slowest worker's time and every worker's outputs of one query's run.
+    let measure = |q: &str, checkpointed: bool| {
+        let mine: Vec<_> = results
+            .iter()
+            .filter(|(n, c, _, _)| n == q && *c == checkpointed)
+            .collect();
         let secs = mine
             .iter()
-            .map(|(_, d, _)| d.as_secs_f64())
+            .map(|(_, _, d, _)| d.as_secs_f64())
             .fold(0.0, f64::max);
-        let outputs: u64 = mine.iter().map(|(_, _, o)| o).sum();
+        let outputs: u64 = mine.iter().map(|(_, _, _, o)| o).sum();
+        (secs, outputs)
+    };
+    for q in &args.queries {
+        let (secs, outputs) = measure(q, false);
         let rate = total as f64 / secs;
-        let mut line = Line::new("nexmark")
+        Line::new("nexmark")
             .field("config", args.cluster.label())
             .field("process", args.cluster.process)
             .field("query", q)
@@ -231,12 +250,33 @@ fn main() -> anyhow::Result<()> {
             .field("outputs_here", outputs)
             .field("secs", format!("{secs:.3}"))
             .rate("events_per_s", rate)
-            .rate("per_worker_per_s", rate / peers as f64);
+            .rate("per_worker_per_s", rate / peers as f64)
+            .print();
         if let Some(store) = stores.get(q) {
-            line = checkpoints::report(line, store, every, &failed)?;
+            let (with_secs, with_outputs) = measure(q, true);
+            anyhow::ensure!(
+                with_outputs == outputs,
+                "{q}: {with_outputs} results with checkpoints, {outputs} without"
+            );
+            let line = Line::new("nexmark-checkpoint")
+                .field("config", args.cluster.label())
+                .field("process", args.cluster.process)
+                .field("query", q)
+                .field("events", total)
+                .rate("events_per_s_without", rate)
+                .rate("events_per_s_with", total as f64 / with_secs)
+                .field("ratio", format!("{:.3}", secs / with_secs))
+                .field("rounds_per_epoch", rounds)
+                .field(
+                    "checkpoints_per_s",
+                    format!(
+                        "{:.1}",
+                        checkpoints::per_checkpoint(&store.written()).len() as f64 / with_secs
+                    ),
+                );
+            checkpoints::report(line, store, every, &failed)?.print();
             store.remove();
         }
-        line.print();
     }
     Ok(())
 }
