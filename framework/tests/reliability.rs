@@ -480,3 +480,86 @@ fn output_the_producer_refuses_goes_to_the_dead_letter_topic_and_the_job_goes_on
         assert!(payload.starts_with(b"\"0000"), "{:?}", &payload[..8]);
     }
 }
+
+/// Waits up to `limit` for `child` to exit; kills it and fails the test if it does not.
+fn exit_within(
+    mut child: std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (out.status, String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: still running after {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_output_topic_missing_at_start_fails_the_job_naming_it() {
+    // A broker that does not create topics on demand (Tansu does when asked, so the
+    // job asks it not to); the producer gives up after
+    // topic.metadata.propagation.max.ms (30 s by default, 3 s here).
+    let (input, _) = preload("missing-in", 1, 8, 200, 5_000);
+    let output = unique("never-created");
+    let started = Instant::now();
+    let child = job_binary(&input, &output, &unique("missing-group"))
+        .args(["--idle-advance"])
+        .args(["-X", "allow.auto.create.topics=false"])
+        .args(["-X", "topic.metadata.propagation.max.ms=3000"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stderr) = exit_within(child, Duration::from_secs(30), "a job without its topic");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(stderr.contains(&format!("KafkaSink({output})")), "{stderr}");
+    assert!(stderr.contains("Unknown topic"), "{stderr}");
+}
+
+#[test]
+fn an_output_topic_deleted_mid_run_fails_the_job_naming_it() {
+    let (input, _) = preload("deleted-in", 1, 8, 200, 5_000);
+    let output = create_topic("deleted-out", 1);
+    let group = unique("deleted-group");
+    let child = job_binary(&input, &output, &group)
+        .args(["--idle-advance"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(60), "a first commit", || {
+        !committed(&group, &input, 1).is_empty()
+    });
+    assert!(!read_topic(&output, 1).is_empty(), "the first results");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        plain().create().unwrap();
+    let deleted = futures_executor::block_on(
+        admin.delete_topics(&[&output], &rdkafka::admin::AdminOptions::new()),
+    )
+    .unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    let at = Instant::now();
+    // More input: results the job can no longer deliver where the user reads them.
+    let more = generate(9, 200, 16, 1, 1_700_000_010_000, 5_000, 200);
+    produce(&brokers(), &input, &more).unwrap();
+    let (status, stderr) = exit_within(child, Duration::from_secs(30), "a job whose topic went");
+    let took = at.elapsed();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        stderr.contains(&format!("KafkaSink({output})"))
+            && stderr.contains(&format!("output topic {output} no longer exists")),
+        "{stderr}"
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! One producer per worker. Each incoming batch keeps a capability at its time on the
 //! acknowledgement stream until librdkafka reports every record of it delivered; a
-//! record that cannot be delivered fails the job (nothing after it is committed).
+//! record that cannot be delivered fails the job (nothing after it is committed), and so
+//! does the deletion of its topic while the job runs ([`super::topic_watch`]).
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -237,6 +238,16 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
             })?),
         };
         let held = job.commits().sink_backlog_counter();
+        // Worker 0 fails the job if the topic is deleted while it runs.
+        let watch = match job.index() {
+            0 => Some(super::topic_watch::watch(
+                job.kafka_config(),
+                shared.clone(),
+                name.clone(),
+                sink.topic.clone(),
+            )?),
+            _ => None,
+        };
         let mut create_error = None;
         let acks = self
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -300,6 +311,7 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                         }
                     };
                     move |(input, _frontier), _output| {
+                        let _watching = &watch;
                         let Some(producer) = producer.as_ref() else {
                             input.for_each(|_, _| {});
                             return;
