@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use freshet::codec::Json;
 use freshet::timely::dataflow::operators::core::Map;
 use freshet::{
-    run, Collect, Collected, JobConfig, KafkaConfig, KafkaSource, OutOfRange, StartFrom, Tumble,
+    run, Collect, Collected, JobConfig, KafkaConfig, KafkaSink, KafkaSource, OutOfRange,
+    PoisonOutput, StartFrom, Tumble, WriteKafka,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -354,4 +355,211 @@ fn settings_that_break_durability_are_refused() {
         assert!(!out.status.success(), "-X {k}={v} was accepted");
         assert!(String::from_utf8_lossy(&out.stderr).contains("not durable"));
     }
+}
+
+/// A message read back: its payload and its headers (as strings).
+type WithHeaders = (Vec<u8>, Vec<(String, String)>);
+
+/// Reads every message of partition 0 of `topic` as a consumer would: payload and
+/// headers, to the end of the partition.
+fn read_with_headers(topic: &str) -> Vec<WithHeaders> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("dlq-reader"))
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "reading {topic} to its end");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                let v = x.value.map(String::from_utf8_lossy);
+                                (x.key.to_string(), v.unwrap_or_default().to_string())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((m.payload().unwrap_or_default().to_vec(), headers));
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+}
+
+#[test]
+fn output_the_producer_refuses_goes_to_the_dead_letter_topic_and_the_job_goes_on() {
+    let input = create_topic("poison-in", 1);
+    let output = create_topic("poison-out", 1);
+    let dead = create_topic("poison-dead", 1);
+    let now = now_ms();
+    // 100 events; every tenth (amount 1) becomes a 4 kB result the producer refuses.
+    let events: Vec<Raw<'static>> = (0..100u64)
+        .map(|i| {
+            let e = Event {
+                key: i,
+                ts: now - 10_000 + i,
+                amount: i64::from(i % 10 == 0),
+            };
+            (None, Some(serde_json::to_vec(&e).unwrap()), e.ts as i64)
+        })
+        .collect();
+    produce_raw(&input, &events);
+
+    // The producer refuses messages over 2000 bytes (-X message.max.bytes=2000).
+    let group = unique("poison-group");
+    let kafka = KafkaConfig::new(brokers(), group.clone())
+        .set("message.max.bytes", "2000")
+        .unwrap();
+    let mut config = JobConfig::new(kafka);
+    config.source.start = StartFrom::Earliest;
+    config.source.bounded = true;
+    config.status_every = Duration::ZERO;
+    config.dead_letter_topic = Some(dead.clone());
+    config.poison_output = PoisonOutput::DeadLetter;
+    let (i, o) = (input.clone(), output.clone());
+    let summary = run(config, move |job| {
+        let s = KafkaSource::new(i.clone(), Json::<Event>::new()).build(job)?;
+        // A result: the key, padded to 4 kB when the amount is 1.
+        s.records
+            .map(|e: Event| format!("{:0>width$}", e.key, width = 1 + 4_000 * e.amount as usize))
+            .write_kafka(job, KafkaSink::new(o.clone(), Json::<String>::new()))
+    })
+    .expect("a refused result must not fail the job with --poison-output dead-letter");
+    assert_eq!(summary.records_in, 100);
+    // Dead letters count as written: the input is committed to its end.
+    assert_eq!(committed(&group, &input, 1).get(&0), Some(&100));
+
+    let written: Vec<u64> = read_with_headers(&output)
+        .iter()
+        .map(|(p, _)| {
+            serde_json::from_slice::<String>(p)
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let mut want: Vec<u64> = (0..100).filter(|k| k % 10 != 0).collect();
+    let mut got = written.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every other result is in the output topic, once");
+
+    let letters = read_with_headers(&dead);
+    assert_eq!(letters.len(), 10, "one dead letter per refused result");
+    for (payload, headers) in &letters {
+        let get = |k: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no header {k}: {headers:?}"))
+        };
+        assert_eq!(get("freshet.topic"), output, "the sink's topic");
+        assert_eq!(get("freshet.partition"), "-1");
+        assert_eq!(get("freshet.offset"), "-1");
+        let reason = get("freshet.reason");
+        assert!(reason.contains(&format!("KafkaSink({output})")), "{reason}");
+        assert!(reason.to_lowercase().contains("too large"), "{reason}");
+        // The payload is the start of the refused result (cut to fit the producer's limit).
+        assert!(payload.len() < 2_000, "{}", payload.len());
+        assert!(payload.len() > 1_000, "{}", payload.len());
+        assert!(payload.starts_with(b"\"0000"), "{:?}", &payload[..8]);
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; kills it and fails the test if it does not.
+fn exit_within(
+    mut child: std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (out.status, String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: still running after {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_output_topic_missing_at_start_fails_the_job_naming_it() {
+    // A broker that does not create topics on demand (Tansu does when asked, so the
+    // job asks it not to); the producer gives up after
+    // topic.metadata.propagation.max.ms (30 s by default, 3 s here).
+    let (input, _) = preload("missing-in", 1, 8, 200, 5_000);
+    let output = unique("never-created");
+    let started = Instant::now();
+    let child = job_binary(&input, &output, &unique("missing-group"))
+        .args(["--idle-advance"])
+        .args(["-X", "allow.auto.create.topics=false"])
+        .args(["-X", "topic.metadata.propagation.max.ms=3000"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stderr) = exit_within(child, Duration::from_secs(30), "a job without its topic");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(stderr.contains(&format!("KafkaSink({output})")), "{stderr}");
+    assert!(stderr.contains("Unknown topic"), "{stderr}");
+}
+
+#[test]
+fn an_output_topic_deleted_mid_run_fails_the_job_naming_it() {
+    let (input, _) = preload("deleted-in", 1, 8, 200, 5_000);
+    let output = create_topic("deleted-out", 1);
+    let group = unique("deleted-group");
+    let child = job_binary(&input, &output, &group)
+        .args(["--idle-advance"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(60), "a first commit", || {
+        !committed(&group, &input, 1).is_empty()
+    });
+    assert!(!read_topic(&output, 1).is_empty(), "the first results");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        plain().create().unwrap();
+    let deleted = futures_executor::block_on(
+        admin.delete_topics(&[&output], &rdkafka::admin::AdminOptions::new()),
+    )
+    .unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    let at = Instant::now();
+    // More input: results the job can no longer deliver where the user reads them.
+    let more = generate(9, 200, 16, 1, 1_700_000_010_000, 5_000, 200);
+    produce(&brokers(), &input, &more).unwrap();
+    let (status, stderr) = exit_within(child, Duration::from_secs(30), "a job whose topic went");
+    let took = at.elapsed();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        stderr.contains(&format!("KafkaSink({output})"))
+            && stderr.contains(&format!("output topic {output} no longer exists")),
+        "{stderr}"
+    );
 }

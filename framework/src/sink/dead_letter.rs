@@ -1,7 +1,8 @@
 //! The dead-letter sink: records that could not be processed, written durably with
 //! where they came from.
 //!
-//! A dead letter is a [`SourceError`]: the original key and payload (cut to 64 KiB),
+//! A dead letter is a [`SourceError`]: the original key and payload (cut to 64 KiB; a
+//! record a sink's producer refused is cut to fit that producer's `message.max.bytes`),
 //! and the headers `freshet.topic`, `freshet.partition`, `freshet.offset` and
 //! `freshet.reason`. With `--dead-letter-topic` every Kafka source writes its malformed
 //! and late messages there, and Kafka sinks with `--poison-output dead-letter` write the

@@ -2,7 +2,8 @@
 //!
 //! One producer per worker. Each incoming batch keeps a capability at its time on the
 //! acknowledgement stream until librdkafka reports every record of it delivered; a
-//! record that cannot be delivered fails the job (nothing after it is committed).
+//! record that cannot be delivered fails the job (nothing after it is committed), and so
+//! does the deletion of its topic while the job runs ([`super::topic_watch`]).
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -35,8 +36,21 @@ type HeadersFn<D> = Arc<dyn Fn(&D) -> Vec<(&'static str, String)> + Send + Sync>
 /// Marks the delivery opaque of a dead letter (the rest is its batch's slot).
 const DEAD_BIT: usize = 1 << (usize::BITS - 1);
 
-/// How much of a refused record's payload a dead letter keeps.
+/// How much of a refused record's payload a dead letter keeps (less if the producer's
+/// `message.max.bytes` is smaller: see [`dead_letter_room`]).
 const DEAD_PAYLOAD_KEEP: usize = 64 << 10;
+
+/// Bytes a dead letter needs besides its payload and the topic and reason it carries:
+/// the header names, partition and offset values, and the record's framing.
+const DEAD_LETTER_OVERHEAD: usize = 256;
+
+/// How much of a refused payload fits in a dead letter naming `topic` and `reason` when
+/// the producer takes messages of at most `max_bytes`: a record refused for its size by
+/// this producer would otherwise be refused again as a dead letter.
+fn dead_letter_room(max_bytes: usize, topic: &str, reason: &str) -> usize {
+    DEAD_PAYLOAD_KEEP
+        .min(max_bytes.saturating_sub(DEAD_LETTER_OVERHEAD + topic.len() + reason.len()))
+}
 
 /// Producer errors that refuse a record for good (retrying cannot help): with
 /// [`PoisonOutput::DeadLetter`] such a record goes to the dead-letter topic.
@@ -210,6 +224,10 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
         let shared = job.shared().clone();
         let metrics = job.metrics().clone();
         let config = job.kafka_config().producer_config(&sink.settings);
+        let max_bytes: usize = config
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
         let poison = sink.poison.unwrap_or(shared.poison_output());
         let dead_topic = match poison {
             PoisonOutput::Fail => None,
@@ -220,6 +238,16 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
             })?),
         };
         let held = job.commits().sink_backlog_counter();
+        // Worker 0 fails the job if the topic is deleted while it runs.
+        let watch = match job.index() {
+            0 => Some(super::topic_watch::watch(
+                job.kafka_config(),
+                shared.clone(),
+                name.clone(),
+                sink.topic.clone(),
+            )?),
+            _ => None,
+        };
         let mut create_error = None;
         let acks = self
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
@@ -272,7 +300,7 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             Metrics::add(&metrics.dead_letters, 1);
                             let reason = format!("refused by {name}: {reason}");
                             let mut payload = payload;
-                            payload.truncate(DEAD_PAYLOAD_KEEP);
+                            payload.truncate(dead_letter_room(max_bytes, &topic, &reason));
                             pending.backlog.push_front(Outgoing {
                                 slot,
                                 key: None,
@@ -283,6 +311,7 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                         }
                     };
                     move |(input, _frontier), _output| {
+                        let _watching = &watch;
                         let Some(producer) = producer.as_ref() else {
                             input.for_each(|_, _| {});
                             return;
@@ -360,9 +389,16 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                                     }
                                 }
                                 Err((e, _)) => {
+                                    let reason = match (&dead_topic, out.dead) {
+                                        (Some(dead), true) => format!(
+                                            "writing a refused record to the dead-letter \
+                                             topic {dead}: {e}"
+                                        ),
+                                        _ => e.to_string(),
+                                    };
                                     shared.fail(Error::Sink {
                                         sink: name.clone(),
-                                        reason: e.to_string(),
+                                        reason,
                                     });
                                     break;
                                 }
@@ -388,7 +424,12 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                                 }
                                 Err(Undelivered { reason, .. }) => shared.fail(Error::Sink {
                                     sink: name.clone(),
-                                    reason: format!("delivery failed: {reason}"),
+                                    reason: match (&dead_topic, dead) {
+                                        (Some(to), true) => format!(
+                                            "delivery of a dead letter to {to} failed: {reason}"
+                                        ),
+                                        _ => format!("delivery failed: {reason}"),
+                                    },
                                 }),
                             }
                         }
@@ -406,5 +447,20 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
             )),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_fits_the_producers_message_limit() {
+        assert_eq!(dead_letter_room(1_000_000, "out", "why"), DEAD_PAYLOAD_KEEP);
+        assert_eq!(
+            dead_letter_room(2_000, "out", "why"),
+            2_000 - DEAD_LETTER_OVERHEAD - 6
+        );
+        assert_eq!(dead_letter_room(100, "out", "why"), 0);
     }
 }

@@ -9,6 +9,7 @@ pub mod collect;
 pub mod dead_letter;
 pub mod kafka;
 pub mod stdout;
+pub mod topic_watch;
 
 use prometheus::IntCounter;
 use timely::dataflow::operators::Probe;

@@ -139,10 +139,10 @@ impl<C: Decoder> KafkaSource<C> {
                 use crate::sink::dead_letter::WriteDeadLetters;
                 dead.write_dead_letters(job, &topic)?;
             }
-            None if job.index() == 0 => tracing::warn!(topic = %self.topic,
-                "no --dead-letter-topic: malformed and late records of this source reach \
-                 only its error and late streams (counted); if the job leaves them \
-                 unconnected they are dropped"),
+            None if job.index() == 0 => tracing::warn!(source = %self.topic,
+                "no --dead-letter-topic: the error stream (malformed records) and the late \
+                 stream (records behind the watermark) of this source go only where the job \
+                 connects them; a stream left unconnected is counted and dropped"),
             None => {}
         }
         Ok(streams)
