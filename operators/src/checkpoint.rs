@@ -277,13 +277,23 @@ pub fn sealed_below<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// `time` moved up to epoch `epoch + 1` if its epoch is at or below `epoch`: the one
+/// rule by which state a checkpoint of `epoch` answers for leaves its epoch.
+#[inline]
+pub fn lift_time<T: EventTime>(time: T, epoch: u64) -> T {
+    if time.epoch() <= epoch {
+        time.with_epoch(epoch + 1)
+    } else {
+        time
+    }
+}
+
 /// Moves every capability in `caps` of an epoch at or below `epoch` up to `epoch + 1`.
 pub fn lift_epochs<T: EventTime>(caps: &mut CapabilitySet<T>, epoch: u64) {
     if caps.iter().any(|c| c.time().epoch() <= epoch) {
         let mut times = timely::progress::Antichain::new();
         for c in caps.iter() {
-            let t = c.time();
-            times.insert(t.with_epoch(t.epoch().max(epoch + 1)));
+            times.insert(lift_time(*c.time(), epoch));
         }
         caps.downgrade(times.iter());
     }
@@ -293,26 +303,27 @@ pub fn lift_epochs<T: EventTime>(caps: &mut CapabilitySet<T>, epoch: u64) {
 pub fn lift_epoch<T: EventTime>(cap: &mut Capability<T>, epoch: u64) {
     let t = *cap.time();
     if t.epoch() <= epoch {
-        cap.downgrade(&t.with_epoch(epoch + 1));
+        cap.downgrade(&lift_time(t, epoch));
     }
 }
 
-/// Puts the late batches of a restored part back among an operator's waiting batches,
-/// keeping the records whose key this worker owns, with capabilities (minted from
-/// `initial`) at `epoch`, the epoch after the checkpoint.
-pub(crate) fn restore_pending<T: EventTime, D, K: std::hash::Hash>(
-    pending: &mut crate::capability::Waiting<T, crate::late::Late<D>>,
-    batches: Vec<(T, Vec<crate::late::Late<D>>)>,
+/// Puts the waiting batches of a restored part (late records of windows, records of
+/// keyed state waiting for the watermark, ...) back among an operator's waiting
+/// batches, keeping the records whose key this worker owns, with capabilities (minted
+/// from `initial`) at `epoch`, the epoch after the checkpoint.
+pub(crate) fn restore_pending<T: EventTime, R, K: std::hash::Hash>(
+    pending: &mut crate::capability::Waiting<T, R>,
+    batches: Vec<(T, Vec<R>)>,
     ctx: &Checkpoints,
     initial: &Capability<T>,
     epoch: u64,
-    key: &impl Fn(&D) -> K,
+    key: &impl Fn(&R) -> K,
 ) {
     for (time, records) in batches {
         let time = time.with_epoch(epoch);
         let owned: Vec<_> = records
             .into_iter()
-            .filter(|r| ctx.owns(crate::hash::hash(&key(&r.record))))
+            .filter(|r| ctx.owns(crate::hash::hash(&key(r))))
             .collect();
         if !owned.is_empty() {
             pending

@@ -496,7 +496,14 @@ where
                 let owned = keys.into_iter().filter(|(k, _)| ctx.owns(hash(k)));
                 self.closed.entry(start).or_default().extend(owned);
             }
-            restore_pending(&mut self.pending, part.pending, ctx, initial, epoch, key);
+            restore_pending(
+                &mut self.pending,
+                part.pending,
+                ctx,
+                initial,
+                epoch,
+                &|l: &Late<D>| key(&l.record),
+            );
         }
         // Windows none of whose keys this worker owns hold nothing.
         self.open.retain(|_, w| !w.keys.is_empty());

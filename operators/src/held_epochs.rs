@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
 use timely::progress::Antichain;
 
+use crate::checkpoint::{lift_epochs, lift_time};
 use crate::time::EventTime;
 
 /// Live state per epoch, and the capabilities held for it.
@@ -60,6 +61,19 @@ impl<T: EventTime> HeldEpochs<T> {
     /// at, for an epoch still owed.
     pub(crate) fn delayed(&self, time: &T) -> Capability<T> {
         self.held.delayed(time)
+    }
+
+    /// State of epochs `<= epoch` is in the checkpoint of `epoch`: what is owed for it
+    /// is owed at `epoch + 1` from now on (see [`crate::checkpoint::lift_time`]; the
+    /// caller lifts the times it will [`HeldEpochs::pay`] with alike), and the
+    /// capabilities held for it move there.
+    pub(crate) fn lift(&mut self, epoch: u64) {
+        if self.owed.keys().any(|t| t.epoch() <= epoch) {
+            for (t, n) in std::mem::take(&mut self.owed) {
+                *self.owed.entry(lift_time(t, epoch)).or_default() += n;
+            }
+        }
+        lift_epochs(&mut self.held, epoch);
     }
 
     /// Moves each held capability up to the watermark (a capability minted for a

@@ -759,7 +759,11 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                 }
                 self.closed.insert(k, sessions);
             }
-            restore_pending(pending, part.pending, ctx, initial, epoch, key);
+            restore_pending(pending, part.pending, ctx, initial, epoch, &|l: &Late<
+                D,
+            >| {
+                key(&l.record)
+            });
         }
     }
 }
