@@ -139,11 +139,11 @@ fn keyed_state_restores_after_several_epochs() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
     fn keyed_state_restores_exactly(
-        rounds in rounds(10), cut in 1usize..10, ttl in 0u64..40,
+        rounds in rounds(12), cut in 3usize..12, ttl in 0u64..60,
         after in 1usize..4, pick in 0usize..16,
     ) {
         let rounds = distinct(rounds);
