@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
+use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::progress::Antichain;
 
+use crate::capability::Mint;
 use crate::checkpoint::{lift_epochs, lift_time};
 use crate::time::EventTime;
 
@@ -31,18 +32,11 @@ impl<T: EventTime> HeldEpochs<T> {
         }
     }
 
-    /// Owes one more piece of state derived from `time`, received under `cap`.
-    pub(crate) fn owe(&mut self, time: &T, cap: &InputCapability<T>, port: usize) {
+    /// Owes one more piece of state derived from `time`, covered by `cap` (a message's
+    /// input capability, for output `port`, or a capability held).
+    pub(crate) fn owe(&mut self, time: &T, cap: &impl Mint<T>, port: usize) {
         if !self.held.iter().any(|c| c.time().less_equal(time)) {
-            self.held.insert(cap.delayed(time, port));
-        }
-        *self.owed.entry(time.with_event(0)).or_default() += 1;
-    }
-
-    /// Owes one more piece of state derived from `time`, covered by `cap`.
-    pub(crate) fn owe_with(&mut self, time: &T, cap: &Capability<T>) {
-        if !self.held.iter().any(|c| c.time().less_equal(time)) {
-            self.held.insert(cap.delayed(time));
+            self.held.insert(cap.mint(time, port));
         }
         *self.owed.entry(time.with_event(0)).or_default() += 1;
     }

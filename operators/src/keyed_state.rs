@@ -361,7 +361,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, S> Keyed<T, K, S> {
             session.give_iterator(step(&k, &mut state, record).into_iter());
             if let Some(state) = state {
                 // `t` is at or above the last settled watermark.
-                self.debts.owe_with(&since.with_event(t), cap);
+                self.debts.owe(&since.with_event(t), cap, 0);
                 let scheduled = scheduled.unwrap_or_else(|| {
                     let at = t.saturating_add(ttl);
                     self.expiry.entry(at).or_default().push(k.clone());
@@ -469,7 +469,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + DeserializeOwned, S: DeserializeOwned>
                 if !ctx.owns(hash(&k)) {
                     continue;
                 }
-                self.debts.owe_with(&since, initial);
+                self.debts.owe(&since, initial, 0);
                 self.expiry.entry(scheduled).or_default().push(k.clone());
                 let entry = Entry {
                     state,

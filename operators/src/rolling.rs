@@ -513,7 +513,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                             let (owe, pay) = state.add(&agg, k, t, time, record);
                             if let Some(at) = owe {
                                 // `t` is at or above the last settled watermark.
-                                state.debts.owe_with(&at, cap);
+                                state.debts.owe(&at, cap, 0);
                             }
                             if let Some(old) = pay {
                                 state.debts.pay(&old);

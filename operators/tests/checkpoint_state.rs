@@ -12,8 +12,9 @@ use std::sync::Arc;
 use common::crash::{self, MemStore};
 use common::{rounds, steps, Rec, Round, Source};
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
-use freshet_operators::{KeyedState, Time};
+use freshet_operators::{IntervalJoin, JoinKind, KeyedState, Time, WindowJoin};
 use proptest::prelude::*;
+use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::StreamVec;
 
@@ -28,8 +29,8 @@ fn distinct(mut rounds: Vec<Round<Rec>>) -> Vec<Round<Rec>> {
 }
 
 /// A consumer of both runs: every output of either must be one the reference emits
-/// (so a result emitted again is an exact copy), and together they must hold all of
-/// them. `id` names an output (what a consumer keys it by), `value` is the rest.
+/// (so a result emitted again is an exact copy), no run may emit one twice, and
+/// together they must hold all of them. `id` names an output (what a consumer keys it by), `value` is the rest.
 fn consume<O: Clone + Ord + std::fmt::Debug, I: Ord + std::fmt::Debug, V: Eq + std::fmt::Debug>(
     first: &[O],
     second: &[O],
@@ -37,6 +38,17 @@ fn consume<O: Clone + Ord + std::fmt::Debug, I: Ord + std::fmt::Debug, V: Eq + s
     split: impl Fn(&O) -> (I, V),
     context: &str,
 ) {
+    for run in [first, second] {
+        let mut ids: Vec<I> = run.iter().map(|o| split(o).0).collect();
+        ids.sort();
+        let before = ids.len();
+        ids.dedup();
+        assert_eq!(
+            before,
+            ids.len(),
+            "a run emitted an output twice; {context}"
+        );
+    }
     let mut got = BTreeMap::new();
     for o in first.iter().chain(second) {
         let (id, value) = split(o);
@@ -192,10 +204,12 @@ fn keyed_state_record_of_a_later_epoch_waits_for_the_checkpoint() {
     );
 }
 
-/// A key updated in every epoch: once its state is in a checkpoint, commits no longer
-/// wait for its first epoch — the operator's output frontier follows the epochs.
-#[test]
-fn keyed_state_no_longer_holds_its_first_epoch_once_checkpointed() {
+/// One key with a record in every epoch (alternately left and right: even and odd
+/// values), its state kept throughout: once the state is in a checkpoint, commits no
+/// longer wait for its first epoch — the output frontier follows the epochs.
+fn follows_the_epochs<O: 'static>(
+    build: for<'s> fn(StreamVec<'s, Time, Rec>) -> StreamVec<'s, Time, O>,
+) {
     let store: Arc<MemStore> = Arc::new(MemStore::default());
     timely::execute(timely::Config::thread(), move |worker| {
         let ctx = Checkpoints::new(
@@ -209,12 +223,12 @@ fn keyed_state_no_longer_holds_its_first_epoch_once_checkpointed() {
         let installed = ctx.install();
         let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
             let (input, stream) = Source::<Rec>::new(&scope);
-            let (probe, _) = keyed_sum(stream, 1_000).probe();
+            let (probe, _) = build(stream).probe();
             (input, probe)
         });
         drop(installed);
         for e in 0..6u64 {
-            input.send(Time::new(10 * e, e), (1, 1, 10 * e));
+            input.send(Time::new(10 * e, e), (1, e, 10 * e));
             input.advance(Time::new(10 * e + 5, e + 1));
             steps(worker);
             let least = probe.with_frontier(|f| f.iter().map(|t| t.epoch).min());
@@ -223,4 +237,230 @@ fn keyed_state_no_longer_holds_its_first_epoch_once_checkpointed() {
         input.close();
     })
     .unwrap();
+}
+
+#[test]
+fn keyed_state_no_longer_holds_its_first_epoch_once_checkpointed() {
+    follows_the_epochs(|main| keyed_sum(main, 1_000));
+}
+
+#[test]
+fn joins_no_longer_hold_their_first_epoch_once_checkpointed() {
+    follows_the_epochs(|main| window_join(main, 1_000, JoinKind::Left));
+    follows_the_epochs(|main| interval_join(main, 1_000, 1_000, JoinKind::Left));
+}
+
+// ---------------------------------------------------------------------------------
+// Window and interval joins: left records have an even value, right ones an odd one.
+
+/// A join's output row: a left record and its partner (`None`: a left join's
+/// unpaired record).
+type Pair = (Rec, Option<Rec>);
+
+/// The rows a join of `rounds` emits, keyed by themselves (records are distinct, so
+/// rows are too).
+fn pairs(
+    rounds: &[Round<Rec>],
+    kind: JoinKind,
+    matches: impl Fn(&Rec, &Rec) -> bool,
+) -> BTreeMap<Pair, ()> {
+    let all = rounds
+        .iter()
+        .flat_map(|r| r.records.iter().map(|(_, d)| *d));
+    let (left, right): (Vec<Rec>, Vec<Rec>) = all.partition(|r| r.1 & 1 == 0);
+    let mut out = BTreeMap::new();
+    for a in &left {
+        let mut paired = false;
+        for b in right.iter().filter(|b| matches(a, b)) {
+            out.insert((*a, Some(*b)), ());
+            paired = true;
+        }
+        if !paired && kind == JoinKind::Left {
+            out.insert((*a, None), ());
+        }
+    }
+    out
+}
+
+fn window_join<'s>(
+    main: StreamVec<'s, Time, Rec>,
+    size: u64,
+    kind: JoinKind,
+) -> StreamVec<'s, Time, Pair> {
+    let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
+    let b = main.filter(|r: &Rec| r.1 & 1 == 1);
+    a.window_join_with(
+        b,
+        "j",
+        size,
+        kind,
+        |r: &Rec| r.0,
+        |r: &Rec| r.0,
+        |_, a, b| (*a, b.copied()),
+    )
+    .map(|w| w.value)
+}
+
+fn interval_join<'s>(
+    main: StreamVec<'s, Time, Rec>,
+    lower: u64,
+    upper: u64,
+    kind: JoinKind,
+) -> StreamVec<'s, Time, Pair> {
+    let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
+    let b = main.filter(|r: &Rec| r.1 & 1 == 1);
+    a.interval_join_with(
+        b,
+        "i",
+        lower,
+        upper,
+        kind,
+        |r: &Rec| r.0,
+        |r: &Rec| r.0,
+        |_, a, b| (*a, b.copied()),
+    )
+}
+
+fn check_window_join(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    size: u64,
+    left: bool,
+    after: usize,
+    pick: usize,
+) {
+    let kind = if left {
+        JoinKind::Left
+    } else {
+        JoinKind::Inner
+    };
+    let build = crash::dataflow(move |main, _late| window_join(main, size, kind));
+    let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
+    let want = pairs(rounds, kind, |a, b| a.0 == b.0 && a.2 / size == b.2 / size);
+    let context = format!("cut at round {cut}, restored at {after} workers");
+    consume(&first, &second, &want, |p| (*p, ()), &context);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_interval_join(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    lower: u64,
+    upper: u64,
+    left: bool,
+    after: usize,
+    pick: usize,
+) {
+    let kind = if left {
+        JoinKind::Left
+    } else {
+        JoinKind::Inner
+    };
+    let build = crash::dataflow(move |main, _late| interval_join(main, lower, upper, kind));
+    let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
+    let want = pairs(rounds, kind, |a, b| {
+        a.0 == b.0 && a.2.saturating_sub(lower) <= b.2 && b.2 <= a.2 + upper
+    });
+    let context = format!("cut at round {cut}, restored at {after} workers");
+    consume(&first, &second, &want, |p| (*p, ()), &context);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn window_join_restores_exactly(
+        rounds in rounds(12), cut in 3usize..12, size in 1u64..40, left in any::<bool>(),
+        after in 1usize..4, pick in 0usize..16,
+    ) {
+        let rounds = distinct(rounds);
+        let cut = cut.min(rounds.len());
+        check_window_join(&rounds, cut, size, left, after, pick);
+    }
+
+    #[test]
+    fn interval_join_restores_exactly(
+        rounds in rounds(12), cut in 3usize..12, lower in 0u64..30, upper in 0u64..30,
+        left in any::<bool>(), after in 1usize..4, pick in 0usize..16,
+    ) {
+        let rounds = distinct(rounds);
+        let cut = cut.min(rounds.len());
+        check_interval_join(&rounds, cut, lower, upper, left, after, pick);
+    }
+}
+
+/// The fixed rounds of `keyed_state_restores_after_several_epochs`: every key in every
+/// epoch, both sides.
+fn steady() -> Vec<Round<Rec>> {
+    let rounds = (0..12u64)
+        .map(|e| Round {
+            watermark: e * 10,
+            records: (0..20u64)
+                .map(|i| (e * 10 + i, ((i % 3) as u8, i + e, e * 10 + i)))
+                .collect(),
+            late: vec![],
+        })
+        .collect();
+    distinct(rounds)
+}
+
+#[test]
+fn joins_restore_after_several_epochs() {
+    let rounds = steady();
+    for after in [1, 2, 3] {
+        for pick in 0..4 {
+            for left in [false, true] {
+                check_window_join(&rounds, 7, 25, left, after, pick);
+                check_interval_join(&rounds, 7, 5, 15, left, after, pick);
+            }
+        }
+    }
+}
+
+/// A right record of epoch 2 arrives while epoch 0 is open; checkpoint 0 is taken; the
+/// job dies and replays from epoch 1 (the right record again, then a left record of
+/// epoch 3 that pairs with it). The checkpoint must hold the left record of epoch 0 and
+/// not the right one of epoch 2, or the replay keeps it twice and pairs it twice.
+#[test]
+fn joins_record_of_a_later_epoch_waits_for_the_checkpoint() {
+    fn window(main: StreamVec<'_, Time, Rec>) -> StreamVec<'_, Time, Pair> {
+        window_join(main, 100, JoinKind::Inner)
+    }
+    fn interval(main: StreamVec<'_, Time, Rec>) -> StreamVec<'_, Time, Pair> {
+        interval_join(main, 50, 50, JoinKind::Inner)
+    }
+    let restore = Restore {
+        epoch: 0,
+        workers: 1,
+    };
+    let first = |main: &mut Source<Rec>| {
+        main.send(Time::new(5, 0), (1, 2, 5));
+        main.send(Time::new(6, 2), (1, 3, 6));
+        main.advance(Time::new(5, 1)); // epoch 0 sealed: checkpoint 0
+    };
+    let replay = |main: &mut Source<Rec>| {
+        main.send(Time::new(6, 2), (1, 3, 6));
+        main.send(Time::new(7, 3), (1, 4, 7));
+    };
+    let want = vec![((1, 2, 5), Some((1, 3, 6))), ((1, 4, 7), Some((1, 3, 6)))];
+
+    type Build = for<'s> fn(StreamVec<'s, Time, Rec>) -> StreamVec<'s, Time, Pair>;
+    for (name, build) in [("window", window as Build), ("interval", interval)] {
+        let store = Arc::new(MemStore::default());
+        let before = crash::one_worker(&store, None, build, first, false);
+        assert!(
+            before.is_empty(),
+            "{name}: nothing pairs before epoch 2: {before:?}"
+        );
+        let written = store
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|p| p.starts_with("epoch-00000000000000000000/"));
+        assert!(written, "{name}: checkpoint 0 written");
+        let mut after = crash::one_worker(&store, Some(restore), build, replay, true);
+        after.sort();
+        assert_eq!(after, want, "{name} join");
+    }
 }
