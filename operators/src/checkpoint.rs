@@ -411,9 +411,17 @@ impl<T: EventTime, D> Aligner<T, D> {
             .map_or(u64::MAX, |(event, _)| *event)
     }
 
-    /// If the inputs have sealed a checkpoint epoch not yet written, returns it: the
-    /// operator then applies [`Aligner::release`]d records, writes its state with
-    /// [`Aligner::write`] and, if that succeeded, lifts its capabilities.
+    /// If the inputs have sealed a checkpoint epoch not yet written, returns the least
+    /// one (the next): the operator then applies [`Aligner::release`]d records, writes
+    /// its state with [`Aligner::write`] and, if that succeeded, lifts its
+    /// capabilities — and asks again, until no sealed epoch is left unwritten.
+    ///
+    /// No checkpoint epoch is skipped, even by a worker that sees the frontier jump
+    /// several epochs at once: the records of epochs after the next checkpoint epoch are
+    /// still stashed, so its state is exactly that epoch's, and every worker writes a
+    /// part of every checkpoint epoch (a worker that skipped one would leave that
+    /// checkpoint without its part, so that no checkpoint any worker wrote might be
+    /// complete).
     pub fn due(&self, frontiers: &[MutableAntichain<T>]) -> Option<u64> {
         let sealed = sealed_below(frontiers);
         // The inputs are done: there is no epoch left to checkpoint.
@@ -421,7 +429,7 @@ impl<T: EventTime, D> Aligner<T, D> {
             return None;
         }
         let c = self.ctx.at_or_before(sealed.checked_sub(1)?)?;
-        (c >= self.next).then_some(c)
+        (c >= self.next).then_some(self.next)
     }
 
     /// Once the inputs are done, every record still waiting: there is no epoch left to

@@ -624,10 +624,10 @@ where
                 }
             });
 
-            // A checkpoint epoch the inputs have sealed: apply what waited for it, write
+            // Each checkpoint epoch the inputs have sealed, in turn: apply what waited for it, write
             // the state, and move what it held to the next epoch.
             if let Some(a) = aligner.as_mut() {
-                if let Some(epoch) = a.due(frontiers) {
+                while let Some(epoch) = a.due(frontiers) {
                     state.apply(a.release(epoch), &*key, &agg);
                     if state.checkpoint(a, epoch) {
                         state.lift(epoch);

@@ -267,7 +267,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                     kept.add_b(time, &cap, records, &*key_b, &result, &mut emit);
                 });
 
-                // A checkpoint epoch the inputs have sealed: pair what waited for it,
+                // Each checkpoint epoch the inputs have sealed, in turn: pair what waited for it,
                 // write the kept records, and move what they hold to the next epoch.
                 if let Some(a) = aligner.as_mut() {
                     let mut apply = |kept: &mut Both<T, K, A, B>, released: Released<T, A, B>| {
@@ -287,7 +287,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                             }
                         }
                     };
-                    if let Some(epoch) = a.due(frontiers) {
+                    while let Some(epoch) = a.due(frontiers) {
                         apply(&mut kept, a.release(epoch));
                         if kept.checkpoint(a, epoch) {
                             kept.lift(epoch);

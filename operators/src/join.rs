@@ -371,10 +371,10 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                     }
                 });
 
-                // A checkpoint epoch the inputs have sealed: file what waited for it,
+                // Each checkpoint epoch the inputs have sealed, in turn: file what waited for it,
                 // write the open windows, and move what they hold to the next epoch.
                 if let Some(a) = aligner.as_mut() {
-                    if let Some(epoch) = a.due(frontiers) {
+                    while let Some(epoch) = a.due(frontiers) {
                         file_released(&mut open, a.release(epoch), size, &*key_a, &*key_b);
                         if checkpoint(&open, a, epoch) {
                             for (caps, _) in open.values_mut() {

@@ -242,11 +242,11 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
                     }
                 });
 
-                // A checkpoint epoch the inputs have sealed: what waited for it joins
+                // Each checkpoint epoch the inputs have sealed, in turn: what waited for it joins
                 // the records waiting for the watermark, the part is written, and what
                 // it held moves to the next epoch.
                 if let Some(a) = aligner.as_mut() {
-                    if let Some(epoch) = a.due(frontiers) {
+                    while let Some(epoch) = a.due(frontiers) {
                         keep(&mut waiting, a.release(epoch));
                         if keyed.checkpoint(a, epoch, &waiting) {
                             keyed.lift(epoch);

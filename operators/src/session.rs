@@ -934,10 +934,10 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                     }
                 });
 
-                // A checkpoint epoch the inputs have sealed: apply what waited for it,
+                // Each checkpoint epoch the inputs have sealed, in turn: apply what waited for it,
                 // write the state, and move what it held to the next epoch.
                 if let Some(a) = aligner.as_mut() {
-                    if let Some(epoch) = a.due(frontiers) {
+                    while let Some(epoch) = a.due(frontiers) {
                         let released = a.release(epoch);
                         state.apply_waiting(&mut pending, released, &*key, &agg, &mut emit);
                         if state.checkpoint(a, epoch, &pending) {
