@@ -370,7 +370,7 @@ proptest! {
 
     #[test]
     fn window_join_restores_exactly(
-        rounds in rounds(12), cut in 3usize..12, size in 1u64..40, left in any::<bool>(),
+        rounds in rounds(12), cut in 3usize..12, size in 1u64..80, left in any::<bool>(),
         after in 1usize..4, pick in 0usize..16,
     ) {
         let rounds = distinct(rounds);
