@@ -132,7 +132,7 @@ fn lookup_holds_what_it_owes() {
 }
 
 /// A key written, then deleted, then written again: stream records see the value, then
-/// none, then the new value.
+/// none, then the new value; a value and a tombstone at one time: the value wins.
 #[test]
 fn a_tombstone_deletes_the_key_until_the_next_upsert() {
     let rounds = vec![Round {
@@ -145,6 +145,9 @@ fn a_tombstone_deletes_the_key_until_the_next_upsert() {
             (5, (1, 2, 5)),
             (7, (1, 4, 7)),
             (9, (1, 6, 9)),
+            (11, (1, 17, 11)), // upsert 17 and tombstone at 11: the value wins
+            (11, (1, 15, 11)),
+            (11, (1, 8, 11)),
         ],
         late: vec![],
     }];
@@ -163,6 +166,12 @@ fn a_tombstone_deletes_the_key_until_the_next_upsert() {
     });
     assert_eq!(
         got,
-        vec![(3, Some(11)), (5, None), (7, None), (9, Some(13))]
+        vec![
+            (3, Some(11)),
+            (5, None),
+            (7, None),
+            (9, Some(13)),
+            (11, Some(17))
+        ]
     );
 }
