@@ -310,16 +310,17 @@ pub fn lift_epoch<T: EventTime>(cap: &mut Capability<T>, epoch: u64) {
 /// Puts the waiting batches of a restored part (late records of windows, records of
 /// keyed state waiting for the watermark, ...) back among an operator's waiting
 /// batches, keeping the records whose key this worker owns, with capabilities (minted
-/// from `initial`) at `epoch`, the epoch after the checkpoint.
+/// from `initial`) at `epoch`, the epoch after the checkpoint. A batch is `(the event
+/// time it waits for, its time, records)`.
 pub(crate) fn restore_pending<T: EventTime, R, K: std::hash::Hash>(
     pending: &mut crate::capability::Waiting<T, R>,
-    batches: Vec<(T, Vec<R>)>,
+    batches: impl IntoIterator<Item = (u64, T, Vec<R>)>,
     ctx: &Checkpoints,
     initial: &Capability<T>,
     epoch: u64,
     key: &impl Fn(&R) -> K,
 ) {
-    for (time, records) in batches {
+    for (event, time, records) in batches {
         let time = time.with_epoch(epoch);
         let owned: Vec<_> = records
             .into_iter()
@@ -327,12 +328,20 @@ pub(crate) fn restore_pending<T: EventTime, R, K: std::hash::Hash>(
             .collect();
         if !owned.is_empty() {
             pending
-                .entry((time.event(), time))
+                .entry((event, time))
                 .or_insert_with(|| (initial.delayed(&time), Vec::new()))
                 .1
                 .extend(owned);
         }
     }
+}
+
+/// Batches written as `(time, records)`, waiting for their own time's event time, as
+/// [`restore_pending`] takes them.
+pub(crate) fn by_event<T: EventTime, R>(
+    batches: Vec<(T, Vec<R>)>,
+) -> impl Iterator<Item = (u64, T, Vec<R>)> {
+    batches.into_iter().map(|(t, r)| (t.event(), t, r))
 }
 
 /// A record an operator could not apply yet (its epoch is after the next checkpoint),

@@ -43,7 +43,9 @@ use timely::ExchangeData;
 
 use crate::aggregate::Aggregator;
 use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting};
-use crate::checkpoint::{lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints};
+use crate::checkpoint::{
+    by_event, lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints,
+};
 use crate::hash::{by_key, hash};
 use crate::late::Late;
 use crate::time::EventTime;
@@ -498,7 +500,7 @@ where
             }
             restore_pending(
                 &mut self.pending,
-                part.pending,
+                by_event(part.pending),
                 ctx,
                 initial,
                 epoch,

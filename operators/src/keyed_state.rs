@@ -36,7 +36,7 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::capability::{keep, stash, time_of, watermark, VecOutput, Waiting};
-use crate::checkpoint::{lift_epoch, lift_time, restore_pending, Aligner, Checkpoints};
+use crate::checkpoint::{by_event, lift_epoch, lift_time, restore_pending, Aligner, Checkpoints};
 use crate::hash::{by_key, hash};
 use crate::held_epochs::HeldEpochs;
 use crate::time::EventTime;
@@ -479,7 +479,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + DeserializeOwned, S: DeserializeOwned>
                 };
                 self.states.insert(k, entry);
             }
-            restore_pending(waiting, part.waiting, ctx, initial, epoch, key);
+            restore_pending(waiting, by_event(part.waiting), ctx, initial, epoch, key);
         }
     }
 }

@@ -45,7 +45,9 @@ use crate::aggregate::{Aggregator, Count};
 use crate::capability::{
     advance_caps, emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting,
 };
-use crate::checkpoint::{lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints};
+use crate::checkpoint::{
+    by_event, lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints,
+};
 use crate::hash::{by_key, hash};
 use crate::late::Late;
 use crate::time::EventTime;
@@ -759,11 +761,14 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                 }
                 self.closed.insert(k, sessions);
             }
-            restore_pending(pending, part.pending, ctx, initial, epoch, &|l: &Late<
-                D,
-            >| {
-                key(&l.record)
-            });
+            restore_pending(
+                pending,
+                by_event(part.pending),
+                ctx,
+                initial,
+                epoch,
+                &|l: &Late<D>| key(&l.record),
+            );
         }
     }
 }

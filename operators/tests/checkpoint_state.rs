@@ -1,4 +1,4 @@
-//! Checkpoints of keyed state, window and interval joins: a run cut off at a random
+//! Checkpoints of keyed state, window and interval joins and rolling windows: a run cut off at a random
 //! round, restored from one of its complete checkpoints at the same or another number
 //! of workers (`common::crash`), must leave a consumer of both runs' output with exactly
 //! what a sequential reference emits; and a record of a later epoch waits for the
@@ -11,19 +11,26 @@ use std::sync::Arc;
 
 use common::crash::{self, MemStore};
 use common::{rounds, steps, Rec, Round, Source};
+use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
-use freshet_operators::{IntervalJoin, JoinKind, KeyedState, Time, WindowJoin};
+use freshet_operators::{
+    IntervalJoin, JoinKind, KeyedState, Late, Rolling, RollingPolicy, Time, WindowJoin,
+};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::StreamVec;
 
 /// Keeps one record per key and event time in each round and across rounds, so no two
-/// records of a key share an event time (their order would be arrival order).
+/// records of a key share an event time (their order would be arrival order); late
+/// records likewise, among themselves.
 fn distinct(mut rounds: Vec<Round<Rec>>) -> Vec<Round<Rec>> {
-    let mut seen = BTreeSet::new();
+    let (mut seen, mut seen_late) = (BTreeSet::new(), BTreeSet::new());
     for round in &mut rounds {
         round.records.retain(|(_, r)| seen.insert((r.0, r.2)));
+        round
+            .late
+            .retain(|l| seen_late.insert((l.record.0, l.record.2)));
     }
     rounds
 }
@@ -463,4 +470,176 @@ fn joins_record_of_a_later_epoch_waits_for_the_checkpoint() {
         after.sort();
         assert_eq!(after, want, "{name} join");
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Rolling windows (exact mode, with late records).
+
+/// `(record, late, sum over its key's records in (t - range, t])`.
+type Scored = (Rec, bool, u64);
+
+fn rolling_sum<'s>(
+    main: StreamVec<'s, Time, Rec>,
+    late: StreamVec<'s, Time, Late<Rec>>,
+    range: u64,
+    lateness: u64,
+) -> StreamVec<'s, Time, Scored> {
+    let policy = RollingPolicy::exact().lateness(lateness);
+    main.rolling(
+        "r",
+        range,
+        policy,
+        Some(late),
+        |r: &Rec| r.0,
+        Sum::new(|r: &Rec| r.1),
+    )
+    .results
+    .map(|r| (r.record, r.late, r.value))
+}
+
+/// Exact mode: every on-time record of the key in `(t - range, t]`; a late record (not
+/// too late) those and itself.
+fn rolling_reference(
+    rounds: &[Round<Rec>],
+    range: u64,
+    lateness: u64,
+) -> BTreeMap<(Rec, bool), u64> {
+    let all: Vec<Rec> = rounds
+        .iter()
+        .flat_map(|r| r.records.iter().map(|(_, d)| *d))
+        .collect();
+    let sum = |k: u8, t: u64| -> u64 {
+        all.iter()
+            .filter(|s| s.0 == k && s.2 <= t && s.2 + range > t)
+            .map(|s| s.1)
+            .sum()
+    };
+    let mut out = BTreeMap::new();
+    for round in rounds {
+        for (_, r) in &round.records {
+            out.insert((*r, false), sum(r.0, r.2));
+        }
+        for l in &round.late {
+            if l.event_time + lateness >= round.watermark {
+                out.insert((l.record, true), sum(l.record.0, l.event_time) + l.record.1);
+            }
+        }
+    }
+    out
+}
+
+fn check_rolling(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    range: u64,
+    lateness: u64,
+    after: usize,
+    pick: usize,
+) {
+    let build = crash::dataflow(move |main, late| rolling_sum(main, late, range, lateness));
+    let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
+    let context = format!("cut at round {cut}, restored at {after} workers");
+    consume(
+        &first,
+        &second,
+        &rolling_reference(rounds, range, lateness),
+        |&(r, late, sum)| ((r, late), sum),
+        &context,
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn rolling_restores_exactly(
+        rounds in rounds(12), cut in 3usize..12, range in 1u64..80, lateness in 0u64..40,
+        after in 1usize..4, pick in 0usize..16,
+    ) {
+        let rounds = distinct(rounds);
+        let cut = cut.min(rounds.len());
+        check_rolling(&rounds, cut, range, lateness, after, pick);
+    }
+}
+
+#[test]
+fn rolling_restores_after_several_epochs() {
+    let rounds = steady();
+    for after in [1, 2, 3] {
+        for pick in 0..4 {
+            check_rolling(&rounds, 7, 35, 0, after, pick);
+        }
+    }
+}
+
+/// A record of epoch 2 arrives while epoch 0 is open; checkpoint 0 is taken; the job
+/// dies and replays from epoch 1: the epoch-2 record counts once in the range of a
+/// later one.
+#[test]
+fn rolling_record_of_a_later_epoch_waits_for_the_checkpoint() {
+    fn build(main: StreamVec<'_, Time, Rec>) -> StreamVec<'_, Time, Scored> {
+        let policy = RollingPolicy::exact();
+        main.rolling(
+            "r",
+            100,
+            policy,
+            None,
+            |r: &Rec| r.0,
+            Sum::new(|r: &Rec| r.1),
+        )
+        .results
+        .map(|r| (r.record, r.late, r.value))
+    }
+    let store = Arc::new(MemStore::default());
+    let before = crash::one_worker(
+        &store,
+        None,
+        build,
+        |main| {
+            main.send(Time::new(5, 0), (1, 1, 5));
+            main.send(Time::new(6, 2), (1, 10, 6));
+            main.advance(Time::new(5, 1)); // epoch 0 sealed: checkpoint 0
+        },
+        false,
+    );
+    assert!(before.is_empty(), "{before:?}");
+    let restore = Restore {
+        epoch: 0,
+        workers: 1,
+    };
+    let mut after = crash::one_worker(
+        &store,
+        Some(restore),
+        build,
+        |main| {
+            main.send(Time::new(6, 2), (1, 10, 6));
+            main.send(Time::new(7, 3), (1, 100, 7));
+        },
+        true,
+    );
+    after.sort();
+    assert_eq!(
+        after,
+        vec![
+            ((1, 1, 5), false, 1),
+            ((1, 10, 6), false, 11),
+            ((1, 100, 7), false, 111)
+        ]
+    );
+}
+
+#[test]
+fn rolling_no_longer_holds_its_first_epoch_once_checkpointed() {
+    follows_the_epochs(|main| {
+        let policy = RollingPolicy::exact();
+        main.rolling(
+            "r",
+            1_000,
+            policy,
+            None,
+            |r: &Rec| r.0,
+            Sum::new(|r: &Rec| r.1),
+        )
+        .results
+    });
 }

@@ -43,7 +43,7 @@ fn reference_with_tombstones(rounds: &[Round<Rec>], kind: JoinKind) -> Vec<(Rec,
         .enumerate()
         .flat_map(|(epoch, r)| r.records.iter().map(move |(_, d)| (epoch as u64, *d)))
         .collect();
-    let row = |v: u64| (v % 5 != 0).then_some(v);
+    let row = |v: u64| (!v.is_multiple_of(5)).then_some(v);
     let mut out = Vec::new();
     for (_, s) in all.iter().filter(|(_, r)| r.1 & 1 == 0) {
         let value = all
@@ -68,13 +68,13 @@ proptest! {
     fn lookup_with_tombstones_matches_reference(rounds in rounds(8), left in any::<bool>()) {
         let kind = if left { JoinKind::Left } else { JoinKind::Inner };
         let want = reference_with_tombstones(&rounds, kind);
-        let deletes = rounds.iter().flat_map(|r| &r.records).any(|(_, r)| r.1 & 1 == 1 && r.1 % 5 == 0);
+        let deletes = rounds.iter().flat_map(|r| &r.records).any(|(_, r)| r.1 & 1 == 1 && r.1.is_multiple_of(5));
         for workers in [1, 4] {
             let got = run_windowed(workers, &rounds, move |main, _late| {
                 let table = main
                     .clone()
                     .filter(|r: &Rec| r.1 & 1 == 1)
-                    .map(|r| (r.0, (r.1 % 5 != 0).then_some(r.1)));
+                    .map(|r| (r.0, (!r.1.is_multiple_of(5)).then_some(r.1)));
                 main.filter(|r: &Rec| r.1 & 1 == 0).lookup_upserts_with(
                     table,
                     "l",
@@ -155,7 +155,7 @@ fn a_tombstone_deletes_the_key_until_the_next_upsert() {
         let table = main
             .clone()
             .filter(|r: &Rec| r.1 & 1 == 1)
-            .map(|r| (r.0, (r.1 % 5 != 0).then_some(r.1)));
+            .map(|r| (r.0, (!r.1.is_multiple_of(5)).then_some(r.1)));
         main.filter(|r: &Rec| r.1 & 1 == 0).lookup_upserts_with(
             table,
             "l",
