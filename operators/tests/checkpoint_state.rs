@@ -643,3 +643,48 @@ fn rolling_no_longer_holds_its_first_epoch_once_checkpointed() {
         .results
     });
 }
+
+/// A late record waits for the main watermark to pass its event time: checkpoint 0 is
+/// taken while it waits, the job dies, and the restored run must still score it (it is
+/// in no replayed epoch).
+#[test]
+fn rolling_late_record_waiting_is_restored() {
+    fn build<'s>(
+        main: StreamVec<'s, Time, Rec>,
+        late: StreamVec<'s, Time, Late<Rec>>,
+    ) -> StreamVec<'s, Time, Scored> {
+        rolling_sum(main, late, 100, 5)
+    }
+    let store = Arc::new(MemStore::default());
+    let before = crash::one_worker_with_late(
+        &store,
+        None,
+        build,
+        |main, late| {
+            main.send(Time::new(2, 0), (1, 1, 2));
+            let record = (1, 10, 8);
+            late.send(
+                Time::new(10, 0),
+                Late {
+                    event_time: 8,
+                    watermark: 10,
+                    record,
+                },
+            );
+            // Epoch 0 sealed, the main watermark still at 3 (below 8): checkpoint 0.
+            main.advance(Time::new(3, 1));
+            late.advance(Time::new(10, 1));
+        },
+        false,
+    );
+    assert_eq!(before, vec![((1, 1, 2), false, 1)]);
+    let restore = Restore {
+        epoch: 0,
+        workers: 1,
+    };
+    let mut after = crash::one_worker_with_late(&store, Some(restore), build, |_, _| {}, true);
+    after.sort();
+    // The on-time record was still waiting when checkpoint 0 was written (it was
+    // emitted after it, at epoch 1): the restored run emits it again, an exact copy.
+    assert_eq!(after, vec![((1, 1, 2), false, 1), ((1, 10, 8), true, 11)]);
+}

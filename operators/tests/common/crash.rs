@@ -210,6 +210,28 @@ where
     O: Clone + Send + 'static,
     F: for<'s> Fn(StreamVec<'s, Time, Rec>) -> StreamVec<'s, Time, O> + Send + Sync + 'static,
 {
+    let send = move |main: &mut Source<Rec>, _: &mut Source<Late<Rec>>| send(main);
+    one_worker_with_late(store, restore, move |main, _| build(main), send, finish)
+}
+
+/// [`one_worker`] with a late input too.
+pub fn one_worker_with_late<O, F>(
+    store: &Arc<MemStore>,
+    restore: Option<Restore>,
+    build: F,
+    send: impl Fn(&mut Source<Rec>, &mut Source<Late<Rec>>) + Send + Sync + 'static,
+    finish: bool,
+) -> Vec<O>
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Send
+        + Sync
+        + 'static,
+{
     let out = Arc::new(Mutex::new(Vec::new()));
     let (shared, store) = (out.clone(), store.clone());
     timely::execute(timely::Config::thread(), move |worker| {
@@ -223,18 +245,20 @@ where
         );
         let installed = ctx.install();
         let into = shared.clone();
-        let mut main = worker.dataflow::<Time, _, _>(|scope| {
-            let (main, stream) = Source::<Rec>::new(&scope);
-            build(stream).inspect(move |o| into.lock().unwrap().push(o.clone()));
-            main
+        let (mut main, mut late) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, main_stream) = Source::<Rec>::new(&scope);
+            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
+            build(main_stream, late_stream).inspect(move |o| into.lock().unwrap().push(o.clone()));
+            (main, late)
         });
         drop(installed);
-        send(&mut main);
+        send(&mut main, &mut late);
         for _ in 0..10 {
             worker.step();
         }
         if finish {
             main.close();
+            late.close();
         } else {
             for id in worker.installed_dataflows() {
                 worker.drop_dataflow(id);
