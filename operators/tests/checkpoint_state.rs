@@ -1,4 +1,5 @@
-//! Checkpoints of keyed state, window and interval joins and rolling windows: a run cut off at a random
+//! Checkpoints of keyed state, window and interval joins, rolling windows and
+//! pre-aggregated windows: a run cut off at a random
 //! round, restored from one of its complete checkpoints at the same or another number
 //! of workers (`common::crash`), must leave a consumer of both runs' output with exactly
 //! what a sequential reference emits; and a record of a later epoch waits for the
@@ -14,7 +15,8 @@ use common::{rounds, steps, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
 use freshet_operators::{
-    IntervalJoin, JoinKind, KeyedState, Late, Rolling, RollingPolicy, Time, WindowJoin,
+    IntervalJoin, JoinKind, KeyedState, Late, Rolling, RollingPolicy, Slide, Time, Tumble,
+    WindowJoin,
 };
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::{Filter, Map};
@@ -687,4 +689,109 @@ fn rolling_late_record_waiting_is_restored() {
     // The on-time record was still waiting when checkpoint 0 was written (it was
     // emitted after it, at epoch 1): the restored run emits it again, an exact copy.
     assert_eq!(after, vec![((1, 1, 2), false, 1), ((1, 10, 8), true, 11)]);
+}
+
+// ---------------------------------------------------------------------------------
+// Pre-aggregated windows: two stages at any number of workers under checkpoints.
+
+/// `(key, start, sum)` of a pre-aggregated window.
+type Summed = (u8, u64, u64);
+
+fn preaggregated<'s>(
+    main: StreamVec<'s, Time, Rec>,
+    size: u64,
+    slide: u64,
+) -> StreamVec<'s, Time, Summed> {
+    let (key, sum) = (|r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
+    let results = if slide == size {
+        main.tumble_preaggregate("p", size, key, sum)
+    } else {
+        main.slide_preaggregate("p", size, slide, key, sum)
+    };
+    results.map(|w| (w.key, w.start, w.value))
+}
+
+fn check_preaggregated(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    size: u64,
+    slide: u64,
+    after: usize,
+    pick: usize,
+) {
+    let build = crash::dataflow(move |main, _late| preaggregated(main, size, slide));
+    let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
+    let mut want: BTreeMap<(u8, u64), u64> = BTreeMap::new();
+    for (_, (k, v, t)) in rounds.iter().flat_map(|r| &r.records) {
+        let (first, last) = freshet_operators::window::sliding_starts(*t, size, slide);
+        for start in (first..=last).step_by(slide as usize) {
+            *want.entry((*k, start)).or_default() += v;
+        }
+    }
+    let context = format!("cut at round {cut}, restored at {after} workers");
+    consume(&first, &second, &want, |&(k, s, v)| ((k, s), v), &context);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn preaggregated_windows_restore_exactly(
+        rounds in rounds(12), cut in 3usize..12, size in 1u64..80, div in 1u64..4,
+        after in 1usize..4, pick in 0usize..16,
+    ) {
+        let cut = cut.min(rounds.len());
+        check_preaggregated(&rounds, cut, size, (size / div).max(1), after, pick);
+    }
+}
+
+#[test]
+fn preaggregated_windows_restore_after_several_epochs() {
+    let rounds = steady();
+    for after in [1, 2, 3] {
+        for pick in 0..4 {
+            check_preaggregated(&rounds, 7, 35, 35, after, pick);
+            check_preaggregated(&rounds, 7, 40, 10, after, pick);
+        }
+    }
+}
+
+/// A record of epoch 2 arrives while epoch 0 is open; checkpoint 0 is taken; the job
+/// dies and replays from epoch 1: the window's sum counts it once.
+#[test]
+fn preaggregated_record_of_a_later_epoch_waits_for_the_checkpoint() {
+    fn build(main: StreamVec<'_, Time, Rec>) -> StreamVec<'_, Time, Summed> {
+        preaggregated(main, 100, 100)
+    }
+    let store = Arc::new(MemStore::default());
+    crash::one_worker(
+        &store,
+        None,
+        build,
+        |main| {
+            main.send(Time::new(5, 0), (1, 1, 5));
+            main.send(Time::new(6, 2), (1, 10, 6));
+            main.advance(Time::new(5, 1)); // epoch 0 sealed: checkpoint 0
+        },
+        false,
+    );
+    for name in [
+        "Tumble(p, 100ms, pre-aggregated)",
+        "Tumble(p, 100ms, pre-aggregated) (pre-aggregate)",
+    ] {
+        let part = Checkpoints::part_path(0, name, 0);
+        assert!(store.get(&part).unwrap().is_some(), "{part} written");
+    }
+    let restore = Restore {
+        epoch: 0,
+        workers: 1,
+    };
+    let send = |main: &mut Source<Rec>| main.send(Time::new(6, 2), (1, 10, 6));
+    let out = crash::one_worker(&store, Some(restore), build, send, true);
+    assert_eq!(out, vec![(1, 0, 11)]);
+}
+
+#[test]
+fn preaggregated_windows_no_longer_hold_their_first_epoch_once_checkpointed() {
+    follows_the_epochs(|main| preaggregated(main, 1_000, 1_000));
 }
