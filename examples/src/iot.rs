@@ -87,7 +87,7 @@ impl Default for IotRule {
 }
 
 /// A device's rolling statistics.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct DeviceStats {
     values: VecDeque<f64>,
     last_seen: u64,

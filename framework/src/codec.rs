@@ -175,8 +175,9 @@ pub struct Upsert<T> {
 
 /// Decodes a table topic: a payload with the inner decoder, a null payload as a
 /// tombstone ([`Upsert::value`] `None`) instead of an error. Joined with
-/// [`crate::operators::Lookup`] as a table of `(key, Option<value>)`, a tombstone makes
-/// the key absent for records at or after its event time. Take event time with
+/// [`crate::operators::Lookup::lookup_upserts_with`] as a table of `(key,
+/// Option<value>)`, a tombstone makes the key absent for records at or after its event
+/// time. Take event time with
 /// `.event_time(|u| u.value.as_ref().map(..).or(u.timestamp))` so tombstones have one.
 #[derive(Clone, Debug, Default)]
 pub struct Upserts<C>(pub C);

@@ -42,6 +42,22 @@ pub(crate) fn stash<'a, T: EventTime, D: 'a>(
     }
 }
 
+/// Adds batches that waited elsewhere (a checkpoint's stash, a restored part), each
+/// with its capability, to `waiting` under the capability's time.
+pub(crate) fn keep<T: EventTime, D>(
+    waiting: &mut Waiting<T, D>,
+    batches: impl IntoIterator<Item = (Capability<T>, Vec<D>)>,
+) {
+    for (cap, mut records) in batches {
+        let time = *cap.time();
+        waiting
+            .entry((time.event(), time))
+            .or_insert_with(|| (cap, Vec::new()))
+            .1
+            .append(&mut records);
+    }
+}
+
 /// The event-time watermark over all of an operator's inputs.
 #[inline]
 pub(crate) fn watermark<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {

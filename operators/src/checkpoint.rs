@@ -277,13 +277,23 @@ pub fn sealed_below<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// `time` moved up to epoch `epoch + 1` if its epoch is at or below `epoch`: the one
+/// rule by which state a checkpoint of `epoch` answers for leaves its epoch.
+#[inline]
+pub fn lift_time<T: EventTime>(time: T, epoch: u64) -> T {
+    if time.epoch() <= epoch {
+        time.with_epoch(epoch + 1)
+    } else {
+        time
+    }
+}
+
 /// Moves every capability in `caps` of an epoch at or below `epoch` up to `epoch + 1`.
 pub fn lift_epochs<T: EventTime>(caps: &mut CapabilitySet<T>, epoch: u64) {
     if caps.iter().any(|c| c.time().epoch() <= epoch) {
         let mut times = timely::progress::Antichain::new();
         for c in caps.iter() {
-            let t = c.time();
-            times.insert(t.with_epoch(t.epoch().max(epoch + 1)));
+            times.insert(lift_time(*c.time(), epoch));
         }
         caps.downgrade(times.iter());
     }
@@ -293,35 +303,45 @@ pub fn lift_epochs<T: EventTime>(caps: &mut CapabilitySet<T>, epoch: u64) {
 pub fn lift_epoch<T: EventTime>(cap: &mut Capability<T>, epoch: u64) {
     let t = *cap.time();
     if t.epoch() <= epoch {
-        cap.downgrade(&t.with_epoch(epoch + 1));
+        cap.downgrade(&lift_time(t, epoch));
     }
 }
 
-/// Puts the late batches of a restored part back among an operator's waiting batches,
-/// keeping the records whose key this worker owns, with capabilities (minted from
-/// `initial`) at `epoch`, the epoch after the checkpoint.
-pub(crate) fn restore_pending<T: EventTime, D, K: std::hash::Hash>(
-    pending: &mut crate::capability::Waiting<T, crate::late::Late<D>>,
-    batches: Vec<(T, Vec<crate::late::Late<D>>)>,
+/// Puts the waiting batches of a restored part (late records of windows, records of
+/// keyed state waiting for the watermark, ...) back among an operator's waiting
+/// batches, keeping the records whose key this worker owns, with capabilities (minted
+/// from `initial`) at `epoch`, the epoch after the checkpoint. A batch is `(the event
+/// time it waits for, its time, records)`.
+pub(crate) fn restore_pending<T: EventTime, R, K: std::hash::Hash>(
+    pending: &mut crate::capability::Waiting<T, R>,
+    batches: impl IntoIterator<Item = (u64, T, Vec<R>)>,
     ctx: &Checkpoints,
     initial: &Capability<T>,
     epoch: u64,
-    key: &impl Fn(&D) -> K,
+    key: &impl Fn(&R) -> K,
 ) {
-    for (time, records) in batches {
+    for (event, time, records) in batches {
         let time = time.with_epoch(epoch);
         let owned: Vec<_> = records
             .into_iter()
-            .filter(|r| ctx.owns(crate::hash::hash(&key(&r.record))))
+            .filter(|r| ctx.owns(crate::hash::hash(&key(r))))
             .collect();
         if !owned.is_empty() {
             pending
-                .entry((time.event(), time))
+                .entry((event, time))
                 .or_insert_with(|| (initial.delayed(&time), Vec::new()))
                 .1
                 .extend(owned);
         }
     }
+}
+
+/// Batches written as `(time, records)`, waiting for their own time's event time, as
+/// [`restore_pending`] takes them.
+pub(crate) fn by_event<T: EventTime, R>(
+    batches: Vec<(T, Vec<R>)>,
+) -> impl Iterator<Item = (u64, T, Vec<R>)> {
+    batches.into_iter().map(|(t, r)| (t.event(), t, r))
 }
 
 /// A record an operator could not apply yet (its epoch is after the next checkpoint),
@@ -400,9 +420,17 @@ impl<T: EventTime, D> Aligner<T, D> {
             .map_or(u64::MAX, |(event, _)| *event)
     }
 
-    /// If the inputs have sealed a checkpoint epoch not yet written, returns it: the
-    /// operator then applies [`Aligner::release`]d records, writes its state with
-    /// [`Aligner::write`] and, if that succeeded, lifts its capabilities.
+    /// If the inputs have sealed a checkpoint epoch not yet written, returns the least
+    /// one (the next): the operator then applies [`Aligner::release`]d records, writes
+    /// its state with [`Aligner::write`] and, if that succeeded, lifts its
+    /// capabilities — and asks again, until no sealed epoch is left unwritten.
+    ///
+    /// No checkpoint epoch is skipped, even by a worker that sees the frontier jump
+    /// several epochs at once: the records of epochs after the next checkpoint epoch are
+    /// still stashed, so its state is exactly that epoch's, and every worker writes a
+    /// part of every checkpoint epoch (a worker that skipped one would leave that
+    /// checkpoint without its part, so that no checkpoint any worker wrote might be
+    /// complete).
     pub fn due(&self, frontiers: &[MutableAntichain<T>]) -> Option<u64> {
         let sealed = sealed_below(frontiers);
         // The inputs are done: there is no epoch left to checkpoint.
@@ -410,7 +438,7 @@ impl<T: EventTime, D> Aligner<T, D> {
             return None;
         }
         let c = self.ctx.at_or_before(sealed.checked_sub(1)?)?;
-        (c >= self.next).then_some(c)
+        (c >= self.next).then_some(self.next)
     }
 
     /// Once the inputs are done, every record still waiting: there is no epoch left to

@@ -43,7 +43,9 @@ use timely::ExchangeData;
 
 use crate::aggregate::Aggregator;
 use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting};
-use crate::checkpoint::{lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints};
+use crate::checkpoint::{
+    by_event, lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints,
+};
 use crate::hash::{by_key, hash};
 use crate::late::Late;
 use crate::time::EventTime;
@@ -496,7 +498,14 @@ where
                 let owned = keys.into_iter().filter(|(k, _)| ctx.owns(hash(k)));
                 self.closed.entry(start).or_default().extend(owned);
             }
-            restore_pending(&mut self.pending, part.pending, ctx, initial, epoch, key);
+            restore_pending(
+                &mut self.pending,
+                by_event(part.pending),
+                ctx,
+                initial,
+                epoch,
+                &|l: &Late<D>| key(&l.record),
+            );
         }
         // Windows none of whose keys this worker owns hold nothing.
         self.open.retain(|_, w| !w.keys.is_empty());
@@ -617,10 +626,10 @@ where
                 }
             });
 
-            // A checkpoint epoch the inputs have sealed: apply what waited for it, write
+            // Each checkpoint epoch the inputs have sealed, in turn: apply what waited for it, write
             // the state, and move what it held to the next epoch.
             if let Some(a) = aligner.as_mut() {
-                if let Some(epoch) = a.due(frontiers) {
+                while let Some(epoch) = a.due(frontiers) {
                     state.apply(a.release(epoch), &*key, &agg);
                     if state.checkpoint(a, epoch) {
                         state.lift(epoch);

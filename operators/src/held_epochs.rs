@@ -10,9 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
+use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::progress::Antichain;
 
+use crate::capability::Mint;
+use crate::checkpoint::{lift_epochs, lift_time};
 use crate::time::EventTime;
 
 /// Live state per epoch, and the capabilities held for it.
@@ -30,18 +32,11 @@ impl<T: EventTime> HeldEpochs<T> {
         }
     }
 
-    /// Owes one more piece of state derived from `time`, received under `cap`.
-    pub(crate) fn owe(&mut self, time: &T, cap: &InputCapability<T>, port: usize) {
+    /// Owes one more piece of state derived from `time`, covered by `cap` (a message's
+    /// input capability, for output `port`, or a capability held).
+    pub(crate) fn owe(&mut self, time: &T, cap: &impl Mint<T>, port: usize) {
         if !self.held.iter().any(|c| c.time().less_equal(time)) {
-            self.held.insert(cap.delayed(time, port));
-        }
-        *self.owed.entry(time.with_event(0)).or_default() += 1;
-    }
-
-    /// Owes one more piece of state derived from `time`, covered by `cap`.
-    pub(crate) fn owe_with(&mut self, time: &T, cap: &Capability<T>) {
-        if !self.held.iter().any(|c| c.time().less_equal(time)) {
-            self.held.insert(cap.delayed(time));
+            self.held.insert(cap.mint(time, port));
         }
         *self.owed.entry(time.with_event(0)).or_default() += 1;
     }
@@ -60,6 +55,19 @@ impl<T: EventTime> HeldEpochs<T> {
     /// at, for an epoch still owed.
     pub(crate) fn delayed(&self, time: &T) -> Capability<T> {
         self.held.delayed(time)
+    }
+
+    /// State of epochs `<= epoch` is in the checkpoint of `epoch`: what is owed for it
+    /// is owed at `epoch + 1` from now on (see [`crate::checkpoint::lift_time`]; the
+    /// caller lifts the times it will [`HeldEpochs::pay`] with alike), and the
+    /// capabilities held for it move there.
+    pub(crate) fn lift(&mut self, epoch: u64) {
+        if self.owed.keys().any(|t| t.epoch() <= epoch) {
+            for (t, n) in std::mem::take(&mut self.owed) {
+                *self.owed.entry(lift_time(t, epoch)).or_default() += n;
+            }
+        }
+        lift_epochs(&mut self.held, epoch);
     }
 
     /// Moves each held capability up to the watermark (a capability minted for a

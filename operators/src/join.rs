@@ -6,20 +6,29 @@
 //! (like [`crate::tumble`]); when the event-time watermark over both inputs reaches the
 //! window's end it emits every pair there (and, for a left join, each left record
 //! without a partner once, with `None`), then drops the window.
+//!
+//! Under checkpoints (see [`crate::checkpoint`]) records of epochs after the next
+//! checkpoint epoch wait in the operator's [`Aligner`] until that epoch is sealed; then
+//! the open windows (each key's records of both sides) are written and, once durable,
+//! every window's capability moves to the epoch after the checkpoint. Restored windows
+//! hold `(end - 1, C + 1)`.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::{CapabilitySet, InputCapability};
+use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::capability::{emission_cap, hold, time_of, watermark, VecOutput};
-use crate::hash::by_key;
+use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput};
+use crate::checkpoint::{lift_epochs, Aligner, Checkpoints};
+use crate::hash::{by_key, hash};
 use crate::time::EventTime;
 use crate::window::{tumbling_start, Emit, Windowed};
 
@@ -39,19 +48,30 @@ type Sides<A, B> = (Vec<A>, Vec<B>);
 /// the left and the right side.
 type Open<T, K, A, B> = BTreeMap<u64, (CapabilitySet<T>, FxHashMap<K, Sides<A, B>>)>;
 
-/// Files one side's records of a message (`side` picks the side) under their key in
-/// the message's tumbling window, holding the window's capability at `(end - 1, e)`.
-fn file<'a, T: EventTime, K: Hash + Eq, A, B, X: 'a>(
+/// A record of one of a join's two inputs, kept while it waits for a checkpoint.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Side<A, B> {
+    /// From the left input.
+    Left(A),
+    /// From the right input.
+    Right(B),
+}
+
+/// Records of both inputs that waited for a checkpoint, with their capabilities.
+pub(crate) type Released<T, A, B> = Vec<(Capability<T>, Vec<Side<A, B>>)>;
+
+/// Files one side's records of a message at `time` (`side` picks the side) under their
+/// key in the message's tumbling window, holding the window's capability at
+/// `(end - 1, e)`.
+fn file<T: EventTime, K: Hash + Eq, A, B, X>(
     open: &mut Open<T, K, A, B>,
-    cap: &InputCapability<T>,
-    batches: impl Iterator<Item = &'a mut Vec<X>>,
+    cap: &impl Mint<T>,
+    time: T,
+    records: impl IntoIterator<Item = X>,
     size: u64,
     key: impl Fn(&X) -> K,
     side: fn(&mut Sides<A, B>) -> &mut Vec<X>,
 ) {
-    let Some(time) = time_of(cap) else {
-        return;
-    };
     let start = tumbling_start(time.event(), size);
     let (caps, sides) = open.entry(start).or_default();
     hold(
@@ -60,11 +80,86 @@ fn file<'a, T: EventTime, K: Hash + Eq, A, B, X: 'a>(
         time.with_event(start.saturating_add(size) - 1),
         0,
     );
-    for batch in batches {
-        for record in batch.drain(..) {
-            side(sides.entry(key(&record)).or_default()).push(record);
+    for record in records {
+        side(sides.entry(key(&record)).or_default()).push(record);
+    }
+}
+
+/// Files records that waited for a checkpoint, in time order.
+fn file_released<T: EventTime, K: Hash + Eq, A, B>(
+    open: &mut Open<T, K, A, B>,
+    released: Released<T, A, B>,
+    size: u64,
+    key_a: &impl Fn(&A) -> K,
+    key_b: &impl Fn(&B) -> K,
+) {
+    for (cap, records) in released {
+        let time = *cap.time();
+        let (mut left, mut right) = (Vec::new(), Vec::new());
+        for record in records {
+            match record {
+                Side::Left(a) => left.push(a),
+                Side::Right(b) => right.push(b),
+            }
+        }
+        file(open, &cap, time, left, size, key_a, |s| &mut s.0);
+        file(open, &cap, time, right, size, key_b, |s| &mut s.1);
+    }
+}
+
+/// One worker's part of a checkpoint: per open window (by start) each key's records of
+/// both sides.
+type Part<K, A, B> = Vec<(u64, Vec<(K, Sides<A, B>)>)>;
+
+/// Writes this worker's part of checkpoint `epoch` (the shape of [`Part`], from
+/// references).
+fn checkpoint<T: EventTime, K: Serialize, A: Serialize, B: Serialize>(
+    open: &Open<T, K, A, B>,
+    aligner: &mut Aligner<T, Side<A, B>>,
+    epoch: u64,
+) -> bool {
+    type View<'a, K, A, B> = Vec<(u64, Vec<(&'a K, &'a Sides<A, B>)>)>;
+    let view: View<'_, K, A, B> = open
+        .iter()
+        .map(|(start, (_, keys))| (*start, keys.iter().collect()))
+        .collect();
+    aligner.write(epoch, &view)
+}
+
+/// Loads the restored checkpoint's parts, keeping the keys this worker owns, each
+/// window holding `(end - 1, C + 1)` (minted from `initial`).
+fn restore<T: EventTime, K, A, B>(
+    open: &mut Open<T, K, A, B>,
+    aligner: &Aligner<T, Side<A, B>>,
+    initial: &Capability<T>,
+    size: u64,
+) where
+    K: Hash + Eq + DeserializeOwned,
+    A: DeserializeOwned,
+    B: DeserializeOwned,
+{
+    let ctx = aligner.checkpoints();
+    let Some(restore) = ctx.restore() else {
+        return;
+    };
+    let parts: Vec<Part<K, A, B>> = ctx.read_all(aligner.name());
+    for part in parts {
+        for (start, keys) in part {
+            let (caps, sides) = open.entry(start).or_default();
+            for (k, (left, right)) in keys.into_iter().filter(|(k, _)| ctx.owns(hash(k))) {
+                let kept = sides.entry(k).or_default();
+                kept.0.extend(left);
+                kept.1.extend(right);
+            }
+            if caps.is_empty() && !sides.is_empty() {
+                let end = start.saturating_add(size);
+                let at = initial.time().with_event(end - 1);
+                caps.insert(initial.delayed(&at.with_epoch(restore.epoch + 1)));
+            }
         }
     }
+    // Windows none of whose keys this worker owns hold nothing.
+    open.retain(|_, (_, sides)| !sides.is_empty());
 }
 
 /// Extension trait: keyed tumbling-window joins.
@@ -231,30 +326,77 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
         let pact_a = by_key(move |d: &A| route_a(d));
         let pact_b = by_key(move |d: &B| route_b(d));
 
-        let mut builder =
-            OperatorBuilder::new(format!("WindowJoin({name}, {size}ms)"), self.scope());
+        let name = format!("WindowJoin({name}, {size}ms)");
+        let mut builder = OperatorBuilder::new(name.clone(), self.scope());
         let mut input_a = builder.new_input(self, pact_a);
         let mut input_b = builder.new_input(other, pact_b);
         let (output, stream) = builder.new_output();
         let mut output: VecOutput<T, Windowed<K, R>> = OutputBuilder::from(output);
 
         let mut open: Open<T, K, A, B> = BTreeMap::new();
+        let checkpoints = Checkpoints::current();
 
-        builder.build(move |_initial| {
+        builder.build(move |initial| {
+            let mut aligner = checkpoints.map(|ctx| {
+                let aligner = Aligner::new(ctx, &name, &initial[0]);
+                restore(&mut open, &aligner, &initial[0], size);
+                aligner
+            });
             move |frontiers| {
                 let mut output = output.activate();
                 input_a.for_each_stamp(|cap, batches| {
-                    file(&mut open, &cap, batches, size, &*key_a, |sides| {
-                        &mut sides.0
-                    });
+                    let Some(time) = time_of(&cap) else {
+                        return;
+                    };
+                    let records = batches.flat_map(|b| b.drain(..));
+                    match aligner.as_mut().filter(|a| a.later(&time)) {
+                        Some(a) => {
+                            let mut records = records.map(Side::Left).collect();
+                            a.stash(time, || cap.delayed(&time, 0), &mut records);
+                        }
+                        None => file(&mut open, &cap, time, records, size, &*key_a, |s| &mut s.0),
+                    }
                 });
                 input_b.for_each_stamp(|cap, batches| {
-                    file(&mut open, &cap, batches, size, &*key_b, |sides| {
-                        &mut sides.1
-                    });
+                    let Some(time) = time_of(&cap) else {
+                        return;
+                    };
+                    let records = batches.flat_map(|b| b.drain(..));
+                    match aligner.as_mut().filter(|a| a.later(&time)) {
+                        Some(a) => {
+                            let mut records = records.map(Side::Right).collect();
+                            a.stash(time, || cap.delayed(&time, 0), &mut records);
+                        }
+                        None => file(&mut open, &cap, time, records, size, &*key_b, |s| &mut s.1),
+                    }
                 });
 
-                let watermark = watermark(frontiers);
+                // Each checkpoint epoch the inputs have sealed, in turn: file what waited for it,
+                // write the open windows, and move what they hold to the next epoch.
+                if let Some(a) = aligner.as_mut() {
+                    while let Some(epoch) = a.due(frontiers) {
+                        file_released(&mut open, a.release(epoch), size, &*key_a, &*key_b);
+                        if checkpoint(&open, a, epoch) {
+                            for (caps, _) in open.values_mut() {
+                                lift_epochs(caps, epoch);
+                            }
+                        }
+                        let released = a.release(a.next());
+                        file_released(&mut open, released, size, &*key_a, &*key_b);
+                    }
+                    let released = a.release_if_done(frontiers);
+                    file_released(&mut open, released, size, &*key_a, &*key_b);
+                }
+
+                // Records waiting for a checkpoint may still fall in windows the
+                // frontier alone would close.
+                let frontier = watermark(frontiers);
+                let watermark = aligner
+                    .as_ref()
+                    .map_or(frontier, |a| frontier.min(a.stashed_from()));
+                if let Some(a) = aligner.as_mut() {
+                    a.settle(frontier);
+                }
                 while let Some(entry) = open.first_entry() {
                     let start = *entry.key();
                     let end = start.saturating_add(size);

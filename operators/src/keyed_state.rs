@@ -12,19 +12,32 @@
 //! While any key keeps state derived from epoch `e`, the operator holds a capability
 //! at `(watermark, e)`: one per distinct epoch among live states, moved up with the
 //! watermark, so downstream event time is not held back while commits are.
+//!
+//! Under checkpoints (see [`crate::checkpoint`]) records of epochs after the next
+//! checkpoint epoch wait in the operator's [`Aligner`] until that epoch is sealed; then
+//! the part — every key's state with its expiry bookkeeping (`last`, and where its
+//! expiry entry is), and the records still waiting for the watermark — is written, and
+//! once it is durable every epoch held for it moves to the epoch after the checkpoint:
+//! a key updated in every epoch no longer holds commits back at its first one. Restored
+//! state and records hold the epoch after the restored checkpoint. The state type must
+//! therefore be serializable (`Serialize + DeserializeOwned`), checked at compile time.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::capability::{stash, watermark, VecOutput, Waiting};
-use crate::hash::by_key;
+use crate::capability::{keep, stash, time_of, watermark, VecOutput, Waiting};
+use crate::checkpoint::{by_event, lift_epoch, lift_time, restore_pending, Aligner, Checkpoints};
+use crate::hash::{by_key, hash};
 use crate::held_epochs::HeldEpochs;
 use crate::time::EventTime;
 
@@ -45,6 +58,10 @@ pub trait KeyedState<'scope, T: EventTime, D> {
     /// what it returns; `state` is `None` for a key with no live state, and setting it
     /// to `None` drops it. A state not updated for more than `ttl` ms of event time is
     /// dropped, emitting what `expire(key, state)` returns.
+    ///
+    /// The operator's checkpoint name is `KeyedState(name, ttl <ttl>ms)`: `name` must
+    /// be unique among the job's stateful operators. The state is written in
+    /// checkpoints, hence `S: Serialize + DeserializeOwned`.
     ///
     /// # Examples
     /// ```
@@ -78,7 +95,7 @@ pub trait KeyedState<'scope, T: EventTime, D> {
     ) -> StreamVec<'scope, T, R>
     where
         K: ExchangeData + Hash + Eq + Clone,
-        S: 'static,
+        S: Serialize + DeserializeOwned + 'static,
         R: 'static,
         I: IntoIterator<Item = R>,
         KF: Fn(&D) -> K + 'static,
@@ -118,7 +135,7 @@ pub trait KeyedState<'scope, T: EventTime, D> {
     where
         Self: Sized,
         K: ExchangeData + Hash + Eq + Clone,
-        S: 'static,
+        S: Serialize + DeserializeOwned + 'static,
         R: 'static,
         I: IntoIterator<Item = R>,
         KF: Fn(&D) -> K + 'static,
@@ -155,7 +172,7 @@ pub trait KeyedState<'scope, T: EventTime, D> {
     where
         Self: Sized,
         K: ExchangeData + Hash + Eq + Clone,
-        S: Default + Clone + 'static,
+        S: Default + Clone + Serialize + DeserializeOwned + 'static,
         KF: Fn(&D) -> K + 'static,
         F: Fn(&mut S, &D) + 'static,
     {
@@ -178,7 +195,7 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
     ) -> StreamVec<'scope, T, R>
     where
         K: ExchangeData + Hash + Eq + Clone,
-        S: 'static,
+        S: Serialize + DeserializeOwned + 'static,
         R: 'static,
         I: IntoIterator<Item = R>,
         KF: Fn(&D) -> K + 'static,
@@ -190,100 +207,279 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
         let pact = by_key(move |d: &D| route(d));
 
         let name = format!("KeyedState({name}, ttl {ttl}ms)");
-        let mut builder = OperatorBuilder::new(name, self.scope());
+        let mut builder = OperatorBuilder::new(name.clone(), self.scope());
         let mut input = builder.new_input(self, pact);
         let (output, stream) = builder.new_output();
         let mut output: VecOutput<T, R> = OutputBuilder::from(output);
 
         let mut waiting: Waiting<T, D> = BTreeMap::new();
-        let mut states: FxHashMap<K, Entry<T, S>> = FxHashMap::default();
-        // One entry per live key, at or before its `last + ttl`: a key updated since is
-        // moved to its new deadline when its entry comes up (so memory is per key, not
-        // per record); entries of dropped keys are skipped.
-        let mut expiry: BTreeMap<u64, Vec<K>> = BTreeMap::new();
-        // One capability per epoch among live states, at the watermark.
-        let mut debts: HeldEpochs<T> = HeldEpochs::new();
+        let mut keyed: Keyed<T, K, S> = Keyed {
+            states: FxHashMap::default(),
+            expiry: BTreeMap::new(),
+            debts: HeldEpochs::new(),
+        };
+        let checkpoints = Checkpoints::current();
 
-        builder.build(move |_initial| {
+        builder.build(move |initial| {
+            let mut aligner = checkpoints.map(|ctx| {
+                let aligner = Aligner::new(ctx, &name, &initial[0]);
+                keyed.restore(&aligner, &initial[0], &mut waiting, &*key);
+                aligner
+            });
             move |frontiers| {
                 let mut output = output.activate();
-                input.for_each_stamp(|cap, batches| stash(&mut waiting, cap, batches));
+                input.for_each_stamp(|cap, batches| {
+                    let Some(time) = time_of(&cap) else {
+                        return;
+                    };
+                    match aligner.as_mut().filter(|a| a.later(&time)) {
+                        Some(a) => {
+                            for batch in batches {
+                                a.stash(time, || cap.delayed(&time, 0), batch);
+                            }
+                        }
+                        None => stash(&mut waiting, cap, batches),
+                    }
+                });
 
-                let watermark = watermark(frontiers);
+                // Each checkpoint epoch the inputs have sealed, in turn: what waited for it joins
+                // the records waiting for the watermark, the part is written, and what
+                // it held moves to the next epoch.
+                if let Some(a) = aligner.as_mut() {
+                    while let Some(epoch) = a.due(frontiers) {
+                        keep(&mut waiting, a.release(epoch));
+                        if keyed.checkpoint(a, epoch, &waiting) {
+                            keyed.lift(epoch);
+                            for (cap, _) in waiting.values_mut() {
+                                lift_epoch(cap, epoch);
+                            }
+                        }
+                        let next = a.next();
+                        keep(&mut waiting, a.release(next));
+                    }
+                    keep(&mut waiting, a.release_if_done(frontiers));
+                }
+
+                // Records waiting for a checkpoint are applied in event-time order too.
+                let frontier = watermark(frontiers);
+                let watermark = aligner
+                    .as_ref()
+                    .map_or(frontier, |a| frontier.min(a.stashed_from()));
                 while let Some(entry) = waiting.first_entry() {
-                    let (t, time) = *entry.key();
+                    let (t, _) = *entry.key();
                     if t >= watermark {
                         break;
                     }
                     let (cap, records) = entry.remove();
-                    let mut session = output.session(&cap);
-                    for record in records {
-                        let k = key(&record);
-                        let mut state = None;
-                        let mut since = time;
-                        let mut scheduled = None;
-                        if let Some(old) = states.remove(&k) {
-                            debts.pay(&old.since);
-                            if old.last.saturating_add(ttl) < t {
-                                session.give_iterator(expire(&k, old.state).into_iter());
-                            } else {
-                                state = Some(old.state);
-                                since = since.meet(&old.since);
-                                scheduled = Some(old.scheduled);
-                            }
-                        }
-                        session.give_iterator(step(&k, &mut state, record).into_iter());
-                        if let Some(state) = state {
-                            // `t` is at or above the last settled watermark.
-                            debts.owe_with(&since.with_event(t), &cap);
-                            let scheduled = scheduled.unwrap_or_else(|| {
-                                let at = t.saturating_add(ttl);
-                                expiry.entry(at).or_default().push(k.clone());
-                                at
-                            });
-                            states.insert(
-                                k,
-                                Entry {
-                                    state,
-                                    since,
-                                    last: t,
-                                    scheduled,
-                                },
-                            );
-                        }
-                    }
+                    keyed.apply(
+                        t,
+                        &cap,
+                        records,
+                        ttl,
+                        &*key,
+                        &mut step,
+                        &mut expire,
+                        &mut output,
+                    );
                 }
 
                 // States whose TTL the watermark passed (all of them once input ends).
-                while let Some(entry) = expiry.first_entry() {
-                    if *entry.key() >= watermark && watermark < u64::MAX {
-                        break;
-                    }
-                    let at = *entry.key();
-                    for k in entry.remove() {
-                        let Some(e) = states.get_mut(&k).filter(|e| e.scheduled == at) else {
-                            continue; // dropped (and maybe re-created with its own entry)
-                        };
-                        let deadline = e.last.saturating_add(ttl);
-                        if deadline > at {
-                            // Updated since it was scheduled: move its one entry.
-                            e.scheduled = deadline;
-                            expiry.entry(deadline).or_default().push(k);
-                            continue;
-                        }
-                        let old = states.remove(&k).expect("live");
-                        debts.pay(&old.since);
-                        if let Some(r) = expire(&k, old.state) {
-                            // `at` is at or above the last settled watermark.
-                            let cap = debts.delayed(&old.since.with_event(at));
-                            output.session(&cap).give(r);
-                        }
-                    }
+                keyed.expire(watermark, ttl, &mut expire, &mut output);
+                keyed.debts.settle(watermark);
+                if let Some(a) = aligner.as_mut() {
+                    a.settle(frontier);
                 }
-
-                debts.settle(watermark);
             }
         });
         stream
+    }
+}
+
+/// The operator's output, activated.
+type Session<'a, T, R> = timely::dataflow::operators::generic::OutputBuilderSession<
+    'a,
+    T,
+    timely::container::CapacityContainerBuilder<Vec<R>>,
+>;
+
+/// Every live key's state, the expiry index and the epochs held for them.
+struct Keyed<T: EventTime, K, S> {
+    states: FxHashMap<K, Entry<T, S>>,
+    /// One entry per live key, at or before its `last + ttl`: a key updated since is
+    /// moved to its new deadline when its entry comes up (so memory is per key, not
+    /// per record); entries of dropped keys are skipped.
+    expiry: BTreeMap<u64, Vec<K>>,
+    /// One capability per epoch among live states, at the watermark.
+    debts: HeldEpochs<T>,
+}
+
+/// One worker's part of a checkpoint: every key's `(key, state, last, scheduled)` and
+/// the records waiting for the watermark, at their time.
+#[derive(Deserialize)]
+#[serde(bound(
+    deserialize = "K: Deserialize<'de>, S: Deserialize<'de>, T: Deserialize<'de>, \
+                             D: Deserialize<'de>"
+))]
+struct Part<T, K, S, D> {
+    states: Vec<(K, S, u64, u64)>,
+    waiting: Vec<(T, Vec<D>)>,
+}
+
+impl<T: EventTime, K: Hash + Eq + Clone, S> Keyed<T, K, S> {
+    /// Applies the records of one waiting batch at event time `t`, under `cap`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply<D, R: 'static, I: IntoIterator<Item = R>>(
+        &mut self,
+        t: u64,
+        cap: &Capability<T>,
+        records: Vec<D>,
+        ttl: u64,
+        key: &impl Fn(&D) -> K,
+        step: &mut impl FnMut(&K, &mut Option<S>, D) -> I,
+        expire: &mut impl FnMut(&K, S) -> Option<R>,
+        output: &mut Session<'_, T, R>,
+    ) {
+        // The capability's time, not the batch's: a checkpoint may have moved it to
+        // a later epoch.
+        let time = *cap.time();
+        let mut session = output.session(cap);
+        for record in records {
+            let k = key(&record);
+            let mut state = None;
+            let mut since = time;
+            let mut scheduled = None;
+            if let Some(old) = self.states.remove(&k) {
+                self.debts.pay(&old.since);
+                if old.last.saturating_add(ttl) < t {
+                    session.give_iterator(expire(&k, old.state).into_iter());
+                } else {
+                    state = Some(old.state);
+                    since = since.meet(&old.since);
+                    scheduled = Some(old.scheduled);
+                }
+            }
+            session.give_iterator(step(&k, &mut state, record).into_iter());
+            if let Some(state) = state {
+                // `t` is at or above the last settled watermark.
+                self.debts.owe(&since.with_event(t), cap, 0);
+                let scheduled = scheduled.unwrap_or_else(|| {
+                    let at = t.saturating_add(ttl);
+                    self.expiry.entry(at).or_default().push(k.clone());
+                    at
+                });
+                self.states.insert(
+                    k,
+                    Entry {
+                        state,
+                        since,
+                        last: t,
+                        scheduled,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Drops the states whose TTL the watermark passed (all of them once it is at the
+    /// end), emitting what `expire` returns.
+    fn expire<R: 'static>(
+        &mut self,
+        watermark: u64,
+        ttl: u64,
+        expire: &mut impl FnMut(&K, S) -> Option<R>,
+        output: &mut Session<'_, T, R>,
+    ) {
+        while let Some(entry) = self.expiry.first_entry() {
+            if *entry.key() >= watermark && watermark < u64::MAX {
+                break;
+            }
+            let at = *entry.key();
+            for k in entry.remove() {
+                let Some(e) = self.states.get_mut(&k).filter(|e| e.scheduled == at) else {
+                    continue; // dropped (and maybe re-created with its own entry)
+                };
+                let deadline = e.last.saturating_add(ttl);
+                if deadline > at {
+                    // Updated since it was scheduled: move its one entry.
+                    e.scheduled = deadline;
+                    self.expiry.entry(deadline).or_default().push(k);
+                    continue;
+                }
+                let old = self.states.remove(&k).expect("live");
+                self.debts.pay(&old.since);
+                if let Some(r) = expire(&k, old.state) {
+                    // `at` is at or above the last settled watermark.
+                    let cap = self.debts.delayed(&old.since.with_event(at));
+                    output.session(&cap).give(r);
+                }
+            }
+        }
+    }
+
+    /// Every epoch `<= epoch` held for a state moves to `epoch + 1`: the checkpoint of
+    /// `epoch` answers for it.
+    fn lift(&mut self, epoch: u64) {
+        for e in self.states.values_mut() {
+            e.since = lift_time(e.since, epoch);
+        }
+        self.debts.lift(epoch);
+    }
+}
+
+impl<T: EventTime, K: Hash + Eq + Clone + Serialize, S: Serialize> Keyed<T, K, S> {
+    /// Writes this worker's part of checkpoint `epoch` (the shape of [`Part`], from
+    /// references).
+    fn checkpoint<D: Serialize>(
+        &self,
+        aligner: &mut Aligner<T, D>,
+        epoch: u64,
+        waiting: &Waiting<T, D>,
+    ) -> bool {
+        type View<'a, T, K, S, D> = (Vec<(&'a K, &'a S, u64, u64)>, Vec<(T, &'a Vec<D>)>);
+        let view: View<'_, T, K, S, D> = (
+            self.states
+                .iter()
+                .map(|(k, e)| (k, &e.state, e.last, e.scheduled))
+                .collect(),
+            waiting.iter().map(|((_, t), (_, d))| (*t, d)).collect(),
+        );
+        aligner.write(epoch, &view)
+    }
+}
+
+impl<T: EventTime, K: Hash + Eq + Clone + DeserializeOwned, S: DeserializeOwned> Keyed<T, K, S> {
+    /// Loads the restored checkpoint's parts, keeping the keys this worker owns, with
+    /// their epochs held (from `initial`) at the epoch after the checkpoint.
+    fn restore<D: DeserializeOwned>(
+        &mut self,
+        aligner: &Aligner<T, D>,
+        initial: &Capability<T>,
+        waiting: &mut Waiting<T, D>,
+        key: &impl Fn(&D) -> K,
+    ) {
+        let ctx = aligner.checkpoints();
+        let Some(restore) = ctx.restore() else {
+            return;
+        };
+        let epoch = restore.epoch + 1;
+        let since = initial.time().with_epoch(epoch);
+        let parts: Vec<Part<T, K, S, D>> = ctx.read_all(aligner.name());
+        for part in parts {
+            for (k, state, last, scheduled) in part.states {
+                if !ctx.owns(hash(&k)) {
+                    continue;
+                }
+                self.debts.owe(&since, initial, 0);
+                self.expiry.entry(scheduled).or_default().push(k.clone());
+                let entry = Entry {
+                    state,
+                    since,
+                    last,
+                    scheduled,
+                };
+                self.states.insert(k, entry);
+            }
+            restore_pending(waiting, by_event(part.waiting), ctx, initial, epoch, key);
+        }
     }
 }

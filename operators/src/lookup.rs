@@ -1,25 +1,32 @@
 //! Stream–table joins: each stream record is enriched with its key's latest table value
 //! as of the record's event time.
 //!
-//! The table is a stream of `(key, value)` upserts (e.g. a compacted topic). Both
-//! inputs are exchanged by key. A stream record at `(ts, e)` waits, holding its batch's
+//! The table is a stream of `(key, value)` upserts (e.g. a compacted topic), or, with
+//! [`Lookup::lookup_upserts_with`], of `(key, Option<value>)` where `None` is a
+//! tombstone that deletes the key (a record at or after its event time finds no value,
+//! until a later upsert; a Kafka table decoded with `freshet::codec::Upserts` gives
+//! tombstones for null payloads). Both inputs are exchanged by key. A stream record at `(ts, e)` waits, holding its batch's
 //! capability at `(ts, e)`, until the table's event-time frontier passes `ts` (every
 //! upsert at or before `ts` is in); it is then joined with the upsert of greatest event
 //! time `<= ts` (among upserts at the same event time, the one at the later timestamp,
-//! then the greater value, wins) and emitted at `(ts, e)`.
+//! then the greater value, wins — a value is greater than a tombstone) and emitted at
+//! `(ts, e)`.
 //!
 //! The table is kept as a differential-dataflow arrangement, shared and compacted as
 //! differential does: an operator turns each key's upserts, in event-time order once
 //! the table's frontier has passed them, into updates of a collection of `(key, value)`
-//! (retract the key's previous value, insert the new one) and `arrange_by_key` indexes
-//! it. A lookup at event time `ts` reads the trace through the arrangement's frontier
+//! (retract the key's previous value, insert the new one; a tombstone only retracts)
+//! and `arrange_by_key` indexes it. A lookup at event time `ts` reads the trace through the arrangement's frontier
 //! and, for the record's key, takes the value whose updates at event times `<= ts` sum
 //! to one (epochs are ignored: `ts` is an event-time point, so an upsert read in a later
 //! epoch still counts). Ties at one event time are broken by the later time, then the
 //! greater value, as the upserts are applied in that order.
 //!
 //! The table holds no capability once its upserts are applied: a table side is re-read
-//! from its start at every run and never committed (see `docs/operators.md`). The
+//! from its start at every run and never committed (see `docs/operators.md`), so the
+//! lookup writes no checkpoint part: after a restore its table is rebuilt from the
+//! re-read table side, and a stream record holds its epoch until it is emitted, so a
+//! complete checkpoint never leaves one waiting. The
 //! trace is compacted up to the least event time a waiting or future stream record can
 //! still look up, so it keeps each key's value as of then and every later change.
 
@@ -36,6 +43,7 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 use timely::progress::Antichain;
 use timely::ExchangeData;
@@ -75,6 +83,53 @@ pub trait Lookup<'scope, T: EventTime, D> {
     fn lookup_with<K, V, R, KF, F>(
         self,
         table: StreamVec<'scope, T, (K, V)>,
+        name: &str,
+        kind: JoinKind,
+        key: KF,
+        result: F,
+    ) -> StreamVec<'scope, T, R>
+    where
+        Self: Sized,
+        K: ExchangeData + Hash + Ord + Clone + Debug,
+        V: ExchangeData + Ord + Clone + Debug,
+        R: 'static,
+        KF: Fn(&D) -> K + 'static,
+        F: Fn(D, Option<&V>) -> R + 'static,
+    {
+        let upserts = table.map(|(k, v)| (k, Some(v)));
+        self.lookup_upserts_with(upserts, name, kind, key, result)
+    }
+
+    /// [`Lookup::lookup_with`] over a table of upserts and tombstones: `(key,
+    /// Some(value))` sets the key's value from its event time on, `(key, None)` deletes
+    /// it (a record at or after the tombstone's event time, and before the key's next
+    /// upsert, finds no value). At one event time a value wins over a tombstone.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    /// use timely::dataflow::operators::vec::Map;
+    /// use freshet_operators::{AssignEventTime, JoinKind, Lookup};
+    ///
+    /// let out = timely::example(|scope| {
+    ///     // Item 1 costs 10 from t=0 and is withdrawn (a tombstone) at t=50.
+    ///     let rows = vec![(1u8, Some(10u32), 0u64), (1, None, 50)].to_stream(scope)
+    ///         .assign_event_time("at", |r: &(u8, Option<u32>, u64)| r.2);
+    ///     let table = rows.map(|(k, v, _)| (k, v));
+    ///     vec![(1u8, 20u64), (1, 70)].to_stream(scope)
+    ///         .assign_event_time("at", |r: &(u8, u64)| r.1)
+    ///         .lookup_upserts_with(table, "price", JoinKind::Left, |r: &(u8, u64)| r.0,
+    ///             |r, price: Option<&u32>| (r.1, price.copied()))
+    ///         .capture()
+    /// });
+    /// let mut got: Vec<_> = out.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// got.sort();
+    /// assert_eq!(got, vec![(20, Some(10)), (70, None)]);
+    /// ```
+    fn lookup_upserts_with<K, V, R, KF, F>(
+        self,
+        table: StreamVec<'scope, T, (K, Option<V>)>,
         name: &str,
         kind: JoinKind,
         key: KF,
@@ -158,9 +213,9 @@ pub trait Lookup<'scope, T: EventTime, D> {
 }
 
 impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'scope, T, D> {
-    fn lookup_with<K, V, R, KF, F>(
+    fn lookup_upserts_with<K, V, R, KF, F>(
         self,
-        table: StreamVec<'scope, T, (K, V)>,
+        table: StreamVec<'scope, T, (K, Option<V>)>,
         name: &str,
         kind: JoinKind,
         key: KF,
@@ -268,11 +323,12 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
 }
 
 /// Turns a table's upserts into updates of the collection of each key's current value:
-/// per key, in order of event time, then time, then value, once the table's event-time
-/// frontier has passed them, the previous value is retracted and the new one inserted,
-/// at the upsert's time. Exchanged by the key's differential hash (as the arrangement).
+/// per key, in order of event time, then time, then value (a tombstone first), once the
+/// table's event-time frontier has passed them, the previous value is retracted and the
+/// new one, if any (not for a tombstone), inserted, at the upsert's time. Exchanged by
+/// the key's differential hash (as the arrangement).
 fn upsert_updates<'scope, T, K, V>(
-    table: StreamVec<'scope, T, (K, V)>,
+    table: StreamVec<'scope, T, (K, Option<V>)>,
     name: &str,
 ) -> StreamVec<'scope, T, ((K, V), T, isize)>
 where
@@ -280,9 +336,9 @@ where
     K: ExchangeData + Hash + Ord + Clone + Debug,
     V: ExchangeData + Ord + Clone + Debug,
 {
-    let pact = Exchange::new(|(k, _): &(K, V)| k.hashed());
+    let pact = Exchange::new(|(k, _): &(K, Option<V>)| k.hashed());
     table.unary_frontier(pact, &format!("Lookup({name}) upserts"), |_cap, _info| {
-        let mut pending: Waiting<T, (K, V)> = BTreeMap::new();
+        let mut pending: Waiting<T, (K, Option<V>)> = BTreeMap::new();
         let mut current: FxHashMap<K, V> = FxHashMap::default();
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, batches| stash(&mut pending, cap, batches));
@@ -295,10 +351,16 @@ where
                 upserts.sort_by(|a, b| a.1.cmp(&b.1));
                 let mut session = output.session(&cap);
                 for (k, v) in upserts {
-                    if let Some(old) = current.insert(k.clone(), v.clone()) {
-                        session.give(((k.clone(), old), time, -1));
+                    let old = match v {
+                        Some(v) => {
+                            session.give(((k.clone(), v.clone()), time, 1));
+                            current.insert(k.clone(), v)
+                        }
+                        None => current.remove(&k),
+                    };
+                    if let Some(old) = old {
+                        session.give(((k, old), time, -1));
                     }
-                    session.give(((k, v), time, 1));
                 }
             }
         }

@@ -3,8 +3,8 @@
 //! partial accumulators by key and a merge.
 //!
 //! Emit-final only, no late input (see `docs/operators.md`, "Pre-aggregated windows").
-//! With one worker there is no exchange to save: the one-stage operator of
-//! [`crate::fixed`] runs instead.
+//! With one worker and no checkpoints there is no exchange to save: the one-stage
+//! operator of [`crate::fixed`] runs instead.
 //!
 //! * Stage 1 (`Pipeline`, no exchange) folds each record into its worker's
 //!   `(window, key)` accumulator with [`Aggregator::add`]. Per batch (one time, so one
@@ -22,6 +22,16 @@
 //!   the key's records (hold what you owe), but possibly below the one-stage
 //!   operator's (the least epoch on the worker owning the key), so an epoch can
 //!   complete a little later than with the one-stage operator, never earlier.
+//!
+//! Under checkpoints (see [`crate::checkpoint`]) both stages take part, at any number
+//! of workers (so a checkpoint restores at another number): each stage's records or
+//! partials of epochs after the next checkpoint epoch wait in its [`Aligner`] until
+//! that epoch is sealed; then each writes its open windows (stage 1 as `{name}
+//! (pre-aggregate)`, its partials; stage 2 as `name`, in the layout of the one-stage
+//! operator's part, so a one-stage checkpoint restores into it) and, once durable,
+//! moves their capabilities to the epoch after the checkpoint. On restore each keeps
+//! the keys it owns by [`crate::hash::hash`]: stage 1 merges the partials several
+//! workers wrote for one key, which stage 2 merges anyway.
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
@@ -29,6 +39,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::Serialize;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -37,7 +48,9 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::aggregate::Aggregator;
-use crate::capability::{emission_cap, hold, time_of, watermark, VecOutput};
+use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput};
+use crate::checkpoint::{lift_epochs, Aligner, Checkpoints};
+use crate::hash::hash;
 use crate::time::EventTime;
 use crate::window::{fold_into, sliding_starts, Emit, Windowed};
 
@@ -102,6 +115,183 @@ impl<T: EventTime, K, A> Partials<T, K, A> {
     }
 }
 
+impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
+    /// Every capability held, at epochs `<= epoch`, moved to `epoch + 1`: the windows
+    /// are in the checkpoint of `epoch`.
+    fn lift(&mut self, epoch: u64) {
+        for window in self.open.values_mut() {
+            lift_epochs(&mut window.caps, epoch);
+        }
+    }
+
+    /// Loads restored windows `(start, keys)`, keeping the keys this worker owns
+    /// (several parts' accumulators of one key merged with `merge`), each window
+    /// holding `(end - 1, C + 1)` (minted from `initial`).
+    fn restore(
+        &mut self,
+        windows: impl IntoIterator<Item = (u64, Vec<(K, A)>)>,
+        ctx: &Checkpoints,
+        initial: &Capability<T>,
+        merge: impl Fn(&mut A, A),
+    ) {
+        let Some(restore) = ctx.restore() else {
+            return;
+        };
+        for (start, keys) in windows {
+            let end = start.saturating_add(self.size);
+            let window = self.window(start);
+            for (k, acc) in keys.into_iter().filter(|(k, _)| ctx.owns(hash(k))) {
+                match window.keys.entry(k) {
+                    Entry::Occupied(mut o) => merge(o.get_mut(), acc),
+                    Entry::Vacant(v) => {
+                        v.insert(acc);
+                    }
+                }
+            }
+            if window.caps.is_empty() && !window.keys.is_empty() {
+                let at = initial.time().with_event(end - 1);
+                window
+                    .caps
+                    .insert(initial.delayed(&at.with_epoch(restore.epoch + 1)));
+            }
+        }
+        // Windows none of whose keys this worker owns hold nothing.
+        self.open.retain(|_, w| !w.keys.is_empty());
+    }
+}
+
+/// Records (or partials) that waited for a checkpoint, with their capabilities.
+type Released<T, X> = Vec<(Capability<T>, Vec<X>)>;
+
+/// Stage 1's part of a checkpoint: per open window, each key's partial accumulator.
+type PartialsPart<K, A> = Vec<(u64, Vec<(K, A)>)>;
+
+/// Stage 2's part of a checkpoint, in the layout of the one-stage operator's
+/// (`crate::fixed`): open windows `(start, next early boundary, [(key, (acc, revision,
+/// dirty))])`, windows kept for lateness (none here) and late batches (none here).
+type MergedPart<T, K, A> = (
+    Vec<(u64, u64, MergedKeys<K, A>)>,
+    Vec<(u64, MergedKeys<K, A>)>,
+    Vec<(T, Vec<()>)>,
+);
+
+/// One window's keys in [`MergedPart`]: `(key, (accumulator, revision, dirty))`.
+type MergedKeys<K, A> = Vec<(K, (A, u32, bool))>;
+
+impl<T: EventTime, K: Serialize, A: Serialize> Partials<T, K, A> {
+    /// Writes stage 1's part of checkpoint `epoch` (the shape of [`PartialsPart`]).
+    fn write_partials<X>(&self, aligner: &mut Aligner<T, X>, epoch: u64) -> bool {
+        type View<'a, K, A> = Vec<(u64, Vec<(&'a K, &'a A)>)>;
+        let view: View<'_, K, A> = self
+            .open
+            .iter()
+            .map(|(start, w)| (*start, w.keys.iter().collect()))
+            .collect();
+        aligner.write(epoch, &view)
+    }
+
+    /// Writes stage 2's part of checkpoint `epoch` (the shape of [`MergedPart`]).
+    fn write_merged<X>(&self, aligner: &mut Aligner<T, X>, epoch: u64) -> bool {
+        type Slots<'a, K, A> = Vec<(&'a K, (&'a A, u32, bool))>;
+        type View<'a, K, A> = (Vec<(u64, u64, Slots<'a, K, A>)>, Vec<()>, Vec<()>);
+        let open = self
+            .open
+            .iter()
+            .map(|(start, w)| {
+                let slots = w.keys.iter().map(|(k, a)| (k, (a, 0, false))).collect();
+                (*start, u64::MAX, slots)
+            })
+            .collect();
+        let view: View<'_, K, A> = (open, Vec::new(), Vec::new());
+        aligner.write(epoch, &view)
+    }
+}
+
+/// Folds a message of records at `time` into stage 1's windows.
+#[allow(clippy::too_many_arguments)]
+fn pre_aggregate<T: EventTime, D, K: Hash + Eq + Clone, G: Aggregator<D>>(
+    open: &mut Partials<T, K, G::Acc>,
+    time: T,
+    cap: &impl Mint<T>,
+    data: &mut Vec<D>,
+    size: u64,
+    slide: u64,
+    key: &impl Fn(&D) -> K,
+    agg: &G,
+) {
+    let (first, last) = sliding_starts(time.event(), size, slide);
+    for start in (first..=last).step_by(slide as usize) {
+        let window = open.window(start);
+        let end = start.saturating_add(size);
+        hold(&mut window.caps, cap, time.with_event(end - 1), 0);
+    }
+    let create = || agg.create();
+    let add = |acc: &mut G::Acc, record: &D| agg.add(acc, record);
+    if first == last {
+        // One window (always, for tumbling windows).
+        let keys = &mut open.window(first).keys;
+        fold_into(&mut [keys], data, key, create, add);
+    } else {
+        let mut windows: Vec<_> = open
+            .open
+            .range_mut(first..=last)
+            .map(|(_, w)| &mut w.keys)
+            .collect();
+        fold_into(&mut windows, data, key, create, add);
+    }
+}
+
+/// Merges a message of partials at `time` into stage 2's windows.
+fn merge_partials<T: EventTime, K: Hash + Eq, A>(
+    open: &mut Partials<T, K, A>,
+    time: T,
+    cap: &impl Mint<T>,
+    data: &mut Vec<(u64, K, A)>,
+    merge_acc: &impl Fn(&mut A, A),
+) {
+    // All partials under one time are of one window (its end is the time's event time
+    // + 1): the window is looked up, and the capability held, once per run of partials
+    // of one window, not per partial.
+    let mut partials = data.drain(..).peekable();
+    while let Some((start, k, acc)) = partials.next() {
+        let window = open.window(start);
+        hold(&mut window.caps, cap, time, 0);
+        let mut merge = |k, acc| match window.keys.entry(k) {
+            Entry::Occupied(mut o) => merge_acc(o.get_mut(), acc),
+            Entry::Vacant(v) => {
+                v.insert(acc);
+            }
+        };
+        merge(k, acc);
+        while let Some((_, k, acc)) = partials.next_if(|p| p.0 == start) {
+            merge(k, acc);
+        }
+    }
+}
+
+/// Each checkpoint epoch the inputs have sealed, in turn: `apply` what waited for it,
+/// write the stage's windows with `write`, and move what they hold to the next epoch;
+/// then apply what waited for the next one (and everything, once the inputs are done).
+fn align<T: EventTime, K, A, X>(
+    aligner: &mut Aligner<T, X>,
+    open: &mut Partials<T, K, A>,
+    frontiers: &[timely::progress::frontier::MutableAntichain<T>],
+    mut apply: impl FnMut(&mut Partials<T, K, A>, Released<T, X>),
+    write: impl Fn(&Partials<T, K, A>, &mut Aligner<T, X>, u64) -> bool,
+) where
+    K: Hash + Eq,
+{
+    while let Some(epoch) = aligner.due(frontiers) {
+        apply(open, aligner.release(epoch));
+        if write(open, aligner, epoch) {
+            open.lift(epoch);
+        }
+        let next = aligner.next();
+        apply(open, aligner.release(next));
+    }
+    apply(open, aligner.release_if_done(frontiers));
+}
+
 /// Keyed fixed-size windows `[k * slide, k * slide + size)` aggregated by `agg`,
 /// pre-aggregated per worker before the key exchange. Emit-final, no lateness.
 pub(crate) fn fixed_preaggregated<'scope, T, D, K, G, KF>(
@@ -127,24 +317,38 @@ where
         "window slide must be in 1..=size ms"
     );
     let scope = stream.scope();
-    if scope.peers() == 1 {
+    let checkpoints = Checkpoints::current();
+    if scope.peers() == 1 && checkpoints.is_none() {
         // One worker: no exchange to save, and the second stage would cost a pass over
         // the partials. The one-stage operator gives the same results at the same times.
+        // (Under checkpoints both stages run, so a checkpoint restores at any number of
+        // workers.)
         let policy = crate::window::WindowPolicy::new();
         return crate::fixed::fixed_windows(stream, None, name, size, slide, policy, key, agg)
             .results;
     }
     let agg = Rc::new(agg);
+    let key = Rc::new(key);
 
     // Stage 1: per-worker partial accumulators, no exchange.
     let partials = {
-        let agg = agg.clone();
-        let mut builder = OperatorBuilder::new(format!("{name} (pre-aggregate)"), scope);
+        let (agg, key) = (agg.clone(), key.clone());
+        let stage = format!("{name} (pre-aggregate)");
+        let checkpoints = checkpoints.clone();
+        let mut builder = OperatorBuilder::new(stage.clone(), scope);
         let mut input = builder.new_input(stream, Pipeline);
         let (out, partials) = builder.new_output();
         let mut out: VecOutput<T, (u64, K, G::Acc)> = OutputBuilder::from(out);
         let mut open: Partials<T, K, G::Acc> = Partials::new(size);
-        builder.build(move |_initial| {
+        builder.build(move |initial| {
+            let mut aligner = checkpoints.map(|ctx| {
+                let aligner = Aligner::new(ctx, &stage, &initial[0]);
+                let ctx = aligner.checkpoints();
+                let parts: Vec<PartialsPart<K, G::Acc>> = ctx.read_all(aligner.name());
+                let windows = parts.into_iter().flatten();
+                open.restore(windows, ctx, &initial[0], |a, b| agg.merge(a, b));
+                aligner
+            });
             move |frontiers| {
                 let mut out = out.activate();
                 // Message by message, as in `crate::fixed` (no sort by stamp).
@@ -152,76 +356,96 @@ where
                     let Some(time) = time_of(&cap) else {
                         return;
                     };
-                    let (first, last) = sliding_starts(time.event(), size, slide);
-                    for start in (first..=last).step_by(slide as usize) {
-                        let window = open.window(start);
-                        let end = start.saturating_add(size);
-                        hold(&mut window.caps, &cap, time.with_event(end - 1), 0);
-                    }
-                    let create = || agg.create();
-                    let add = |acc: &mut G::Acc, record: &D| agg.add(acc, record);
-                    if first == last {
-                        // One window (always, for tumbling windows).
-                        let keys = &mut open.window(first).keys;
-                        fold_into(&mut [keys], data, &key, create, add);
-                    } else {
-                        let mut windows: Vec<_> = open
-                            .open
-                            .range_mut(first..=last)
-                            .map(|(_, w)| &mut w.keys)
-                            .collect();
-                        fold_into(&mut windows, data, &key, create, add);
+                    match aligner.as_mut().filter(|a| a.later(&time)) {
+                        Some(a) => a.stash(time, || cap.delayed(&time, 0), data),
+                        None => {
+                            pre_aggregate(&mut open, time, &cap, data, size, slide, &*key, &*agg)
+                        }
                     }
                 });
+                if let Some(a) = aligner.as_mut() {
+                    let apply = |open: &mut Partials<T, K, G::Acc>, released: Released<T, D>| {
+                        for (cap, mut data) in released {
+                            let time = *cap.time();
+                            pre_aggregate(open, time, &cap, &mut data, size, slide, &*key, &*agg);
+                        }
+                    };
+                    align(a, &mut open, frontiers, apply, Partials::write_partials);
+                }
 
-                let watermark = watermark(frontiers);
+                // Records waiting for a checkpoint may still fall in windows the frontier
+                // alone would close.
+                let frontier = watermark(frontiers);
+                let watermark = aligner
+                    .as_ref()
+                    .map_or(frontier, |a| frontier.min(a.stashed_from()));
                 open.close(watermark, |start, _, cap, keys| {
                     let mut session = out.session(cap);
                     for (k, acc) in keys {
                         session.give((start, k, acc));
                     }
                 });
+                if let Some(a) = aligner.as_mut() {
+                    a.settle(frontier);
+                }
             }
         });
         partials
     };
 
     // Stage 2: merge each key's partials on the worker that owns the key.
-    let mut builder = OperatorBuilder::new(name, scope);
+    let mut builder = OperatorBuilder::new(name.clone(), scope);
     // Partials carry their key: hashed by reference, not cloned as `by_key` would.
-    let pact = Exchange::new(|p: &(u64, K, G::Acc)| crate::hash::hash(&p.1));
+    let pact = Exchange::new(|p: &(u64, K, G::Acc)| {
+        crate::hash::hash(&p.1) % crate::checkpoint::KEY_GROUPS
+    });
     let mut input = builder.new_input(partials, pact);
     let (out, results) = builder.new_output();
     let mut out: VecOutput<T, Windowed<K, G::Out>> = OutputBuilder::from(out);
     let mut open: Partials<T, K, G::Acc> = Partials::new(size);
-    builder.build(move |_initial| {
+    builder.build(move |initial| {
+        let merger = agg.clone();
+        let merge = move |a: &mut G::Acc, b| merger.merge(a, b);
+        let mut aligner = checkpoints.map(|ctx| {
+            let aligner = Aligner::new(ctx, &name, &initial[0]);
+            let ctx = aligner.checkpoints();
+            let parts: Vec<MergedPart<T, K, G::Acc>> = ctx.read_all(aligner.name());
+            let windows = parts.into_iter().flat_map(|(open, _, _)| {
+                let slots = |keys: MergedKeys<K, G::Acc>| {
+                    keys.into_iter().map(|(k, (acc, _, _))| (k, acc)).collect()
+                };
+                open.into_iter()
+                    .map(move |(start, _, keys)| (start, slots(keys)))
+            });
+            open.restore(windows, ctx, &initial[0], &merge);
+            aligner
+        });
         move |frontiers| {
             let mut out = out.activate();
             input.for_each(|cap, data| {
                 let Some(time) = time_of(&cap) else {
                     return;
                 };
-                // All partials under one time are of one window (its end is the time's
-                // event time + 1): the window is looked up, and the capability held,
-                // once per run of partials of one window, not per partial.
-                let mut partials = data.drain(..).peekable();
-                while let Some((start, k, acc)) = partials.next() {
-                    let window = open.window(start);
-                    hold(&mut window.caps, &cap, time, 0);
-                    let mut merge = |k, acc| match window.keys.entry(k) {
-                        Entry::Occupied(mut o) => agg.merge(o.get_mut(), acc),
-                        Entry::Vacant(v) => {
-                            v.insert(acc);
-                        }
-                    };
-                    merge(k, acc);
-                    while let Some((_, k, acc)) = partials.next_if(|p| p.0 == start) {
-                        merge(k, acc);
-                    }
+                match aligner.as_mut().filter(|a| a.later(&time)) {
+                    Some(a) => a.stash(time, || cap.delayed(&time, 0), data),
+                    None => merge_partials(&mut open, time, &cap, data, &merge),
                 }
             });
+            if let Some(a) = aligner.as_mut() {
+                let apply = |open: &mut Partials<T, K, G::Acc>,
+                             released: Released<T, (u64, K, G::Acc)>| {
+                    for (cap, mut data) in released {
+                        let time = *cap.time();
+                        merge_partials(open, time, &cap, &mut data, &merge);
+                    }
+                };
+                align(a, &mut open, frontiers, apply, Partials::write_merged);
+            }
 
-            let watermark = watermark(frontiers);
+            let frontier = watermark(frontiers);
+            let watermark = aligner
+                .as_ref()
+                .map_or(frontier, |a| frontier.min(a.stashed_from()));
             open.close(watermark, |start, end, cap, keys| {
                 let mut session = out.session(cap);
                 for (k, acc) in keys {
@@ -229,6 +453,9 @@ where
                     session.give(Windowed::new(k, start, end, value, 0, Emit::Final));
                 }
             });
+            if let Some(a) = aligner.as_mut() {
+                a.settle(frontier);
+            }
         }
     });
     results

@@ -29,6 +29,14 @@
 //! their end. While a block derived from epoch `e` lives, the operator holds a
 //! capability at `(watermark, e)`: commits wait for the state, downstream event time
 //! does not. See `docs/operators.md`, "Rolling windows".
+//!
+//! Under checkpoints (see [`crate::checkpoint`]) records of either input of epochs
+//! after the next checkpoint epoch wait in the operator's [`Aligner`] until that epoch
+//! is sealed (in on-arrival mode too: a record of a later epoch is scored when the
+//! checkpoint is taken, not on arrival); then every key's blocks, the records waiting
+//! for the watermark and the late records waiting are written, and once durable every
+//! epoch held for them moves to the epoch after the checkpoint. Accumulators must
+//! therefore be serializable (`Acc: Serialize + DeserializeOwned`).
 
 use std::cell::Cell;
 use std::collections::btree_map::Entry;
@@ -37,6 +45,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
@@ -46,8 +55,11 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::aggregate::{Aggregator, Count};
-use crate::capability::{stash, time_of, VecOutput, Waiting};
-use crate::hash::by_key;
+use crate::capability::{keep, stash, time_of, Mint, VecOutput, Waiting};
+use crate::checkpoint::{
+    by_event, lift_epoch, lift_time, restore_pending, Aligner, Arrival, Checkpoints,
+};
+use crate::hash::{by_key, hash};
 use crate::held_epochs::HeldEpochs;
 use crate::late::Late;
 use crate::time::{event_frontier, EventTime};
@@ -171,7 +183,7 @@ pub trait Rolling<'scope, T: EventTime, D> {
     where
         K: ExchangeData + Hash + Eq + Clone,
         G: Aggregator<D>,
-        G::Acc: Clone,
+        G::Acc: Clone + Serialize + DeserializeOwned,
         G::Out: 'static,
         KF: Fn(&D) -> K + 'static;
 
@@ -210,7 +222,7 @@ pub trait Rolling<'scope, T: EventTime, D> {
         Self: Sized,
         K: ExchangeData + Hash + Eq + Clone,
         G: Aggregator<D>,
-        G::Acc: Clone,
+        G::Acc: Clone + Serialize + DeserializeOwned,
         G::Out: 'static,
         KF: Fn(&D) -> K + 'static,
     {
@@ -321,6 +333,39 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
         }
     }
 
+    /// Adds records of one message at `time` (covered by `cap`) in the order received
+    /// and emits each with its range's aggregate so far (on-arrival mode).
+    #[allow(clippy::too_many_arguments)]
+    fn arrive<D, G: Aggregator<D, Acc = A>>(
+        &mut self,
+        agg: &G,
+        time: T,
+        cap: &impl Mint<T>,
+        records: Vec<D>,
+        key: &impl Fn(&D) -> K,
+        range: u64,
+        emit: &mut impl FnMut(Rolled<D, G::Out>),
+    ) {
+        let t = time.event();
+        for record in records {
+            let k = key(&record);
+            let (owe, pay) = self.add(agg, &k, t, &time, &record);
+            if let Some(at) = owe {
+                // `t` is at or above the last settled watermark.
+                self.debts.owe(&at, cap, 0);
+            }
+            if let Some(old) = pay {
+                self.debts.pay(&old);
+            }
+            let acc = self.query(agg, &k, window_start(t, range), t);
+            emit(Rolled {
+                value: agg.finish(&acc),
+                record,
+                late: false,
+            });
+        }
+    }
+
     /// `key`'s records with event time in `[lo, hi]`, aggregated.
     fn query<D, G: Aggregator<D, Acc = A>>(&self, agg: &G, key: &K, lo: u64, hi: u64) -> A {
         let mut acc = agg.create();
@@ -363,8 +408,106 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
     }
 }
 
+impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
+    /// Every epoch `<= epoch` held for a block moves to `epoch + 1`: the checkpoint of
+    /// `epoch` answers for it.
+    fn lift(&mut self, epoch: u64) {
+        for block in self
+            .keys
+            .values_mut()
+            .flat_map(|blocks| blocks.values_mut())
+        {
+            block.since = lift_time(block.since, epoch);
+        }
+        self.debts.lift(epoch);
+    }
+}
+
+/// One key's block as written in a checkpoint: `(index, accumulator, panes)`.
+type BlockPart<A> = (u64, A, Vec<(u64, A)>);
+
+/// One worker's part of a checkpoint: every key's blocks, the records waiting for the
+/// watermark (exact mode) at their time, and the late records waiting, by `(their
+/// event time, time)`.
+type Part<K, A, T, D> = (
+    Vec<(K, Vec<BlockPart<A>>)>,
+    Vec<(T, Vec<D>)>,
+    Vec<(u64, T, Vec<D>)>,
+);
+
+impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A> {
+    /// Writes this worker's part of checkpoint `epoch` (the shape of [`Part`], from
+    /// references).
+    fn checkpoint<D: Serialize>(
+        &self,
+        aligner: &mut Aligner<T, Arrival<D>>,
+        epoch: u64,
+        waiting: &Waiting<T, D>,
+        pending: &Waiting<T, D>,
+    ) -> bool {
+        type BlockRef<'a, A> = (u64, &'a A, Vec<(u64, &'a A)>);
+        type View<'a, K, A, T, D> = (
+            Vec<(&'a K, Vec<BlockRef<'a, A>>)>,
+            Vec<(T, &'a Vec<D>)>,
+            Vec<(u64, T, &'a Vec<D>)>,
+        );
+        let view: View<'_, K, A, T, D> = (
+            self.keys
+                .iter()
+                .map(|(k, blocks)| {
+                    let blocks = blocks
+                        .iter()
+                        .map(|(i, b)| (*i, &b.acc, b.panes.iter().map(|(t, a)| (*t, a)).collect()))
+                        .collect();
+                    (k, blocks)
+                })
+                .collect(),
+            waiting.iter().map(|((_, t), (_, d))| (*t, d)).collect(),
+            pending.iter().map(|((e, t), (_, d))| (*e, *t, d)).collect(),
+        );
+        aligner.write(epoch, &view)
+    }
+}
+
+impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned> State<K, T, A> {
+    /// Loads the restored checkpoint's parts, keeping the keys this worker owns, each
+    /// block and waiting batch holding (from `initial`) the epoch after the checkpoint.
+    fn restore<D: DeserializeOwned>(
+        &mut self,
+        aligner: &Aligner<T, Arrival<D>>,
+        initial: &Capability<T>,
+        waiting: &mut Waiting<T, D>,
+        pending: &mut Waiting<T, D>,
+        key: &impl Fn(&D) -> K,
+    ) {
+        let ctx = aligner.checkpoints();
+        let Some(restore) = ctx.restore() else {
+            return;
+        };
+        let epoch = restore.epoch + 1;
+        let since = initial.time().with_epoch(epoch);
+        let parts: Vec<Part<K, A, T, D>> = ctx.read_all(aligner.name());
+        for (keys, main, late) in parts {
+            for (k, blocks) in keys.into_iter().filter(|(k, _)| ctx.owns(hash(k))) {
+                let kept = self.keys.entry(k.clone()).or_default();
+                for (index, acc, panes) in blocks {
+                    self.debts.owe(&since, initial, 0);
+                    let last = index
+                        .saturating_mul(self.width)
+                        .saturating_add(self.width - 1);
+                    self.expiry.entry(last).or_default().push(k.clone());
+                    let panes = panes.into_iter().collect();
+                    kept.insert(index, Block { acc, panes, since });
+                }
+            }
+            restore_pending(waiting, by_event(main), ctx, initial, epoch, key);
+            restore_pending(pending, late, ctx, initial, epoch, key);
+        }
+    }
+}
+
 /// Records at one time, keyed, ready to be added and emitted under their capability.
-type Ready<T, K, D> = (T, Capability<T>, Vec<(K, D)>);
+type Ready<T, K, D> = (Capability<T>, Vec<(K, D)>);
 
 /// The first event time of the window `(t - range, t]`.
 #[inline]
@@ -387,7 +530,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
     where
         K: ExchangeData + Hash + Eq + Clone,
         G: Aggregator<D>,
-        G::Acc: Clone,
+        G::Acc: Clone + Serialize + DeserializeOwned,
         G::Out: 'static,
         KF: Fn(&D) -> K + 'static,
     {
@@ -412,7 +555,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let main_pact = by_key(move |d: &D| k1(d));
         let late_pact = by_key(move |d: &Late<D>| k2(&d.record));
 
-        let mut builder = OperatorBuilder::new(name, scope);
+        let mut builder = OperatorBuilder::new(name.clone(), scope);
         let mut main_in = builder.new_input(self, main_pact);
         let mut late_in = builder.new_input(late, late_pact);
         let (results_out, results) = builder.new_output();
@@ -431,43 +574,41 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         // Exact mode: records waiting for the watermark to pass their event time.
         let mut waiting: Waiting<T, D> = BTreeMap::new();
         // Late records by their own event time, waiting for the main watermark to pass it.
-        let mut pending: BTreeMap<(u64, T), (Capability<T>, Vec<D>)> = BTreeMap::new();
+        let mut pending: Waiting<T, D> = BTreeMap::new();
+        let checkpoints = Checkpoints::current();
 
-        builder.build(move |_initial| {
+        builder.build(move |initial| {
+            let mut aligner = checkpoints.map(|ctx| {
+                let aligner = Aligner::new(ctx, &name, &initial[0]);
+                state.restore(&aligner, &initial[0], &mut waiting, &mut pending, &*key);
+                aligner
+            });
             move |frontiers| {
                 let mut results_out = results_out.activate();
                 let mut too_late_out = too_late_out.activate();
 
-                match mode {
-                    // Message by message, in the order received.
-                    RollingMode::OnArrival => main_in.for_each(|cap, data| {
-                        let Some(time) = time_of(&cap) else {
-                            return;
-                        };
-                        let t = time.event();
-                        let mut session = results_out.session(&cap);
-                        for record in data.drain(..) {
-                            let k = key(&record);
-                            let (owe, pay) = state.add(&agg, &k, t, &time, &record);
-                            if let Some(at) = owe {
-                                // `t` is at or above the last settled watermark.
-                                state.debts.owe(&at, &cap, 0);
-                            }
-                            if let Some(old) = pay {
-                                state.debts.pay(&old);
-                            }
-                            let acc = state.query(&agg, &k, window_start(t, range), t);
-                            session.give(Rolled {
-                                value: agg.finish(&acc),
-                                record,
-                                late: false,
-                            });
-                        }
-                    }),
-                    RollingMode::Exact => {
-                        main_in.for_each_stamp(|cap, batches| stash(&mut waiting, cap, batches))
+                // Message by message, in the order received.
+                main_in.for_each(|cap, data| {
+                    let Some(time) = time_of(&cap) else {
+                        return;
+                    };
+                    if let Some(a) = aligner.as_mut().filter(|a| a.later(&time)) {
+                        let mut records = data.drain(..).map(Arrival::Main).collect();
+                        a.stash(time, || cap.delayed(&time, 0), &mut records);
+                        return;
                     }
-                }
+                    match mode {
+                        RollingMode::OnArrival => {
+                            let mut session = results_out.session(&cap);
+                            let mut emit = |r| session.give(r);
+                            let records = std::mem::take(data);
+                            state.arrive(&agg, time, &cap, records, &*key, range, &mut emit);
+                        }
+                        RollingMode::Exact => {
+                            stash(&mut waiting, cap, std::iter::once(data));
+                        }
+                    }
+                });
 
                 late_in.for_each_stamp(|cap, batches| {
                     let Some(time) = time_of(&cap) else {
@@ -475,23 +616,82 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                     };
                     let now = time.event();
                     let mut too_late = too_late_out.session(&cap);
+                    let later = aligner.as_ref().is_some_and(|a| a.later(&time));
+                    let mut kept = Vec::new();
                     for batch in batches {
                         for record in batch.drain(..) {
                             if record.event_time.saturating_add(lateness) < now {
                                 counter.set(counter.get() + 1);
                                 too_late.give(record);
-                                continue;
+                            } else if later {
+                                kept.push(Arrival::Late(record));
+                            } else {
+                                let (_, records) = pending
+                                    .entry((record.event_time, time))
+                                    .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
+                                records.push(record.record);
                             }
-                            let (_, records) = pending
-                                .entry((record.event_time, time))
-                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                            records.push(record.record);
                         }
+                    }
+                    if let Some(a) = aligner.as_mut().filter(|_| !kept.is_empty()) {
+                        a.stash(time, || cap.delayed(&time, 0), &mut kept);
                     }
                 });
 
-                let main_watermark = event_frontier(&frontiers[0].frontier());
-                let late_watermark = event_frontier(&frontiers[1].frontier());
+                // Each checkpoint epoch the inputs have sealed, in turn: what waited for
+                // it is applied (on arrival) or joins the records waiting, the part is
+                // written, and what it held moves to the next epoch.
+                if let Some(a) = aligner.as_mut() {
+                    let mut apply =
+                        |state: &mut State<K, T, G::Acc>,
+                         waiting: &mut Waiting<T, D>,
+                         pending: &mut Waiting<T, D>,
+                         released: Vec<(Capability<T>, Vec<Arrival<D>>)>| {
+                            for (cap, records) in released {
+                                let time = *cap.time();
+                                let mut main = Vec::new();
+                                for record in records {
+                                    match record {
+                                        Arrival::Main(d) => main.push(d),
+                                        Arrival::Late(l) => pending
+                                            .entry((l.event_time, time))
+                                            .or_insert_with(|| (cap.delayed(&time), Vec::new()))
+                                            .1
+                                            .push(l.record),
+                                    }
+                                }
+                                match mode {
+                                    RollingMode::OnArrival => {
+                                        let mut session = results_out.session(&cap);
+                                        let mut emit = |r| session.give(r);
+                                        state.arrive(
+                                            &agg, time, &cap, main, &*key, range, &mut emit,
+                                        );
+                                    }
+                                    RollingMode::Exact => keep(waiting, [(cap, main)]),
+                                }
+                            }
+                        };
+                    while let Some(epoch) = a.due(frontiers) {
+                        apply(&mut state, &mut waiting, &mut pending, a.release(epoch));
+                        if state.checkpoint(a, epoch, &waiting, &pending) {
+                            state.lift(epoch);
+                            for (cap, _) in waiting.values_mut().chain(pending.values_mut()) {
+                                lift_epoch(cap, epoch);
+                            }
+                        }
+                        let next = a.next();
+                        apply(&mut state, &mut waiting, &mut pending, a.release(next));
+                    }
+                    let released = a.release_if_done(frontiers);
+                    apply(&mut state, &mut waiting, &mut pending, released);
+                }
+
+                // Records waiting for a checkpoint may still count in, or read, what
+                // the frontier alone would emit or evict.
+                let stashed = aligner.as_ref().map_or(u64::MAX, |a| a.stashed_from());
+                let main_watermark = event_frontier(&frontiers[0].frontier()).min(stashed);
+                let late_watermark = event_frontier(&frontiers[1].frontier()).min(stashed);
 
                 // Exact: each event time the main watermark passed, in order; all the
                 // records at one event time are added before any is emitted.
@@ -504,23 +704,26 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                         if entry.key().0 != t {
                             break;
                         }
-                        let ((_, time), (cap, records)) = entry.remove_entry();
+                        let (cap, records) = entry.remove();
                         let keyed = records.into_iter().map(|r| (key(&r), r)).collect();
-                        group.push((time, cap, keyed));
+                        group.push((cap, keyed));
                     }
-                    for (time, cap, records) in &group {
+                    for (cap, records) in &group {
+                        // The capability's time, not the batch's: a checkpoint may have
+                        // moved it to a later epoch.
+                        let time = cap.time();
                         for (k, record) in records {
                             let (owe, pay) = state.add(&agg, k, t, time, record);
                             if let Some(at) = owe {
                                 // `t` is at or above the last settled watermark.
-                                state.debts.owe_with(&at, cap);
+                                state.debts.owe(&at, cap, 0);
                             }
                             if let Some(old) = pay {
                                 state.debts.pay(&old);
                             }
                         }
                     }
-                    for (_, cap, records) in group.drain(..) {
+                    for (cap, records) in group.drain(..) {
                         let mut session = results_out.session(&cap);
                         for (k, record) in records {
                             let acc = state.query(&agg, &k, window_start(t, range), t);
@@ -562,6 +765,12 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                     state.evict(bound);
                 }
                 state.debts.settle(watermark);
+                if let Some(a) = aligner.as_mut() {
+                    a.settle(
+                        event_frontier(&frontiers[0].frontier())
+                            .min(event_frontier(&frontiers[1].frontier())),
+                    );
+                }
             }
         });
         RollingStreams {

@@ -45,7 +45,9 @@ use crate::aggregate::{Aggregator, Count};
 use crate::capability::{
     advance_caps, emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting,
 };
-use crate::checkpoint::{lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints};
+use crate::checkpoint::{
+    by_event, lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints,
+};
 use crate::hash::{by_key, hash};
 use crate::late::Late;
 use crate::time::EventTime;
@@ -759,7 +761,14 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                 }
                 self.closed.insert(k, sessions);
             }
-            restore_pending(pending, part.pending, ctx, initial, epoch, key);
+            restore_pending(
+                pending,
+                by_event(part.pending),
+                ctx,
+                initial,
+                epoch,
+                &|l: &Late<D>| key(&l.record),
+            );
         }
     }
 }
@@ -930,10 +939,10 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                     }
                 });
 
-                // A checkpoint epoch the inputs have sealed: apply what waited for it,
+                // Each checkpoint epoch the inputs have sealed, in turn: apply what waited for it,
                 // write the state, and move what it held to the next epoch.
                 if let Some(a) = aligner.as_mut() {
-                    if let Some(epoch) = a.due(frontiers) {
+                    while let Some(epoch) = a.due(frontiers) {
                         let released = a.release(epoch);
                         state.apply_waiting(&mut pending, released, &*key, &agg, &mut emit);
                         if state.checkpoint(a, epoch, &pending) {

@@ -7,29 +7,17 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use common::crash::{self, MemStore};
 use common::{rounds, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
 use freshet_operators::{Emit, Late, Session, Slide, Time, Tumble, WindowPolicy};
 use proptest::prelude::*;
-use timely::dataflow::operators::{Inspect, Probe};
-
-/// Checkpoint parts in memory, shared by every worker of both runs.
-#[derive(Default)]
-struct MemStore(Mutex<HashMap<String, Vec<u8>>>);
-
-impl StateStore for MemStore {
-    fn put(&self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
-        self.0.lock().unwrap().insert(path.into(), bytes.into());
-        Ok(())
-    }
-    fn get(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
-        Ok(self.0.lock().unwrap().get(path).cloned())
-    }
-}
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::StreamVec;
 
 /// `(key, start, end, value, revision, kind)`.
 type Result5 = (u8, u64, u64, u64, u32, Emit);
@@ -55,114 +43,27 @@ impl Op {
     }
 }
 
-/// One run: `rounds[from..until]` (round `e` in epoch `e`), checkpoints into `store`
-/// every epoch, restoring from `restore`. Returns the results in arrival order and the
-/// epochs below which every result was out (per worker 0's probe) when the run ended.
-#[allow(clippy::too_many_arguments)]
-fn run(
-    workers: usize,
-    rounds: &[Round<Rec>],
-    range: std::ops::Range<usize>,
-    store: &Arc<MemStore>,
-    restore: Option<Restore>,
+/// The dataflow under test: `op` summing values per key, its results as tuples.
+fn windows<'s>(
+    main: StreamVec<'s, Time, Rec>,
+    late: StreamVec<'s, Time, Late<Rec>>,
     op: Op,
     lateness: u64,
-) -> (Vec<Result5>, u64, String) {
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let complete = Arc::new(Mutex::new(0u64));
-    let names = Arc::new(Mutex::new(Vec::new()));
-    let (shared, shared_complete, shared_names) = (out.clone(), complete.clone(), names.clone());
-    let rounds = rounds.to_vec();
-    let store = store.clone();
-    let finish = range.end == rounds.len();
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let ctx = Checkpoints::new(
-            store.clone(),
-            1,
-            index,
-            peers,
-            restore,
-            Box::new(|_, _, e| panic!("{e}")),
-        );
-        let installed = ctx.install();
-        let into = shared.clone();
-        let (mut main, mut late, probe) = worker.dataflow::<Time, _, _>(|scope| {
-            let (main, main_stream) = Source::<Rec>::new(&scope);
-            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
-            let policy = WindowPolicy::new().lateness(lateness);
-            let (key, sum) = (|r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
-            let late_in = Some(late_stream);
-            let w = match op {
-                Op::Tumble(size) => main_stream.tumble("t", size, policy, late_in, key, sum),
-                Op::Slide(size, slide) => {
-                    main_stream.slide("s", size, slide, policy, late_in, key, sum)
-                }
-                Op::Session(gap) => main_stream.session("u", gap, policy, late_in, key, sum),
-            };
-            let (probe, _) = w
-                .results
-                .inspect(move |w| {
-                    let r = (w.key, w.start, w.end, w.value, w.revision, w.kind);
-                    into.lock().unwrap().push(r);
-                })
-                .probe();
-            (main, late, probe)
-        });
-        drop(installed);
-        if index == 0 {
-            *shared_names.lock().unwrap() = ctx.names();
-        }
-        let mine = |i: usize| i % peers == index;
-        for e in range.clone() {
-            let (epoch, round) = (e as u64, &rounds[e]);
-            for (_, (event, record)) in round.records.iter().enumerate().filter(|(i, _)| mine(*i)) {
-                main.send(Time::new(*event, epoch), *record);
-            }
-            for (_, record) in round.late.iter().enumerate().filter(|(i, _)| mine(*i)) {
-                late.send(Time::new(round.watermark, epoch), record.clone());
-            }
-            let next = rounds.get(e + 1).map_or(round.watermark, |r| r.watermark);
-            main.advance(Time::new(next, epoch + 1));
-            late.advance(Time::new(next, epoch + 1));
-            // The last worker steps only every third round: the others read ahead, so
-            // records of later epochs reach the operator before earlier epochs are
-            // sealed and must wait for the checkpoint.
-            let lagging = peers > 1 && index == peers - 1 && e % 3 != 2;
-            for _ in 0..if lagging { 0 } else { 4 } {
-                worker.step();
-            }
-        }
-        if finish {
-            main.close();
-            late.close();
-            while worker.step() {}
-        } else {
-            // The crash: let what is in flight settle, then stop without closing.
-            for _ in 0..20 {
-                worker.step();
-            }
-            if index == 0 {
-                let below = probe.with_frontier(|f| f.iter().map(|t| t.epoch).min());
-                *shared_complete.lock().unwrap() = below.unwrap_or(u64::MAX);
-            }
-            for id in worker.installed_dataflows() {
-                worker.drop_dataflow(id);
-            }
-        }
-    })
-    .expect("timely ran");
-    let out = out.lock().unwrap().clone();
-    let complete = *complete.lock().unwrap();
-    let names = names.lock().unwrap().clone();
-    assert_eq!(names.len(), 1, "one checkpointing operator: {names:?}");
-    (out, complete, names[0].clone())
+) -> StreamVec<'s, Time, Result5> {
+    let policy = WindowPolicy::new().lateness(lateness);
+    let (key, sum) = (|r: &Rec| r.0, Sum::new(|r: &Rec| r.1));
+    let late_in = Some(late);
+    let w = match op {
+        Op::Tumble(size) => main.tumble("t", size, policy, late_in, key, sum),
+        Op::Slide(size, slide) => main.slide("s", size, slide, policy, late_in, key, sum),
+        Op::Session(gap) => main.session("u", gap, policy, late_in, key, sum),
+    };
+    w.results
+        .map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
 }
 
-/// Runs `rounds[..cut]` at 2 workers (the "crash"), picks one of the checkpoints that
-/// run completed (every worker's part written, every result of its epochs out: any of
-/// them is what a crash at some moment leaves newest) and runs the rest from the epoch
-/// after it at `after` workers. Returns both runs' results.
+/// Runs `rounds[..cut]` at 2 workers, crashes, and restores one of its complete
+/// checkpoints (chosen by `pick`) at `after` workers (see `common::crash`).
 fn crash_then_restore(
     rounds: &[Round<Rec>],
     cut: usize,
@@ -171,43 +72,8 @@ fn crash_then_restore(
     after: usize,
     pick: usize,
 ) -> (Vec<Result5>, Vec<Result5>) {
-    let store = Arc::new(MemStore::default());
-    let (first, complete, name) = run(2, rounds, 0..cut, &store, None, op, lateness);
-    // Checkpoints whose epoch is complete (every worker's part written and every
-    // result of its epochs out): any of them is what a crash at some moment would
-    // have left as the newest; `pick` chooses one.
-    let written: Vec<u64> = (0..complete.min(cut as u64))
-        .filter(|e| {
-            (0..2).all(|w| {
-                store
-                    .get(&Checkpoints::part_path(*e, &name, w))
-                    .unwrap()
-                    .is_some()
-            })
-        })
-        .collect();
-    if cut >= 6 && complete >= 3 && complete != u64::MAX {
-        let all: Vec<_> = store.0.lock().unwrap().keys().cloned().collect();
-        assert!(
-            !written.is_empty(),
-            "no checkpoint below complete epoch {complete}: {all:?}"
-        );
-    }
-    let restore = (!written.is_empty()).then(|| Restore {
-        epoch: written[pick % written.len()],
-        workers: 2,
-    });
-    let from = restore.map_or(0, |r| r.epoch as usize + 1);
-    let (second, _, _) = run(
-        after,
-        rounds,
-        from..rounds.len(),
-        &store,
-        restore,
-        op,
-        lateness,
-    );
-    (first, second)
+    let build = crash::dataflow(move |main, late| windows(main, late, op, lateness));
+    crash::crash_then_restore(rounds, cut, after, pick, build)
 }
 
 /// Per window, the last value a consumer keeps, from the reference's emissions.
@@ -307,16 +173,15 @@ fn check_session(
     pick: usize,
 ) {
     let op = Op::Session(gap);
-    let whole = run(
+    let whole = crash::run(
         1,
         rounds,
         0..rounds.len(),
         &Arc::new(MemStore::default()),
         None,
-        op,
-        lateness,
+        crash::dataflow(move |main, late| windows(main, late, op, lateness)),
     )
-    .0;
+    .out;
     let (first, second) = crash_then_restore(rounds, cut, op, lateness, after, pick);
     let both: Vec<Result5> = first.into_iter().chain(second).collect();
     assert_eq!(upserts(&both), upserts(&whole), "cut at round {cut}");
@@ -374,53 +239,19 @@ proptest! {
     }
 }
 
-/// One run of a tumbling sum at one worker with checkpoints every epoch into `store`:
-/// `send` feeds it, then, unless `finish`, it is dropped as if the process died.
+/// One run of a tumbling sum at one worker (see `common::crash::one_worker`).
 fn one_worker(
     store: &Arc<MemStore>,
     restore: Option<Restore>,
     send: impl Fn(&mut Source<Rec>) + Send + Sync + 'static,
     finish: bool,
 ) -> Vec<Result5> {
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let (shared, store) = (out.clone(), store.clone());
-    timely::execute(timely::Config::thread(), move |worker| {
-        let ctx = Checkpoints::new(
-            store.clone(),
-            1,
-            0,
-            1,
-            restore,
-            Box::new(|_, _, e| panic!("{e}")),
-        );
-        let installed = ctx.install();
-        let into = shared.clone();
-        let mut main = worker.dataflow::<Time, _, _>(|scope| {
-            let (main, stream) = Source::<Rec>::new(&scope);
-            stream
-                .tumble_aggregate("t", 10, |r: &Rec| r.0, Sum::new(|r: &Rec| r.1))
-                .inspect(move |w| {
-                    let r = (w.key, w.start, w.end, w.value, w.revision, w.kind);
-                    into.lock().unwrap().push(r);
-                });
-            main
-        });
-        drop(installed);
-        send(&mut main);
-        for _ in 0..10 {
-            worker.step();
-        }
-        if finish {
-            main.close();
-        } else {
-            for id in worker.installed_dataflows() {
-                worker.drop_dataflow(id);
-            }
-        }
-    })
-    .expect("timely ran");
-    let out = out.lock().unwrap().clone();
-    out
+    fn build(stream: StreamVec<'_, Time, Rec>) -> StreamVec<'_, Time, Result5> {
+        stream
+            .tumble_aggregate("t", 10, |r: &Rec| r.0, Sum::new(|r: &Rec| r.1))
+            .map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
+    }
+    crash::one_worker(store, restore, build, send, finish)
 }
 
 /// A record of a later epoch that arrives before the checkpoint epoch is sealed must

@@ -101,7 +101,7 @@ pub enum PersonOrAuction {
 }
 
 /// Q3's per-person state: the person once seen, auctions that arrived before them.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct SellerState {
     person: Option<Person>,
     waiting: Vec<u64>,

@@ -117,6 +117,12 @@ impl<C: Decoder> KafkaSource<C> {
 
     /// A table side: `start` forced to earliest and offsets never committed; other
     /// settings from `config` (the job's source settings, usually).
+    ///
+    /// Decoded with [`crate::codec::Upserts`], a table's null payloads (tombstones of a
+    /// compacted topic) come through as [`crate::codec::Upsert`]s with no value, at the
+    /// message timestamp, rather than on the error stream; mapped to `(key,
+    /// Option<value>)` they delete their key in
+    /// [`crate::operators::Lookup::lookup_upserts_with`] (`framework/tests/table.rs`).
     pub fn table(self, config: &SourceConfig) -> Self {
         let config = SourceConfig {
             start: crate::StartFrom::Earliest,

@@ -2,6 +2,7 @@
 //! dataflow at 1 or N workers, and random input generation.
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod upsert;
 
 use std::sync::{Arc, Mutex};

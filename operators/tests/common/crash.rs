@@ -1,0 +1,283 @@
+//! Crash and restore, for any checkpointing dataflow over the scripted rounds: a run
+//! is cut off at a round ("crash"), a second run restores one of the checkpoints the
+//! first one completed — at the same or another number of workers — and reads on from
+//! the epoch after it. Tests compare what a consumer of both runs' output keeps with a
+//! sequential reference.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
+use freshet_operators::{Late, Time};
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::StreamVec;
+
+use super::{Rec, Round, Source};
+
+/// Checkpoint parts in memory, shared by every worker of both runs.
+#[derive(Default)]
+pub struct MemStore(pub Mutex<HashMap<String, Vec<u8>>>);
+
+impl StateStore for MemStore {
+    fn put(&self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap().insert(path.into(), bytes.into());
+        Ok(())
+    }
+    fn get(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(path).cloned())
+    }
+}
+
+/// What one run left: its output in arrival order, the epoch below which every output
+/// was out (per worker 0's probe) when it ended, and the checkpointing operators' names.
+pub struct Ran<O> {
+    /// The output, in arrival order (all workers).
+    pub out: Vec<O>,
+    /// Every output of an epoch below this one was out.
+    pub complete: u64,
+    /// The names the checkpointing operators registered.
+    pub names: Vec<String>,
+}
+
+/// One run of `build` over `rounds[range]` (round `e` in epoch `e`, its records on the
+/// main input and its late records on the late one) at `workers` workers, with a
+/// checkpoint every epoch into `store`, restoring from `restore`. Unless the range
+/// reaches the last round, the run is cut off ("crashes") after it.
+pub fn run<O, F>(
+    workers: usize,
+    rounds: &[Round<Rec>],
+    range: std::ops::Range<usize>,
+    store: &Arc<MemStore>,
+    restore: Option<Restore>,
+    build: F,
+) -> Ran<O>
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Send
+        + Sync
+        + 'static,
+{
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let complete = Arc::new(Mutex::new(0u64));
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let (shared, shared_complete, shared_names) = (out.clone(), complete.clone(), names.clone());
+    let rounds = rounds.to_vec();
+    let store = store.clone();
+    let finish = range.end == rounds.len();
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let ctx = Checkpoints::new(
+            store.clone(),
+            1,
+            index,
+            peers,
+            restore,
+            Box::new(|_, _, e| panic!("{e}")),
+        );
+        let installed = ctx.install();
+        let into = shared.clone();
+        let (mut main, mut late, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, main_stream) = Source::<Rec>::new(&scope);
+            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
+            let (probe, _) = build(main_stream, late_stream)
+                .inspect(move |o| into.lock().unwrap().push(o.clone()))
+                .probe();
+            (main, late, probe)
+        });
+        drop(installed);
+        if index == 0 {
+            *shared_names.lock().unwrap() = ctx.names();
+        }
+        let mine = |i: usize| i % peers == index;
+        for e in range.clone() {
+            let (epoch, round) = (e as u64, &rounds[e]);
+            for (_, (event, record)) in round.records.iter().enumerate().filter(|(i, _)| mine(*i)) {
+                main.send(Time::new(*event, epoch), *record);
+            }
+            for (_, record) in round.late.iter().enumerate().filter(|(i, _)| mine(*i)) {
+                late.send(Time::new(round.watermark, epoch), record.clone());
+            }
+            let next = rounds.get(e + 1).map_or(round.watermark, |r| r.watermark);
+            main.advance(Time::new(next, epoch + 1));
+            late.advance(Time::new(next, epoch + 1));
+            // The last worker steps only every third round: the others read ahead, so
+            // records of later epochs reach the operator before earlier epochs are
+            // sealed and must wait for the checkpoint.
+            let lagging = peers > 1 && index == peers - 1 && e % 3 != 2;
+            for _ in 0..if lagging { 0 } else { 4 } {
+                worker.step();
+            }
+        }
+        if finish {
+            main.close();
+            late.close();
+            while worker.step() {}
+        } else {
+            // The crash: let what is in flight settle, then stop without closing.
+            for _ in 0..20 {
+                worker.step();
+            }
+            if index == 0 {
+                let below = probe.with_frontier(|f| f.iter().map(|t| t.epoch).min());
+                *shared_complete.lock().unwrap() = below.unwrap_or(u64::MAX);
+            }
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        }
+    })
+    .expect("timely ran");
+    let out = out.lock().unwrap().clone();
+    let complete = *complete.lock().unwrap();
+    let names = names.lock().unwrap().clone();
+    assert!(!names.is_empty(), "no checkpointing operator was built");
+    Ran {
+        out,
+        complete,
+        names,
+    }
+}
+
+/// Runs `rounds[..cut]` at 2 workers (the "crash"), picks one of the checkpoints that
+/// run completed (every operator's part of every worker written, every output of its
+/// epochs out: any of them is what a crash at some moment leaves newest) and runs the
+/// rest from the epoch after it at `after` workers. Returns both runs' output.
+pub fn crash_then_restore<O, F>(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    after: usize,
+    pick: usize,
+    build: F,
+) -> (Vec<O>, Vec<O>)
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let store = Arc::new(MemStore::default());
+    let first = run(2, rounds, 0..cut, &store, None, build.clone());
+    let written: Vec<u64> = (0..first.complete.min(cut as u64))
+        .filter(|e| {
+            first.names.iter().all(|name| {
+                (0..2).all(|w| {
+                    store
+                        .get(&Checkpoints::part_path(*e, name, w))
+                        .unwrap()
+                        .is_some()
+                })
+            })
+        })
+        .collect();
+    if cut >= 6 && first.complete >= 3 && first.complete != u64::MAX {
+        let all: Vec<_> = store.0.lock().unwrap().keys().cloned().collect();
+        assert!(
+            !written.is_empty(),
+            "no checkpoint below complete epoch {}: {all:?}",
+            first.complete
+        );
+    }
+    let restore = (!written.is_empty()).then(|| Restore {
+        epoch: written[pick % written.len()],
+        workers: 2,
+    });
+    let from = restore.map_or(0, |r| r.epoch as usize + 1);
+    let second = run(after, rounds, from..rounds.len(), &store, restore, build);
+    (first.out, second.out)
+}
+
+/// One run of `build` on one worker with checkpoints every epoch into `store`: `send`
+/// feeds its input, then, unless `finish`, it is dropped as if the process died.
+/// Returns its output in arrival order.
+pub fn one_worker<O, F>(
+    store: &Arc<MemStore>,
+    restore: Option<Restore>,
+    build: F,
+    send: impl Fn(&mut Source<Rec>) + Send + Sync + 'static,
+    finish: bool,
+) -> Vec<O>
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(StreamVec<'s, Time, Rec>) -> StreamVec<'s, Time, O> + Send + Sync + 'static,
+{
+    let send = move |main: &mut Source<Rec>, _: &mut Source<Late<Rec>>| send(main);
+    one_worker_with_late(store, restore, move |main, _| build(main), send, finish)
+}
+
+/// [`one_worker`] with a late input too.
+pub fn one_worker_with_late<O, F>(
+    store: &Arc<MemStore>,
+    restore: Option<Restore>,
+    build: F,
+    send: impl Fn(&mut Source<Rec>, &mut Source<Late<Rec>>) + Send + Sync + 'static,
+    finish: bool,
+) -> Vec<O>
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Send
+        + Sync
+        + 'static,
+{
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let (shared, store) = (out.clone(), store.clone());
+    timely::execute(timely::Config::thread(), move |worker| {
+        let ctx = Checkpoints::new(
+            store.clone(),
+            1,
+            0,
+            1,
+            restore,
+            Box::new(|_, _, e| panic!("{e}")),
+        );
+        let installed = ctx.install();
+        let into = shared.clone();
+        let (mut main, mut late) = worker.dataflow::<Time, _, _>(|scope| {
+            let (main, main_stream) = Source::<Rec>::new(&scope);
+            let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
+            build(main_stream, late_stream).inspect(move |o| into.lock().unwrap().push(o.clone()));
+            (main, late)
+        });
+        drop(installed);
+        send(&mut main, &mut late);
+        for _ in 0..10 {
+            worker.step();
+        }
+        if finish {
+            main.close();
+            late.close();
+        } else {
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        }
+    })
+    .expect("timely ran");
+    let out = out.lock().unwrap().clone();
+    out
+}
+
+/// `build` as a dataflow the runs above take: written inline here, a closure gets the
+/// signature for every stream lifetime (a `let` binding would not).
+pub fn dataflow<O, F>(build: F) -> F
+where
+    F: for<'s> Fn(
+        StreamVec<'s, Time, Rec>,
+        StreamVec<'s, Time, Late<Rec>>,
+    ) -> StreamVec<'s, Time, O>,
+{
+    build
+}
