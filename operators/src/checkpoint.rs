@@ -363,6 +363,8 @@ pub struct Aligner<T: EventTime, D> {
     /// By `(event time, time)`: the first entry has the least event time.
     stash: BTreeMap<(u64, T), (Capability<T>, Vec<D>)>,
     hold: Option<Capability<T>>,
+    /// Whether a part was written yet (the first checkpoint epoch is the newest sealed).
+    started: bool,
 }
 
 impl<T: EventTime, D> Aligner<T, D> {
@@ -378,6 +380,7 @@ impl<T: EventTime, D> Aligner<T, D> {
             next: first,
             stash: BTreeMap::new(),
             hold: Some(hold),
+            started: false,
         }
     }
 
@@ -425,12 +428,15 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// its state with [`Aligner::write`] and, if that succeeded, lifts its
     /// capabilities — and asks again, until no sealed epoch is left unwritten.
     ///
-    /// No checkpoint epoch is skipped, even by a worker that sees the frontier jump
-    /// several epochs at once: the records of epochs after the next checkpoint epoch are
-    /// still stashed, so its state is exactly that epoch's, and every worker writes a
-    /// part of every checkpoint epoch (a worker that skipped one would leave that
-    /// checkpoint without its part, so that no checkpoint any worker wrote might be
-    /// complete).
+    /// Once the operator has written its first part, no checkpoint epoch is skipped,
+    /// even by a worker that sees the frontier jump several epochs at once: the records
+    /// of epochs after the next checkpoint epoch are still stashed, so its state is
+    /// exactly that epoch's, and every worker writes a part of every checkpoint epoch (a
+    /// worker that skipped one would leave that checkpoint without its part, so that no
+    /// checkpoint any worker wrote might be complete). The first part is written at the
+    /// newest sealed checkpoint epoch: a Kafka source's epochs follow the wall clock, so
+    /// the first sealed epoch is far from the grid's start, and walking there one
+    /// checkpoint epoch at a time would never catch up.
     pub fn due(&self, frontiers: &[MutableAntichain<T>]) -> Option<u64> {
         let sealed = sealed_below(frontiers);
         // The inputs are done: there is no epoch left to checkpoint.
@@ -438,7 +444,8 @@ impl<T: EventTime, D> Aligner<T, D> {
             return None;
         }
         let c = self.ctx.at_or_before(sealed.checked_sub(1)?)?;
-        (c >= self.next).then_some(self.next)
+        let due = if self.started { self.next } else { c };
+        (c >= self.next).then_some(due)
     }
 
     /// Once the inputs are done, every record still waiting: there is no epoch left to
@@ -468,6 +475,7 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// capabilities it holds for state to `epoch + 1`.
     pub fn write<S: Serialize>(&mut self, epoch: u64, state: &S) -> bool {
         let ok = self.ctx.write(&self.name, epoch, state);
+        self.started = true;
         self.next = self.ctx.at_or_after(epoch + 1);
         if ok {
             if let Some(hold) = self.hold.as_mut() {

@@ -71,7 +71,11 @@ pub mod tempfile_path {
 pub fn job_binary(input: &str, output: &str, group: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_freshet-test-job"));
     cmd.env("FRESHET_BROKERS", brokers())
-        .env("RUST_LOG", "warn")
+        // `FRESHET_TEST_JOB_LOG` (e.g. `info,freshet=debug`) to see what a job does.
+        .env(
+            "RUST_LOG",
+            std::env::var("FRESHET_TEST_JOB_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .args(["--input", input, "--output", output, "--group", group]);
     cmd
 }
