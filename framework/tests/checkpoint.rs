@@ -304,12 +304,14 @@ fn commits_follow_checkpoints_not_windows() {
     let input = create_topic("ckpt-long-in", partitions);
     let output = create_topic("ckpt-long-out", 1);
     let group = unique("ckpt-long-group");
-    let mut child = job_binary(&input, &output, &group)
-        .args(LIVE)
-        .args(["--window-ms", "600000"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start the job");
+    let mut child = Running(
+        job_binary(&input, &output, &group)
+            .args(LIVE)
+            .args(["--window-ms", "600000"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the job"),
+    );
     // Event times a few seconds apart: every window stays open.
     let all = generate(3, 6_000, 8, partitions, 1_700_000_000_000, 6_000, 100);
     let mut produced = 0;
@@ -345,11 +347,13 @@ fn a_checkpoint_taken_at_two_workers_restores_at_other_scales() {
         produce(&brokers(), &input, first).expect("produce");
         // A live run at 2 workers reads the first half and is killed once a checkpoint
         // covering some of it is complete (offsets are committed only then).
-        let mut child = job_binary(&input, &output, &group)
-            .args(LIVE)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start the job");
+        let mut child = Running(
+            job_binary(&input, &output, &group)
+                .args(LIVE)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start the job"),
+        );
         wait_for(Duration::from_secs(60), "a complete checkpoint", || {
             committed(&group, &input, partitions).values().sum::<i64>() > 0
         });
