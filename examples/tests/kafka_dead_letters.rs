@@ -5,14 +5,10 @@
 mod utils;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use freshet_examples::window_count::{Event, WindowCount};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use utils::*;
 
 /// Produces `payloads` to partition 0 of `topic`, in order.
@@ -62,40 +58,16 @@ fn window_count(input: &str, output: &str, extra: &[&str]) -> String {
 
 /// Every dead letter on partition 0 of `topic`: offset, reason and source topic headers.
 fn dead_letters(topic: &str) -> Vec<(String, String, String)> {
-    let consumer: BaseConsumer = plain()
-        .set("group.id", unique("dl-reader"))
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut letters = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "reading {topic} to its end");
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let h = m.headers().expect("provenance headers");
-                let get = |k: &str| {
-                    h.iter()
-                        .find(|x| x.key == k)
-                        .and_then(|x| x.value)
-                        .map(|v| String::from_utf8_lossy(v).to_string())
-                        .unwrap_or_default()
-                };
-                letters.push((
-                    get("freshet.offset"),
-                    get("freshet.reason"),
-                    get("freshet.topic"),
-                ));
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => return letters,
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
+    read_headed(topic, 0)
+        .iter()
+        .map(|h| {
+            (
+                h.header("freshet.offset"),
+                h.header("freshet.reason"),
+                h.header("freshet.topic"),
+            )
+        })
+        .collect()
 }
 
 #[test]

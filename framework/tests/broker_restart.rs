@@ -173,7 +173,13 @@ fn a_broker_restart_keeps_the_job_alive_and_reading_and_a_lost_producer_id_fails
     broker.kill();
     let down = Instant::now();
     std::thread::sleep(Duration::from_secs(5)); // the outage under test
-    let alive = |job: &mut Job| job.0.as_mut().unwrap().try_wait().unwrap().is_none();
+    let alive = |job: &mut Job| match job.0.as_mut().unwrap().try_wait().unwrap() {
+        None => true,
+        Some(status) => {
+            eprintln!("the job exited: {status}");
+            false
+        }
+    };
     assert!(
         alive(&mut job),
         "the job exited during the outage:\n{}",

@@ -15,9 +15,7 @@ use freshet::{
     run, Collect, Collected, JobConfig, KafkaConfig, KafkaSink, KafkaSource, OutOfRange,
     PoisonOutput, StartFrom, Tumble, WriteKafka,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use support::*;
@@ -183,41 +181,15 @@ fn bad_records_reach_the_dead_letter_topic_with_their_provenance() {
         "the future-dated record moved no watermark"
     );
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("dlq-reader"))
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&dead, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
     let mut letters = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "reading the dead-letter topic");
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let h = m.headers().expect("provenance headers");
-                let get = |k: &str| {
-                    h.iter()
-                        .find(|x| x.key == k)
-                        .and_then(|x| x.value)
-                        .map(|v| String::from_utf8_lossy(v).to_string())
-                        .unwrap_or_default()
-                };
-                assert_eq!(get("freshet.topic"), topic);
-                assert_eq!(get("freshet.partition"), "0");
-                letters.push((
-                    get("freshet.offset"),
-                    get("freshet.reason"),
-                    m.key().map(<[u8]>::to_vec),
-                ));
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) if letters.len() >= 5 => break,
-            _ => {}
-        }
+    for h in read_headed(&dead, 5) {
+        assert_eq!(h.header("freshet.topic"), topic);
+        assert_eq!(h.header("freshet.partition"), "0");
+        letters.push((
+            h.header("freshet.offset"),
+            h.header("freshet.reason"),
+            h.key.clone(),
+        ));
     }
     letters.sort();
     let offsets: Vec<&str> = letters.iter().map(|(o, _, _)| o.as_str()).collect();
@@ -363,41 +335,10 @@ type WithHeaders = (Vec<u8>, Vec<(String, String)>);
 /// Reads every message of partition 0 of `topic` as a consumer would: payload and
 /// headers, to the end of the partition.
 fn read_with_headers(topic: &str) -> Vec<WithHeaders> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("dlq-reader"))
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "reading {topic} to its end");
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                let v = x.value.map(String::from_utf8_lossy);
-                                (x.key.to_string(), v.unwrap_or_default().to_string())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((m.payload().unwrap_or_default().to_vec(), headers));
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => return out,
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
+    read_headed(topic, 0)
+        .into_iter()
+        .map(|h| (h.payload, h.headers))
+        .collect()
 }
 
 #[test]

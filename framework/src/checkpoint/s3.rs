@@ -104,7 +104,8 @@ impl S3 {
         if let Some((until, error)) = self.down.lock().unwrap().as_ref() {
             if Instant::now() < *until {
                 return Err(io::Error::other(format!(
-                    "{what}: not tried, the store failed moments ago: {error}"
+                    "{}: {what}: not tried, the store failed moments ago: {error}",
+                    self.url
                 )));
             }
         }
@@ -119,7 +120,7 @@ impl S3 {
             )),
             Err(e) => {
                 *self.down.lock().unwrap() = Some((Instant::now() + BACKOFF, e.to_string()));
-                Err(io::Error::other(format!("{what}: {e}")))
+                Err(io::Error::other(format!("{}: {what}: {e}", self.url)))
             }
         }
     }
