@@ -96,6 +96,9 @@ struct Args {
     /// The source's allowed out-of-orderness, ms (what exact mode waits for).
     #[arg(long, default_value_t = 500)]
     out_of_orderness_ms: u64,
+    /// Run the job without checkpoints (state in memory only), to see what they cost.
+    #[arg(long)]
+    no_checkpoints: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -145,6 +148,7 @@ fn main() -> anyhow::Result<()> {
         .max_epochs_ahead
         .max((rule.range_ms + rule.lateness_ms) / epoch_ms + 10);
     config.drain = Duration::from_secs(1);
+    config.checkpoint.enabled = !args.no_checkpoints;
     let stop = config.stop.clone();
     let handover = hand_over();
     let job = {
@@ -306,6 +310,7 @@ fn main() -> anyhow::Result<()> {
             .field("rate", args.rate)
             .rate("achieved_rate", total as f64 / produce_secs)
             .field("config", format!("w{}", args.workers))
+            .field("checkpoints", !args.no_checkpoints)
             .field("path", path)
             .field("samples", h.len())
             .field("p50_ms", ms(h, 0.5))
