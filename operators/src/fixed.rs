@@ -475,12 +475,10 @@ where
         key: &impl Fn(&D) -> K,
     ) {
         let ctx = aligner.checkpoints();
-        let Some(restore) = ctx.restore() else {
+        let Some((epoch, parts)) = aligner.restored::<Part<T, K, A, D>>() else {
             return;
         };
-        let epoch = restore.epoch + 1;
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
-        let parts: Vec<Part<T, K, A, D>> = ctx.read_all(aligner.name());
         for part in parts {
             for (start, next_early, keys) in part.open {
                 let end = start.saturating_add(self.size);

@@ -512,11 +512,10 @@ where
     /// checkpoint.
     fn restore(&mut self, aligner: &Aligner<T, Side<A, B>>, initial: &Capability<T>) {
         let ctx = aligner.checkpoints();
-        let Some(restore) = ctx.restore() else {
+        let Some((epoch, parts)) = aligner.restored::<Part<K, A, B>>() else {
             return;
         };
-        let since = initial.time().with_epoch(restore.epoch + 1);
-        let parts: Vec<Part<K, A, B>> = ctx.read_all(aligner.name());
+        let since = initial.time().with_epoch(epoch);
         fn load<T: EventTime, K: Hash + Eq + Clone, X>(
             kept: &mut Kept<K, X>,
             expiry: &mut Expiry<T, K>,

@@ -139,10 +139,9 @@ fn restore<T: EventTime, K, A, B>(
     B: DeserializeOwned,
 {
     let ctx = aligner.checkpoints();
-    let Some(restore) = ctx.restore() else {
+    let Some((epoch, parts)) = aligner.restored::<Part<K, A, B>>() else {
         return;
     };
-    let parts: Vec<Part<K, A, B>> = ctx.read_all(aligner.name());
     for part in parts {
         for (start, keys) in part {
             let (caps, sides) = open.entry(start).or_default();
@@ -154,7 +153,7 @@ fn restore<T: EventTime, K, A, B>(
             if caps.is_empty() && !sides.is_empty() {
                 let end = start.saturating_add(size);
                 let at = initial.time().with_event(end - 1);
-                caps.insert(initial.delayed(&at.with_epoch(restore.epoch + 1)));
+                caps.insert(initial.delayed(&at.with_epoch(epoch)));
             }
         }
     }

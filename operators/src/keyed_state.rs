@@ -458,12 +458,10 @@ impl<T: EventTime, K: Hash + Eq + Clone + DeserializeOwned, S: DeserializeOwned>
         key: &impl Fn(&D) -> K,
     ) {
         let ctx = aligner.checkpoints();
-        let Some(restore) = ctx.restore() else {
+        let Some((epoch, parts)) = aligner.restored::<Part<T, K, S, D>>() else {
             return;
         };
-        let epoch = restore.epoch + 1;
         let since = initial.time().with_epoch(epoch);
-        let parts: Vec<Part<T, K, S, D>> = ctx.read_all(aligner.name());
         for part in parts {
             for (k, state, last, scheduled) in part.states {
                 if !ctx.owns(hash(&k)) {

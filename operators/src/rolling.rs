@@ -481,12 +481,10 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned>
         key: &impl Fn(&D) -> K,
     ) {
         let ctx = aligner.checkpoints();
-        let Some(restore) = ctx.restore() else {
+        let Some((epoch, parts)) = aligner.restored::<Part<K, A, T, D>>() else {
             return;
         };
-        let epoch = restore.epoch + 1;
         let since = initial.time().with_epoch(epoch);
-        let parts: Vec<Part<K, A, T, D>> = ctx.read_all(aligner.name());
         for (keys, main, late) in parts {
             for (k, blocks) in keys.into_iter().filter(|(k, _)| ctx.owns(hash(k))) {
                 let kept = self.keys.entry(k.clone()).or_default();

@@ -68,8 +68,7 @@ impl Store for LocalDir {
             }
             Ok(())
         }
-        // Walk from the prefix's directory part, then filter by the whole prefix.
-        let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+        let dir = super::store::dir_of(prefix);
         let mut out = Vec::new();
         walk(&self.root.join(dir), dir, &mut out)?;
         out.retain(|(p, _)| p.starts_with(prefix));

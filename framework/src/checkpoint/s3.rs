@@ -148,9 +148,9 @@ impl StateStore for S3 {
 
 impl Store for S3 {
     fn list(&self, prefix: &str) -> io::Result<Vec<(String, u64)>> {
-        // Object stores list by whole path segments: list the prefix's directory, then
-        // filter by the whole prefix.
-        let dir = prefix.rsplit_once('/').map(|(d, _)| Path::from(d));
+        let dir = Some(super::store::dir_of(prefix))
+            .filter(|d| !d.is_empty())
+            .map(Path::from);
         let objects = self.call(
             "list",
             self.store.list(dir.as_ref()).try_collect::<Vec<_>>(),

@@ -31,6 +31,12 @@ fn epoch_of_entry(top: &str) -> Option<u64> {
     Manifest::epoch_of(top).or_else(|| top.strip_prefix("epoch-").and_then(|e| e.parse().ok()))
 }
 
+/// The directory part of a listing prefix (`""` at the root): stores list by whole
+/// directories and keep the paths that start with the whole prefix.
+pub(super) fn dir_of(prefix: &str) -> &str {
+    prefix.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
 /// The first component of a path.
 fn top_of(path: &str) -> &str {
     path.split('/').next().unwrap_or(path)
