@@ -22,23 +22,61 @@
 //!
 //! A failed write changes nothing: the capabilities stay where they were (commits
 //! stop) and the next checkpoint epoch is tried.
+//!
+//! Operators with keyed state write it as a [`LogPart`]: the entries changed since
+//! the operator's previous part (an incremental part, naming that part as its base),
+//! or every entry (a full part). A full part is written at an operator's first
+//! checkpoint, after a failed write, and every [`Checkpoints::full_every`] checkpoint
+//! epochs (staggered by operator and worker, so the workers do not compact at once);
+//! so restoring reads at most that many parts per operator and worker, and every part
+//! a checkpoint needs is at most `(full_every - 1) * every` epochs older than it
+//! ([`chain_from`]), which is what retention keeps.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::progress::frontier::MutableAntichain;
 
+use crate::hash::hash;
 use crate::time::EventTime;
 
 /// The number of key groups keyed state is split into. A key belongs to group
 /// `hash(key) % KEY_GROUPS`, and group `g` to worker `g % workers`, so a checkpoint
 /// taken at one number of workers restores at another (up to `KEY_GROUPS` workers).
 pub const KEY_GROUPS: u64 = 256;
+
+/// How many checkpoint epochs apart an operator writes full parts, unless told.
+pub const DEFAULT_FULL_EVERY: u64 = 10;
+
+/// One worker's part of a keyed operator's checkpoint, as a log of changes.
+#[derive(Serialize, Deserialize)]
+pub struct LogPart<E, K, V> {
+    /// The epoch of the part (of the same operator and worker) this one changes;
+    /// `None`: a full part, complete by itself.
+    pub base: Option<u64>,
+    /// The operator's state that is not keyed (small, written whole in every part).
+    pub extra: E,
+    /// Entries changed since the base, in order (`None`: removed); every entry if full.
+    pub entries: Vec<(K, Option<V>)>,
+}
+
+/// The oldest epoch whose parts checkpoint `epoch` may need (taken every `every`
+/// epochs, with full parts every `full_every` checkpoints): retention keeps every part
+/// from there on.
+pub fn chain_from(epoch: u64, every: u64, full_every: u64) -> u64 {
+    epoch.saturating_sub(
+        full_every
+            .max(1)
+            .saturating_sub(1)
+            .saturating_mul(every.max(1)),
+    )
+}
 
 /// Where checkpoint parts are written and read back: a local directory, an object
 /// store. `put` returns only once the bytes are durable, and replaces atomically.
@@ -68,6 +106,7 @@ struct Inner {
     workers: usize,
     restore: Option<Restore>,
     floor: std::cell::Cell<u64>,
+    full_every: std::cell::Cell<u64>,
     names: RefCell<BTreeSet<String>>,
     on_failure: FailureHook,
 }
@@ -108,6 +147,7 @@ impl Checkpoints {
             workers,
             floor: std::cell::Cell::new(restore.map_or(0, |r| r.epoch + 1)),
             restore,
+            full_every: std::cell::Cell::new(DEFAULT_FULL_EVERY),
             names: RefCell::new(BTreeSet::new()),
             on_failure,
         }))
@@ -165,6 +205,26 @@ impl Checkpoints {
     pub fn with_floor(self, floor: u64) -> Self {
         self.0.floor.set(self.0.floor.get().max(floor));
         self
+    }
+
+    /// Operators write a full part every `full_every` checkpoints (at least 1: every
+    /// part full), incremental parts in between.
+    pub fn with_full_every(self, full_every: u64) -> Self {
+        self.0.full_every.set(full_every.max(1));
+        self
+    }
+
+    /// How many checkpoints apart operators write full parts.
+    pub fn full_every(&self) -> u64 {
+        self.0.full_every.get()
+    }
+
+    /// Whether operator `name` writes a full part at checkpoint `epoch` on this worker:
+    /// every `full_every`-th checkpoint, at an offset of its own.
+    pub fn compacts(&self, name: &str, epoch: u64) -> bool {
+        let n = self.0.full_every.get();
+        let step = (epoch.saturating_add(1) / self.0.every).wrapping_add(hash(&(name, self.0.worker)));
+        step % n == 0
     }
 
     /// The least epoch this run may take a checkpoint at.
@@ -239,6 +299,68 @@ impl Checkpoints {
             }
         }
         parts
+    }
+}
+
+impl Checkpoints {
+    /// The keyed state of `name` in the checkpoint restored from, one `(extra, entries)`
+    /// per worker that wrote a part: each worker's log read back from the restored
+    /// part through its bases to a full part, and replayed.
+    ///
+    /// # Panics
+    /// If a part or a base it names cannot be read or decoded.
+    pub fn read_log<E, K, V>(&self, name: &str) -> Vec<(E, Vec<(K, V)>)>
+    where
+        E: DeserializeOwned,
+        K: DeserializeOwned + Hash + Eq,
+        V: DeserializeOwned,
+    {
+        let Some(restore) = self.0.restore else {
+            return Vec::new();
+        };
+        let mut logs = Vec::new();
+        for worker in 0..restore.workers {
+            let mut chain: Vec<LogPart<E, K, V>> = Vec::new();
+            let mut epoch = restore.epoch;
+            loop {
+                let path = Self::part_path(epoch, name, worker);
+                let part: LogPart<E, K, V> = match self.0.store.get(&path) {
+                    Ok(Some(bytes)) => bincode::deserialize(&bytes).unwrap_or_else(|e| {
+                        panic!("checkpoint part {path} cannot be decoded: {e}")
+                    }),
+                    // The operator wrote no part (it is new): it starts empty.
+                    Ok(None) if chain.is_empty() => break,
+                    Ok(None) => panic!(
+                        "checkpoint part {path}, the base of a later part, is missing"
+                    ),
+                    Err(e) => panic!("checkpoint part {path} cannot be read: {e}"),
+                };
+                let base = part.base;
+                chain.push(part);
+                match base {
+                    Some(b) if b < epoch => epoch = b,
+                    Some(b) => panic!("checkpoint part {path} names a base {b} not older"),
+                    None => break,
+                }
+            }
+            let mut map: rustc_hash::FxHashMap<K, V> = Default::default();
+            let mut extra = None;
+            // Oldest first: the newest part's entries win, and its extra is kept.
+            for part in chain.into_iter().rev() {
+                for (k, v) in part.entries {
+                    match v {
+                        Some(v) => map.insert(k, v),
+                        None => map.remove(&k),
+                    };
+                }
+                extra = Some(part.extra);
+            }
+            let Some(extra) = extra else {
+                continue;
+            };
+            logs.push((extra, map.into_iter().collect()));
+        }
+        logs
     }
 }
 
@@ -365,6 +487,9 @@ pub struct Aligner<T: EventTime, D> {
     hold: Option<Capability<T>>,
     /// Whether a part was written yet (the first checkpoint epoch is the newest sealed).
     started: bool,
+    /// The epoch of this run's last part, if it was durable: the base of the next
+    /// incremental part.
+    last: Option<u64>,
 }
 
 impl<T: EventTime, D> Aligner<T, D> {
@@ -381,6 +506,7 @@ impl<T: EventTime, D> Aligner<T, D> {
             stash: BTreeMap::new(),
             hold: Some(hold),
             started: false,
+            last: None,
         }
     }
 
@@ -491,6 +617,44 @@ impl<T: EventTime, D> Aligner<T, D> {
             }
         }
         ok
+    }
+
+    /// Writes keyed state as this worker's [`LogPart`] at checkpoint `epoch`, like
+    /// [`Aligner::write`]. `entries(full)` gives every entry if `full`, else those
+    /// changed since the last part (`None`: removed); a full part is asked for at the
+    /// first part, after a failed write and every [`Checkpoints::full_every`]
+    /// checkpoints. Either way the operator then forgets what changed: after a failure
+    /// the next part is full.
+    pub fn write_log<E: Serialize, K: Serialize, V: Serialize>(
+        &mut self,
+        epoch: u64,
+        extra: E,
+        entries: impl FnOnce(bool) -> Vec<(K, Option<V>)>,
+    ) -> bool {
+        let base = self
+            .last
+            .filter(|_| !self.ctx.compacts(&self.name, epoch));
+        let part = LogPart {
+            base,
+            extra,
+            entries: entries(base.is_none()),
+        };
+        let ok = self.write(epoch, &part);
+        self.last = ok.then_some(epoch);
+        ok
+    }
+
+    /// Like [`Aligner::restored`], for an operator that writes [`LogPart`]s: each
+    /// worker's `(extra, entries)` as of the restored checkpoint.
+    #[allow(clippy::type_complexity)]
+    pub fn restored_log<E, K, V>(&self) -> Option<(u64, Vec<(E, Vec<(K, V)>)>)>
+    where
+        E: DeserializeOwned,
+        K: DeserializeOwned + Hash + Eq,
+        V: DeserializeOwned,
+    {
+        let restore = self.ctx.restore()?;
+        Some((restore.epoch + 1, self.ctx.read_log(&self.name)))
     }
 
     /// Moves the held capability's event time up to `watermark` (it holds only the

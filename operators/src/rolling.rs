@@ -272,6 +272,8 @@ struct Block<T, A> {
     panes: BTreeMap<u64, A>,
     /// The meet of the block's records' times, event coordinate zeroed: one debt.
     since: T,
+    /// Listed in [`State::changed`] since the last checkpoint.
+    logged: bool,
 }
 
 /// Every key's blocks, when to drop them, and the capabilities held for them.
@@ -281,6 +283,10 @@ struct State<K, T: EventTime, A> {
     /// Keys with a block, by the block's last event time.
     expiry: BTreeMap<u64, Vec<K>>,
     debts: HeldEpochs<T>,
+    /// Whether changes are tracked for incremental checkpoints.
+    logging: bool,
+    /// `(key, index)` of the blocks changed or dropped since the last checkpoint.
+    changed: Vec<(K, u64)>,
 }
 
 impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
@@ -311,7 +317,11 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                     acc,
                     panes: BTreeMap::from([(t, pane)]),
                     since: epoch,
+                    logged: self.logging,
                 });
+                if self.logging {
+                    self.changed.push((key.clone(), index));
+                }
                 let last = index
                     .saturating_mul(self.width)
                     .saturating_add(self.width - 1);
@@ -320,6 +330,10 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
             }
             Entry::Occupied(slot) => {
                 let block = slot.into_mut();
+                if self.logging && !block.logged {
+                    block.logged = true;
+                    self.changed.push((key.clone(), index));
+                }
                 agg.add(&mut block.acc, record);
                 agg.add(block.panes.entry(t).or_insert_with(|| agg.create()), record);
                 let since = block.since.meet(&epoch);
@@ -399,6 +413,9 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                 };
                 if let Some(block) = blocks.remove(&index) {
                     self.debts.pay(&block.since);
+                    if self.logging && !block.logged {
+                        self.changed.push((k.clone(), index));
+                    }
                 }
                 if blocks.is_empty() {
                     self.keys.remove(&k);
@@ -423,49 +440,59 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
     }
 }
 
-/// One key's block as written in a checkpoint: `(index, accumulator, panes)`.
-type BlockPart<A> = (u64, A, Vec<(u64, A)>);
-
-/// One worker's part of a checkpoint: every key's blocks, the records waiting for the
-/// watermark (exact mode) at their time, and the late records waiting, by `(their
+/// The state that is not keyed, written whole in every part: the records waiting for
+/// the watermark (exact mode) at their time, and the late records waiting, by `(their
 /// event time, time)`.
-type Part<K, A, T, D> = (
-    Vec<(K, Vec<BlockPart<A>>)>,
-    Vec<(T, Vec<D>)>,
-    Vec<(u64, T, Vec<D>)>,
-);
+type Extra<T, D> = (Vec<(T, Vec<D>)>, Vec<(u64, T, Vec<D>)>);
+
+/// One block as a checkpoint entry: keyed by `(key, index)`, valued by its accumulator
+/// and panes.
+type BlockEntry<K, A> = ((K, u64), (A, BTreeMap<u64, A>));
 
 impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A> {
-    /// Writes this worker's part of checkpoint `epoch` (the shape of [`Part`], from
-    /// references).
+    /// Writes this worker's part of checkpoint `epoch`: the blocks changed since the
+    /// last part (or every block), and the records waiting.
     fn checkpoint<D: Serialize>(
-        &self,
+        &mut self,
         aligner: &mut Aligner<T, Arrival<D>>,
         epoch: u64,
         waiting: &Waiting<T, D>,
         pending: &Waiting<T, D>,
     ) -> bool {
-        type BlockRef<'a, A> = (u64, &'a A, Vec<(u64, &'a A)>);
-        type View<'a, K, A, T, D> = (
-            Vec<(&'a K, Vec<BlockRef<'a, A>>)>,
-            Vec<(T, &'a Vec<D>)>,
-            Vec<(u64, T, &'a Vec<D>)>,
-        );
-        let view: View<'_, K, A, T, D> = (
-            self.keys
+        let extra = (
+            waiting.iter().map(|((_, t), (_, d))| (*t, d)).collect::<Vec<_>>(),
+            pending
                 .iter()
-                .map(|(k, blocks)| {
-                    let blocks = blocks
-                        .iter()
-                        .map(|(i, b)| (*i, &b.acc, b.panes.iter().map(|(t, a)| (*t, a)).collect()))
-                        .collect();
-                    (k, blocks)
-                })
-                .collect(),
-            waiting.iter().map(|((_, t), (_, d))| (*t, d)).collect(),
-            pending.iter().map(|((e, t), (_, d))| (*e, *t, d)).collect(),
+                .map(|((e, t), (_, d))| (*e, *t, d))
+                .collect::<Vec<_>>(),
         );
-        aligner.write(epoch, &view)
+        let changed = std::mem::take(&mut self.changed);
+        let keys = &self.keys;
+        fn view<T, A>(b: &Block<T, A>) -> (&A, &BTreeMap<u64, A>) {
+            (&b.acc, &b.panes)
+        }
+        let ok = aligner.write_log(epoch, extra, |full| {
+            if full {
+                keys.iter()
+                    .flat_map(|(k, blocks)| {
+                        blocks.iter().map(move |(i, b)| ((k, *i), Some(view(b))))
+                    })
+                    .collect()
+            } else {
+                changed
+                    .iter()
+                    .map(|(k, i)| ((k, *i), keys.get(k).and_then(|bs| bs.get(i)).map(view)))
+                    .collect()
+            }
+        });
+        for (k, i) in &changed {
+            if let Some(block) = self.keys.get_mut(k).and_then(|bs| bs.get_mut(i)) {
+                block.logged = false;
+            }
+        }
+        self.changed = changed;
+        self.changed.clear();
+        ok
     }
 }
 
@@ -481,22 +508,20 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned>
         key: &impl Fn(&D) -> K,
     ) {
         let ctx = aligner.checkpoints();
-        let Some((epoch, parts)) = aligner.restored::<Part<K, A, T, D>>() else {
+        let Some((epoch, parts)) = aligner.restored_log::<Extra<T, D>, (K, u64), (A, BTreeMap<u64, A>)>() else {
             return;
         };
         let since = initial.time().with_epoch(epoch);
-        for (keys, main, late) in parts {
-            for (k, blocks) in keys.into_iter().filter(|(k, _)| ctx.owns(hash(k))) {
-                let kept = self.keys.entry(k.clone()).or_default();
-                for (index, acc, panes) in blocks {
-                    self.debts.owe(&since, initial, 0);
-                    let last = index
-                        .saturating_mul(self.width)
-                        .saturating_add(self.width - 1);
-                    self.expiry.entry(last).or_default().push(k.clone());
-                    let panes = panes.into_iter().collect();
-                    kept.insert(index, Block { acc, panes, since });
-                }
+        for ((main, late), blocks) in parts {
+            let blocks: Vec<BlockEntry<K, A>> = blocks;
+            for ((k, index), (acc, panes)) in blocks.into_iter().filter(|((k, _), _)| ctx.owns(hash(k))) {
+                self.debts.owe(&since, initial, 0);
+                let last = index
+                    .saturating_mul(self.width)
+                    .saturating_add(self.width - 1);
+                self.expiry.entry(last).or_default().push(k.clone());
+                let block = Block { acc, panes, since, logged: false };
+                self.keys.entry(k).or_default().insert(index, block);
             }
             restore_pending(waiting, by_event(main), ctx, initial, epoch, key);
             restore_pending(pending, late, ctx, initial, epoch, key);
@@ -568,6 +593,8 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
             keys: FxHashMap::default(),
             expiry: BTreeMap::new(),
             debts: HeldEpochs::new(),
+            logging: false,
+            changed: Vec::new(),
         };
         // Exact mode: records waiting for the watermark to pass their event time.
         let mut waiting: Waiting<T, D> = BTreeMap::new();
@@ -578,6 +605,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
                 let aligner = Aligner::new(ctx, &name, &initial[0]);
+                state.logging = true;
                 state.restore(&aligner, &initial[0], &mut waiting, &mut pending, &*key);
                 aligner
             });

@@ -175,6 +175,7 @@ fn check_session(
     let op = Op::Session(gap);
     let whole = crash::run(
         1,
+        1,
         rounds,
         0..rounds.len(),
         &Arc::new(MemStore::default()),

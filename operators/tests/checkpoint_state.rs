@@ -555,7 +555,10 @@ proptest! {
 
     #[test]
     fn rolling_restores_exactly(
-        rounds in rounds(12), cut in 3usize..12, range in 1u64..80, lateness in 0u64..40,
+        rounds in rounds(12), cut in 3usize..12,
+        // Narrow blocks (filled within one epoch) and wide ones (changed across
+        // several checkpoints, so incremental parts carry a block more than once).
+        range in prop_oneof![1u64..80, 400u64..1600], lateness in 0u64..40,
         after in 1usize..4, pick in 0usize..16,
     ) {
         let rounds = distinct(rounds);

@@ -42,9 +42,11 @@ pub struct Ran<O> {
 
 /// One run of `build` over `rounds[range]` (round `e` in epoch `e`, its records on the
 /// main input and its late records on the late one) at `workers` workers, with a
-/// checkpoint every epoch into `store`, restoring from `restore`. Unless the range
-/// reaches the last round, the run is cut off ("crashes") after it.
+/// checkpoint every epoch into `store` (full parts every `full_every`, incremental ones
+/// between), restoring from `restore`. Unless the range reaches the last round, the run
+/// is cut off ("crashes") after it.
 pub fn run<O, F>(
+    full_every: u64,
     workers: usize,
     rounds: &[Round<Rec>],
     range: std::ops::Range<usize>,
@@ -78,7 +80,8 @@ where
             peers,
             restore,
             Box::new(|_, _, e| panic!("{e}")),
-        );
+        )
+        .with_full_every(full_every);
         let installed = ctx.install();
         let into = shared.clone();
         let (mut main, mut late, probe) = worker.dataflow::<Time, _, _>(|scope| {
@@ -146,7 +149,9 @@ where
 /// Runs `rounds[..cut]` at 2 workers (the "crash"), picks one of the checkpoints that
 /// run completed (every operator's part of every worker written, every output of its
 /// epochs out: any of them is what a crash at some moment leaves newest) and runs the
-/// rest from the epoch after it at `after` workers. Returns both runs' output.
+/// rest from the epoch after it at `after` workers. Returns both runs' output. `pick`
+/// also chooses how often full parts are written: every part, every third, or only the
+/// first (so a restore replays a long chain of incremental parts).
 pub fn crash_then_restore<O, F>(
     rounds: &[Round<Rec>],
     cut: usize,
@@ -166,7 +171,8 @@ where
         + 'static,
 {
     let store = Arc::new(MemStore::default());
-    let first = run(2, rounds, 0..cut, &store, None, build.clone());
+    let full_every = [1, 3, 1000][pick % 3];
+    let first = run(full_every, 2, rounds, 0..cut, &store, None, build.clone());
     let written: Vec<u64> = (0..first.complete.min(cut as u64))
         .filter(|e| {
             first.names.iter().all(|name| {
@@ -192,7 +198,7 @@ where
         workers: 2,
     });
     let from = restore.map_or(0, |r| r.epoch as usize + 1);
-    let second = run(after, rounds, from..rounds.len(), &store, restore, build);
+    let second = run(full_every, after, rounds, from..rounds.len(), &store, restore, build);
     (first.out, second.out)
 }
 
@@ -242,7 +248,9 @@ where
             1,
             restore,
             Box::new(|_, _, e| panic!("{e}")),
-        );
+        )
+        // Full parts every third checkpoint: restores read chains of incremental parts.
+        .with_full_every(3);
         let installed = ctx.install();
         let into = shared.clone();
         let (mut main, mut late) = worker.dataflow::<Time, _, _>(|scope| {
