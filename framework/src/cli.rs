@@ -120,6 +120,10 @@ pub struct CheckpointArgs {
     /// Keep this many complete checkpoints; older ones are deleted.
     #[arg(long, default_value_t = CheckpointConfig::default().retain)]
     pub checkpoint_retain: usize,
+    /// Each stateful operator writes its whole state every this many checkpoints and
+    /// only what changed in between (1: whole state every time).
+    #[arg(long, default_value_t = CheckpointConfig::default().full_every)]
+    pub checkpoint_full_every: u64,
     /// Restore even if the checkpoint holds state of operators this job no longer has
     /// (that state is dropped; without the flag such a start is refused).
     #[arg(long)]
@@ -134,6 +138,7 @@ impl CheckpointArgs {
             dir: self.checkpoint_dir.clone(),
             interval: Duration::from_millis(self.checkpoint_interval_ms),
             retain: self.checkpoint_retain,
+            full_every: self.checkpoint_full_every,
             drop_orphaned: self.drop_orphaned_state,
         }
     }

@@ -154,7 +154,7 @@ mod tests {
         for epoch in [4u64, 9, 14, 19] {
             store.put(&format!("epoch-{epoch:020}/t/0"), b"x").unwrap();
             store
-                .put_manifest(&Manifest::new(epoch, 1, vec!["t".into()]))
+                .put_manifest(&Manifest::new(epoch, epoch, 1, vec!["t".into()]))
                 .unwrap();
         }
         // A torn checkpoint: parts, no manifest.
@@ -176,5 +176,29 @@ mod tests {
         let mut left: Vec<u64> = store.manifests().unwrap();
         left.sort();
         assert_eq!(left, vec![14, 19]);
+    }
+
+    /// An incremental checkpoint's base parts stay as long as it does, though their
+    /// own checkpoint is pruned.
+    #[test]
+    fn parts_a_kept_checkpoint_builds_on_are_kept() {
+        let local = LocalDir::open(&dir("chains")).unwrap();
+        let store: &dyn Store = &local;
+        // A checkpoint every 5 epochs, full parts every 3: 19 builds on 14 and 9.
+        for epoch in [4u64, 9, 14, 19, 24] {
+            store.put(&format!("epoch-{epoch:020}/t/0"), b"x").unwrap();
+            let from = freshet_operators::checkpoint::chain_from(epoch, 5, 3);
+            store
+                .put_manifest(&Manifest::new(epoch, from, 1, vec!["t".into()]))
+                .unwrap();
+        }
+        store.retain(2).unwrap();
+        let mut left: Vec<u64> = store.manifests().unwrap();
+        left.sort();
+        assert_eq!(left, vec![19, 24], "manifests past retention go");
+        assert!(!local.exists(&format!("epoch-{:020}/t/0", 4)));
+        for kept in [9u64, 14, 19, 24] {
+            assert!(local.exists(&format!("epoch-{kept:020}/t/0")), "{kept}");
+        }
     }
 }

@@ -11,6 +11,8 @@ pub struct Manifest {
     pub format: u32,
     /// State reflects the records of epochs `<= epoch`.
     pub epoch: u64,
+    /// Its incremental parts build on parts at epochs `>= chain_from` only.
+    pub chain_from: u64,
     /// How many workers wrote parts (each one part per name).
     pub workers: usize,
     /// The number of key groups state is split into.
@@ -22,15 +24,17 @@ pub struct Manifest {
 }
 
 /// The current part format.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 impl Manifest {
-    /// The manifest of checkpoint `epoch`, written by `workers` workers.
-    pub fn new(epoch: u64, workers: usize, mut names: Vec<String>) -> Self {
+    /// The manifest of checkpoint `epoch`, written by `workers` workers, whose parts
+    /// build on parts at epochs `>= chain_from`.
+    pub fn new(epoch: u64, chain_from: u64, workers: usize, mut names: Vec<String>) -> Self {
         names.sort();
         Manifest {
             format: FORMAT,
             epoch,
+            chain_from,
             workers,
             key_groups: freshet_operators::checkpoint::KEY_GROUPS,
             names,

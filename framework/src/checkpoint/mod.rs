@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use freshet_operators::checkpoint::{grid_at_or_before, Checkpoints, Restore};
+use freshet_operators::checkpoint::{chain_from, grid_at_or_before, Checkpoints, Restore};
 
 use crate::error::{Error, Result};
 
@@ -41,21 +41,27 @@ pub struct CheckpointConfig {
     pub dir: Option<PathBuf>,
     /// How often a checkpoint is taken (rounded to whole epochs).
     pub interval: Duration,
-    /// How many complete checkpoints are kept; older ones are deleted.
+    /// How many complete checkpoints are kept; older ones are deleted (and the parts
+    /// the oldest kept one builds on are kept).
     pub retain: usize,
+    /// Stateful operators write a full part every this many checkpoints and
+    /// incremental parts (what changed) in between.
+    pub full_every: u64,
     /// Restore even if the checkpoint holds state of operators the job no longer has
     /// (that state is dropped). Without it such a restore is refused.
     pub drop_orphaned: bool,
 }
 
 impl Default for CheckpointConfig {
-    /// On, every second, in `.freshet/checkpoints/<group>`, keeping 3.
+    /// On, every second, in `.freshet/checkpoints/<group>`, keeping 3, full parts
+    /// every 10 checkpoints.
     fn default() -> Self {
         CheckpointConfig {
             enabled: true,
             dir: None,
             interval: Duration::from_secs(1),
             retain: 3,
+            full_every: freshet_operators::checkpoint::DEFAULT_FULL_EVERY,
             drop_orphaned: false,
         }
     }
@@ -88,6 +94,11 @@ impl CheckpointConfig {
                 "--checkpoint-interval-ms must be at least 1".into(),
             ));
         }
+        if self.enabled && self.full_every == 0 {
+            return Err(Error::Config(
+                "--checkpoint-full-every must be at least 1".into(),
+            ));
+        }
         if self.enabled && self.retain == 0 {
             return Err(Error::Config(
                 "--checkpoint-retain must be at least 1".into(),
@@ -103,6 +114,7 @@ pub struct JobCheckpoints {
     /// A checkpoint every this many epochs.
     every: u64,
     retain: usize,
+    full_every: u64,
     /// The manifest restored from, if any.
     restored: Option<Manifest>,
     /// Newest manifest written by this process, plus one (0: none yet).
@@ -155,6 +167,7 @@ impl JobCheckpoints {
             store,
             every,
             retain: config.retain,
+            full_every: config.full_every.max(1),
             restored,
             manifest_below: manifest_below.into(),
         })
@@ -181,6 +194,7 @@ impl JobCheckpoints {
             on_failure,
         )
         .with_floor(self.floor)
+        .with_full_every(self.full_every)
     }
 
     /// Refuses to run a job whose checkpointing operators and sources differ from the
@@ -271,7 +285,8 @@ impl JobCheckpoints {
                 }
             }
         }
-        let manifest = Manifest::new(epoch, workers, names.to_vec());
+        let from = chain_from(epoch, self.every, self.full_every);
+        let manifest = Manifest::new(epoch, from, workers, names.to_vec());
         self.store.put_manifest(&manifest)?;
         self.manifest_below
             .fetch_max(epoch + 1, std::sync::atomic::Ordering::AcqRel);
@@ -285,16 +300,18 @@ mod tests {
     use super::*;
 
     fn restored(names: &[&str]) -> JobCheckpoints {
+        // One directory per call: the tests run in parallel.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "freshet-names-{}-{}",
             std::process::id(),
-            names.join("-").len()
+            CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let local = LocalDir::open(&dir).unwrap();
         let store: &dyn Store = &local;
         let names = names.iter().map(|n| n.to_string()).collect();
-        store.put_manifest(&Manifest::new(9, 2, names)).unwrap();
+        store.put_manifest(&Manifest::new(9, 9, 2, names)).unwrap();
         let config = CheckpointConfig {
             dir: Some(dir),
             ..CheckpointConfig::default()

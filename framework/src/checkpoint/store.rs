@@ -69,9 +69,14 @@ impl dyn Store {
 
     /// The newest manifest, if any.
     pub fn latest_manifest(&self) -> Result<Option<Manifest>> {
-        let Some(epoch) = self.manifests()?.into_iter().max() else {
-            return Ok(None);
-        };
+        match self.manifests()?.into_iter().max() {
+            Some(epoch) => self.manifest(epoch).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The manifest of checkpoint `epoch`.
+    pub fn manifest(&self, epoch: u64) -> Result<Manifest> {
         let name = Manifest::file_name(epoch);
         let bytes = self
             .get(&name)
@@ -87,7 +92,7 @@ impl dyn Store {
                 manifest.format
             )));
         }
-        Ok(Some(manifest))
+        Ok(manifest)
     }
 
     /// Writes a manifest, atomically.
@@ -105,8 +110,8 @@ impl dyn Store {
         Ok(parts.into_iter().collect())
     }
 
-    /// Deletes every checkpoint older than the newest `retain` manifests, and parts of
-    /// torn checkpoints below them.
+    /// Deletes the manifests older than the newest `retain`, and every part older than
+    /// the oldest part the kept ones build on (parts of torn checkpoints too).
     pub fn retain(&self, retain: usize) -> Result<()> {
         let tops = self.tops()?;
         let mut manifests: Vec<u64> = tops.iter().filter_map(|t| Manifest::epoch_of(t)).collect();
@@ -114,8 +119,17 @@ impl dyn Store {
         let Some(&oldest_kept) = manifests.iter().rev().nth(retain.saturating_sub(1)) else {
             return Ok(());
         };
+        // Checkpoints build on older parts of their own run only, and a later run's
+        // parts are all newer than an earlier run's: the oldest kept manifest's chain
+        // reaches back furthest.
+        let parts_from = self.manifest(oldest_kept)?.chain_from.min(oldest_kept);
         for top in tops {
-            if epoch_of_entry(&top).is_some_and(|e| e < oldest_kept) {
+            let below = if top.starts_with("epoch-") {
+                parts_from
+            } else {
+                oldest_kept
+            };
+            if epoch_of_entry(&top).is_some_and(|e| e < below) {
                 // Parts first: a manifest is never left naming removed parts.
                 let prefix = if top.starts_with("epoch-") {
                     format!("{top}/")
