@@ -27,7 +27,7 @@
 //! epoch. Restored state holds its capabilities at the epoch after the checkpoint.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 use std::rc::Rc;
 
@@ -61,6 +61,9 @@ struct Slot<A> {
     /// results skip unchanged keys); in a closed one, by a late record (listed in
     /// `dirty`).
     dirty: bool,
+    /// Listed in `Windows::changed` since the last checkpoint.
+    #[serde(skip)]
+    logged: bool,
 }
 
 impl<A> Slot<A> {
@@ -69,7 +72,23 @@ impl<A> Slot<A> {
             acc,
             revision: 0,
             dirty: false,
+            logged: false,
         }
+    }
+}
+
+/// Lists `(start, key)` as changed since the last checkpoint, once, if `logging`.
+#[inline]
+fn log_change<K: Clone, A>(
+    logging: bool,
+    changed: &mut Vec<(u64, K)>,
+    start: u64,
+    key: &K,
+    slot: &mut Slot<A>,
+) {
+    if logging && !slot.logged {
+        slot.logged = true;
+        changed.push((start, key.clone()));
     }
 }
 
@@ -93,24 +112,11 @@ impl<T: EventTime, K, A> Open<T, K, A> {
     }
 }
 
-/// A window's keys as written in a checkpoint.
-type Keys<K, A> = Vec<(K, Slot<A>)>;
-
-/// One worker's part of a checkpoint: every window with its keys, the windows kept
-/// for lateness, and the late batches waiting (at their time).
-#[derive(Serialize, Deserialize)]
-#[serde(bound(
-    serialize = "K: Serialize, A: Serialize, T: Serialize, D: Serialize",
-    deserialize = "K: Deserialize<'de> + Hash + Eq, A: Deserialize<'de>, T: Deserialize<'de>, \
-                   D: Deserialize<'de>"
-))]
-struct Part<T, K, A, D> {
-    /// `(start, next early boundary, keys)`.
-    open: Vec<(u64, u64, Keys<K, A>)>,
-    /// `(start, keys)`.
-    closed: Vec<(u64, Keys<K, A>)>,
-    pending: Vec<(T, Vec<Late<D>>)>,
-}
+/// The state of a part that is not keyed, written whole in every part: the open
+/// windows `(start, next early boundary)`, the windows kept for lateness, and the late
+/// batches waiting (at their time). Entries are keyed by `(start, key)`; an entry
+/// whose window is in neither list belongs to a window dropped since.
+type Extra<T, D> = (Vec<(u64, u64)>, Vec<u64>, Vec<(T, Vec<Late<D>>)>);
 
 /// The operator's state between activations.
 struct Windows<T: EventTime, K, A, D> {
@@ -123,6 +129,10 @@ struct Windows<T: EventTime, K, A, D> {
     pending: Waiting<T, Late<D>>,
     dirty: Vec<(u64, K)>,
     key_hint: usize,
+    /// Whether changes are tracked for incremental checkpoints.
+    logging: bool,
+    /// `(start, key)` of the entries changed since the last checkpoint.
+    changed: Vec<(u64, K)>,
 }
 
 impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
@@ -161,9 +171,11 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
             );
         }
         let create = || Slot::new(agg.create());
-        let add = |slot: &mut Slot<A>, record: &D| {
+        let (logging, changed) = (self.logging, &mut self.changed);
+        let add = |i: usize, k: &K, slot: &mut Slot<A>, record: &D| {
             agg.add(&mut slot.acc, record);
             slot.dirty = true;
+            log_change(logging, changed, first + i as u64 * slide, k, slot);
         };
         if first == last {
             // One window (always, for tumbling windows): no list of windows.
@@ -220,14 +232,20 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
         for start in (first..=last).step_by(self.slide as usize) {
             let end = start.saturating_add(self.size);
             if end > now {
-                let window = self.window(start);
+                let (next_early, hint) = (self.first_early(start), self.key_hint);
+                let window = self
+                    .open
+                    .entry(start)
+                    .or_insert_with(|| Open::new(next_early, hint));
                 hold(&mut window.caps, cap, time.with_event(end - 1), 0);
+                let k = key(&record.record);
                 let slot = window
                     .keys
-                    .entry(key(&record.record))
+                    .entry(k.clone())
                     .or_insert_with(|| Slot::new(agg.create()));
                 agg.add(&mut slot.acc, &record.record);
                 slot.dirty = true;
+                log_change(self.logging, &mut self.changed, start, &k, slot);
             }
         }
         if self.corrects(now, record.event_time) {
@@ -278,34 +296,54 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
 impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Serialize>
     Windows<T, K, A, D>
 {
-    /// Writes this worker's part of checkpoint `epoch`.
-    fn checkpoint(&self, aligner: &mut Aligner<T, Arrival<D>>, epoch: u64) -> bool {
-        // Borrowed views, serialized as the owned `Part`.
-        type KeysRef<'a, K, A> = Vec<(&'a K, &'a Slot<A>)>;
-        #[derive(Serialize)]
-        struct View<'a, T, K, A, D> {
-            open: Vec<(u64, u64, KeysRef<'a, K, A>)>,
-            closed: Vec<(u64, KeysRef<'a, K, A>)>,
-            pending: Vec<(T, &'a Vec<Late<D>>)>,
-        }
-        let view = View {
-            open: self
-                .open
+    /// Writes this worker's part of checkpoint `epoch`: the entries changed since the
+    /// last part (or every entry), the lists of windows and the late records waiting.
+    fn checkpoint(&mut self, aligner: &mut Aligner<T, Arrival<D>>, epoch: u64) -> bool {
+        let extra = (
+            self.open
                 .iter()
-                .map(|(s, w)| (*s, w.next_early, w.keys.iter().collect()))
-                .collect(),
-            closed: self
-                .closed
-                .iter()
-                .map(|(s, keys)| (*s, keys.iter().collect()))
-                .collect(),
-            pending: self
-                .pending
+                .map(|(s, w)| (*s, w.next_early))
+                .collect::<Vec<_>>(),
+            self.closed.keys().copied().collect::<Vec<_>>(),
+            self.pending
                 .iter()
                 .map(|((_, t), (_, records))| (*t, records))
-                .collect(),
+                .collect::<Vec<_>>(),
+        );
+        let changed = std::mem::take(&mut self.changed);
+        let (open, closed) = (&self.open, &self.closed);
+        let slot = |start: u64, k: &K| {
+            open.get(&start)
+                .map(|w| &w.keys)
+                .or_else(|| closed.get(&start))
+                .and_then(|keys| keys.get(k))
         };
-        aligner.write(epoch, &view)
+        let ok = aligner.write_log(epoch, extra, |full| {
+            if full {
+                let open = open.iter().map(|(s, w)| (*s, &w.keys));
+                let closed = closed.iter().map(|(s, keys)| (*s, keys));
+                open.chain(closed)
+                    .flat_map(|(s, keys)| keys.iter().map(move |(k, slot)| ((s, k), Some(slot))))
+                    .collect()
+            } else {
+                changed
+                    .iter()
+                    .map(|(s, k)| ((*s, k), slot(*s, k)))
+                    .collect()
+            }
+        });
+        for (start, k) in &changed {
+            let keys = match self.open.get_mut(start) {
+                Some(w) => Some(&mut w.keys),
+                None => self.closed.get_mut(start),
+            };
+            if let Some(slot) = keys.and_then(|keys| keys.get_mut(k)) {
+                slot.logged = false;
+            }
+        }
+        self.changed = changed;
+        self.changed.clear();
+        ok
     }
 }
 
@@ -341,6 +379,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + 'static, A, D: Clone> Windows<T, K, A,
                         session.give(final_of(k.clone(), slot));
                         slot.revision += 1;
                         slot.dirty = false;
+                        log_change(self.logging, &mut self.changed, start, k, slot);
                     }
                 } else {
                     for (k, slot) in keys.drain() {
@@ -378,6 +417,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + 'static, A, D: Clone> Windows<T, K, A,
             let mut session = out.session(&cap);
             for (k, slot) in window.keys.iter_mut().filter(|(_, slot)| slot.dirty) {
                 slot.dirty = false;
+                log_change(self.logging, &mut self.changed, start, k, slot);
                 let value = agg.finish(&slot.acc);
                 let early = Windowed::new(k.clone(), start, end, value, slot.revision, Emit::Early);
                 session.give(early);
@@ -415,6 +455,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + 'static, A, D: Clone> Windows<T, K, A,
                         None => keys.entry(k.clone()).or_insert(Slot::new(agg.create())),
                     };
                     agg.add(&mut slot.acc, &record.record);
+                    log_change(self.logging, &mut self.changed, start, &k, slot);
                     if !slot.dirty {
                         slot.dirty = true;
                         self.dirty.push((start, k));
@@ -475,30 +516,34 @@ where
         key: &impl Fn(&D) -> K,
     ) {
         let ctx = aligner.checkpoints();
-        let Some((epoch, parts)) = aligner.restored::<Part<T, K, A, D>>() else {
+        let Some((epoch, parts)) = aligner.restored_log::<Extra<T, D>, (u64, K), Slot<A>>() else {
             return;
         };
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
-        for part in parts {
-            for (start, next_early, keys) in part.open {
-                let end = start.saturating_add(self.size);
-                let window = self
-                    .open
-                    .entry(start)
-                    .or_insert_with(|| Open::new(next_early, 0));
-                let owned = keys.into_iter().filter(|(k, _)| ctx.owns(hash(k)));
-                window.keys.extend(owned);
-                if window.caps.is_empty() {
-                    window.caps.insert(initial.delayed(&at(end - 1)));
+        for ((open, closed, pending), entries) in parts {
+            let open: BTreeMap<u64, u64> = open.into_iter().collect();
+            let closed: BTreeSet<u64> = closed.into_iter().collect();
+            for ((start, k), slot) in entries {
+                if !ctx.owns(hash(&k)) {
+                    continue;
                 }
-            }
-            for (start, keys) in part.closed {
-                let owned = keys.into_iter().filter(|(k, _)| ctx.owns(hash(k)));
-                self.closed.entry(start).or_default().extend(owned);
+                if let Some(&next_early) = open.get(&start) {
+                    let end = start.saturating_add(self.size);
+                    let window = self
+                        .open
+                        .entry(start)
+                        .or_insert_with(|| Open::new(next_early, 0));
+                    window.keys.insert(k, slot);
+                    if window.caps.is_empty() {
+                        window.caps.insert(initial.delayed(&at(end - 1)));
+                    }
+                } else if closed.contains(&start) {
+                    self.closed.entry(start).or_default().insert(k, slot);
+                }
             }
             restore_pending(
                 &mut self.pending,
-                by_event(part.pending),
+                by_event(pending),
                 ctx,
                 initial,
                 epoch,
@@ -565,11 +610,14 @@ where
         pending: BTreeMap::new(),
         dirty: Vec::new(),
         key_hint: 0,
+        logging: false,
+        changed: Vec::new(),
     };
 
     builder.build(move |initial| {
         let mut aligner = checkpoints.map(|ctx| {
             let aligner = Aligner::new(ctx, &name, &initial[0]);
+            state.logging = true;
             state.restore(&aligner, &initial[0], &*key);
             aligner
         });

@@ -226,7 +226,7 @@ fn pre_aggregate<T: EventTime, D, K: Hash + Eq + Clone, G: Aggregator<D>>(
         hold(&mut window.caps, cap, time.with_event(end - 1), 0);
     }
     let create = || agg.create();
-    let add = |acc: &mut G::Acc, record: &D| agg.add(acc, record);
+    let add = |_: usize, _: &K, acc: &mut G::Acc, record: &D| agg.add(acc, record);
     if first == last {
         // One window (always, for tumbling windows).
         let keys = &mut open.window(first).keys;

@@ -136,34 +136,49 @@ pub fn sliding_starts(event: u64, size: u64, slide: u64) -> (u64, u64) {
 
 /// Window assignment: folds a message's records into the per-key entries of each
 /// window that holds the message's event time (`windows`, in order; usually one),
-/// creating entries with `create` and folding with `add`. With several windows the
-/// key is cloned for all but the last.
+/// creating entries with `create` and folding with `add`, which also hears the
+/// window's position in `windows` and the key. With several windows the key is cloned
+/// for all but the last.
 #[inline]
 pub(crate) fn fold_into<K: Hash + Eq + Clone, V, D>(
     windows: &mut [&mut FxHashMap<K, V>],
     batch: &mut Vec<D>,
     key: impl Fn(&D) -> K,
     create: impl Fn() -> V,
-    add: impl Fn(&mut V, &D),
+    mut add: impl FnMut(usize, &K, &mut V, &D),
 ) {
     match windows {
         [] => batch.clear(),
         [only] => {
             for record in batch.drain(..) {
-                add(only.entry(key(&record)).or_insert_with(&create), &record);
+                let k = key(&record);
+                match only.get_mut(&k) {
+                    Some(entry) => add(0, &k, entry, &record),
+                    None => {
+                        let entry = only.entry(k.clone()).or_insert_with(&create);
+                        add(0, &k, entry, &record);
+                    }
+                }
             }
         }
         [others @ .., last] => {
+            let n = others.len();
             for record in batch.drain(..) {
                 let k = key(&record);
-                for keys in others.iter_mut() {
+                for (i, keys) in others.iter_mut().enumerate() {
                     let entry = match keys.get_mut(&k) {
                         Some(entry) => entry,
                         None => keys.entry(k.clone()).or_insert_with(&create),
                     };
-                    add(entry, &record);
+                    add(i, &k, entry, &record);
                 }
-                add(last.entry(k).or_insert_with(&create), &record);
+                match last.get_mut(&k) {
+                    Some(entry) => add(n, &k, entry, &record),
+                    None => {
+                        let entry = last.entry(k.clone()).or_insert_with(&create);
+                        add(n, &k, entry, &record);
+                    }
+                }
             }
         }
     }

@@ -198,11 +198,20 @@ where
         workers: 2,
     });
     let from = restore.map_or(0, |r| r.epoch as usize + 1);
-    let second = run(full_every, after, rounds, from..rounds.len(), &store, restore, build);
+    let second = run(
+        full_every,
+        after,
+        rounds,
+        from..rounds.len(),
+        &store,
+        restore,
+        build,
+    );
     (first.out, second.out)
 }
 
-/// One run of `build` on one worker with checkpoints every epoch into `store`: `send`
+/// One run of `build` on one worker with checkpoints every epoch into `store` (the
+/// first part full, the later ones incremental): `send`
 /// feeds its input, then, unless `finish`, it is dropped as if the process died.
 /// Returns its output in arrival order.
 pub fn one_worker<O, F>(
@@ -249,8 +258,8 @@ where
             restore,
             Box::new(|_, _, e| panic!("{e}")),
         )
-        // Full parts every third checkpoint: restores read chains of incremental parts.
-        .with_full_every(3);
+        // A full part first, incremental ones after: a restore reads the whole chain.
+        .with_full_every(1000);
         let installed = ctx.install();
         let into = shared.clone();
         let (mut main, mut late) = worker.dataflow::<Time, _, _>(|scope| {
