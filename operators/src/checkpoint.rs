@@ -223,7 +223,8 @@ impl Checkpoints {
     /// every `full_every`-th checkpoint, at an offset of its own.
     pub fn compacts(&self, name: &str, epoch: u64) -> bool {
         let n = self.0.full_every.get();
-        let step = (epoch.saturating_add(1) / self.0.every).wrapping_add(hash(&(name, self.0.worker)));
+        let step =
+            (epoch.saturating_add(1) / self.0.every).wrapping_add(hash(&(name, self.0.worker)));
         step % n == 0
     }
 
@@ -330,9 +331,9 @@ impl Checkpoints {
                     }),
                     // The operator wrote no part (it is new): it starts empty.
                     Ok(None) if chain.is_empty() => break,
-                    Ok(None) => panic!(
-                        "checkpoint part {path}, the base of a later part, is missing"
-                    ),
+                    Ok(None) => {
+                        panic!("checkpoint part {path}, the base of a later part, is missing")
+                    }
                     Err(e) => panic!("checkpoint part {path} cannot be read: {e}"),
                 };
                 let base = part.base;
@@ -631,9 +632,7 @@ impl<T: EventTime, D> Aligner<T, D> {
         extra: E,
         entries: impl FnOnce(bool) -> Vec<(K, Option<V>)>,
     ) -> bool {
-        let base = self
-            .last
-            .filter(|_| !self.ctx.compacts(&self.name, epoch));
+        let base = self.last.filter(|_| !self.ctx.compacts(&self.name, epoch));
         let part = LogPart {
             base,
             extra,

@@ -460,7 +460,10 @@ impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A
         pending: &Waiting<T, D>,
     ) -> bool {
         let extra = (
-            waiting.iter().map(|((_, t), (_, d))| (*t, d)).collect::<Vec<_>>(),
+            waiting
+                .iter()
+                .map(|((_, t), (_, d))| (*t, d))
+                .collect::<Vec<_>>(),
             pending
                 .iter()
                 .map(|((e, t), (_, d))| (*e, *t, d))
@@ -508,19 +511,28 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned>
         key: &impl Fn(&D) -> K,
     ) {
         let ctx = aligner.checkpoints();
-        let Some((epoch, parts)) = aligner.restored_log::<Extra<T, D>, (K, u64), (A, BTreeMap<u64, A>)>() else {
+        let Some((epoch, parts)) =
+            aligner.restored_log::<Extra<T, D>, (K, u64), (A, BTreeMap<u64, A>)>()
+        else {
             return;
         };
         let since = initial.time().with_epoch(epoch);
         for ((main, late), blocks) in parts {
             let blocks: Vec<BlockEntry<K, A>> = blocks;
-            for ((k, index), (acc, panes)) in blocks.into_iter().filter(|((k, _), _)| ctx.owns(hash(k))) {
+            for ((k, index), (acc, panes)) in
+                blocks.into_iter().filter(|((k, _), _)| ctx.owns(hash(k)))
+            {
                 self.debts.owe(&since, initial, 0);
                 let last = index
                     .saturating_mul(self.width)
                     .saturating_add(self.width - 1);
                 self.expiry.entry(last).or_default().push(k.clone());
-                let block = Block { acc, panes, since, logged: false };
+                let block = Block {
+                    acc,
+                    panes,
+                    since,
+                    logged: false,
+                };
                 self.keys.entry(k).or_default().insert(index, block);
             }
             restore_pending(waiting, by_event(main), ctx, initial, epoch, key);
