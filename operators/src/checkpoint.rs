@@ -225,7 +225,7 @@ impl Checkpoints {
         let n = self.0.full_every.get();
         let step =
             (epoch.saturating_add(1) / self.0.every).wrapping_add(hash(&(name, self.0.worker)));
-        step % n == 0
+        step.is_multiple_of(n)
     }
 
     /// The least epoch this run may take a checkpoint at.

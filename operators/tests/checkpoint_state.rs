@@ -137,6 +137,11 @@ fn check_keyed(rounds: &[Round<Rec>], cut: usize, ttl: u64, after: usize, pick: 
     );
 }
 
+/// `pick`s that write only the first part full and restore a late checkpoint of the
+/// first run (see `crash::crash_then_restore`): restores through long chains of
+/// incremental parts.
+const LONG_CHAINS: [usize; 12] = [5, 11, 17, 23, 29, 35, 41, 47, 53, 59, 65, 71];
+
 /// A fixed case that certainly restores a checkpoint after several epochs, with state
 /// alive across it.
 #[test]
@@ -155,6 +160,13 @@ fn keyed_state_restores_after_several_epochs() {
         for pick in 0..4 {
             check_keyed(&rounds, 7, 25, after, pick);
             check_keyed(&rounds, 7, 3, after, pick);
+        }
+    }
+    // Only the first part full, restored from late in the run: state alive across a
+    // chain of incremental parts.
+    for after in [1, 2, 3] {
+        for pick in LONG_CHAINS {
+            check_keyed(&rounds, 11, 25, after, pick);
         }
     }
 }
@@ -422,6 +434,10 @@ fn joins_restore_after_several_epochs() {
                 check_window_join(&rounds, 7, 25, left, after, pick);
                 check_interval_join(&rounds, 7, 5, 15, left, after, pick);
             }
+        }
+        for pick in LONG_CHAINS {
+            check_window_join(&rounds, 11, 40, true, after, pick);
+            check_interval_join(&rounds, 11, 5, 15, true, after, pick);
         }
     }
 }
@@ -755,6 +771,10 @@ fn preaggregated_windows_restore_after_several_epochs() {
         for pick in 0..4 {
             check_preaggregated(&rounds, 7, 35, 35, after, pick);
             check_preaggregated(&rounds, 7, 40, 10, after, pick);
+        }
+        for pick in LONG_CHAINS {
+            check_preaggregated(&rounds, 11, 60, 60, after, pick);
+            check_preaggregated(&rounds, 11, 60, 20, after, pick);
         }
     }
 }

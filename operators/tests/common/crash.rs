@@ -198,7 +198,15 @@ where
         workers: 2,
     });
     let from = restore.map_or(0, |r| r.epoch as usize + 1);
-    let second = run(full_every, after, rounds, from..rounds.len(), &store, restore, build);
+    let second = run(
+        full_every,
+        after,
+        rounds,
+        from..rounds.len(),
+        &store,
+        restore,
+        build,
+    );
     (first.out, second.out)
 }
 
