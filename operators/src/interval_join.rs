@@ -13,9 +13,11 @@
 //!
 //! Under checkpoints (see [`crate::checkpoint`]) records of epochs after the next
 //! checkpoint epoch wait in the operator's [`Aligner`] until that epoch is sealed (they
-//! also hold back the watermark kept records expire at); then the kept records of both
-//! sides (a left record with whether it paired) are written and, once durable, every
-//! epoch held for them moves to the epoch after the checkpoint. Restored records hold
+//! also hold back the watermark kept records expire at); then the part — per key and
+//! event time whose kept records changed since the operator's previous part (were
+//! added, paired or expired; every one in a full part) the records of both sides there
+//! (a left record with whether it paired) — is written and, once durable, every epoch
+//! held for them moves to the epoch after the checkpoint. Restored records hold
 //! `C + 1`.
 
 use std::collections::BTreeMap;
@@ -39,7 +41,23 @@ use crate::join::{JoinKind, Released, Side};
 use crate::time::EventTime;
 
 /// One side's kept records, per key and event time.
-type Kept<K, D> = FxHashMap<K, BTreeMap<u64, Vec<D>>>;
+type Kept<K, D> = FxHashMap<K, BTreeMap<u64, At<D>>>;
+
+/// One side's kept records of one key at one event time.
+struct At<D> {
+    records: Vec<D>,
+    /// Listed in [`Both::changed`] since the last checkpoint.
+    logged: bool,
+}
+
+impl<D> Default for At<D> {
+    fn default() -> Self {
+        At {
+            records: Vec::new(),
+            logged: false,
+        }
+    }
+}
 /// Per event time of kept records: the times of their batches and their keys.
 type Expiry<T, K> = BTreeMap<u64, (Vec<T>, Vec<K>)>;
 
@@ -227,12 +245,15 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
             expiry_a: BTreeMap::new(),
             expiry_b: BTreeMap::new(),
             debts: HeldEpochs::new(),
+            logging: false,
+            changed: Vec::new(),
         };
         let checkpoints = Checkpoints::current();
 
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
                 let aligner = Aligner::new(ctx, &name, &initial[0]);
+                kept.logging = true;
                 kept.restore(&aligner, &initial[0]);
                 aligner
             });
@@ -332,14 +353,31 @@ struct Both<T: EventTime, K, A, B> {
     expiry_a: Expiry<T, K>,
     expiry_b: Expiry<T, K>,
     debts: HeldEpochs<T>,
+    /// Whether changes are tracked for incremental checkpoints.
+    logging: bool,
+    /// `(key, event time)` of the kept records changed since the last checkpoint (one
+    /// side's change listed once; both sides' may list it twice).
+    changed: Vec<(K, u64)>,
 }
 
-/// One worker's part of a checkpoint: each key's kept records of both sides, by event
-/// time (a left record with whether it paired).
-type Part<K, A, B> = (SidePart<K, (A, bool)>, SidePart<K, B>);
+/// One key's kept records at one event time as a checkpoint entry: keyed by `(key,
+/// event time)`, valued by the records of both sides there (a left record with whether
+/// it paired).
+type KeptEntry<K, A, B> = ((K, u64), (Vec<(A, bool)>, Vec<B>));
 
-/// One side's kept records in a checkpoint: per key, by event time.
-type SidePart<K, X> = Vec<(K, Vec<(u64, Vec<X>)>)>;
+/// Lists `(k, t)` in `changed` unless `at` is listed already (or nothing is tracked).
+fn log_change<K: Clone, D>(
+    logging: bool,
+    changed: &mut Vec<(K, u64)>,
+    at: &mut At<D>,
+    k: &K,
+    t: u64,
+) {
+    if logging && !at.logged {
+        at.logged = true;
+        changed.push((k.clone(), t));
+    }
+}
 
 impl<T: EventTime, K: Hash + Eq + Clone, A, B> Both<T, K, A, B> {
     /// Pairs left records of one message at `time` (covered by `cap`) with the kept
@@ -363,17 +401,18 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, B> Both<T, K, A, B> {
             let mut paired = false;
             if let Some(bs) = self.b.get(&k) {
                 for (_, bs) in bs.range(range.clone()) {
-                    for b in bs {
+                    for b in &bs.records {
                         emit(result(&k, &a, Some(b)));
                         paired = true;
                     }
                 }
             }
             let at = self.a.entry(k.clone()).or_default().entry(ta).or_default();
-            if at.is_empty() {
+            log_change(self.logging, &mut self.changed, at, &k, ta);
+            if at.records.is_empty() {
                 keys.push(k);
             }
-            at.push((a, paired));
+            at.records.push((a, paired));
         }
     }
 
@@ -396,18 +435,24 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, B> Both<T, K, A, B> {
         for b in records {
             let k = key(&b);
             if let Some(as_) = self.a.get_mut(&k) {
-                for (_, as_) in as_.range_mut(range.clone()) {
-                    for (a, a_paired) in as_.iter_mut() {
+                for (ta, as_) in as_.range_mut(range.clone()) {
+                    let mut newly = false;
+                    for (a, a_paired) in as_.records.iter_mut() {
                         emit(result(&k, a, Some(&b)));
+                        newly |= !*a_paired;
                         *a_paired = true;
+                    }
+                    if newly {
+                        log_change(self.logging, &mut self.changed, as_, &k, *ta);
                     }
                 }
             }
             let at = self.b.entry(k.clone()).or_default().entry(tb).or_default();
-            if at.is_empty() {
+            log_change(self.logging, &mut self.changed, at, &k, tb);
+            if at.records.is_empty() {
                 keys.push(k);
             }
-            at.push(b);
+            at.records.push(b);
         }
     }
 
@@ -450,9 +495,12 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, B> Both<T, K, A, B> {
                 }
                 if let Some(cap) = cap.as_ref() {
                     let mut session = output.session(cap);
-                    for (a, _) in expired.iter().filter(|(_, paired)| !paired) {
+                    for (a, _) in expired.records.iter().filter(|(_, paired)| !paired) {
                         session.give(result(&k, a, None));
                     }
+                }
+                if self.logging && !expired.logged {
+                    self.changed.push((k, ta));
                 }
             }
         }
@@ -465,9 +513,12 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, B> Both<T, K, A, B> {
             times.iter().for_each(|t| self.debts.pay(t));
             for k in keys {
                 if let Some(times) = self.b.get_mut(&k) {
-                    times.remove(&tb);
+                    let expired = times.remove(&tb);
                     if times.is_empty() {
                         self.b.remove(&k);
+                    }
+                    if self.logging && expired.is_some_and(|at| !at.logged) {
+                        self.changed.push((k, tb));
                     }
                 }
             }
@@ -487,16 +538,63 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, B> Both<T, K, A, B> {
 }
 
 impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, B: Serialize> Both<T, K, A, B> {
-    /// Writes this worker's part of checkpoint `epoch` (the shape of [`Part`], from
-    /// references).
-    fn checkpoint(&self, aligner: &mut Aligner<T, Side<A, B>>, epoch: u64) -> bool {
-        type View<'a, K, X> = Vec<(&'a K, Vec<(u64, &'a Vec<X>)>)>;
-        fn view<K, X>(kept: &Kept<K, X>) -> View<'_, K, X> {
-            kept.iter()
-                .map(|(k, by_time)| (k, by_time.iter().map(|(t, x)| (*t, x)).collect()))
-                .collect()
+    /// Writes this worker's part of checkpoint `epoch`: the kept records of each key
+    /// and event time changed since the last part (or of every one).
+    fn checkpoint(&mut self, aligner: &mut Aligner<T, Side<A, B>>, epoch: u64) -> bool {
+        type View<'a, A, B> = (&'a [(A, bool)], &'a [B]);
+        fn at<'a, K: Hash + Eq, X>(kept: &'a Kept<K, X>, k: &K, t: u64) -> Option<&'a [X]> {
+            kept.get(k)?.get(&t).map(|at| &at.records[..])
         }
-        aligner.write(epoch, &(view(&self.a), view(&self.b)))
+        let changed = std::mem::take(&mut self.changed);
+        let (a, b) = (&self.a, &self.b);
+        let view = |k: &K, t: u64| -> Option<View<'_, A, B>> {
+            match (at(a, k, t), at(b, k, t)) {
+                (None, None) => None,
+                (x, y) => Some((x.unwrap_or_default(), y.unwrap_or_default())),
+            }
+        };
+        let ok = aligner.write_log(epoch, (), |full| {
+            if full {
+                // Each `(key, event time)` once, from the side that has it first.
+                let left = a
+                    .iter()
+                    .flat_map(|(k, by_time)| by_time.keys().map(move |t| (k, *t)));
+                let right = b.iter().flat_map(|(k, by_time)| {
+                    by_time
+                        .keys()
+                        .filter(move |t| at(a, k, **t).is_none())
+                        .map(move |t| (k, *t))
+                });
+                left.chain(right)
+                    .map(|(k, t)| ((k, t), view(k, t)))
+                    .collect()
+            } else {
+                changed
+                    .iter()
+                    .map(|(k, t)| ((k, *t), view(k, *t)))
+                    .collect()
+            }
+        });
+        for (k, t) in &changed {
+            for logged in [
+                self.a
+                    .get_mut(k)
+                    .and_then(|m| m.get_mut(t))
+                    .map(|at| &mut at.logged),
+                self.b
+                    .get_mut(k)
+                    .and_then(|m| m.get_mut(t))
+                    .map(|at| &mut at.logged),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *logged = false;
+            }
+        }
+        self.changed = changed;
+        self.changed.clear();
+        ok
     }
 }
 
@@ -512,49 +610,57 @@ where
     /// checkpoint.
     fn restore(&mut self, aligner: &Aligner<T, Side<A, B>>, initial: &Capability<T>) {
         let ctx = aligner.checkpoints();
-        let Some((epoch, parts)) = aligner.restored::<Part<K, A, B>>() else {
+        let Some((epoch, parts)) = aligner.restored_log::<(), (K, u64), (Vec<(A, bool)>, Vec<B>)>()
+        else {
             return;
         };
         let since = initial.time().with_epoch(epoch);
+        #[allow(clippy::too_many_arguments)]
         fn load<T: EventTime, K: Hash + Eq + Clone, X>(
             kept: &mut Kept<K, X>,
             expiry: &mut Expiry<T, K>,
             debts: &mut HeldEpochs<T>,
-            part: SidePart<K, X>,
-            ctx: &Checkpoints,
+            k: &K,
+            t: u64,
+            records: Vec<X>,
             since: T,
             initial: &Capability<T>,
         ) {
-            for (k, by_time) in part.into_iter().filter(|(k, _)| ctx.owns(hash(k))) {
-                for (t, records) in by_time {
-                    let (times, keys) = expiry.entry(t).or_default();
-                    times.push(since);
-                    keys.push(k.clone());
-                    debts.owe(&since, initial, 0);
-                    kept.entry(k.clone()).or_default().insert(t, records);
-                }
+            if records.is_empty() {
+                return;
             }
+            let (times, keys) = expiry.entry(t).or_default();
+            times.push(since);
+            keys.push(k.clone());
+            debts.owe(&since, initial, 0);
+            let at = kept.entry(k.clone()).or_default().entry(t).or_default();
+            at.records.extend(records);
         }
-        for (a, b) in parts {
-            let debts = &mut self.debts;
-            load(
-                &mut self.a,
-                &mut self.expiry_a,
-                debts,
-                a,
-                ctx,
-                since,
-                initial,
-            );
-            load(
-                &mut self.b,
-                &mut self.expiry_b,
-                debts,
-                b,
-                ctx,
-                since,
-                initial,
-            );
+        for ((), entries) in parts {
+            let entries: Vec<KeptEntry<K, A, B>> = entries;
+            for ((k, t), (a, b)) in entries.into_iter().filter(|((k, _), _)| ctx.owns(hash(k))) {
+                let debts = &mut self.debts;
+                load(
+                    &mut self.a,
+                    &mut self.expiry_a,
+                    debts,
+                    &k,
+                    t,
+                    a,
+                    since,
+                    initial,
+                );
+                load(
+                    &mut self.b,
+                    &mut self.expiry_b,
+                    debts,
+                    &k,
+                    t,
+                    b,
+                    since,
+                    initial,
+                );
+            }
         }
     }
 }

@@ -9,11 +9,15 @@
 //!
 //! Under checkpoints (see [`crate::checkpoint`]) records of epochs after the next
 //! checkpoint epoch wait in the operator's [`Aligner`] until that epoch is sealed; then
-//! the open windows (each key's records of both sides) are written and, once durable,
-//! every window's capability moves to the epoch after the checkpoint. Restored windows
-//! hold `(end - 1, C + 1)`.
+//! the part — the open windows' starts, whole, and each `(window, key)` whose records
+//! changed since the operator's previous part (every one in a full part) — is written
+//! and, once durable, every window's capability moves to the epoch after the
+//! checkpoint. A closed window's entries are not removed one by one: on restore an
+//! entry of a window not listed as open belongs to a window closed since (no record
+//! can fall in a closed window again: its end is at or below the watermark). Restored
+//! windows hold `(end - 1, C + 1)`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 use std::rc::Rc;
 
@@ -42,11 +46,35 @@ pub enum JoinKind {
 }
 
 /// One key's records of one window: left and right.
-type Sides<A, B> = (Vec<A>, Vec<B>);
+struct Sides<A, B> {
+    left: Vec<A>,
+    right: Vec<B>,
+    /// Listed in [`Windows::changed`] since the last checkpoint.
+    logged: bool,
+}
+
+impl<A, B> Default for Sides<A, B> {
+    fn default() -> Self {
+        Sides {
+            left: Vec::new(),
+            right: Vec::new(),
+            logged: false,
+        }
+    }
+}
 
 /// Open windows by start: the capability for the result, and per key the records of
 /// the left and the right side.
 type Open<T, K, A, B> = BTreeMap<u64, (CapabilitySet<T>, FxHashMap<K, Sides<A, B>>)>;
+
+/// The open windows, and which of their entries changed since the last checkpoint.
+struct Windows<T: EventTime, K, A, B> {
+    open: Open<T, K, A, B>,
+    /// Whether changes are tracked for incremental checkpoints.
+    logging: bool,
+    /// `(start, key)` of the entries changed since the last checkpoint.
+    changed: Vec<(u64, K)>,
+}
 
 /// A record of one of a join's two inputs, kept while it waits for a checkpoint.
 #[derive(Serialize, Deserialize)]
@@ -64,7 +92,7 @@ pub(crate) type Released<T, A, B> = Vec<(Capability<T>, Vec<Side<A, B>>)>;
 /// key in the message's tumbling window, holding the window's capability at
 /// `(end - 1, e)`.
 fn file<T: EventTime, K: Hash + Eq, A, B, X>(
-    open: &mut Open<T, K, A, B>,
+    windows: &mut Windows<T, K, A, B>,
     cap: &impl Mint<T>,
     time: T,
     records: impl IntoIterator<Item = X>,
@@ -73,7 +101,7 @@ fn file<T: EventTime, K: Hash + Eq, A, B, X>(
     side: fn(&mut Sides<A, B>) -> &mut Vec<X>,
 ) {
     let start = tumbling_start(time.event(), size);
-    let (caps, sides) = open.entry(start).or_default();
+    let (caps, sides) = windows.open.entry(start).or_default();
     hold(
         caps,
         cap,
@@ -81,13 +109,18 @@ fn file<T: EventTime, K: Hash + Eq, A, B, X>(
         0,
     );
     for record in records {
-        side(sides.entry(key(&record)).or_default()).push(record);
+        let kept = sides.entry(key(&record)).or_default();
+        if windows.logging && !kept.logged {
+            kept.logged = true;
+            windows.changed.push((start, key(&record)));
+        }
+        side(kept).push(record);
     }
 }
 
 /// Files records that waited for a checkpoint, in time order.
 fn file_released<T: EventTime, K: Hash + Eq, A, B>(
-    open: &mut Open<T, K, A, B>,
+    windows: &mut Windows<T, K, A, B>,
     released: Released<T, A, B>,
     size: u64,
     key_a: &impl Fn(&A) -> K,
@@ -102,34 +135,69 @@ fn file_released<T: EventTime, K: Hash + Eq, A, B>(
                 Side::Right(b) => right.push(b),
             }
         }
-        file(open, &cap, time, left, size, key_a, |s| &mut s.0);
-        file(open, &cap, time, right, size, key_b, |s| &mut s.1);
+        file(windows, &cap, time, left, size, key_a, |s| &mut s.left);
+        file(windows, &cap, time, right, size, key_b, |s| &mut s.right);
     }
 }
 
-/// One worker's part of a checkpoint: per open window (by start) each key's records of
-/// both sides.
-type Part<K, A, B> = Vec<(u64, Vec<(K, Sides<A, B>)>)>;
+/// One `(window, key)` as a checkpoint entry: keyed by `(start, key)`, valued by the
+/// key's records of both sides.
+type SidesEntry<K, A, B> = ((u64, K), (Vec<A>, Vec<B>));
 
-/// Writes this worker's part of checkpoint `epoch` (the shape of [`Part`], from
-/// references).
-fn checkpoint<T: EventTime, K: Serialize, A: Serialize, B: Serialize>(
-    open: &Open<T, K, A, B>,
+/// Writes this worker's part of checkpoint `epoch`: the open windows' starts, and the
+/// entries changed since the last part (or every entry).
+fn checkpoint<T: EventTime, K, A, B>(
+    windows: &mut Windows<T, K, A, B>,
     aligner: &mut Aligner<T, Side<A, B>>,
     epoch: u64,
-) -> bool {
-    type View<'a, K, A, B> = Vec<(u64, Vec<(&'a K, &'a Sides<A, B>)>)>;
-    let view: View<'_, K, A, B> = open
-        .iter()
-        .map(|(start, (_, keys))| (*start, keys.iter().collect()))
-        .collect();
-    aligner.write(epoch, &view)
+) -> bool
+where
+    K: Hash + Eq + Serialize,
+    A: Serialize,
+    B: Serialize,
+{
+    let starts: Vec<u64> = windows.open.keys().copied().collect();
+    let changed = std::mem::take(&mut windows.changed);
+    let open = &windows.open;
+    fn view<A, B>(s: &Sides<A, B>) -> (&Vec<A>, &Vec<B>) {
+        (&s.left, &s.right)
+    }
+    let ok = aligner.write_log(epoch, starts, |full| {
+        if full {
+            open.iter()
+                .flat_map(|(start, (_, keys))| {
+                    keys.iter().map(move |(k, s)| ((*start, k), Some(view(s))))
+                })
+                .collect()
+        } else {
+            changed
+                .iter()
+                .map(|(start, k)| {
+                    let sides = open.get(start).and_then(|(_, keys)| keys.get(k));
+                    ((*start, k), sides.map(view))
+                })
+                .collect()
+        }
+    });
+    for (start, k) in &changed {
+        if let Some(s) = windows
+            .open
+            .get_mut(start)
+            .and_then(|(_, keys)| keys.get_mut(k))
+        {
+            s.logged = false;
+        }
+    }
+    windows.changed = changed;
+    windows.changed.clear();
+    ok
 }
 
-/// Loads the restored checkpoint's parts, keeping the keys this worker owns, each
-/// window holding `(end - 1, C + 1)` (minted from `initial`).
+/// Loads the restored checkpoint's parts, keeping the keys this worker owns in the
+/// windows open at the checkpoint, each window holding `(end - 1, C + 1)` (minted from
+/// `initial`).
 fn restore<T: EventTime, K, A, B>(
-    open: &mut Open<T, K, A, B>,
+    windows: &mut Windows<T, K, A, B>,
     aligner: &Aligner<T, Side<A, B>>,
     initial: &Capability<T>,
     size: u64,
@@ -139,26 +207,29 @@ fn restore<T: EventTime, K, A, B>(
     B: DeserializeOwned,
 {
     let ctx = aligner.checkpoints();
-    let Some((epoch, parts)) = aligner.restored::<Part<K, A, B>>() else {
+    let Some((epoch, parts)) = aligner.restored_log::<Vec<u64>, (u64, K), (Vec<A>, Vec<B>)>()
+    else {
         return;
     };
-    for part in parts {
-        for (start, keys) in part {
-            let (caps, sides) = open.entry(start).or_default();
-            for (k, (left, right)) in keys.into_iter().filter(|(k, _)| ctx.owns(hash(k))) {
-                let kept = sides.entry(k).or_default();
-                kept.0.extend(left);
-                kept.1.extend(right);
+    for (starts, entries) in parts {
+        let starts: BTreeSet<u64> = starts.into_iter().collect();
+        let entries: Vec<SidesEntry<K, A, B>> = entries;
+        for ((start, k), (left, right)) in entries {
+            // An entry of a window closed since, or of a key another worker owns.
+            if !starts.contains(&start) || !ctx.owns(hash(&k)) {
+                continue;
             }
-            if caps.is_empty() && !sides.is_empty() {
+            let (caps, sides) = windows.open.entry(start).or_default();
+            let kept = sides.entry(k).or_default();
+            kept.left.extend(left);
+            kept.right.extend(right);
+            if caps.is_empty() {
                 let end = start.saturating_add(size);
                 let at = initial.time().with_event(end - 1);
                 caps.insert(initial.delayed(&at.with_epoch(epoch)));
             }
         }
     }
-    // Windows none of whose keys this worker owns hold nothing.
-    open.retain(|_, (_, sides)| !sides.is_empty());
 }
 
 /// Extension trait: keyed tumbling-window joins.
@@ -332,13 +403,18 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
         let (output, stream) = builder.new_output();
         let mut output: VecOutput<T, Windowed<K, R>> = OutputBuilder::from(output);
 
-        let mut open: Open<T, K, A, B> = BTreeMap::new();
+        let mut windows: Windows<T, K, A, B> = Windows {
+            open: BTreeMap::new(),
+            logging: false,
+            changed: Vec::new(),
+        };
         let checkpoints = Checkpoints::current();
 
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
                 let aligner = Aligner::new(ctx, &name, &initial[0]);
-                restore(&mut open, &aligner, &initial[0], size);
+                windows.logging = true;
+                restore(&mut windows, &aligner, &initial[0], size);
                 aligner
             });
             move |frontiers| {
@@ -353,7 +429,9 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                             let mut records = records.map(Side::Left).collect();
                             a.stash(time, || cap.delayed(&time, 0), &mut records);
                         }
-                        None => file(&mut open, &cap, time, records, size, &*key_a, |s| &mut s.0),
+                        None => file(&mut windows, &cap, time, records, size, &*key_a, |s| {
+                            &mut s.left
+                        }),
                     }
                 });
                 input_b.for_each_stamp(|cap, batches| {
@@ -366,7 +444,9 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                             let mut records = records.map(Side::Right).collect();
                             a.stash(time, || cap.delayed(&time, 0), &mut records);
                         }
-                        None => file(&mut open, &cap, time, records, size, &*key_b, |s| &mut s.1),
+                        None => file(&mut windows, &cap, time, records, size, &*key_b, |s| {
+                            &mut s.right
+                        }),
                     }
                 });
 
@@ -374,17 +454,17 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                 // write the open windows, and move what they hold to the next epoch.
                 if let Some(a) = aligner.as_mut() {
                     while let Some(epoch) = a.due(frontiers) {
-                        file_released(&mut open, a.release(epoch), size, &*key_a, &*key_b);
-                        if checkpoint(&open, a, epoch) {
-                            for (caps, _) in open.values_mut() {
+                        file_released(&mut windows, a.release(epoch), size, &*key_a, &*key_b);
+                        if checkpoint(&mut windows, a, epoch) {
+                            for (caps, _) in windows.open.values_mut() {
                                 lift_epochs(caps, epoch);
                             }
                         }
                         let released = a.release(a.next());
-                        file_released(&mut open, released, size, &*key_a, &*key_b);
+                        file_released(&mut windows, released, size, &*key_a, &*key_b);
                     }
                     let released = a.release_if_done(frontiers);
-                    file_released(&mut open, released, size, &*key_a, &*key_b);
+                    file_released(&mut windows, released, size, &*key_a, &*key_b);
                 }
 
                 // Records waiting for a checkpoint may still fall in windows the
@@ -396,7 +476,7 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                 if let Some(a) = aligner.as_mut() {
                     a.settle(frontier);
                 }
-                while let Some(entry) = open.first_entry() {
+                while let Some(entry) = windows.open.first_entry() {
                     let start = *entry.key();
                     let end = start.saturating_add(size);
                     if end > watermark {
@@ -407,7 +487,7 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                         continue;
                     };
                     let mut session = output.session(&cap);
-                    for (k, (left, right)) in sides {
+                    for (k, Sides { left, right, .. }) in sides {
                         for a in &left {
                             if right.is_empty() && kind == JoinKind::Left {
                                 let value = result(&k, a, None);

@@ -15,9 +15,10 @@
 //!
 //! Under checkpoints (see [`crate::checkpoint`]) records of epochs after the next
 //! checkpoint epoch wait in the operator's [`Aligner`] until that epoch is sealed; then
-//! the part — every key's state with its expiry bookkeeping (`last`, and where its
-//! expiry entry is), and the records still waiting for the watermark — is written, and
-//! once it is durable every epoch held for it moves to the epoch after the checkpoint:
+//! the part — the states changed since the operator's previous part (every state in a
+//! full part), each with its expiry bookkeeping (`last`, and where its expiry entry
+//! is), a state dropped as a removed entry, and the records still waiting for the
+//! watermark, whole — is written, and once it is durable every epoch held for it moves to the epoch after the checkpoint:
 //! a key updated in every epoch no longer holds commits back at its first one. Restored
 //! state and records hold the epoch after the restored checkpoint. The state type must
 //! therefore be serializable (`Serialize + DeserializeOwned`), checked at compile time.
@@ -28,7 +29,7 @@ use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
@@ -50,6 +51,8 @@ struct Entry<T, S> {
     last: u64,
     /// Where the key's one entry in the expiry index is (at or before `last + ttl`).
     scheduled: u64,
+    /// Listed in [`Keyed::changed`] since the last checkpoint.
+    logged: bool,
 }
 
 /// Extension trait: keyed state machines with an event-time TTL.
@@ -217,12 +220,15 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
             states: FxHashMap::default(),
             expiry: BTreeMap::new(),
             debts: HeldEpochs::new(),
+            logging: false,
+            changed: Vec::new(),
         };
         let checkpoints = Checkpoints::current();
 
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
                 let aligner = Aligner::new(ctx, &name, &initial[0]);
+                keyed.logging = true;
                 keyed.restore(&aligner, &initial[0], &mut waiting, &*key);
                 aligner
             });
@@ -311,19 +317,19 @@ struct Keyed<T: EventTime, K, S> {
     expiry: BTreeMap<u64, Vec<K>>,
     /// One capability per epoch among live states, at the watermark.
     debts: HeldEpochs<T>,
+    /// Whether changes are tracked for incremental checkpoints.
+    logging: bool,
+    /// The keys whose state changed or was dropped since the last checkpoint.
+    changed: Vec<K>,
 }
 
-/// One worker's part of a checkpoint: every key's `(key, state, last, scheduled)` and
-/// the records waiting for the watermark, at their time.
-#[derive(Deserialize)]
-#[serde(bound(
-    deserialize = "K: Deserialize<'de>, S: Deserialize<'de>, T: Deserialize<'de>, \
-                             D: Deserialize<'de>"
-))]
-struct Part<T, K, S, D> {
-    states: Vec<(K, S, u64, u64)>,
-    waiting: Vec<(T, Vec<D>)>,
-}
+/// The state that is not keyed, written whole in every part: the records waiting for
+/// the watermark, at their time.
+type Extra<T, D> = Vec<(T, Vec<D>)>;
+
+/// One key's state as a checkpoint entry: keyed by the key, valued by `(state, last,
+/// scheduled)`.
+type StateEntry<K, S> = (K, (S, u64, u64));
 
 impl<T: EventTime, K: Hash + Eq + Clone, S> Keyed<T, K, S> {
     /// Applies the records of one waiting batch at event time `t`, under `cap`.
@@ -348,7 +354,11 @@ impl<T: EventTime, K: Hash + Eq + Clone, S> Keyed<T, K, S> {
             let mut state = None;
             let mut since = time;
             let mut scheduled = None;
+            // Whether the key is listed in `changed` already (or need not be), and
+            // whether it had state.
+            let (mut logged, mut had) = (!self.logging, false);
             if let Some(old) = self.states.remove(&k) {
+                (logged, had) = (logged || old.logged, true);
                 self.debts.pay(&old.since);
                 if old.last.saturating_add(ttl) < t {
                     session.give_iterator(expire(&k, old.state).into_iter());
@@ -359,6 +369,11 @@ impl<T: EventTime, K: Hash + Eq + Clone, S> Keyed<T, K, S> {
                 }
             }
             session.give_iterator(step(&k, &mut state, record).into_iter());
+            // The key had state or has it now: its entry changed.
+            if !logged && (had || state.is_some()) {
+                logged = true;
+                self.changed.push(k.clone());
+            }
             if let Some(state) = state {
                 // `t` is at or above the last settled watermark.
                 self.debts.owe(&since.with_event(t), cap, 0);
@@ -374,6 +389,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, S> Keyed<T, K, S> {
                         since,
                         last: t,
                         scheduled,
+                        logged,
                     },
                 );
             }
@@ -402,6 +418,10 @@ impl<T: EventTime, K: Hash + Eq + Clone, S> Keyed<T, K, S> {
                 if deadline > at {
                     // Updated since it was scheduled: move its one entry.
                     e.scheduled = deadline;
+                    if self.logging && !e.logged {
+                        e.logged = true;
+                        self.changed.push(k.clone());
+                    }
                     self.expiry.entry(deadline).or_default().push(k);
                     continue;
                 }
@@ -411,6 +431,9 @@ impl<T: EventTime, K: Hash + Eq + Clone, S> Keyed<T, K, S> {
                     // `at` is at or above the last settled watermark.
                     let cap = self.debts.delayed(&old.since.with_event(at));
                     output.session(&cap).give(r);
+                }
+                if self.logging && !old.logged {
+                    self.changed.push(k);
                 }
             }
         }
@@ -427,23 +450,38 @@ impl<T: EventTime, K: Hash + Eq + Clone, S> Keyed<T, K, S> {
 }
 
 impl<T: EventTime, K: Hash + Eq + Clone + Serialize, S: Serialize> Keyed<T, K, S> {
-    /// Writes this worker's part of checkpoint `epoch` (the shape of [`Part`], from
-    /// references).
+    /// Writes this worker's part of checkpoint `epoch`: the states changed since the
+    /// last part (or every state), and the records waiting.
     fn checkpoint<D: Serialize>(
-        &self,
+        &mut self,
         aligner: &mut Aligner<T, D>,
         epoch: u64,
         waiting: &Waiting<T, D>,
     ) -> bool {
-        type View<'a, T, K, S, D> = (Vec<(&'a K, &'a S, u64, u64)>, Vec<(T, &'a Vec<D>)>);
-        let view: View<'_, T, K, S, D> = (
-            self.states
-                .iter()
-                .map(|(k, e)| (k, &e.state, e.last, e.scheduled))
-                .collect(),
-            waiting.iter().map(|((_, t), (_, d))| (*t, d)).collect(),
-        );
-        aligner.write(epoch, &view)
+        let extra: Vec<(T, &Vec<D>)> = waiting.iter().map(|((_, t), (_, d))| (*t, d)).collect();
+        let changed = std::mem::take(&mut self.changed);
+        let states = &self.states;
+        fn view<T, S>(e: &Entry<T, S>) -> (&S, u64, u64) {
+            (&e.state, e.last, e.scheduled)
+        }
+        let ok = aligner.write_log(epoch, extra, |full| {
+            if full {
+                states.iter().map(|(k, e)| (k, Some(view(e)))).collect()
+            } else {
+                changed
+                    .iter()
+                    .map(|k| (k, states.get(k).map(view)))
+                    .collect()
+            }
+        });
+        for k in &changed {
+            if let Some(e) = self.states.get_mut(k) {
+                e.logged = false;
+            }
+        }
+        self.changed = changed;
+        self.changed.clear();
+        ok
     }
 }
 
@@ -458,12 +496,13 @@ impl<T: EventTime, K: Hash + Eq + Clone + DeserializeOwned, S: DeserializeOwned>
         key: &impl Fn(&D) -> K,
     ) {
         let ctx = aligner.checkpoints();
-        let Some((epoch, parts)) = aligner.restored::<Part<T, K, S, D>>() else {
+        let Some((epoch, parts)) = aligner.restored_log::<Extra<T, D>, K, (S, u64, u64)>() else {
             return;
         };
         let since = initial.time().with_epoch(epoch);
-        for part in parts {
-            for (k, state, last, scheduled) in part.states {
+        for (waiting_part, states) in parts {
+            let states: Vec<StateEntry<K, S>> = states;
+            for (k, (state, last, scheduled)) in states {
                 if !ctx.owns(hash(&k)) {
                     continue;
                 }
@@ -474,10 +513,11 @@ impl<T: EventTime, K: Hash + Eq + Clone + DeserializeOwned, S: DeserializeOwned>
                     since,
                     last,
                     scheduled,
+                    logged: false,
                 };
                 self.states.insert(k, entry);
             }
-            restore_pending(waiting, by_event(part.waiting), ctx, initial, epoch, key);
+            restore_pending(waiting, by_event(waiting_part), ctx, initial, epoch, key);
         }
     }
 }

@@ -26,15 +26,20 @@
 //! Under checkpoints (see [`crate::checkpoint`]) both stages take part, at any number
 //! of workers (so a checkpoint restores at another number): each stage's records or
 //! partials of epochs after the next checkpoint epoch wait in its [`Aligner`] until
-//! that epoch is sealed; then each writes its open windows (stage 1 as `{name}
+//! that epoch is sealed; then each writes its part (stage 1 as `{name}
 //! (pre-aggregate)`, its partials; stage 2 as `name`, in the layout of the one-stage
-//! operator's part, so a one-stage checkpoint restores into it) and, once durable,
-//! moves their capabilities to the epoch after the checkpoint. On restore each keeps
-//! the keys it owns by [`crate::hash::hash`]: stage 1 merges the partials several
-//! workers wrote for one key, which stage 2 merges anyway.
+//! operator's part, so a one-stage checkpoint restores into it) — the open windows'
+//! starts, whole, and each `(window, key)` accumulator changed since the stage's
+//! previous part (every one in a full part) — and, once durable, moves their
+//! capabilities to the epoch after the checkpoint. A closed window's entries are not
+//! removed one by one: an entry of a window not listed as open belongs to a window
+//! closed since, and no record or partial can fall in a closed window again (its end
+//! is at or below the watermark). On restore each keeps the keys it owns by
+//! [`crate::hash::hash`]: stage 1 merges the partials several workers wrote for one
+//! key, which stage 2 merges anyway.
 
 use std::collections::hash_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 use std::rc::Rc;
 
@@ -54,10 +59,17 @@ use crate::hash::hash;
 use crate::time::EventTime;
 use crate::window::{fold_into, sliding_starts, Emit, Windowed};
 
+/// One key's accumulator in one window.
+struct Slot<A> {
+    acc: A,
+    /// Listed in [`Partials::changed`] since the last checkpoint.
+    logged: bool,
+}
+
 /// One window's accumulators on one worker, and the capabilities its output is owed at.
 struct Partial<T: EventTime, K, A> {
     caps: CapabilitySet<T>,
-    keys: FxHashMap<K, A>,
+    keys: FxHashMap<K, Slot<A>>,
 }
 
 impl<T: EventTime, K, A> Partial<T, K, A> {
@@ -76,6 +88,10 @@ struct Partials<T: EventTime, K, A> {
     size: u64,
     /// Keys in the last closed window: new windows' maps are sized for as many.
     key_hint: usize,
+    /// Whether changes are tracked for incremental checkpoints.
+    logging: bool,
+    /// `(start, key)` of the accumulators changed since the last checkpoint.
+    changed: Vec<(u64, K)>,
 }
 
 impl<T: EventTime, K, A> Partials<T, K, A> {
@@ -84,6 +100,8 @@ impl<T: EventTime, K, A> Partials<T, K, A> {
             open: BTreeMap::new(),
             size,
             key_hint: 0,
+            logging: false,
+            changed: Vec::new(),
         }
     }
 
@@ -98,7 +116,7 @@ impl<T: EventTime, K, A> Partials<T, K, A> {
     fn close(
         &mut self,
         watermark: u64,
-        mut emit: impl FnMut(u64, u64, &Capability<T>, FxHashMap<K, A>),
+        mut emit: impl FnMut(u64, u64, &Capability<T>, FxHashMap<K, Slot<A>>),
     ) {
         while let Some(entry) = self.open.first_entry() {
             let start = *entry.key();
@@ -124,12 +142,13 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
         }
     }
 
-    /// Loads restored windows `(start, keys)`, keeping the keys this worker owns
-    /// (several parts' accumulators of one key merged with `merge`), each window
-    /// holding `(end - 1, C + 1)` (minted from `initial`).
+    /// Loads restored parts `(open windows' starts, entries)`, keeping the entries of
+    /// open windows whose keys this worker owns (several parts' accumulators of one key
+    /// merged with `merge`), each window holding `(end - 1, C + 1)` (minted from
+    /// `initial`).
     fn restore(
         &mut self,
-        windows: impl IntoIterator<Item = (u64, Vec<(K, A)>)>,
+        parts: impl IntoIterator<Item = (BTreeSet<u64>, Vec<((u64, K), A)>)>,
         ctx: &Checkpoints,
         initial: &Capability<T>,
         merge: impl Fn(&mut A, A),
@@ -137,75 +156,112 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
         let Some(restore) = ctx.restore() else {
             return;
         };
-        for (start, keys) in windows {
-            let end = start.saturating_add(self.size);
-            let window = self.window(start);
-            for (k, acc) in keys.into_iter().filter(|(k, _)| ctx.owns(hash(k))) {
+        for (starts, entries) in parts {
+            for ((start, k), acc) in entries {
+                // An entry of a window closed since, or of a key another worker owns.
+                if !starts.contains(&start) || !ctx.owns(hash(&k)) {
+                    continue;
+                }
+                let end = start.saturating_add(self.size);
+                let window = self.window(start);
                 match window.keys.entry(k) {
-                    Entry::Occupied(mut o) => merge(o.get_mut(), acc),
+                    Entry::Occupied(mut o) => merge(&mut o.get_mut().acc, acc),
                     Entry::Vacant(v) => {
-                        v.insert(acc);
+                        v.insert(Slot { acc, logged: false });
                     }
                 }
-            }
-            if window.caps.is_empty() && !window.keys.is_empty() {
-                let at = initial.time().with_event(end - 1);
-                window
-                    .caps
-                    .insert(initial.delayed(&at.with_epoch(restore.epoch + 1)));
+                if window.caps.is_empty() {
+                    let at = initial.time().with_event(end - 1);
+                    window
+                        .caps
+                        .insert(initial.delayed(&at.with_epoch(restore.epoch + 1)));
+                }
             }
         }
-        // Windows none of whose keys this worker owns hold nothing.
-        self.open.retain(|_, w| !w.keys.is_empty());
+    }
+}
+
+impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
+    /// Writes this stage's part of checkpoint `epoch` as a [`LogPart`] with `extra`,
+    /// each entry valued by `(accumulator, tail)`: the accumulators changed since the
+    /// last part (or every one).
+    ///
+    /// [`LogPart`]: crate::checkpoint::LogPart
+    fn write<X, E: Serialize, V: Serialize + Copy>(
+        &mut self,
+        aligner: &mut Aligner<T, X>,
+        epoch: u64,
+        extra: E,
+        tail: V,
+    ) -> bool
+    where
+        K: Serialize,
+        A: Serialize,
+    {
+        let changed = std::mem::take(&mut self.changed);
+        let open = &self.open;
+        let ok = aligner.write_log(epoch, extra, |full| {
+            if full {
+                open.iter()
+                    .flat_map(|(start, w)| {
+                        w.keys
+                            .iter()
+                            .map(move |(k, slot)| ((*start, k), Some((&slot.acc, tail))))
+                    })
+                    .collect()
+            } else {
+                changed
+                    .iter()
+                    .map(|(start, k)| {
+                        let slot = open.get(start).and_then(|w| w.keys.get(k));
+                        ((*start, k), slot.map(|slot| (&slot.acc, tail)))
+                    })
+                    .collect()
+            }
+        });
+        for (start, k) in &changed {
+            if let Some(slot) = self.open.get_mut(start).and_then(|w| w.keys.get_mut(k)) {
+                slot.logged = false;
+            }
+        }
+        self.changed = changed;
+        self.changed.clear();
+        ok
     }
 }
 
 /// Records (or partials) that waited for a checkpoint, with their capabilities.
 type Released<T, X> = Vec<(Capability<T>, Vec<X>)>;
 
-/// Stage 1's part of a checkpoint: per open window, each key's partial accumulator.
-type PartialsPart<K, A> = Vec<(u64, Vec<(K, A)>)>;
+/// Stage 1's state that is not keyed, written whole in every part: the open windows'
+/// starts. Entries are keyed by `(start, key)`, valued by `(partial accumulator, ())`.
+type PartialsExtra = Vec<u64>;
 
-/// Stage 2's part of a checkpoint, in the layout of the one-stage operator's
-/// (`crate::fixed`): open windows `(start, next early boundary, [(key, (acc, revision,
-/// dirty))])`, windows kept for lateness (none here) and late batches (none here).
-type MergedPart<T, K, A> = (
-    Vec<(u64, u64, MergedKeys<K, A>)>,
-    Vec<(u64, MergedKeys<K, A>)>,
-    Vec<(T, Vec<()>)>,
-);
+/// Stage 2's state that is not keyed, in the layout of the one-stage operator's
+/// (`crate::fixed`): the open windows `(start, next early boundary)`, the windows kept
+/// for lateness (none here) and the late batches waiting (none here). Entries are
+/// keyed by `(start, key)`, valued by `(accumulator, (revision, dirty))` (encoded as
+/// the one-stage operator's `(accumulator, revision, dirty)`).
+type MergedExtra<T> = (Vec<(u64, u64)>, Vec<u64>, Vec<(T, Vec<()>)>);
 
-/// One window's keys in [`MergedPart`]: `(key, (accumulator, revision, dirty))`.
-type MergedKeys<K, A> = Vec<(K, (A, u32, bool))>;
-
-impl<T: EventTime, K: Serialize, A: Serialize> Partials<T, K, A> {
-    /// Writes stage 1's part of checkpoint `epoch` (the shape of [`PartialsPart`]).
-    fn write_partials<X>(&self, aligner: &mut Aligner<T, X>, epoch: u64) -> bool {
-        type View<'a, K, A> = Vec<(u64, Vec<(&'a K, &'a A)>)>;
-        let view: View<'_, K, A> = self
-            .open
-            .iter()
-            .map(|(start, w)| (*start, w.keys.iter().collect()))
-            .collect();
-        aligner.write(epoch, &view)
+impl<T: EventTime, K: Hash + Eq + Serialize, A: Serialize> Partials<T, K, A> {
+    /// Writes stage 1's part of checkpoint `epoch` (extra: [`PartialsExtra`]).
+    fn write_partials<X>(&mut self, aligner: &mut Aligner<T, X>, epoch: u64) -> bool {
+        let extra: PartialsExtra = self.open.keys().copied().collect();
+        self.write(aligner, epoch, extra, ())
     }
 
-    /// Writes stage 2's part of checkpoint `epoch` (the shape of [`MergedPart`]).
-    fn write_merged<X>(&self, aligner: &mut Aligner<T, X>, epoch: u64) -> bool {
-        type Slots<'a, K, A> = Vec<(&'a K, (&'a A, u32, bool))>;
-        type View<'a, K, A> = (Vec<(u64, u64, Slots<'a, K, A>)>, Vec<()>, Vec<()>);
-        let open = self
-            .open
-            .iter()
-            .map(|(start, w)| {
-                let slots = w.keys.iter().map(|(k, a)| (k, (a, 0, false))).collect();
-                (*start, u64::MAX, slots)
-            })
-            .collect();
-        let view: View<'_, K, A> = (open, Vec::new(), Vec::new());
-        aligner.write(epoch, &view)
+    /// Writes stage 2's part of checkpoint `epoch` (extra: [`MergedExtra`]).
+    fn write_merged<X>(&mut self, aligner: &mut Aligner<T, X>, epoch: u64) -> bool {
+        let open = self.open.keys().map(|start| (*start, u64::MAX)).collect();
+        let extra: MergedExtra<T> = (open, Vec::new(), Vec::new());
+        self.write(aligner, epoch, extra, (0u32, false))
     }
 }
+
+/// One accumulator of stage 2 as a checkpoint entry: keyed by `(start, key)`, valued
+/// by `(accumulator, (revision, dirty))` as in the one-stage operator's part.
+type MergedEntry<K, A> = ((u64, K), (A, (u32, bool)));
 
 /// Folds a message of records at `time` into stage 1's windows.
 #[allow(clippy::too_many_arguments)]
@@ -225,24 +281,35 @@ fn pre_aggregate<T: EventTime, D, K: Hash + Eq + Clone, G: Aggregator<D>>(
         let end = start.saturating_add(size);
         hold(&mut window.caps, cap, time.with_event(end - 1), 0);
     }
-    let create = || agg.create();
-    let add = |_: usize, _: &K, acc: &mut G::Acc, record: &D| agg.add(acc, record);
-    if first == last {
-        // One window (always, for tumbling windows).
-        let keys = &mut open.window(first).keys;
-        fold_into(&mut [keys], data, key, create, add);
-    } else {
-        let mut windows: Vec<_> = open
-            .open
-            .range_mut(first..=last)
-            .map(|(_, w)| &mut w.keys)
-            .collect();
-        fold_into(&mut windows, data, key, create, add);
-    }
+    let Partials {
+        open,
+        logging,
+        changed,
+        ..
+    } = open;
+    let logging = *logging;
+    let create = || Slot {
+        acc: agg.create(),
+        logged: false,
+    };
+    // Every window from `first` to `last` exists (entered above): the `i`-th starts at
+    // `first + i * slide`.
+    let add = |i: usize, k: &K, slot: &mut Slot<G::Acc>, record: &D| {
+        if logging && !slot.logged {
+            slot.logged = true;
+            changed.push((first + i as u64 * slide, k.clone()));
+        }
+        agg.add(&mut slot.acc, record);
+    };
+    let mut windows: Vec<_> = open
+        .range_mut(first..=last)
+        .map(|(_, w)| &mut w.keys)
+        .collect();
+    fold_into(&mut windows, data, key, create, add);
 }
 
 /// Merges a message of partials at `time` into stage 2's windows.
-fn merge_partials<T: EventTime, K: Hash + Eq, A>(
+fn merge_partials<T: EventTime, K: Hash + Eq + Clone, A>(
     open: &mut Partials<T, K, A>,
     time: T,
     cap: &impl Mint<T>,
@@ -254,12 +321,29 @@ fn merge_partials<T: EventTime, K: Hash + Eq, A>(
     // of one window, not per partial.
     let mut partials = data.drain(..).peekable();
     while let Some((start, k, acc)) = partials.next() {
-        let window = open.window(start);
+        let logging = open.logging;
+        let window = open
+            .open
+            .entry(start)
+            .or_insert_with(|| Partial::new(open.key_hint));
         hold(&mut window.caps, cap, time, 0);
+        let changed = &mut open.changed;
         let mut merge = |k, acc| match window.keys.entry(k) {
-            Entry::Occupied(mut o) => merge_acc(o.get_mut(), acc),
+            Entry::Occupied(mut o) => {
+                if logging && !o.get().logged {
+                    changed.push((start, o.key().clone()));
+                    o.get_mut().logged = true;
+                }
+                merge_acc(&mut o.get_mut().acc, acc)
+            }
             Entry::Vacant(v) => {
-                v.insert(acc);
+                if logging {
+                    changed.push((start, v.key().clone()));
+                }
+                v.insert(Slot {
+                    acc,
+                    logged: logging,
+                });
             }
         };
         merge(k, acc);
@@ -277,7 +361,7 @@ fn align<T: EventTime, K, A, X>(
     open: &mut Partials<T, K, A>,
     frontiers: &[timely::progress::frontier::MutableAntichain<T>],
     mut apply: impl FnMut(&mut Partials<T, K, A>, Released<T, X>),
-    write: impl Fn(&Partials<T, K, A>, &mut Aligner<T, X>, u64) -> bool,
+    write: impl Fn(&mut Partials<T, K, A>, &mut Aligner<T, X>, u64) -> bool,
 ) where
     K: Hash + Eq,
 {
@@ -343,10 +427,17 @@ where
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
                 let aligner = Aligner::new(ctx, &stage, &initial[0]);
-                let ctx = aligner.checkpoints();
-                let parts: Vec<PartialsPart<K, G::Acc>> = ctx.read_all(aligner.name());
-                let windows = parts.into_iter().flatten();
-                open.restore(windows, ctx, &initial[0], |a, b| agg.merge(a, b));
+                open.logging = true;
+                if let Some((_, parts)) =
+                    aligner.restored_log::<PartialsExtra, (u64, K), (G::Acc, ())>()
+                {
+                    let parts = parts.into_iter().map(|(starts, entries)| {
+                        let entries = entries.into_iter().map(|(slot, (acc, ()))| (slot, acc));
+                        (starts.into_iter().collect(), entries.collect())
+                    });
+                    let ctx = aligner.checkpoints();
+                    open.restore(parts, ctx, &initial[0], |a, b| agg.merge(a, b));
+                }
                 aligner
             });
             move |frontiers| {
@@ -381,8 +472,8 @@ where
                     .map_or(frontier, |a| frontier.min(a.stashed_from()));
                 open.close(watermark, |start, _, cap, keys| {
                     let mut session = out.session(cap);
-                    for (k, acc) in keys {
-                        session.give((start, k, acc));
+                    for (k, slot) in keys {
+                        session.give((start, k, slot.acc));
                     }
                 });
                 if let Some(a) = aligner.as_mut() {
@@ -408,16 +499,23 @@ where
         let merge = move |a: &mut G::Acc, b| merger.merge(a, b);
         let mut aligner = checkpoints.map(|ctx| {
             let aligner = Aligner::new(ctx, &name, &initial[0]);
-            let ctx = aligner.checkpoints();
-            let parts: Vec<MergedPart<T, K, G::Acc>> = ctx.read_all(aligner.name());
-            let windows = parts.into_iter().flat_map(|(open, _, _)| {
-                let slots = |keys: MergedKeys<K, G::Acc>| {
-                    keys.into_iter().map(|(k, (acc, _, _))| (k, acc)).collect()
-                };
-                open.into_iter()
-                    .map(move |(start, _, keys)| (start, slots(keys)))
-            });
-            open.restore(windows, ctx, &initial[0], &merge);
+            open.logging = true;
+            if let Some((_, parts)) =
+                aligner.restored_log::<MergedExtra<T>, (u64, K), (G::Acc, (u32, bool))>()
+            {
+                // Windows kept for lateness and late batches: none written here, and a
+                // one-stage part's are not this operator's to restore.
+                let parts = parts.into_iter().map(|((open, _, _), entries)| {
+                    let starts = open.into_iter().map(|(start, _)| start).collect();
+                    let entries: Vec<MergedEntry<K, G::Acc>> = entries;
+                    let entries = entries
+                        .into_iter()
+                        .map(|(slot, (acc, _))| (slot, acc))
+                        .collect();
+                    (starts, entries)
+                });
+                open.restore(parts, aligner.checkpoints(), &initial[0], &merge);
+            }
             aligner
         });
         move |frontiers| {
@@ -448,7 +546,7 @@ where
                 .map_or(frontier, |a| frontier.min(a.stashed_from()));
             open.close(watermark, |start, end, cap, keys| {
                 let mut session = out.session(cap);
-                for (k, acc) in keys {
+                for (k, Slot { acc, .. }) in keys {
                     let value = agg.finish(&acc);
                     session.give(Windowed::new(k, start, end, value, 0, Emit::Final));
                 }

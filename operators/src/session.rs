@@ -26,6 +26,14 @@
 //! own one-record session. Emitted sessions are dropped when the watermark reaches
 //! `end + gap + lateness`, after which no late record that is not too late can touch
 //! them.
+//!
+//! Under checkpoints (see [`crate::checkpoint`]) records of epochs after the next
+//! checkpoint epoch wait in the operator's [`Aligner`] until that epoch is sealed; then
+//! the part — the early-result boundary and the late batches waiting, whole, and the
+//! sessions (open and emitted) of each key whose sessions changed since the operator's
+//! previous part (of every key in a full part; a key left without sessions as a
+//! removed entry) — is written and, once durable, every capability held for open
+//! sessions moves to the epoch after the checkpoint.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -33,6 +41,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
@@ -64,6 +73,10 @@ struct Open<T: EventTime, A, O> {
     shown: Option<Shown<O>>,
     /// Changed since its last early result.
     changed: bool,
+    /// Its key is listed in [`Sessions::changed`] since the last checkpoint (a key's
+    /// other changes list it without looking here; the list is deduplicated when
+    /// written).
+    logged: bool,
 }
 
 impl<T: EventTime, A, O> Open<T, A, O> {
@@ -75,6 +88,7 @@ impl<T: EventTime, A, O> Open<T, A, O> {
             acc,
             shown: None,
             changed: true,
+            logged: false,
         }
     }
 
@@ -286,6 +300,10 @@ struct Sessions<T: EventTime, K, A, O> {
     expiry: BTreeMap<u64, Vec<K>>,
     /// Keys changed by the current late batch.
     dirty: Vec<K>,
+    /// Whether changes are tracked for incremental checkpoints.
+    logging: bool,
+    /// Keys whose sessions changed since the last checkpoint (maybe more than once).
+    changed: Vec<K>,
 }
 
 impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
@@ -301,6 +319,8 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
             closed: FxHashMap::default(),
             expiry: BTreeMap::new(),
             dirty: Vec::new(),
+            logging: false,
+            changed: Vec::new(),
         }
     }
 
@@ -315,7 +335,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         cap: &impl Mint<T>,
         record: &D,
         agg: &G,
-        rekey: impl FnOnce() -> K,
+        rekey: impl Fn() -> K,
         emit: &mut Emitter<T, K, O>,
     ) where
         G: Aggregator<D, Acc = A, Out = O>,
@@ -348,6 +368,10 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
             }
             agg.add(&mut s.acc, record);
             s.changed = true;
+            if self.logging && !s.logged {
+                s.logged = true;
+                self.changed.push(rekey());
+            }
             return;
         }
         // A new session, or one merging several: the merged parts' bounds stop
@@ -366,6 +390,10 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         hold(&mut merged.caps, cap, time.with_event(end - 1), 0);
         advance_caps(&mut merged.caps, end - 1);
         agg.add(&mut merged.acc, record);
+        if self.logging {
+            merged.logged = true;
+            self.changed.push(k.clone());
+        }
         open.insert(from, merged);
         // A merged session's parts have entries in `ends`, at or before its end; a
         // new session needs one.
@@ -394,6 +422,9 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                     continue;
                 };
                 let ended = open.partition_point(|s| s.last + gap <= upto);
+                if self.logging && ended > 0 {
+                    self.changed.push(k.clone());
+                }
                 for mut s in open.drain(..ended) {
                     let end = s.last + gap;
                     let Some(cap) = emission_cap(&s.caps, end - 1) else {
@@ -451,6 +482,9 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         } in records
         {
             let k = key(&record);
+            if self.logging {
+                self.changed.push(k.clone());
+            }
             let closed = self.closed.entry(k.clone()).or_default();
             let open = self.open.entry(k.clone()).or_default();
             // The sessions the record touches, emitted and open: contiguous runs.
@@ -586,6 +620,9 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
             for s in open.iter_mut().filter(|s| s.changed) {
                 if let Some(cap) = emission_cap(&s.caps, s.last + self.gap - 1) {
                     emit_open(k, s, self.gap, Emit::Early, &cap, agg, emit);
+                    if self.logging {
+                        self.changed.push(k.clone());
+                    }
                 }
             }
         }
@@ -603,9 +640,14 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
             }
             for k in entry.remove() {
                 if let Some(closed) = self.closed.get_mut(&k) {
+                    let before = closed.len();
                     closed.retain(|c| c.last.saturating_add(horizon) > watermark);
+                    let dropped = closed.len() < before;
                     if closed.is_empty() {
                         self.closed.remove(&k);
+                    }
+                    if self.logging && dropped {
+                        self.changed.push(k);
                     }
                 }
             }
@@ -619,54 +661,72 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
 /// early result, changed since)`.
 type OpenPart<A, O> = (u64, u64, A, Option<Shown<O>>, bool);
 
-/// One worker's part of a checkpoint: the early-result boundary, every key's open and
-/// emitted sessions, and the late batches waiting (at their time).
-#[derive(Deserialize)]
-#[serde(bound(
-    deserialize = "K: Deserialize<'de>, A: Deserialize<'de>, O: Deserialize<'de>, \
-                             T: Deserialize<'de>, D: Deserialize<'de>"
-))]
-struct SessionPart<K, A, O, T, D> {
-    next_early: u64,
-    open: Vec<(K, Vec<OpenPart<A, O>>)>,
-    closed: Vec<(K, Vec<Closed<A, O>>)>,
-    pending: Vec<(T, Vec<Late<D>>)>,
-}
+/// The state that is not keyed, written whole in every part: the early-result boundary
+/// and the late batches waiting (at their time).
+type Extra<T, D> = (u64, Vec<(T, Vec<Late<D>>)>);
+
+/// One key's sessions as a checkpoint entry: keyed by the key, valued by its open and
+/// its emitted sessions.
+type SessionsEntry<K, A, O> = (K, (Vec<OpenPart<A, O>>, Vec<Closed<A, O>>));
 
 impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, O: Clone + Serialize>
     Sessions<T, K, A, O>
 {
-    /// Writes this worker's part of checkpoint `epoch` (the same shape as
-    /// [`SessionPart`], from references).
+    /// Writes this worker's part of checkpoint `epoch`: the sessions of the keys changed
+    /// since the last part (or of every key), and the late batches waiting.
     fn checkpoint<D: Serialize>(
-        &self,
+        &mut self,
         aligner: &mut Aligner<T, Arrival<D>>,
         epoch: u64,
         pending: &Waiting<T, Late<D>>,
     ) -> bool {
         type OpenRef<'a, A, O> = (u64, u64, &'a A, &'a Option<Shown<O>>, bool);
-        type View<'a, K, A, O, T, D> = (
-            u64,
-            Vec<(&'a K, Vec<OpenRef<'a, A, O>>)>,
-            Vec<(&'a K, &'a Vec<Closed<A, O>>)>,
-            Vec<(T, &'a Vec<Late<D>>)>,
-        );
-        let view: View<'_, K, A, O, T, D> = (
+        type View<'a, A, O> = (Vec<OpenRef<'a, A, O>>, &'a [Closed<A, O>]);
+        let extra = (
             self.next_early,
-            self.open
+            pending
                 .iter()
-                .map(|(k, list)| {
-                    let sessions = list
-                        .iter()
-                        .map(|s| (s.start, s.last, &s.acc, &s.shown, s.changed))
-                        .collect();
-                    (k, sessions)
-                })
-                .collect(),
-            self.closed.iter().collect(),
-            pending.iter().map(|((_, t), (_, r))| (*t, r)).collect(),
+                .map(|((_, t), (_, r))| (*t, r))
+                .collect::<Vec<_>>(),
         );
-        aligner.write(epoch, &view)
+        let changed = std::mem::take(&mut self.changed);
+        let (open, closed) = (&self.open, &self.closed);
+        let view = |k: &K| -> Option<View<'_, A, O>> {
+            let (o, c) = (open.get(k), closed.get(k));
+            if o.is_none() && c.is_none() {
+                return None;
+            }
+            let sessions = o
+                .into_iter()
+                .flatten()
+                .map(|s| (s.start, s.last, &s.acc, &s.shown, s.changed))
+                .collect();
+            Some((sessions, c.map_or(&[][..], |c| &c[..])))
+        };
+        let ok = aligner.write_log(epoch, extra, |full| {
+            if full {
+                let only_closed = closed.keys().filter(|k| !open.contains_key(*k));
+                open.keys()
+                    .chain(only_closed)
+                    .map(|k| (k, view(k)))
+                    .collect()
+            } else {
+                let mut seen = rustc_hash::FxHashSet::default();
+                changed
+                    .iter()
+                    .filter(|k| seen.insert(*k))
+                    .map(|k| (k, view(k)))
+                    .collect()
+            }
+        });
+        for k in &changed {
+            for s in self.open.get_mut(k).into_iter().flatten() {
+                s.logged = false;
+            }
+        }
+        self.changed = changed;
+        self.changed.clear();
+        ok
     }
 }
 
@@ -710,60 +770,66 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
 
     /// Loads the restored checkpoint's parts, keeping the keys this worker owns, with
     /// capabilities (minted from `initial`) at the epoch after the checkpoint.
-    fn restore<D>(
+    fn restore<D: DeserializeOwned>(
         &mut self,
-        parts: Vec<SessionPart<K, A, O, T, D>>,
-        ctx: &Checkpoints,
+        aligner: &Aligner<T, Arrival<D>>,
         initial: &Capability<T>,
         pending: &mut Waiting<T, Late<D>>,
         key: &impl Fn(&D) -> K,
-    ) {
-        let Some(restore) = ctx.restore() else {
+    ) where
+        K: DeserializeOwned,
+        A: DeserializeOwned,
+        O: DeserializeOwned,
+    {
+        let ctx = aligner.checkpoints();
+        let Some((epoch, parts)) =
+            aligner.restored_log::<Extra<T, D>, K, (Vec<OpenPart<A, O>>, Vec<Closed<A, O>>)>()
+        else {
             return;
         };
-        let epoch = restore.epoch + 1;
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
         let gap = self.gap;
-        for part in parts {
-            self.next_early = self.next_early.min(part.next_early);
-            for (k, sessions) in part.open {
-                if !ctx.owns(hash(&k)) || sessions.is_empty() {
-                    continue;
-                }
-                let first_end = sessions[0].1 + gap;
-                let list = sessions
-                    .into_iter()
-                    .map(|(start, last, acc, shown, changed)| {
-                        let mut caps = CapabilitySet::new();
-                        caps.insert(initial.delayed(&at(last + gap - 1)));
-                        Open {
-                            start,
-                            last,
-                            caps,
-                            acc,
-                            shown,
-                            changed,
-                        }
-                    })
-                    .collect();
-                self.ends.entry(first_end).or_default().push(k.clone());
-                self.open.insert(k, list);
-            }
-            for (k, sessions) in part.closed {
+        for ((next_early, waiting), entries) in parts {
+            self.next_early = self.next_early.min(next_early);
+            let entries: Vec<SessionsEntry<K, A, O>> = entries;
+            for (k, (sessions, closed)) in entries {
                 if !ctx.owns(hash(&k)) {
                     continue;
                 }
-                for c in &sessions {
-                    let drop_at = (c.last + gap)
-                        .saturating_add(gap)
-                        .saturating_add(self.lateness);
-                    self.expiry.entry(drop_at).or_default().push(k.clone());
+                if let Some(first) = sessions.first() {
+                    let first_end = first.1 + gap;
+                    let list = sessions
+                        .into_iter()
+                        .map(|(start, last, acc, shown, changed)| {
+                            let mut caps = CapabilitySet::new();
+                            caps.insert(initial.delayed(&at(last + gap - 1)));
+                            Open {
+                                start,
+                                last,
+                                caps,
+                                acc,
+                                shown,
+                                changed,
+                                logged: false,
+                            }
+                        })
+                        .collect();
+                    self.ends.entry(first_end).or_default().push(k.clone());
+                    self.open.insert(k.clone(), list);
                 }
-                self.closed.insert(k, sessions);
+                if !closed.is_empty() {
+                    for c in &closed {
+                        let drop_at = (c.last + gap)
+                            .saturating_add(gap)
+                            .saturating_add(self.lateness);
+                        self.expiry.entry(drop_at).or_default().push(k.clone());
+                    }
+                    self.closed.insert(k, closed);
+                }
             }
             restore_pending(
                 pending,
-                by_event(part.pending),
+                by_event(waiting),
                 ctx,
                 initial,
                 epoch,
@@ -871,14 +937,8 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
                 let aligner = Aligner::new(ctx, &op_name, &initial[0]);
-                let parts = aligner.checkpoints().read_all(aligner.name());
-                state.restore(
-                    parts,
-                    aligner.checkpoints(),
-                    &initial[0],
-                    &mut pending,
-                    &*key,
-                );
+                state.logging = true;
+                state.restore(&aligner, &initial[0], &mut pending, &*key);
                 aligner
             });
             move |frontiers| {

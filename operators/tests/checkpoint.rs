@@ -206,6 +206,11 @@ fn a_restore_after_several_epochs_is_exact() {
             check(&rounds, 7, 20, 5, 0, after, pick);
             check_session(&rounds, 7, 4, 0, after, pick);
         }
+        // Only the first part full, restored from late in the run: sessions alive
+        // across a chain of incremental parts.
+        for pick in [5, 11, 17, 23, 29, 35, 41, 47, 53, 59, 65, 71] {
+            check_session(&rounds, 11, 4, 0, after, pick);
+        }
     }
 }
 
@@ -335,6 +340,42 @@ fn closed_windows_changes_survive_incremental_parts() {
             upserts(&both).get(&(1, 0, 10)),
             Some(&12),
             "restored from checkpoint {restore_at}: {both:?}"
+        );
+    }
+}
+
+/// Sessions that grow across every epoch: restoring each checkpoint in turn, each a
+/// chain of incremental parts, must leave a consumer with what an uninterrupted run
+/// leaves it.
+#[test]
+fn sessions_changes_survive_incremental_parts() {
+    let rounds: Vec<Round<Rec>> = (0..12u64)
+        .map(|e| Round {
+            watermark: e * 10,
+            records: (0..20u64)
+                .map(|i| (e * 10 + i % 13, ((i % 3) as u8, i + e, e * 10 + i % 13)))
+                .collect(),
+            late: vec![],
+        })
+        .collect();
+    let op = Op::Session(4);
+    let build = crash::dataflow(move |main, late| windows(main, late, op, 0));
+    let whole = crash::run(
+        1,
+        1,
+        &rounds,
+        0..rounds.len(),
+        &Arc::new(MemStore::default()),
+        None,
+        build,
+    )
+    .out;
+    for (epoch, first, second) in crash::restore_every_checkpoint(&rounds, 8, build) {
+        let both: Vec<Result5> = first.into_iter().chain(second).collect();
+        assert_eq!(
+            upserts(&both),
+            upserts(&whole),
+            "restored from checkpoint {epoch}"
         );
     }
 }

@@ -137,6 +137,11 @@ fn check_keyed(rounds: &[Round<Rec>], cut: usize, ttl: u64, after: usize, pick: 
     );
 }
 
+/// `pick`s that write only the first part full and restore a late checkpoint of the
+/// first run (see `crash::crash_then_restore`): restores through long chains of
+/// incremental parts.
+const LONG_CHAINS: [usize; 12] = [5, 11, 17, 23, 29, 35, 41, 47, 53, 59, 65, 71];
+
 /// A fixed case that certainly restores a checkpoint after several epochs, with state
 /// alive across it.
 #[test]
@@ -155,6 +160,13 @@ fn keyed_state_restores_after_several_epochs() {
         for pick in 0..4 {
             check_keyed(&rounds, 7, 25, after, pick);
             check_keyed(&rounds, 7, 3, after, pick);
+        }
+    }
+    // Only the first part full, restored from late in the run: state alive across a
+    // chain of incremental parts.
+    for after in [1, 2, 3] {
+        for pick in LONG_CHAINS {
+            check_keyed(&rounds, 11, 25, after, pick);
         }
     }
 }
@@ -422,6 +434,10 @@ fn joins_restore_after_several_epochs() {
                 check_window_join(&rounds, 7, 25, left, after, pick);
                 check_interval_join(&rounds, 7, 5, 15, left, after, pick);
             }
+        }
+        for pick in LONG_CHAINS {
+            check_window_join(&rounds, 11, 40, true, after, pick);
+            check_interval_join(&rounds, 11, 5, 15, true, after, pick);
         }
     }
 }
@@ -756,6 +772,10 @@ fn preaggregated_windows_restore_after_several_epochs() {
             check_preaggregated(&rounds, 7, 35, 35, after, pick);
             check_preaggregated(&rounds, 7, 40, 10, after, pick);
         }
+        for pick in LONG_CHAINS {
+            check_preaggregated(&rounds, 11, 60, 60, after, pick);
+            check_preaggregated(&rounds, 11, 60, 20, after, pick);
+        }
     }
 }
 
@@ -797,4 +817,63 @@ fn preaggregated_record_of_a_later_epoch_waits_for_the_checkpoint() {
 #[test]
 fn preaggregated_windows_no_longer_hold_their_first_epoch_once_checkpointed() {
     follows_the_epochs(|main| preaggregated(main, 1_000, 1_000));
+}
+
+/// A left interval join's record that found its pair must stay paired across a restore
+/// from incremental parts (the pairing is a change of its own, after the record was
+/// first written), or it is emitted again, unpaired, when it expires.
+#[test]
+fn interval_join_pairing_survives_incremental_parts() {
+    let round = |watermark: u64, records: Vec<Rec>| Round {
+        watermark,
+        records: records.into_iter().map(|r| (r.2, r)).collect(),
+        late: vec![],
+    };
+    // `a` (even value) at 1 is written in checkpoint 0; `b` (odd) at 6 pairs it in
+    // epoch 1; `a` expires once the watermark passes 1 + 50, after the restore.
+    let rounds = vec![
+        round(0, vec![(1, 2, 1)]),
+        round(5, vec![(1, 3, 6)]),
+        round(10, vec![]),
+        round(15, vec![]),
+        round(20, vec![]),
+        round(70, vec![]),
+        round(80, vec![]),
+    ];
+    let build = crash::dataflow(|main, _late| interval_join(main, 0, 50, JoinKind::Left));
+    let want = pairs(&rounds, JoinKind::Left, |a, b| {
+        a.0 == b.0 && a.2 <= b.2 && b.2 <= a.2 + 50
+    });
+    for restore_at in [1usize, 2] {
+        let store = Arc::new(MemStore::default());
+        // Only the first part is full.
+        let first = crash::run(1000, 1, &rounds, 0..4, &store, None, build);
+        assert!(first.complete > restore_at as u64, "{}", first.complete);
+        let restore = Restore {
+            epoch: restore_at as u64,
+            workers: 1,
+        };
+        let rest = restore_at + 1..rounds.len();
+        let second = crash::run(1000, 1, &rounds, rest, &store, Some(restore), build);
+        let context = format!("restored from checkpoint {restore_at}");
+        consume(&first.out, &second.out, &want, |p| (*p, ()), &context);
+    }
+}
+
+/// Every key's state changes in every epoch: restoring each checkpoint in turn, each a
+/// chain of incremental parts, must give exactly the reference's outputs.
+#[test]
+fn keyed_state_changes_survive_incremental_parts() {
+    let rounds = steady();
+    let ttl = 25;
+    let build = crash::dataflow(move |main, _late| keyed_sum(main, ttl));
+    for (epoch, first, second) in crash::restore_every_checkpoint(&rounds, 8, build) {
+        consume(
+            &first,
+            &second,
+            &keyed_reference(&rounds, ttl),
+            |&(k, t, expired, sum)| ((k, t, expired), sum),
+            &format!("restored from checkpoint {epoch}"),
+        );
+    }
 }

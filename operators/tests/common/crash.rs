@@ -210,6 +210,46 @@ where
     (first.out, second.out)
 }
 
+/// Runs `rounds[..cut]` at one worker with only its first part full (so each later
+/// checkpoint is a chain of incremental parts), then, for each checkpoint it completed
+/// from epoch 1 on, restores it from a copy of the store and runs the rest. Returns
+/// `(checkpoint, first run's output, restored run's output)` for each: deterministic,
+/// unlike [`crash_then_restore`], which finds what a random cut left.
+#[allow(clippy::type_complexity)]
+pub fn restore_every_checkpoint<O, F>(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    build: F,
+) -> Vec<(u64, Vec<O>, Vec<O>)>
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let store = Arc::new(MemStore::default());
+    let first = run(1000, 1, rounds, 0..cut, &store, None, build.clone());
+    assert!(
+        first.complete >= 3 && first.complete != u64::MAX,
+        "the first run completed only epochs below {}",
+        first.complete
+    );
+    (1..first.complete.min(cut as u64))
+        .map(|epoch| {
+            let copy = Arc::new(MemStore(Mutex::new(store.0.lock().unwrap().clone())));
+            let restore = Some(Restore { epoch, workers: 1 });
+            let rest = epoch as usize + 1..rounds.len();
+            let second = run(1000, 1, rounds, rest, &copy, restore, build.clone());
+            (epoch, first.out.clone(), second.out)
+        })
+        .collect()
+}
+
 /// One run of `build` on one worker with checkpoints every epoch into `store` (the
 /// first part full, the later ones incremental): `send`
 /// feeds its input, then, unless `finish`, it is dropped as if the process died.
