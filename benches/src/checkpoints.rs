@@ -82,9 +82,9 @@ impl StateStore for TimedDir {
     }
 }
 
-/// The checkpoint context of worker `index` of `peers`: a checkpoint every `every`
-/// epochs into `store`, restoring `restore` if given; failed writes are counted in
-/// `failed`.
+/// The checkpoint context of worker `index` of `peers`, as jobs have it (parts written
+/// on a writer thread): a checkpoint every `every` epochs into `store`, restoring
+/// `restore` if given; failed writes are counted in `failed`.
 pub fn context(
     store: Arc<TimedDir>,
     every: u64,
@@ -103,6 +103,7 @@ pub fn context(
             failed.fetch_add(1, Ordering::Relaxed);
         }),
     )
+    .with_async_writes()
 }
 
 /// Per checkpoint epoch: total bytes and the slowest part's write, oldest first.

@@ -14,14 +14,17 @@
 //! - records of epochs after the next checkpoint epoch are kept apart (stashed, with
 //!   their capability) until the input frontier has passed that epoch;
 //! - once it has, the operator applies the stash up to the checkpoint epoch, writes its
-//!   state, and — only if the write is durable — moves every capability it held for
-//!   state of epochs `<= C` to epoch `C + 1`: the checkpoint now answers for that state,
-//!   so commits no longer wait for windows to close;
-//! - until then it holds one capability at `(watermark, next checkpoint epoch)`, so the
-//!   job cannot see epoch `C` complete before the part of `C` is written.
+//!   state, and moves every capability it held for state of epochs `<= C` to epoch
+//!   `C + 1`: whatever it emits from that state from now on is after the cut, and the
+//!   checkpoint answers for the state, so commits no longer wait for windows to close;
+//! - the aligner holds one capability at `(watermark, C)` until the part of `C` is
+//!   durable, so the job cannot see epoch `C` complete (and commit it) before then.
 //!
-//! A failed write changes nothing: the capabilities stay where they were (commits
-//! stop) and the next checkpoint epoch is tried.
+//! With [`Checkpoints::with_async_writes`] (what jobs use) a part is serialized on the
+//! worker and written by a thread of its own, which wakes the operator when it is
+//! durable: the worker goes on processing while the store syncs. A failed write leaves
+//! the held capability where it was (commits stop), is reported, and makes the next
+//! part a full one; the next checkpoint epoch is tried.
 //!
 //! Operators with keyed state write it as a [`LogPart`]: the entries changed since
 //! the operator's previous part (an incremental part, naming that part as its base),
@@ -36,12 +39,13 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::{Capability, CapabilitySet};
 use timely::progress::frontier::MutableAntichain;
+use timely::scheduling::SyncActivator;
 
 use crate::hash::hash;
 use crate::time::EventTime;
@@ -107,8 +111,23 @@ struct Inner {
     restore: Option<Restore>,
     floor: std::cell::Cell<u64>,
     full_every: std::cell::Cell<u64>,
+    /// The writer thread's queue and the thread, if parts are written off the worker
+    /// thread.
+    writer: RefCell<Option<mpsc::Sender<Job>>>,
+    writer_thread: RefCell<Option<std::thread::JoinHandle<()>>>,
     names: RefCell<BTreeSet<String>>,
     on_failure: FailureHook,
+}
+
+impl Drop for Inner {
+    /// Waits for the writer thread to write every part given to it: a worker that
+    /// ends (a bounded job, a benchmark run) leaves its parts in the store.
+    fn drop(&mut self) {
+        self.writer.borrow_mut().take();
+        if let Some(thread) = self.writer_thread.borrow_mut().take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// One worker's checkpoint settings, shared by the operators built on it.
@@ -148,6 +167,8 @@ impl Checkpoints {
             floor: std::cell::Cell::new(restore.map_or(0, |r| r.epoch + 1)),
             restore,
             full_every: std::cell::Cell::new(DEFAULT_FULL_EVERY),
+            writer: RefCell::new(None),
+            writer_thread: RefCell::new(None),
             names: RefCell::new(BTreeSet::new()),
             on_failure,
         }))
@@ -211,6 +232,22 @@ impl Checkpoints {
     /// part full), incremental parts in between.
     pub fn with_full_every(self, full_every: u64) -> Self {
         self.0.full_every.set(full_every.max(1));
+        self
+    }
+
+    /// Operators' parts are written on a thread of this worker's own (serialized on
+    /// the worker, then written and acknowledged in order): the worker goes on while
+    /// the store syncs, and an operator's aligner holds the checkpoint's epoch until
+    /// its part is acknowledged. Without it, parts are written inline.
+    pub fn with_async_writes(self) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let store = self.0.store.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("freshet-checkpoint-{}", self.0.worker))
+            .spawn(move || write_parts(&*store, queue))
+            .expect("a checkpoint writer thread starts");
+        *self.0.writer.borrow_mut() = Some(jobs);
+        *self.0.writer_thread.borrow_mut() = Some(thread);
         self
     }
 
@@ -365,6 +402,54 @@ impl Checkpoints {
     }
 }
 
+/// A part for the writer thread.
+struct Job {
+    path: String,
+    name: String,
+    epoch: u64,
+    /// Complete by itself (not building on an earlier part).
+    full: bool,
+    bytes: Vec<u8>,
+    reply: mpsc::Sender<Written>,
+    /// Wakes the operator to hear the answer.
+    wake: Option<SyncActivator>,
+}
+
+/// The writer thread's answer: the part of `epoch` is durable, or why not.
+struct Written {
+    epoch: u64,
+    result: std::io::Result<()>,
+}
+
+/// The writer thread: writes parts in the order given. After a failed part, the
+/// incremental parts of the same operator that build on it fail too, unwritten, until
+/// its next full part: a part whose base is missing must never be found complete.
+fn write_parts(store: &dyn StateStore, queue: mpsc::Receiver<Job>) {
+    let mut broken = BTreeSet::new();
+    for job in queue {
+        let result = if !job.full && broken.contains(&job.name) {
+            Err(std::io::Error::other(
+                "the earlier part it builds on was not written",
+            ))
+        } else {
+            store.put(&job.path, &job.bytes)
+        };
+        if result.is_err() {
+            broken.insert(job.name);
+        } else if job.full {
+            broken.remove(&job.name);
+        }
+        // The operator is gone (its dataflow was dropped): nobody waits for the answer.
+        let _ = job.reply.send(Written {
+            epoch: job.epoch,
+            result,
+        });
+        if let Some(wake) = &job.wake {
+            let _ = wake.activate();
+        }
+    }
+}
+
 /// The greatest checkpoint epoch at or below `epoch` on the grid of a checkpoint every
 /// `every` epochs (`(C + 1) % every == 0`), if any: the one grid rule, for operators,
 /// sources and the manifest writer.
@@ -488,10 +573,19 @@ pub struct Aligner<T: EventTime, D> {
     hold: Option<Capability<T>>,
     /// Whether a part was written yet (the first checkpoint epoch is the newest sealed).
     started: bool,
-    /// The epoch of this run's last part, if it was durable: the base of the next
+    /// The epoch of this run's last part, unless it failed: the base of the next
     /// incremental part.
     last: Option<u64>,
+    /// Answers of the writer thread, and how many parts it still has of this operator.
+    acks: (mpsc::Sender<Written>, mpsc::Receiver<Written>),
+    outstanding: usize,
+    /// Wakes the operator when the writer thread answers.
+    wake: Option<SyncActivator>,
 }
+
+/// An operator waits for the writer thread once it has this many parts unacknowledged:
+/// a store slower than the checkpoint interval slows the job instead of filling memory.
+const MAX_OUTSTANDING: usize = 2;
 
 impl<T: EventTime, D> Aligner<T, D> {
     /// Bookkeeping for operator `name` (registered with `ctx`), holding `cap` (an
@@ -508,7 +602,18 @@ impl<T: EventTime, D> Aligner<T, D> {
             hold: Some(hold),
             started: false,
             last: None,
+            acks: mpsc::channel(),
+            outstanding: 0,
+            wake: None,
         }
+    }
+
+    /// Has `wake` activate the operator when the writer thread acknowledges one of its
+    /// parts (see [`Checkpoints::with_async_writes`]), so it lifts its capabilities
+    /// without waiting for its next input.
+    pub fn waking(mut self, wake: SyncActivator) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     /// The operator's name.
@@ -559,8 +664,9 @@ impl<T: EventTime, D> Aligner<T, D> {
 
     /// If the inputs have sealed a checkpoint epoch not yet written, returns the least
     /// one (the next): the operator then applies [`Aligner::release`]d records, writes
-    /// its state with [`Aligner::write`] and, if that succeeded, lifts its
-    /// capabilities — and asks again, until no sealed epoch is left unwritten.
+    /// its state with [`Aligner::write_log`] and lifts the capabilities it holds for
+    /// state to the epoch after — and asks again, until no sealed epoch is left
+    /// unwritten.
     ///
     /// Once the operator has written its first part, no checkpoint epoch is skipped,
     /// even by a worker that sees the frontier jump several epochs at once: the records
@@ -571,7 +677,8 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// newest sealed checkpoint epoch: a Kafka source's epochs follow the wall clock, so
     /// the first sealed epoch is far from the grid's start, and walking there one
     /// checkpoint epoch at a time would never catch up.
-    pub fn due(&self, frontiers: &[MutableAntichain<T>]) -> Option<u64> {
+    pub fn due(&mut self, frontiers: &[MutableAntichain<T>]) -> Option<u64> {
+        self.hear();
         let sealed = sealed_below(frontiers);
         // The inputs are done: there is no epoch left to checkpoint.
         if sealed == u64::MAX {
@@ -604,43 +711,102 @@ impl<T: EventTime, D> Aligner<T, D> {
         now.into_values().collect()
     }
 
-    /// Writes `state` as this worker's part at checkpoint `epoch` and moves on to the
-    /// next checkpoint epoch. True if the part is durable: the caller then lifts the
-    /// capabilities it holds for state to `epoch + 1`.
-    pub fn write<S: Serialize>(&mut self, epoch: u64, state: &S) -> bool {
-        let ok = self.ctx.write(&self.name, epoch, state);
+    /// Writes `state` (complete by itself if `full`) as this worker's part at
+    /// checkpoint `epoch` and moves on to the next checkpoint epoch; the held
+    /// capability stays at `epoch` until the part is durable.
+    fn write<S: Serialize>(&mut self, epoch: u64, full: bool, state: &S) {
         self.started = true;
         self.next = self.ctx.at_or_after(epoch + 1);
-        if ok {
-            if let Some(hold) = self.hold.as_mut() {
-                let t = *hold.time();
-                hold.downgrade(&t.with_epoch(self.next));
+        let bytes = match bincode::serialize(state) {
+            Ok(bytes) => bytes,
+            Err(e) => return self.failed(epoch, std::io::Error::other(e)),
+        };
+        let path = Checkpoints::part_path(epoch, &self.name, self.ctx.worker());
+        let writer = self.ctx.0.writer.borrow().clone();
+        let Some(writer) = writer else {
+            return match self.ctx.0.store.put(&path, &bytes) {
+                Ok(()) => self.durable(epoch),
+                Err(e) => self.failed(epoch, e),
+            };
+        };
+        while self.outstanding >= MAX_OUTSTANDING {
+            match self.acks.1.recv() {
+                Ok(written) => self.answer(written),
+                Err(_) => break,
             }
         }
-        ok
+        let job = Job {
+            path,
+            name: self.name.clone(),
+            epoch,
+            full,
+            bytes,
+            reply: self.acks.0.clone(),
+            wake: self.wake.clone(),
+        };
+        match writer.send(job) {
+            Ok(()) => self.outstanding += 1,
+            Err(_) => self.failed(epoch, std::io::Error::other("the writer thread is gone")),
+        }
     }
 
-    /// Writes keyed state as this worker's [`LogPart`] at checkpoint `epoch`, like
-    /// [`Aligner::write`]. `entries(full)` gives every entry if `full`, else those
-    /// changed since the last part (`None`: removed); a full part is asked for at the
-    /// first part, after a failed write and every [`Checkpoints::full_every`]
-    /// checkpoints. Either way the operator then forgets what changed: after a failure
-    /// the next part is full.
+    /// The part of `epoch` is durable: the held capability moves to the next
+    /// checkpoint epoch after it.
+    fn durable(&mut self, epoch: u64) {
+        let next = self.ctx.at_or_after(epoch + 1);
+        if let Some(hold) = self.hold.as_mut() {
+            let t = *hold.time();
+            if t.epoch() < next {
+                hold.downgrade(&t.with_epoch(next));
+            }
+        }
+    }
+
+    /// The part of `epoch` could not be written: reported, and the next part is full.
+    fn failed(&mut self, epoch: u64, e: std::io::Error) {
+        (self.ctx.0.on_failure)(&self.name, epoch, &e);
+        self.last = None;
+    }
+
+    fn answer(&mut self, written: Written) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        match written.result {
+            Ok(()) => self.durable(written.epoch),
+            Err(e) => self.failed(written.epoch, e),
+        }
+    }
+
+    /// Hears the writer thread's answers: the hold moves past each durable part's
+    /// epoch, and failures are reported.
+    fn hear(&mut self) {
+        while let Ok(written) = self.acks.1.try_recv() {
+            self.answer(written);
+        }
+    }
+
+    /// Writes keyed state as this worker's [`LogPart`] at checkpoint `epoch` and moves
+    /// on to the next checkpoint epoch; the held capability stays at `epoch` until the
+    /// part is durable. The caller then lifts the capabilities it holds for state.
+    ///
+    /// `entries(full)` gives every entry if `full`, else those changed since the last
+    /// part (`None`: removed); a full part is asked for at the first part, after a
+    /// failed write and every [`Checkpoints::full_every`] checkpoints. Either way the
+    /// operator then forgets what changed: after a failure the next part is full.
     pub fn write_log<E: Serialize, K: Serialize, V: Serialize>(
         &mut self,
         epoch: u64,
         extra: E,
         entries: impl FnOnce(bool) -> Vec<(K, Option<V>)>,
-    ) -> bool {
+    ) {
         let base = self.last.filter(|_| !self.ctx.compacts(&self.name, epoch));
         let part = LogPart {
             base,
             extra,
             entries: entries(base.is_none()),
         };
-        let ok = self.write(epoch, &part);
-        self.last = ok.then_some(epoch);
-        ok
+        // The base of the next part, unless this one fails (`write` then forgets it).
+        self.last = Some(epoch);
+        self.write(epoch, part.base.is_none(), &part);
     }
 
     /// Like [`Aligner::restored`], for an operator that writes [`LogPart`]s: each
@@ -659,6 +825,7 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// Moves the held capability's event time up to `watermark` (it holds only the
     /// epoch back), or drops it once the inputs are done.
     pub fn settle(&mut self, watermark: u64) {
+        self.hear();
         if watermark == u64::MAX {
             self.hold = None;
             return;
@@ -714,6 +881,68 @@ mod tests {
         assert_eq!(
             Checkpoints::part_path(7, "x", 1),
             "epoch-00000000000000000007/x/1"
+        );
+    }
+
+    /// A store that refuses one path and records what it wrote.
+    #[derive(Default)]
+    struct Refusing(std::sync::Mutex<Vec<String>>);
+    impl StateStore for Refusing {
+        fn put(&self, path: &str, _: &[u8]) -> std::io::Result<()> {
+            if path.contains("epoch-1/") {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.0.lock().unwrap().push(path.to_string());
+            Ok(())
+        }
+        fn get(&self, _: &str) -> std::io::Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+    }
+
+    /// After a failed part, the writer fails the operator's incremental parts that
+    /// build on it without writing them, until its next full part; other operators'
+    /// parts are written.
+    #[test]
+    fn no_part_is_written_on_top_of_a_failed_one() {
+        let (reply, answers) = mpsc::channel();
+        let (jobs, queue) = mpsc::channel();
+        let job = |path: &str, name: &str, epoch: u64, full: bool| Job {
+            path: path.to_string(),
+            name: name.to_string(),
+            epoch,
+            full,
+            bytes: Vec::new(),
+            reply: reply.clone(),
+            wake: None,
+        };
+        jobs.send(job("epoch-0/a", "a", 0, true)).unwrap();
+        jobs.send(job("epoch-1/a", "a", 1, false)).unwrap();
+        jobs.send(job("epoch-2/a", "a", 2, false)).unwrap();
+        jobs.send(job("epoch-2/b", "b", 2, false)).unwrap();
+        jobs.send(job("epoch-3/a", "a", 3, true)).unwrap();
+        jobs.send(job("epoch-4/a", "a", 4, false)).unwrap();
+        drop(jobs);
+        let store = Refusing::default();
+        write_parts(&store, queue);
+        let ok: Vec<(u64, bool)> = answers
+            .try_iter()
+            .map(|w: Written| (w.epoch, w.result.is_ok()))
+            .collect();
+        assert_eq!(
+            ok,
+            vec![
+                (0, true),
+                (1, false),
+                (2, false),
+                (2, true),
+                (3, true),
+                (4, true)
+            ]
+        );
+        assert_eq!(
+            *store.0.lock().unwrap(),
+            vec!["epoch-0/a", "epoch-2/b", "epoch-3/a", "epoch-4/a"]
         );
     }
 

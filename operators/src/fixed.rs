@@ -298,7 +298,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
 {
     /// Writes this worker's part of checkpoint `epoch`: the entries changed since the
     /// last part (or every entry), the lists of windows and the late records waiting.
-    fn checkpoint(&mut self, aligner: &mut Aligner<T, Arrival<D>>, epoch: u64) -> bool {
+    fn checkpoint(&mut self, aligner: &mut Aligner<T, Arrival<D>>, epoch: u64) {
         let extra = (
             self.open
                 .iter()
@@ -318,7 +318,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
                 .or_else(|| closed.get(&start))
                 .and_then(|keys| keys.get(k))
         };
-        let ok = aligner.write_log(epoch, extra, |full| {
+        aligner.write_log(epoch, extra, |full| {
             if full {
                 let open = open.iter().map(|(s, w)| (*s, &w.keys));
                 let closed = closed.iter().map(|(s, keys)| (*s, keys));
@@ -343,7 +343,6 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
         }
         self.changed = changed;
         self.changed.clear();
-        ok
     }
 }
 
@@ -591,6 +590,9 @@ where
     let checkpoints = Checkpoints::current();
 
     let mut builder = OperatorBuilder::new(name.clone(), scope);
+    let wake = scope
+        .worker()
+        .sync_activator_for(builder.operator_info().address.to_vec());
     let mut main_in = builder.new_input(stream, main_pact);
     let mut late_in = builder.new_input(late, late_pact);
     let (results_out, results) = builder.new_output();
@@ -616,7 +618,7 @@ where
 
     builder.build(move |initial| {
         let mut aligner = checkpoints.map(|ctx| {
-            let aligner = Aligner::new(ctx, &name, &initial[0]);
+            let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
             state.logging = true;
             state.restore(&aligner, &initial[0], &*key);
             aligner
@@ -677,9 +679,8 @@ where
             if let Some(a) = aligner.as_mut() {
                 while let Some(epoch) = a.due(frontiers) {
                     state.apply(a.release(epoch), &*key, &agg);
-                    if state.checkpoint(a, epoch) {
-                        state.lift(epoch);
-                    }
+                    state.checkpoint(a, epoch);
+                    state.lift(epoch);
                     // Records up to the new next checkpoint epoch need not wait any more.
                     let next = a.next();
                     state.apply(a.release(next), &*key, &agg);

@@ -232,6 +232,10 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
 
         let name = format!("IntervalJoin({name}, -{lower}ms..+{upper}ms)");
         let mut builder = OperatorBuilder::new(name.clone(), self.scope());
+        let wake = self
+            .scope()
+            .worker()
+            .sync_activator_for(builder.operator_info().address.to_vec());
         let mut input_a = builder.new_input(self, pact_a);
         let mut input_b = builder.new_input(other, pact_b);
         let (output, stream) = builder.new_output();
@@ -252,7 +256,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
 
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &name, &initial[0]);
+                let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
                 kept.logging = true;
                 kept.restore(&aligner, &initial[0]);
                 aligner
@@ -310,9 +314,8 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                     };
                     while let Some(epoch) = a.due(frontiers) {
                         apply(&mut kept, a.release(epoch));
-                        if kept.checkpoint(a, epoch) {
-                            kept.lift(epoch);
-                        }
+                        kept.checkpoint(a, epoch);
+                        kept.lift(epoch);
                         let next = a.next();
                         apply(&mut kept, a.release(next));
                     }
@@ -540,7 +543,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, B> Both<T, K, A, B> {
 impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, B: Serialize> Both<T, K, A, B> {
     /// Writes this worker's part of checkpoint `epoch`: the kept records of each key
     /// and event time changed since the last part (or of every one).
-    fn checkpoint(&mut self, aligner: &mut Aligner<T, Side<A, B>>, epoch: u64) -> bool {
+    fn checkpoint(&mut self, aligner: &mut Aligner<T, Side<A, B>>, epoch: u64) {
         type View<'a, A, B> = (&'a [(A, bool)], &'a [B]);
         fn at<'a, K: Hash + Eq, X>(kept: &'a Kept<K, X>, k: &K, t: u64) -> Option<&'a [X]> {
             kept.get(k)?.get(&t).map(|at| &at.records[..])
@@ -553,7 +556,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, B: Serialize>
                 (x, y) => Some((x.unwrap_or_default(), y.unwrap_or_default())),
             }
         };
-        let ok = aligner.write_log(epoch, (), |full| {
+        aligner.write_log(epoch, (), |full| {
             if full {
                 // Each `(key, event time)` once, from the side that has it first.
                 let left = a
@@ -594,7 +597,6 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, B: Serialize>
         }
         self.changed = changed;
         self.changed.clear();
-        ok
     }
 }
 

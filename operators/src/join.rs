@@ -150,8 +150,7 @@ fn checkpoint<T: EventTime, K, A, B>(
     windows: &mut Windows<T, K, A, B>,
     aligner: &mut Aligner<T, Side<A, B>>,
     epoch: u64,
-) -> bool
-where
+) where
     K: Hash + Eq + Serialize,
     A: Serialize,
     B: Serialize,
@@ -162,7 +161,7 @@ where
     fn view<A, B>(s: &Sides<A, B>) -> (&Vec<A>, &Vec<B>) {
         (&s.left, &s.right)
     }
-    let ok = aligner.write_log(epoch, starts, |full| {
+    aligner.write_log(epoch, starts, |full| {
         if full {
             open.iter()
                 .flat_map(|(start, (_, keys))| {
@@ -190,7 +189,6 @@ where
     }
     windows.changed = changed;
     windows.changed.clear();
-    ok
 }
 
 /// Loads the restored checkpoint's parts, keeping the keys this worker owns in the
@@ -398,6 +396,10 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
 
         let name = format!("WindowJoin({name}, {size}ms)");
         let mut builder = OperatorBuilder::new(name.clone(), self.scope());
+        let wake = self
+            .scope()
+            .worker()
+            .sync_activator_for(builder.operator_info().address.to_vec());
         let mut input_a = builder.new_input(self, pact_a);
         let mut input_b = builder.new_input(other, pact_b);
         let (output, stream) = builder.new_output();
@@ -412,7 +414,7 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
 
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &name, &initial[0]);
+                let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
                 windows.logging = true;
                 restore(&mut windows, &aligner, &initial[0], size);
                 aligner
@@ -455,10 +457,9 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                 if let Some(a) = aligner.as_mut() {
                     while let Some(epoch) = a.due(frontiers) {
                         file_released(&mut windows, a.release(epoch), size, &*key_a, &*key_b);
-                        if checkpoint(&mut windows, a, epoch) {
-                            for (caps, _) in windows.open.values_mut() {
-                                lift_epochs(caps, epoch);
-                            }
+                        checkpoint(&mut windows, a, epoch);
+                        for (caps, _) in windows.open.values_mut() {
+                            lift_epochs(caps, epoch);
                         }
                         let released = a.release(a.next());
                         file_released(&mut windows, released, size, &*key_a, &*key_b);

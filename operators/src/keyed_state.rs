@@ -211,6 +211,10 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
 
         let name = format!("KeyedState({name}, ttl {ttl}ms)");
         let mut builder = OperatorBuilder::new(name.clone(), self.scope());
+        let wake = self
+            .scope()
+            .worker()
+            .sync_activator_for(builder.operator_info().address.to_vec());
         let mut input = builder.new_input(self, pact);
         let (output, stream) = builder.new_output();
         let mut output: VecOutput<T, R> = OutputBuilder::from(output);
@@ -227,7 +231,7 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
 
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &name, &initial[0]);
+                let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
                 keyed.logging = true;
                 keyed.restore(&aligner, &initial[0], &mut waiting, &*key);
                 aligner
@@ -254,11 +258,10 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
                 if let Some(a) = aligner.as_mut() {
                     while let Some(epoch) = a.due(frontiers) {
                         keep(&mut waiting, a.release(epoch));
-                        if keyed.checkpoint(a, epoch, &waiting) {
-                            keyed.lift(epoch);
-                            for (cap, _) in waiting.values_mut() {
-                                lift_epoch(cap, epoch);
-                            }
+                        keyed.checkpoint(a, epoch, &waiting);
+                        keyed.lift(epoch);
+                        for (cap, _) in waiting.values_mut() {
+                            lift_epoch(cap, epoch);
                         }
                         let next = a.next();
                         keep(&mut waiting, a.release(next));
@@ -457,14 +460,14 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, S: Serialize> Keyed<T, K, S
         aligner: &mut Aligner<T, D>,
         epoch: u64,
         waiting: &Waiting<T, D>,
-    ) -> bool {
+    ) {
         let extra: Vec<(T, &Vec<D>)> = waiting.iter().map(|((_, t), (_, d))| (*t, d)).collect();
         let changed = std::mem::take(&mut self.changed);
         let states = &self.states;
         fn view<T, S>(e: &Entry<T, S>) -> (&S, u64, u64) {
             (&e.state, e.last, e.scheduled)
         }
-        let ok = aligner.write_log(epoch, extra, |full| {
+        aligner.write_log(epoch, extra, |full| {
             if full {
                 states.iter().map(|(k, e)| (k, Some(view(e)))).collect()
             } else {
@@ -481,7 +484,6 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, S: Serialize> Keyed<T, K, S
         }
         self.changed = changed;
         self.changed.clear();
-        ok
     }
 }
 

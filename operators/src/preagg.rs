@@ -193,14 +193,13 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
         epoch: u64,
         extra: E,
         tail: V,
-    ) -> bool
-    where
+    ) where
         K: Serialize,
         A: Serialize,
     {
         let changed = std::mem::take(&mut self.changed);
         let open = &self.open;
-        let ok = aligner.write_log(epoch, extra, |full| {
+        aligner.write_log(epoch, extra, |full| {
             if full {
                 open.iter()
                     .flat_map(|(start, w)| {
@@ -226,7 +225,6 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
         }
         self.changed = changed;
         self.changed.clear();
-        ok
     }
 }
 
@@ -246,13 +244,13 @@ type MergedExtra<T> = (Vec<(u64, u64)>, Vec<u64>, Vec<(T, Vec<()>)>);
 
 impl<T: EventTime, K: Hash + Eq + Serialize, A: Serialize> Partials<T, K, A> {
     /// Writes stage 1's part of checkpoint `epoch` (extra: [`PartialsExtra`]).
-    fn write_partials<X>(&mut self, aligner: &mut Aligner<T, X>, epoch: u64) -> bool {
+    fn write_partials<X>(&mut self, aligner: &mut Aligner<T, X>, epoch: u64) {
         let extra: PartialsExtra = self.open.keys().copied().collect();
         self.write(aligner, epoch, extra, ())
     }
 
     /// Writes stage 2's part of checkpoint `epoch` (extra: [`MergedExtra`]).
-    fn write_merged<X>(&mut self, aligner: &mut Aligner<T, X>, epoch: u64) -> bool {
+    fn write_merged<X>(&mut self, aligner: &mut Aligner<T, X>, epoch: u64) {
         let open = self.open.keys().map(|start| (*start, u64::MAX)).collect();
         let extra: MergedExtra<T> = (open, Vec::new(), Vec::new());
         self.write(aligner, epoch, extra, (0u32, false))
@@ -361,15 +359,14 @@ fn align<T: EventTime, K, A, X>(
     open: &mut Partials<T, K, A>,
     frontiers: &[timely::progress::frontier::MutableAntichain<T>],
     mut apply: impl FnMut(&mut Partials<T, K, A>, Released<T, X>),
-    write: impl Fn(&mut Partials<T, K, A>, &mut Aligner<T, X>, u64) -> bool,
+    write: impl Fn(&mut Partials<T, K, A>, &mut Aligner<T, X>, u64),
 ) where
     K: Hash + Eq,
 {
     while let Some(epoch) = aligner.due(frontiers) {
         apply(open, aligner.release(epoch));
-        if write(open, aligner, epoch) {
-            open.lift(epoch);
-        }
+        write(open, aligner, epoch);
+        open.lift(epoch);
         let next = aligner.next();
         apply(open, aligner.release(next));
     }
@@ -420,13 +417,16 @@ where
         let stage = format!("{name} (pre-aggregate)");
         let checkpoints = checkpoints.clone();
         let mut builder = OperatorBuilder::new(stage.clone(), scope);
+        let wake = scope
+            .worker()
+            .sync_activator_for(builder.operator_info().address.to_vec());
         let mut input = builder.new_input(stream, Pipeline);
         let (out, partials) = builder.new_output();
         let mut out: VecOutput<T, (u64, K, G::Acc)> = OutputBuilder::from(out);
         let mut open: Partials<T, K, G::Acc> = Partials::new(size);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &stage, &initial[0]);
+                let aligner = Aligner::new(ctx, &stage, &initial[0]).waking(wake);
                 open.logging = true;
                 if let Some((_, parts)) =
                     aligner.restored_log::<PartialsExtra, (u64, K), (G::Acc, ())>()
@@ -486,6 +486,9 @@ where
 
     // Stage 2: merge each key's partials on the worker that owns the key.
     let mut builder = OperatorBuilder::new(name.clone(), scope);
+    let wake = scope
+        .worker()
+        .sync_activator_for(builder.operator_info().address.to_vec());
     // Partials carry their key: hashed by reference, not cloned as `by_key` would.
     let pact = Exchange::new(|p: &(u64, K, G::Acc)| {
         crate::hash::hash(&p.1) % crate::checkpoint::KEY_GROUPS
@@ -498,7 +501,7 @@ where
         let merger = agg.clone();
         let merge = move |a: &mut G::Acc, b| merger.merge(a, b);
         let mut aligner = checkpoints.map(|ctx| {
-            let aligner = Aligner::new(ctx, &name, &initial[0]);
+            let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
             open.logging = true;
             if let Some((_, parts)) =
                 aligner.restored_log::<MergedExtra<T>, (u64, K), (G::Acc, (u32, bool))>()

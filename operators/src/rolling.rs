@@ -458,7 +458,7 @@ impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A
         epoch: u64,
         waiting: &Waiting<T, D>,
         pending: &Waiting<T, D>,
-    ) -> bool {
+    ) {
         let extra = (
             waiting
                 .iter()
@@ -474,7 +474,7 @@ impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A
         fn view<T, A>(b: &Block<T, A>) -> (&A, &BTreeMap<u64, A>) {
             (&b.acc, &b.panes)
         }
-        let ok = aligner.write_log(epoch, extra, |full| {
+        aligner.write_log(epoch, extra, |full| {
             if full {
                 keys.iter()
                     .flat_map(|(k, blocks)| {
@@ -495,7 +495,6 @@ impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A
         }
         self.changed = changed;
         self.changed.clear();
-        ok
     }
 }
 
@@ -591,6 +590,9 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let late_pact = by_key(move |d: &Late<D>| k2(&d.record));
 
         let mut builder = OperatorBuilder::new(name.clone(), scope);
+        let wake = scope
+            .worker()
+            .sync_activator_for(builder.operator_info().address.to_vec());
         let mut main_in = builder.new_input(self, main_pact);
         let mut late_in = builder.new_input(late, late_pact);
         let (results_out, results) = builder.new_output();
@@ -616,7 +618,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
 
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &name, &initial[0]);
+                let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
                 state.logging = true;
                 state.restore(&aligner, &initial[0], &mut waiting, &mut pending, &*key);
                 aligner
@@ -712,11 +714,10 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                         };
                     while let Some(epoch) = a.due(frontiers) {
                         apply(&mut state, &mut waiting, &mut pending, a.release(epoch));
-                        if state.checkpoint(a, epoch, &waiting, &pending) {
-                            state.lift(epoch);
-                            for (cap, _) in waiting.values_mut().chain(pending.values_mut()) {
-                                lift_epoch(cap, epoch);
-                            }
+                        state.checkpoint(a, epoch, &waiting, &pending);
+                        state.lift(epoch);
+                        for (cap, _) in waiting.values_mut().chain(pending.values_mut()) {
+                            lift_epoch(cap, epoch);
                         }
                         let next = a.next();
                         apply(&mut state, &mut waiting, &mut pending, a.release(next));

@@ -679,7 +679,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, O: Clone + Se
         aligner: &mut Aligner<T, Arrival<D>>,
         epoch: u64,
         pending: &Waiting<T, Late<D>>,
-    ) -> bool {
+    ) {
         type OpenRef<'a, A, O> = (u64, u64, &'a A, &'a Option<Shown<O>>, bool);
         type View<'a, A, O> = (Vec<OpenRef<'a, A, O>>, &'a [Closed<A, O>]);
         let extra = (
@@ -703,7 +703,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, O: Clone + Se
                 .collect();
             Some((sessions, c.map_or(&[][..], |c| &c[..])))
         };
-        let ok = aligner.write_log(epoch, extra, |full| {
+        aligner.write_log(epoch, extra, |full| {
             if full {
                 let only_closed = closed.keys().filter(|k| !open.contains_key(*k));
                 open.keys()
@@ -726,7 +726,6 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, O: Clone + Se
         }
         self.changed = changed;
         self.changed.clear();
-        ok
     }
 }
 
@@ -922,6 +921,9 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
 
         let op_name = format!("Session({name}, gap {gap}ms)");
         let mut builder = OperatorBuilder::new(op_name.clone(), scope);
+        let wake = scope
+            .worker()
+            .sync_activator_for(builder.operator_info().address.to_vec());
         let mut main_in = builder.new_input(self, pact);
         let mut late_in = builder.new_input(late, late_pact);
         let (results_out, results) = builder.new_output();
@@ -936,7 +938,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         let checkpoints = Checkpoints::current();
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &op_name, &initial[0]);
+                let aligner = Aligner::new(ctx, &op_name, &initial[0]).waking(wake);
                 state.logging = true;
                 state.restore(&aligner, &initial[0], &mut pending, &*key);
                 aligner
@@ -1005,11 +1007,10 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                     while let Some(epoch) = a.due(frontiers) {
                         let released = a.release(epoch);
                         state.apply_waiting(&mut pending, released, &*key, &agg, &mut emit);
-                        if state.checkpoint(a, epoch, &pending) {
-                            state.lift(epoch);
-                            for (cap, _) in pending.values_mut() {
-                                lift_epoch(cap, epoch);
-                            }
+                        state.checkpoint(a, epoch, &pending);
+                        state.lift(epoch);
+                        for (cap, _) in pending.values_mut() {
+                            lift_epoch(cap, epoch);
                         }
                         let released = a.release(a.next());
                         state.apply_waiting(&mut pending, released, &*key, &agg, &mut emit);

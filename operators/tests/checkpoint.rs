@@ -175,6 +175,7 @@ fn check_session(
     let op = Op::Session(gap);
     let whole = crash::run(
         1,
+        false,
         1,
         rounds,
         0..rounds.len(),
@@ -327,14 +328,14 @@ fn closed_windows_changes_survive_incremental_parts() {
     // (only the first part is full).
     for restore_at in [2usize, 4] {
         let store = Arc::new(MemStore::default());
-        let first = crash::run(1000, 1, &rounds, 0..5, &store, None, build);
+        let first = crash::run(1000, false, 1, &rounds, 0..5, &store, None, build);
         assert!(first.complete > restore_at as u64, "{}", first.complete);
         let restore = Restore {
             epoch: restore_at as u64,
             workers: 1,
         };
         let rest = restore_at + 1..rounds.len();
-        let second = crash::run(1000, 1, &rounds, rest, &store, Some(restore), build);
+        let second = crash::run(1000, false, 1, &rounds, rest, &store, Some(restore), build);
         let both: Vec<Result5> = first.out.into_iter().chain(second.out).collect();
         assert_eq!(
             upserts(&both).get(&(1, 0, 10)),
@@ -362,6 +363,7 @@ fn sessions_changes_survive_incremental_parts() {
     let build = crash::dataflow(move |main, late| windows(main, late, op, 0));
     let whole = crash::run(
         1,
+        false,
         1,
         &rounds,
         0..rounds.len(),
@@ -370,12 +372,83 @@ fn sessions_changes_survive_incremental_parts() {
         build,
     )
     .out;
-    for (epoch, first, second) in crash::restore_every_checkpoint(&rounds, 8, build) {
+    for (epoch, first, second) in crash::restore_every_checkpoint(false, &rounds, 8, build) {
         let both: Vec<Result5> = first.into_iter().chain(second).collect();
         assert_eq!(
             upserts(&both),
             upserts(&whole),
             "restored from checkpoint {epoch}"
         );
+    }
+}
+
+/// Two stateful operators in a row: per-key sums of 10 ms windows, then the sums of
+/// those results per key over 40 ms windows. A result the first emits after its part
+/// of checkpoint `C` must carry an epoch after `C`, or the second counts it in its own
+/// part of `C` and again when the first re-emits it after a restore (parts written on
+/// writer threads make the window between the two wide).
+/// With `random = Some((cut, after, pick))` a random cut of [`crash::crash_then_restore`],
+/// else every checkpoint of a one-worker run in turn.
+fn check_pipeline(rounds: &[Round<Rec>], random: Option<(usize, usize, usize)>) {
+    let build = crash::dataflow(|main, late| {
+        let policy = WindowPolicy::new().lateness(0);
+        let sums = main
+            .tumble(
+                "first",
+                10,
+                policy,
+                Some(late),
+                |r: &Rec| r.0,
+                Sum::new(|r: &Rec| r.1),
+            )
+            .results
+            .map(|w| (w.key, w.value, w.end - 1));
+        sums.tumble_aggregate("second", 40, |r: &Rec| r.0, Sum::new(|r: &Rec| r.1))
+            .map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
+    });
+    let store = Arc::new(MemStore::default());
+    let whole = crash::run(1, false, 1, rounds, 0..rounds.len(), &store, None, build).out;
+    if let Some((cut, after, pick)) = random {
+        let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
+        let both: Vec<Result5> = first.into_iter().chain(second).collect();
+        assert_eq!(upserts(&both), upserts(&whole), "cut at round {cut}");
+        return;
+    }
+    for async_writes in [false, true] {
+        for (epoch, first, second) in
+            crash::restore_every_checkpoint(async_writes, rounds, 8, build)
+        {
+            let both: Vec<Result5> = first.into_iter().chain(second).collect();
+            let context = format!("restored from {epoch}, async writes {async_writes}");
+            assert_eq!(upserts(&both), upserts(&whole), "{context}");
+        }
+    }
+}
+
+/// Every checkpoint of a steady run restored in turn, parts written inline and on
+/// writer threads.
+#[test]
+fn a_pipeline_restores_from_every_checkpoint() {
+    let rounds: Vec<Round<Rec>> = (0..12u64)
+        .map(|e| Round {
+            watermark: e * 10,
+            records: (0..20u64)
+                .map(|i| (e * 10 + i % 13, ((i % 3) as u8, i + e, e * 10 + i % 13)))
+                .collect(),
+            late: vec![],
+        })
+        .collect();
+    check_pipeline(&rounds, None);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn pipelines_restore_exactly(
+        rounds in rounds(12), cut in 3usize..12, after in 1usize..4, pick in 0usize..16,
+    ) {
+        let cut = cut.min(rounds.len());
+        check_pipeline(&rounds, Some((cut, after, pick)));
     }
 }

@@ -847,14 +847,14 @@ fn interval_join_pairing_survives_incremental_parts() {
     for restore_at in [1usize, 2] {
         let store = Arc::new(MemStore::default());
         // Only the first part is full.
-        let first = crash::run(1000, 1, &rounds, 0..4, &store, None, build);
+        let first = crash::run(1000, false, 1, &rounds, 0..4, &store, None, build);
         assert!(first.complete > restore_at as u64, "{}", first.complete);
         let restore = Restore {
             epoch: restore_at as u64,
             workers: 1,
         };
         let rest = restore_at + 1..rounds.len();
-        let second = crash::run(1000, 1, &rounds, rest, &store, Some(restore), build);
+        let second = crash::run(1000, false, 1, &rounds, rest, &store, Some(restore), build);
         let context = format!("restored from checkpoint {restore_at}");
         consume(&first.out, &second.out, &want, |p| (*p, ()), &context);
     }
@@ -867,7 +867,7 @@ fn keyed_state_changes_survive_incremental_parts() {
     let rounds = steady();
     let ttl = 25;
     let build = crash::dataflow(move |main, _late| keyed_sum(main, ttl));
-    for (epoch, first, second) in crash::restore_every_checkpoint(&rounds, 8, build) {
+    for (epoch, first, second) in crash::restore_every_checkpoint(false, &rounds, 8, build) {
         consume(
             &first,
             &second,

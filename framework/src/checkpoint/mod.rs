@@ -195,6 +195,7 @@ impl JobCheckpoints {
         )
         .with_floor(self.floor)
         .with_full_every(self.full_every)
+        .with_async_writes()
     }
 
     /// Refuses to run a job whose checkpointing operators and sources differ from the
