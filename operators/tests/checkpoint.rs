@@ -189,18 +189,29 @@ fn check_session(
     assert_eq!(upserts(&both), upserts(&whole), "cut at round {cut}");
 }
 
-/// A fixed case that certainly restores a checkpoint after several epochs.
-#[test]
-fn a_restore_after_several_epochs_is_exact() {
-    let rounds: Vec<Round<Rec>> = (0..12u64)
+/// Twelve rounds of 20 records of 3 keys, spread over `spread` ms from the round's
+/// watermark (10 ms apart): every key in every epoch.
+fn steady(spread: u64) -> Vec<Round<Rec>> {
+    (0..12u64)
         .map(|e| Round {
             watermark: e * 10,
             records: (0..20u64)
-                .map(|i| (e * 10 + i % 17, ((i % 3) as u8, i + e, e * 10 + i % 17)))
+                .map(|i| {
+                    (
+                        e * 10 + i % spread,
+                        ((i % 3) as u8, i + e, e * 10 + i % spread),
+                    )
+                })
                 .collect(),
             late: vec![],
         })
-        .collect();
+        .collect()
+}
+
+/// A fixed case that certainly restores a checkpoint after several epochs.
+#[test]
+fn a_restore_after_several_epochs_is_exact() {
+    let rounds = steady(17);
     for after in [1, 2, 3] {
         for pick in 0..4 {
             check(&rounds, 7, 15, 15, 0, after, pick);
@@ -326,17 +337,9 @@ fn closed_windows_changes_survive_incremental_parts() {
     let build = crash::dataflow(|main, late| windows(main, late, Op::Tumble(10), 20));
     // Checkpoint 2 holds the closed window, 4 its correction, both as incremental parts
     // (only the first part is full).
-    for restore_at in [2usize, 4] {
-        let store = Arc::new(MemStore::default());
-        let first = crash::run(1000, false, 1, &rounds, 0..5, &store, None, build);
-        assert!(first.complete > restore_at as u64, "{}", first.complete);
-        let restore = Restore {
-            epoch: restore_at as u64,
-            workers: 1,
-        };
-        let rest = restore_at + 1..rounds.len();
-        let second = crash::run(1000, false, 1, &rounds, rest, &store, Some(restore), build);
-        let both: Vec<Result5> = first.out.into_iter().chain(second.out).collect();
+    for restore_at in [2u64, 4] {
+        let (first, second) = crash::cut_and_restore(&rounds, 5, restore_at, build);
+        let both: Vec<Result5> = first.into_iter().chain(second).collect();
         assert_eq!(
             upserts(&both).get(&(1, 0, 10)),
             Some(&12),
@@ -350,15 +353,7 @@ fn closed_windows_changes_survive_incremental_parts() {
 /// leaves it.
 #[test]
 fn sessions_changes_survive_incremental_parts() {
-    let rounds: Vec<Round<Rec>> = (0..12u64)
-        .map(|e| Round {
-            watermark: e * 10,
-            records: (0..20u64)
-                .map(|i| (e * 10 + i % 13, ((i % 3) as u8, i + e, e * 10 + i % 13)))
-                .collect(),
-            late: vec![],
-        })
-        .collect();
+    let rounds = steady(13);
     let op = Op::Session(4);
     let build = crash::dataflow(move |main, late| windows(main, late, op, 0));
     let whole = crash::run(
@@ -429,15 +424,7 @@ fn check_pipeline(rounds: &[Round<Rec>], random: Option<(usize, usize, usize)>) 
 /// writer threads.
 #[test]
 fn a_pipeline_restores_from_every_checkpoint() {
-    let rounds: Vec<Round<Rec>> = (0..12u64)
-        .map(|e| Round {
-            watermark: e * 10,
-            records: (0..20u64)
-                .map(|i| (e * 10 + i % 13, ((i % 3) as u8, i + e, e * 10 + i % 13)))
-                .collect(),
-            late: vec![],
-        })
-        .collect();
+    let rounds = steady(13);
     check_pipeline(&rounds, None);
 }
 

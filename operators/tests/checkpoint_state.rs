@@ -844,19 +844,11 @@ fn interval_join_pairing_survives_incremental_parts() {
     let want = pairs(&rounds, JoinKind::Left, |a, b| {
         a.0 == b.0 && a.2 <= b.2 && b.2 <= a.2 + 50
     });
-    for restore_at in [1usize, 2] {
-        let store = Arc::new(MemStore::default());
+    for restore_at in [1u64, 2] {
         // Only the first part is full.
-        let first = crash::run(1000, false, 1, &rounds, 0..4, &store, None, build);
-        assert!(first.complete > restore_at as u64, "{}", first.complete);
-        let restore = Restore {
-            epoch: restore_at as u64,
-            workers: 1,
-        };
-        let rest = restore_at + 1..rounds.len();
-        let second = crash::run(1000, false, 1, &rounds, rest, &store, Some(restore), build);
+        let (first, second) = crash::cut_and_restore(&rounds, 4, restore_at, build);
         let context = format!("restored from checkpoint {restore_at}");
-        consume(&first.out, &second.out, &want, |p| (*p, ()), &context);
+        consume(&first, &second, &want, |p| (*p, ()), &context);
     }
 }
 

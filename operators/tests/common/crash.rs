@@ -224,6 +224,41 @@ where
     (first.out, second.out)
 }
 
+/// Runs `rounds[..cut]` at one worker with only its first part full, then restores its
+/// checkpoint `at` and runs the rest: `(first run's output, restored run's output)`.
+pub fn cut_and_restore<O, F>(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    at: u64,
+    build: F,
+) -> (Vec<O>, Vec<O>)
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let store = Arc::new(MemStore::default());
+    let first = run(1000, false, 1, rounds, 0..cut, &store, None, build.clone());
+    assert!(
+        first.complete > at,
+        "only epochs below {} complete",
+        first.complete
+    );
+    let restore = Some(Restore {
+        epoch: at,
+        workers: 1,
+    });
+    let rest = at as usize + 1..rounds.len();
+    let second = run(1000, false, 1, rounds, rest, &store, restore, build);
+    (first.out, second.out)
+}
+
 /// Runs `rounds[..cut]` at one worker with only its first part full (so each later
 /// checkpoint is a chain of incremental parts; written on a writer thread if
 /// `async_writes`), then, for each checkpoint it completed
