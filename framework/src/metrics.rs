@@ -135,7 +135,7 @@ impl PromMetrics {
         registry.register(Box::new(checkpoint_failures.clone()))?;
         let checkpoint_bytes = IntGauge::new(
             "freshet_checkpoint_bytes",
-            "The size of the newest complete checkpoint, bytes (all parts).",
+            "Bytes written for the newest complete checkpoint: its parts (changes since the previous parts, whole state for full ones).",
         )?;
         registry.register(Box::new(checkpoint_bytes.clone()))?;
         let checkpoint_manifest_seconds = Histogram::with_opts(

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! `--checkpoint-dir DIR --checkpoint-epochs K` runs each query twice, back to back:
-//! without checkpoints, then with its state checkpointed every K epochs; the
+//! without checkpoints, then with its state checkpointed every K epochs (the other way
+//! round with `--checkpointed-first`, to see what the order costs); the
 //! `nexmark-checkpoint` line gives both rates and their ratio.
 //!
 //! As a Kafka producer (bincode payloads, event time as message timestamp, lz4,
@@ -77,6 +78,9 @@ struct Args {
     /// With `--checkpoint-dir`: a checkpoint every this many epochs.
     #[arg(long, default_value_t = 1)]
     checkpoint_epochs: u64,
+    /// With `--checkpoint-dir`: run each query with checkpoints first, then without.
+    #[arg(long)]
+    checkpointed_first: bool,
     /// Input rounds (of the source's batch size, 4,096 events) per epoch.
     #[arg(long, default_value_t = 200)]
     rounds_per_epoch: u64,
@@ -177,15 +181,21 @@ fn main() -> anyhow::Result<()> {
         None => BTreeMap::new(),
     };
     let (every, rounds) = (args.checkpoint_epochs, args.rounds_per_epoch);
+    let checkpointed_first = args.checkpointed_first;
     let failed = Arc::new(AtomicU64::new(0));
     let (stores2, failed2) = (stores.clone(), failed.clone());
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         let index = worker.index();
         let mine: Vec<Event> = config.share(0..total, index, peers).collect();
-        // With checkpoints, each query runs without them first, then with them.
+        // With checkpoints, each query runs without them and with them, back to back.
         let runs = queries.iter().flat_map(|q| {
             let with = stores2.contains_key(q);
-            std::iter::once((q, false)).chain(with.then_some((q, true)))
+            let pair = if checkpointed_first {
+                [with.then_some((q, true)), Some((q, false))]
+            } else {
+                [Some((q, false)), with.then_some((q, true))]
+            };
+            pair.into_iter().flatten()
         });
         for (q, checkpointed) in runs {
             let out = Rc::new(Cell::new(0u64));
