@@ -381,7 +381,19 @@ impl Checkpoints {
                     None => break,
                 }
             }
-            let mut map: rustc_hash::FxHashMap<K, V> = Default::default();
+            if chain.len() == 1 {
+                // A full part by itself: its entries as they are.
+                let part = chain.pop().expect("one part");
+                let entries = part.entries.into_iter();
+                logs.push((
+                    part.extra,
+                    entries.filter_map(|(k, v)| Some((k, v?))).collect(),
+                ));
+                continue;
+            }
+            let full = chain.last().map_or(0, |p| p.entries.len());
+            let mut map: rustc_hash::FxHashMap<K, V> =
+                rustc_hash::FxHashMap::with_capacity_and_hasher(full, Default::default());
             let mut extra = None;
             // Oldest first: the newest part's entries win, and its extra is kept.
             for part in chain.into_iter().rev() {
