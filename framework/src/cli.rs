@@ -121,7 +121,8 @@ pub struct CheckpointArgs {
     #[arg(long, default_value_t = CheckpointConfig::default().retain)]
     pub checkpoint_retain: usize,
     /// Each stateful operator writes its whole state every this many checkpoints and
-    /// only what changed in between (1: whole state every time).
+    /// only what changed in between (1, the default: whole state every time; larger
+    /// values are experimental, see the configuration page).
     #[arg(long, default_value_t = CheckpointConfig::default().full_every)]
     pub checkpoint_full_every: u64,
     /// Restore even if the checkpoint holds state of operators this job no longer has

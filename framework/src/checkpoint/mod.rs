@@ -53,8 +53,8 @@ pub struct CheckpointConfig {
 }
 
 impl Default for CheckpointConfig {
-    /// On, every second, in `.freshet/checkpoints/<group>`, keeping 3, full parts
-    /// every 10 checkpoints.
+    /// On, every second, in `.freshet/checkpoints/<group>`, keeping 3, every part
+    /// full.
     fn default() -> Self {
         CheckpointConfig {
             enabled: true,
