@@ -640,13 +640,6 @@ impl<T: EventTime, D> Aligner<T, D> {
         &self.ctx
     }
 
-    /// The epoch after the restored checkpoint (where restored state holds its
-    /// capabilities) and this operator's parts in it; `None` if nothing is restored.
-    pub fn restored<P: DeserializeOwned>(&self) -> Option<(u64, Vec<P>)> {
-        let restore = self.ctx.restore()?;
-        Some((restore.epoch + 1, self.ctx.read_all(&self.name)))
-    }
-
     /// The next checkpoint epoch this operator writes.
     pub fn next(&self) -> u64 {
         self.next

@@ -137,10 +137,10 @@ fn check_keyed(rounds: &[Round<Rec>], cut: usize, ttl: u64, after: usize, pick: 
     );
 }
 
-/// `pick`s that write only the first part full and restore a late checkpoint of the
-/// first run (see `crash::crash_then_restore`): restores through long chains of
-/// incremental parts.
-const LONG_CHAINS: [usize; 12] = [5, 11, 17, 23, 29, 35, 41, 47, 53, 59, 65, 71];
+/// `pick`s that restore a late checkpoint of the first run when it wrote several (see
+/// `crash::crash_then_restore`); chains of incremental parts are restored by
+/// `crash::restore_every_checkpoint`.
+const LATE_PICKS: [usize; 12] = [5, 11, 17, 23, 29, 35, 41, 47, 53, 59, 65, 71];
 
 /// A fixed case that certainly restores a checkpoint after several epochs, with state
 /// alive across it.
@@ -162,10 +162,9 @@ fn keyed_state_restores_after_several_epochs() {
             check_keyed(&rounds, 7, 3, after, pick);
         }
     }
-    // Only the first part full, restored from late in the run: state alive across a
-    // chain of incremental parts.
+    // Restored from late in the run: state alive across several checkpoints.
     for after in [1, 2, 3] {
-        for pick in LONG_CHAINS {
+        for pick in LATE_PICKS {
             check_keyed(&rounds, 11, 25, after, pick);
         }
     }
@@ -435,7 +434,7 @@ fn joins_restore_after_several_epochs() {
                 check_interval_join(&rounds, 7, 5, 15, left, after, pick);
             }
         }
-        for pick in LONG_CHAINS {
+        for pick in LATE_PICKS {
             check_window_join(&rounds, 11, 40, true, after, pick);
             check_interval_join(&rounds, 11, 5, 15, true, after, pick);
         }
@@ -772,7 +771,7 @@ fn preaggregated_windows_restore_after_several_epochs() {
             check_preaggregated(&rounds, 7, 35, 35, after, pick);
             check_preaggregated(&rounds, 7, 40, 10, after, pick);
         }
-        for pick in LONG_CHAINS {
+        for pick in LATE_PICKS {
             check_preaggregated(&rounds, 11, 60, 60, after, pick);
             check_preaggregated(&rounds, 11, 60, 20, after, pick);
         }
