@@ -121,8 +121,7 @@ pub struct CheckpointArgs {
     #[arg(long, default_value_t = CheckpointConfig::default().retain)]
     pub checkpoint_retain: usize,
     /// Each stateful operator writes its whole state every this many checkpoints and
-    /// only what changed in between (1, the default: whole state every time; larger
-    /// values are experimental, see the configuration page).
+    /// only what changed in between (1: the whole state every time).
     #[arg(long, default_value_t = CheckpointConfig::default().full_every)]
     pub checkpoint_full_every: u64,
     /// Restore even if the checkpoint holds state of operators this job no longer has

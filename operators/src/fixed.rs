@@ -27,6 +27,7 @@
 //! epoch. Restored state holds its capabilities at the epoch after the checkpoint.
 
 use std::cell::Cell;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 use std::rc::Rc;
@@ -114,8 +115,9 @@ impl<T: EventTime, K, A> Open<T, K, A> {
 
 /// The state of a part that is not keyed, written whole in every part: the open
 /// windows `(start, next early boundary)`, the windows kept for lateness, and the late
-/// batches waiting (at their time). Entries are keyed by `(start, key)`; an entry
-/// whose window is in neither list belongs to a window dropped since.
+/// batches waiting (at their time). Entries are keyed by `(start, key)` and say
+/// whether the window had closed for that key; an entry whose window is not in the
+/// list it names belongs to a window dropped since.
 type Extra<T, D> = (Vec<(u64, u64)>, Vec<u64>, Vec<(T, Vec<Late<D>>)>);
 
 /// The operator's state between activations.
@@ -312,18 +314,26 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
         );
         let changed = std::mem::take(&mut self.changed);
         let (open, closed) = (&self.open, &self.closed);
+        // A key's slot is in its window's open or its closed map, never both (a window
+        // may be in both after a restore at another worker count: see `restore`).
         let slot = |start: u64, k: &K| {
-            open.get(&start)
-                .map(|w| &w.keys)
-                .or_else(|| closed.get(&start))
-                .and_then(|keys| keys.get(k))
+            let open_slot = open.get(&start).and_then(|w| w.keys.get(k));
+            match open_slot {
+                Some(slot) => Some((false, slot)),
+                None => closed
+                    .get(&start)
+                    .and_then(|keys| keys.get(k))
+                    .map(|s| (true, s)),
+            }
         };
         aligner.write_log(epoch, extra, |full| {
             if full {
-                let open = open.iter().map(|(s, w)| (*s, &w.keys));
-                let closed = closed.iter().map(|(s, keys)| (*s, keys));
+                let open = open.iter().map(|(s, w)| (*s, false, &w.keys));
+                let closed = closed.iter().map(|(s, keys)| (*s, true, keys));
                 open.chain(closed)
-                    .flat_map(|(s, keys)| keys.iter().map(move |(k, slot)| ((s, k), Some(slot))))
+                    .flat_map(|(s, c, keys)| {
+                        keys.iter().map(move |(k, slot)| ((s, k), Some((c, slot))))
+                    })
                     .collect()
             } else {
                 changed
@@ -333,11 +343,12 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
             }
         });
         for (start, k) in &changed {
-            let keys = match self.open.get_mut(start) {
-                Some(w) => Some(&mut w.keys),
-                None => self.closed.get_mut(start),
+            let open = self.open.get_mut(start).and_then(|w| w.keys.get_mut(k));
+            let slot = match open {
+                Some(slot) => Some(slot),
+                None => self.closed.get_mut(start).and_then(|keys| keys.get_mut(k)),
             };
-            if let Some(slot) = keys.and_then(|keys| keys.get_mut(k)) {
+            if let Some(slot) = slot {
                 slot.logged = false;
             }
         }
@@ -387,9 +398,16 @@ impl<T: EventTime, K: Hash + Eq + Clone + 'static, A, D: Clone> Windows<T, K, A,
                 }
             }
             // Kept even if already past its lateness: late records pending below
-            // `end + lateness` are applied first, then it is dropped in `expire`.
+            // `end + lateness` are applied first, then it is dropped in `expire`. The
+            // window may be closed already for other keys (restored from workers that
+            // had closed it before this one's part was written): they are kept.
             if lateness > 0 {
-                self.closed.insert(start, keys);
+                match self.closed.entry(start) {
+                    Entry::Vacant(v) => {
+                        v.insert(keys);
+                    }
+                    Entry::Occupied(mut o) => o.get_mut().extend(keys),
+                }
             }
         }
     }
@@ -515,18 +533,24 @@ where
         key: &impl Fn(&D) -> K,
     ) {
         let ctx = aligner.checkpoints();
-        let Some((epoch, parts)) = aligner.restored_log::<Extra<T, D>, (u64, K), Slot<A>>() else {
+        let Some((epoch, parts)) = aligner.restored_log::<Extra<T, D>, (u64, K), (bool, Slot<A>)>()
+        else {
             return;
         };
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
         for ((open, closed, pending), entries) in parts {
             let open: BTreeMap<u64, u64> = open.into_iter().collect();
             let closed: BTreeSet<u64> = closed.into_iter().collect();
-            for ((start, k), slot) in entries {
+            // Each entry says whether its key's window had closed for it: workers close
+            // a window at their own pace, so parts written at the same epoch by
+            // several workers may disagree, and a restore at another worker count then
+            // holds the window both open (for some keys) and closed (for others).
+            for ((start, k), (closed_for_key, slot)) in entries {
                 if !ctx.owns(hash(&k)) {
                     continue;
                 }
-                if let Some(&next_early) = open.get(&start) {
+                let next_early = open.get(&start).filter(|_| !closed_for_key);
+                if let Some(&next_early) = next_early {
                     let end = start.saturating_add(self.size);
                     let window = self
                         .open
@@ -536,7 +560,7 @@ where
                     if window.caps.is_empty() {
                         window.caps.insert(initial.delayed(&at(end - 1)));
                     }
-                } else if closed.contains(&start) {
+                } else if closed_for_key && closed.contains(&start) {
                     self.closed.entry(start).or_default().insert(k, slot);
                 }
             }

@@ -183,16 +183,16 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
 
 impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
     /// Writes this stage's part of checkpoint `epoch` as a [`LogPart`] with `extra`,
-    /// each entry valued by `(accumulator, tail)`: the accumulators changed since the
-    /// last part (or every one).
+    /// each entry valued by `(head, accumulator, tail)`: the accumulators changed since
+    /// the last part (or every one).
     ///
     /// [`LogPart`]: crate::checkpoint::LogPart
-    fn write<X, E: Serialize, V: Serialize + Copy>(
+    fn write<X, E: Serialize, H: Serialize + Copy, V: Serialize + Copy>(
         &mut self,
         aligner: &mut Aligner<T, X>,
         epoch: u64,
         extra: E,
-        tail: V,
+        (head, tail): (H, V),
     ) where
         K: Serialize,
         A: Serialize,
@@ -205,7 +205,7 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
                     .flat_map(|(start, w)| {
                         w.keys
                             .iter()
-                            .map(move |(k, slot)| ((*start, k), Some((&slot.acc, tail))))
+                            .map(move |(k, slot)| ((*start, k), Some((head, &slot.acc, tail))))
                     })
                     .collect()
             } else {
@@ -213,7 +213,7 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
                     .iter()
                     .map(|(start, k)| {
                         let slot = open.get(start).and_then(|w| w.keys.get(k));
-                        ((*start, k), slot.map(|slot| (&slot.acc, tail)))
+                        ((*start, k), slot.map(|slot| (head, &slot.acc, tail)))
                     })
                     .collect()
             }
@@ -232,34 +232,35 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
 type Released<T, X> = Vec<(Capability<T>, Vec<X>)>;
 
 /// Stage 1's state that is not keyed, written whole in every part: the open windows'
-/// starts. Entries are keyed by `(start, key)`, valued by `(partial accumulator, ())`.
+/// starts. Entries are keyed by `(start, key)`, valued by `((), partial accumulator, ())`.
 type PartialsExtra = Vec<u64>;
 
 /// Stage 2's state that is not keyed, in the layout of the one-stage operator's
 /// (`crate::fixed`): the open windows `(start, next early boundary)`, the windows kept
 /// for lateness (none here) and the late batches waiting (none here). Entries are
-/// keyed by `(start, key)`, valued by `(accumulator, (revision, dirty))` (encoded as
-/// the one-stage operator's `(accumulator, revision, dirty)`).
+/// keyed by `(start, key)`, valued by `(closed, accumulator, (revision, dirty))`
+/// (encoded as the one-stage operator's `(closed, (accumulator, revision, dirty))`).
 type MergedExtra<T> = (Vec<(u64, u64)>, Vec<u64>, Vec<(T, Vec<()>)>);
 
 impl<T: EventTime, K: Hash + Eq + Serialize, A: Serialize> Partials<T, K, A> {
     /// Writes stage 1's part of checkpoint `epoch` (extra: [`PartialsExtra`]).
     fn write_partials<X>(&mut self, aligner: &mut Aligner<T, X>, epoch: u64) {
         let extra: PartialsExtra = self.open.keys().copied().collect();
-        self.write(aligner, epoch, extra, ())
+        self.write(aligner, epoch, extra, ((), ()))
     }
 
     /// Writes stage 2's part of checkpoint `epoch` (extra: [`MergedExtra`]).
     fn write_merged<X>(&mut self, aligner: &mut Aligner<T, X>, epoch: u64) {
         let open = self.open.keys().map(|start| (*start, u64::MAX)).collect();
         let extra: MergedExtra<T> = (open, Vec::new(), Vec::new());
-        self.write(aligner, epoch, extra, (0u32, false))
+        // Open for every key (`false`: not closed), revision 0, not dirty.
+        self.write(aligner, epoch, extra, (false, (0u32, false)))
     }
 }
 
 /// One accumulator of stage 2 as a checkpoint entry: keyed by `(start, key)`, valued
-/// by `(accumulator, (revision, dirty))` as in the one-stage operator's part.
-type MergedEntry<K, A> = ((u64, K), (A, (u32, bool)));
+/// by `(closed, accumulator, (revision, dirty))` as in the one-stage operator's part.
+type MergedEntry<K, A> = ((u64, K), (bool, A, (u32, bool)));
 
 /// Folds a message of records at `time` into stage 1's windows.
 #[allow(clippy::too_many_arguments)]
@@ -429,10 +430,10 @@ where
                 let aligner = Aligner::new(ctx, &stage, &initial[0]).waking(wake);
                 open.logging = true;
                 if let Some((_, parts)) =
-                    aligner.restored_log::<PartialsExtra, (u64, K), (G::Acc, ())>()
+                    aligner.restored_log::<PartialsExtra, (u64, K), ((), G::Acc, ())>()
                 {
                     let parts = parts.into_iter().map(|(starts, entries)| {
-                        let entries = entries.into_iter().map(|(slot, (acc, ()))| (slot, acc));
+                        let entries = entries.into_iter().map(|(slot, ((), acc, ()))| (slot, acc));
                         (starts.into_iter().collect(), entries.collect())
                     });
                     let ctx = aligner.checkpoints();
@@ -504,7 +505,7 @@ where
             let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
             open.logging = true;
             if let Some((_, parts)) =
-                aligner.restored_log::<MergedExtra<T>, (u64, K), (G::Acc, (u32, bool))>()
+                aligner.restored_log::<MergedExtra<T>, (u64, K), (bool, G::Acc, (u32, bool))>()
             {
                 // Windows kept for lateness and late batches: none written here, and a
                 // one-stage part's are not this operator's to restore.
@@ -513,7 +514,9 @@ where
                     let entries: Vec<MergedEntry<K, G::Acc>> = entries;
                     let entries = entries
                         .into_iter()
-                        .map(|(slot, (acc, _))| (slot, acc))
+                        // A one-stage part's keys its window had closed for.
+                        .filter(|(_, (closed, _, _))| !closed)
+                        .map(|(slot, (_, acc, _))| (slot, acc))
                         .collect();
                     (starts, entries)
                 });

@@ -177,9 +177,8 @@ where
         + 'static,
 {
     let store = Arc::new(MemStore::default());
-    // Full parts only: a restore through incremental parts once failed here, rarely and
-    // under load (decision 31); the deterministic tests cover incremental parts.
-    let full_every = 1;
+    // Every part full, a full part every 3, or only the first part full.
+    let full_every = [1, 3, 1000][pick % 3];
     let async_writes = pick % 4 >= 2;
     let first = run(
         full_every,
@@ -374,14 +373,41 @@ where
         + Sync
         + 'static,
 {
+    let send = move |main: &mut Source<Rec>, late: &mut Source<Late<Rec>>, _: &mut dyn FnMut()| {
+        send(main, late)
+    };
+    worker_of((0, 1), store, restore, build, send, finish)
+}
+
+/// [`one_worker_with_late`] as worker `index` of `peers` (its parts written under that
+/// index, as if the other workers ran elsewhere), with a `step` for `send` to call
+/// between its inputs: the operator then sees the frontier at each of them.
+pub fn worker_of<O, F>(
+    (index, peers): (usize, usize),
+    store: &Arc<MemStore>,
+    restore: Option<Restore>,
+    build: F,
+    send: impl Fn(&mut Source<Rec>, &mut Source<Late<Rec>>, &mut dyn FnMut()) + Send + Sync + 'static,
+    finish: bool,
+) -> Vec<O>
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Send
+        + Sync
+        + 'static,
+{
     let out = Arc::new(Mutex::new(Vec::new()));
     let (shared, store) = (out.clone(), store.clone());
     timely::execute(timely::Config::thread(), move |worker| {
         let ctx = Checkpoints::new(
             store.clone(),
             1,
-            0,
-            1,
+            index,
+            peers,
             restore,
             Box::new(|_, _, e| panic!("{e}")),
         )
@@ -396,7 +422,11 @@ where
             (main, late)
         });
         drop(installed);
-        send(&mut main, &mut late);
+        send(&mut main, &mut late, &mut || {
+            for _ in 0..10 {
+                worker.step();
+            }
+        });
         for _ in 0..10 {
             worker.step();
         }
