@@ -76,6 +76,10 @@ pub struct JobArgs {
     /// Pause reading while a sink holds more than this many unacknowledged records.
     #[arg(long, default_value_t = source().max_sink_backlog)]
     pub max_sink_backlog: usize,
+    /// Pause reading (except table sides) while a stream–table lookup holds more than
+    /// this many stream records waiting for its table.
+    #[arg(long, default_value_t = source().max_lookup_backlog)]
+    pub max_lookup_backlog: usize,
     /// Pause reading when this many epochs ahead of the last complete epoch.
     #[arg(long, default_value_t = source().max_epochs_ahead)]
     pub max_epochs_ahead: u64,
@@ -220,6 +224,7 @@ impl JobArgs {
             max_future: Duration::from_millis(self.max_future_ms),
             on_out_of_range: self.on_out_of_range,
             max_sink_backlog: self.max_sink_backlog,
+            max_lookup_backlog: self.max_lookup_backlog,
             ..SourceConfig::default()
         };
         source.validate()?;

@@ -13,6 +13,7 @@ use crate::commit::CommitTracker;
 use crate::config::{KafkaConfig, PoisonOutput, SourceConfig};
 use crate::error::{Error, Result};
 use crate::job::{Job, Shared};
+use freshet_operators::unconnected::Watch;
 use crate::metrics::Summary;
 use crate::time::Time;
 
@@ -234,11 +235,17 @@ where
         )
     });
     let installed = checkpoints.as_ref().map(|c| c.install());
-    worker.dataflow_named::<Time, _, _>("Job", |scope| {
+    let backlogs = shared.backlogs().install();
+    let unconnected = worker.dataflow_named::<Time, _, _>("Job", |scope| {
+        // Only while the operators are built: see `freshet_operators::unconnected`.
+        let watch = Watch::start(scope.worker());
         let mut job = Job::new(scope, commits.clone(), shared.clone());
-        build(&mut job)
+        let built = build(&mut job);
+        let unconnected = watch.finish(scope.worker());
+        built.map(|()| unconnected)
     })?;
-    drop(installed);
+    drop((installed, backlogs));
+    crate::job::warn_unconnected(index, &unconnected);
     let names = checkpoints.as_ref().map(|c| c.names()).unwrap_or_default();
     if let Some(c) = shared.checkpoints() {
         c.check_names(&names, shared.drop_orphaned())?;
