@@ -33,7 +33,7 @@ impl Lines {
         let lines = self.0.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
+                lines.lock().unwrap().push(plain(&line));
             }
         });
     }
@@ -55,6 +55,24 @@ impl Lines {
     fn all(&self) -> String {
         self.0.lock().unwrap().join("\n")
     }
+}
+
+/// `line` without ANSI colour sequences (`ESC [ ... m`).
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 const N: usize = 60_000;
@@ -86,6 +104,7 @@ fn a_lookup_waiting_for_its_table_pauses_the_stream_and_memory_stays_bounded() {
         // librdkafka's own prefetch is bounded by this (64 MiB by default).
         .args(["-X", "queued.max.messages.kbytes=2048"])
         .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut job = Job(cmd.spawn().expect("starting the test job"));

@@ -191,7 +191,9 @@ fn file<T: EventTime, K: Hash + Eq, A, B, X>(
             *dropped += 1;
         }
         if over.is_empty() && kept.rows(kind) > max_rows as u64 {
-            over.extend(over_cap(&at));
+            if let Some(c) = over_cap(&at) {
+                over.insert(c);
+            }
         }
     }
 }
