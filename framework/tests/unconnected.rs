@@ -106,6 +106,7 @@ fn each_unconnected_stream_is_named_once_at_build() {
             ("WindowJoin(self, 1000ms)".to_string(), "overflow"),
         ]
     );
+    eprintln!("{}", warnings.join("\n"));
     assert_eq!(warnings.len(), found.len(), "{warnings:#?}");
     for (line, u) in warnings.iter().zip(&found) {
         assert!(
