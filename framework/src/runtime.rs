@@ -13,9 +13,9 @@ use crate::commit::CommitTracker;
 use crate::config::{KafkaConfig, PoisonOutput, SourceConfig};
 use crate::error::{Error, Result};
 use crate::job::{Job, Shared};
-use freshet_operators::unconnected::Watch;
 use crate::metrics::Summary;
 use crate::time::Time;
+use freshet_operators::unconnected::Watch;
 
 /// Everything a job needs besides its dataflow.
 #[derive(Clone, Debug)]

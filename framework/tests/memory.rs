@@ -111,9 +111,11 @@ fn a_lookup_waiting_for_its_table_pauses_the_stream_and_memory_stays_bounded() {
     let lines = Lines::default();
     lines.follow(&mut job.0);
     let pid = job.0.id();
-    wait_for(Duration::from_secs(30), "the job's first status line", || {
-        !lines.records_in().is_empty()
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the job's first status line",
+        || !lines.records_in().is_empty(),
+    );
     let (baseline, _) = rss_kib(pid);
 
     // 60 MB of stream records (1 kB notes): far more than the bound lets in.
@@ -142,7 +144,11 @@ fn a_lookup_waiting_for_its_table_pauses_the_stream_and_memory_stays_bounded() {
                 break b;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "{}", lines.all());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            lines.all()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let (rss, peak) = rss_kib(pid);
@@ -189,7 +195,10 @@ fn a_lookup_waiting_for_its_table_pauses_the_stream_and_memory_stays_bounded() {
         })
         .collect();
     assert_eq!(got.len(), N, "duplicates in the lookup's output");
-    assert!(got == expected, "the lookup's output differs from the reference");
+    assert!(
+        got == expected,
+        "the lookup's output differs from the reference"
+    );
     let (_, peak) = rss_kib(pid);
     eprintln!("peak RSS after draining: {peak} KiB");
 }

@@ -52,9 +52,15 @@ fn build(connect: bool) -> (Vec<Unconnected>, Vec<String>) {
             let key = |c: &(u32, u64)| c.0;
             let late = Some(s.late.clone());
             let policy = WindowPolicy::new().lateness(100);
-            let w = s.records.clone().tumble("counts", 1000, policy, late, key, Count);
+            let w = s
+                .records
+                .clone()
+                .tumble("counts", 1000, policy, late, key, Count);
             let late = Some(s.late.clone());
-            let sessions = s.records.clone().session("visits", 500, policy, late, key, Count);
+            let sessions = s
+                .records
+                .clone()
+                .session("visits", 500, policy, late, key, Count);
             let late = Some(s.late.clone());
             let rolling =
                 s.records
@@ -115,7 +121,11 @@ fn each_unconnected_stream_is_named_once_at_build() {
             "{line}"
         );
     }
-    assert!(warnings[0].contains("no --dead-letter-topic"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("no --dead-letter-topic"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]

@@ -132,7 +132,10 @@ mod tests {
         a.set(11, 5);
         b.set(30, 7);
         let over = backlogs.over(10).unwrap();
-        assert_eq!((over.operator(), over.waiting(), over.waits_for()), ("Lookup(b)", 30, 7));
+        assert_eq!(
+            (over.operator(), over.waiting(), over.waits_for()),
+            ("Lookup(b)", 30, 7)
+        );
         b.set(10, 7);
         assert_eq!(backlogs.over(10).unwrap().operator(), "Lookup(a)");
         a.set(0, 9);

@@ -126,7 +126,11 @@ impl<A, B> Sides<A, B> {
 /// An open window: the capability for its rows, per key the records of the left and
 /// the right side, and (once a key is over the cap) the capability for its overflow
 /// reports.
-type Window<T, K, A, B> = (CapabilitySet<T>, FxHashMap<K, Sides<A, B>>, CapabilitySet<T>);
+type Window<T, K, A, B> = (
+    CapabilitySet<T>,
+    FxHashMap<K, Sides<A, B>>,
+    CapabilitySet<T>,
+);
 
 /// Open windows by start.
 type Open<T, K, A, B> = BTreeMap<u64, Window<T, K, A, B>>;
@@ -232,7 +236,9 @@ fn file_released<T: EventTime, K: Hash + Eq, A, B>(
             }
         }
         file(windows, &cap, &over_cap, time, left, size, key_a, left_side);
-        file(windows, &cap, &over_cap, time, right, size, key_b, right_side);
+        file(
+            windows, &cap, &over_cap, time, right, size, key_b, right_side,
+        );
     }
     for time in times {
         over_caps.remove(&time);
@@ -605,7 +611,9 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                             let mut records = records.map(Side::Left).collect();
                             a.stash(time, || cap.delayed(&time, 0), &mut records);
                             if capped {
-                                over_caps.entry(time).or_insert_with(|| cap.delayed(&time, 1));
+                                over_caps
+                                    .entry(time)
+                                    .or_insert_with(|| cap.delayed(&time, 1));
                             }
                         }
                         None => {
@@ -625,7 +633,9 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                             let mut records = records.map(Side::Right).collect();
                             a.stash(time, || cap.delayed(&time, 0), &mut records);
                             if capped {
-                                over_caps.entry(time).or_insert_with(|| cap.delayed(&time, 1));
+                                over_caps
+                                    .entry(time)
+                                    .or_insert_with(|| cap.delayed(&time, 1));
                             }
                         }
                         None => {
@@ -640,7 +650,14 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                 // write the open windows, and move what they hold to the next epoch.
                 if let Some(a) = aligner.as_mut() {
                     while let Some(epoch) = a.due(frontiers) {
-                        file_released(&mut windows, a.release(epoch), &mut over_caps, size, &*key_a, &*key_b);
+                        file_released(
+                            &mut windows,
+                            a.release(epoch),
+                            &mut over_caps,
+                            size,
+                            &*key_a,
+                            &*key_b,
+                        );
                         if checkpoint(&mut windows, a, epoch) {
                             for (caps, _, over) in windows.open.values_mut() {
                                 lift_epochs(caps, epoch);
@@ -648,10 +665,24 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                             }
                         }
                         let released = a.release(a.next());
-                        file_released(&mut windows, released, &mut over_caps, size, &*key_a, &*key_b);
+                        file_released(
+                            &mut windows,
+                            released,
+                            &mut over_caps,
+                            size,
+                            &*key_a,
+                            &*key_b,
+                        );
                     }
                     let released = a.release_if_done(frontiers);
-                    file_released(&mut windows, released, &mut over_caps, size, &*key_a, &*key_b);
+                    file_released(
+                        &mut windows,
+                        released,
+                        &mut over_caps,
+                        size,
+                        &*key_a,
+                        &*key_b,
+                    );
                 }
 
                 // Records waiting for a checkpoint may still fall in windows the
@@ -675,7 +706,8 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                     };
                     let mut session = output.session(&cap);
                     let mut reports = Vec::new();
-                    let row = |k: &K, value| Windowed::new(k.clone(), start, end, value, 0, Emit::Final);
+                    let row =
+                        |k: &K, value| Windowed::new(k.clone(), start, end, value, 0, Emit::Final);
                     for (k, sides) in sides {
                         let limit = max_rows as u64;
                         let mut emitted = 0u64;
@@ -712,7 +744,9 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                     drop(session);
                     if let Some(cap) = emission_cap(&over, end - 1) {
                         counter.set(counter.get() + reports.len() as u64);
-                        overflow_out.session(&cap).give_iterator(reports.into_iter());
+                        overflow_out
+                            .session(&cap)
+                            .give_iterator(reports.into_iter());
                     } else {
                         debug_assert!(reports.is_empty(), "an overflow without its capability");
                     }

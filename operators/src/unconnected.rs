@@ -114,17 +114,18 @@ impl Watch {
         if let Some(mut registry) = worker.log_register() {
             if !registry.names().any(|n| n == TIMELY) {
                 let (s, l) = (seen.clone(), live.clone());
-                let action = move |_: &Duration, events: &mut Option<Vec<(Duration, TimelyEvent)>>| {
-                    let Some(events) = events else { return };
-                    if l.get() {
-                        for (_, event) in events.iter() {
-                            if let TimelyEvent::Channels(c) = event {
-                                s.borrow_mut().insert((c.scope_addr.clone(), c.source));
+                let action =
+                    move |_: &Duration, events: &mut Option<Vec<(Duration, TimelyEvent)>>| {
+                        let Some(events) = events else { return };
+                        if l.get() {
+                            for (_, event) in events.iter() {
+                                if let TimelyEvent::Channels(c) = event {
+                                    s.borrow_mut().insert((c.scope_addr.clone(), c.source));
+                                }
                             }
                         }
-                    }
-                    events.clear();
-                };
+                        events.clear();
+                    };
                 let new = Logger::<TimelyEventBuilder>::new(Instant::now(), Duration::ZERO, action);
                 registry.insert_logger(TIMELY, new.clone());
                 logger = Some(new);

@@ -432,11 +432,19 @@ fn overflow_reference(
         .collect();
     let count = |k: u8, s: u64, left: bool| {
         let side = |r: &&Rec| (r.1 & 1 == 0) == left;
-        all.iter().filter(side).filter(|r| r.0 == k && r.2 / size * size == s).count() as u64
+        all.iter()
+            .filter(side)
+            .filter(|r| r.0 == k && r.2 / size * size == s)
+            .count() as u64
     };
     rows.into_iter()
         .filter(|(_, n)| *n > cap as u64)
-        .map(|((k, s), n)| ((k, s), (count(k, s, true), count(k, s, false), n, cap as u64)))
+        .map(|((k, s), n)| {
+            (
+                (k, s),
+                (count(k, s, true), count(k, s, false), n, cap as u64),
+            )
+        })
         .collect()
 }
 
@@ -458,9 +466,16 @@ fn check_capped_window_join(
     let build = crash::dataflow(move |main, _late| {
         let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
         let b = main.filter(|r: &Rec| r.1 & 1 == 1);
-        a.window_join_capped(b, "j", size, kind, cap, |r: &Rec| r.0, |r: &Rec| r.0, |_, a, b| {
-            (*a, b.copied())
-        })
+        a.window_join_capped(
+            b,
+            "j",
+            size,
+            kind,
+            cap,
+            |r: &Rec| r.0,
+            |r: &Rec| r.0,
+            |_, a, b| (*a, b.copied()),
+        )
         .overflow
         .map(|o| ((o.key, o.start), (o.left, o.right, o.rows, o.emitted)))
     });

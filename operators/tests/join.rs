@@ -256,7 +256,12 @@ fn a_hot_key_is_capped_and_reported() {
     let rounds = vec![Round {
         watermark: 0,
         records: (0..70u64)
-            .map(|i| (i % 10, (1u8, if i < 30 { 2 * i } else { 2 * i + 1 }, i % 10)))
+            .map(|i| {
+                (
+                    i % 10,
+                    (1u8, if i < 30 { 2 * i } else { 2 * i + 1 }, i % 10),
+                )
+            })
             .collect(),
         late: vec![],
     }];
@@ -264,14 +269,31 @@ fn a_hot_key_is_capped_and_reported() {
         let got = run_windowed(workers, &rounds, move |main, _late| {
             let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
             let b = main.filter(|r: &Rec| r.1 & 1 == 1);
-            let j = a.window_join_capped(b, "hot", 100, JoinKind::Inner, 50, |r: &Rec| r.0,
-                |r: &Rec| r.0, |_, a, b| (*a, b.copied()));
-            let over = j.overflow.map(|o| Capped::Over(o.key, o.start, o.left, o.right, o.rows, o.emitted));
+            let j = a.window_join_capped(
+                b,
+                "hot",
+                100,
+                JoinKind::Inner,
+                50,
+                |r: &Rec| r.0,
+                |r: &Rec| r.0,
+                |_, a, b| (*a, b.copied()),
+            );
+            let over = j
+                .overflow
+                .map(|o| Capped::Over(o.key, o.start, o.left, o.right, o.rows, o.emitted));
             j.rows.map(|w| Capped::Row(w.start, w.value)).concat(over)
         });
         let rows = got.iter().filter(|o| matches!(o, Capped::Row(..))).count();
-        let reports: Vec<_> = got.iter().filter(|o| matches!(o, Capped::Over(..))).collect();
+        let reports: Vec<_> = got
+            .iter()
+            .filter(|o| matches!(o, Capped::Over(..)))
+            .collect();
         assert_eq!(rows, 50, "at {workers} workers");
-        assert_eq!(reports, vec![&Capped::Over(1, 0, 30, 40, 1_200, 50)], "at {workers} workers");
+        assert_eq!(
+            reports,
+            vec![&Capped::Over(1, 0, 30, 40, 1_200, 50)],
+            "at {workers} workers"
+        );
     }
 }

@@ -207,7 +207,10 @@ fn a_lookup_publishes_the_records_waiting_for_its_table() {
             table.advance(Time::new(50, 0));
             // Ten records per worker at event times 100..110, beyond the table.
             for i in 0..10u64 {
-                stream.send(Time::new(100 + i, 0), ((i % 3) as u8, index as u64, 100 + i));
+                stream.send(
+                    Time::new(100 + i, 0),
+                    ((i % 3) as u8, index as u64, 100 + i),
+                );
             }
             stream.advance(Time::new(200, 1));
             let all = 10 * peers;

@@ -210,7 +210,10 @@ impl Drop for Running {
 
 /// Produces `records` (partition, key, timestamp, payload) to `topic`, waiting until
 /// the broker has them all.
-pub fn produce_payloads(topic: &str, records: &[(i32, String, i64, Vec<u8>)]) -> anyhow::Result<()> {
+pub fn produce_payloads(
+    topic: &str,
+    records: &[(i32, String, i64, Vec<u8>)],
+) -> anyhow::Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("compression.type", "lz4")

@@ -2,9 +2,9 @@
 //! [`Event`]s counted per key in tumbling event-time windows, written as JSON.
 
 use freshet::operators::{JoinKind, Lookup, WindowJoin};
-use freshet::timely::dataflow::operators::vec::Map;
 use freshet::operators::{KeyedState, Session};
 use freshet::timely::dataflow::operators::vec::Filter;
+use freshet::timely::dataflow::operators::vec::Map;
 use freshet::{Job, Json, KafkaSink, KafkaSource, PrintStdout, Tumble, Windowed, WriteKafka};
 use serde::{Deserialize, Serialize};
 
@@ -128,13 +128,17 @@ pub fn job(
                 .event_time(|n: &Noted| Some(n.ts))
                 .build(job)?
                 .records
-                .lookup_with(table, "amounts", JoinKind::Left, |n: &Noted| n.key, |n, a| {
-                    LookedUp {
+                .lookup_with(
+                    table,
+                    "amounts",
+                    JoinKind::Left,
+                    |n: &Noted| n.key,
+                    |n, a| LookedUp {
                         key: n.key,
                         ts: n.ts,
                         amount: a.copied(),
-                    }
-                })
+                    },
+                )
                 .write_kafka(
                     job,
                     KafkaSink::new(topics.output.clone(), Json::<LookedUp>::new())
