@@ -73,6 +73,10 @@ pub struct JobArgs {
     /// dead-letter topic.
     #[arg(long, value_enum, default_value_t = JobConfig::default().poison_output)]
     pub poison_output: PoisonOutput,
+    /// Do not look for side streams the job leaves unconnected at start (the check's
+    /// logger costs a little per message for the life of the job).
+    #[arg(long)]
+    pub no_unconnected_check: bool,
     /// Pause reading while a sink holds more than this many unacknowledged records.
     #[arg(long, default_value_t = source().max_sink_backlog)]
     pub max_sink_backlog: usize,
@@ -239,6 +243,7 @@ impl JobArgs {
             cluster: self.cluster.cluster(),
             dead_letter_topic: self.dead_letter_topic,
             poison_output: self.poison_output,
+            check_unconnected: !self.no_unconnected_check,
             ..JobConfig::new(kafka)
         })
     }

@@ -159,6 +159,9 @@ pub(crate) enum Side<A, B> {
 /// Records of both inputs that waited for a checkpoint, with their capabilities.
 pub(crate) type Released<T, A, B> = Vec<(Capability<T>, Vec<Side<A, B>>)>;
 
+/// Picks one side's records of a key, and its count of records not kept.
+type PickSide<A, B, X> = fn(&mut Sides<A, B>) -> (&mut Vec<X>, &mut u64);
+
 /// Mints a capability for the overflow output at a time, if it can.
 type MintOver<'a, T> = &'a dyn Fn(&T) -> Option<Capability<T>>;
 
@@ -175,7 +178,7 @@ fn file<T: EventTime, K: Hash + Eq, A, B, X>(
     records: impl IntoIterator<Item = X>,
     size: u64,
     key: impl Fn(&X) -> K,
-    side: fn(&mut Sides<A, B>) -> (&mut Vec<X>, &mut u64),
+    side: PickSide<A, B, X>,
 ) {
     let start = tumbling_start(time.event(), size);
     let (caps, sides, over) = windows.open.entry(start).or_default();

@@ -183,6 +183,9 @@ fn interval_join_holds_what_it_owes() {
     .unwrap();
 }
 
+/// A join's rows by `(key, window start)`.
+type ByWindow = std::collections::BTreeMap<(u8, u64), Vec<(Rec, Option<Rec>)>>;
+
 /// A capped join's output: a row, or a `(key, window)`'s overflow report `(key, start,
 /// left, right, rows, emitted)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -216,13 +219,11 @@ proptest! {
                 j.rows.map(|w| Capped::Row(w.start, w.value)).concat(over)
             });
             // Per (key, window): the reference's rows, and the rows emitted.
-            let mut reference: std::collections::BTreeMap<(u8, u64), Vec<(Rec, Option<Rec>)>> =
-                Default::default();
+            let mut reference: ByWindow = Default::default();
             for row in &want {
                 reference.entry((row.0 .0, row.0 .2 / size * size)).or_default().push(*row);
             }
-            let mut rows: std::collections::BTreeMap<(u8, u64), Vec<(Rec, Option<Rec>)>> =
-                Default::default();
+            let mut rows: ByWindow = Default::default();
             let mut reports = Vec::new();
             for o in &got {
                 match o {
