@@ -73,9 +73,17 @@ pub struct JobArgs {
     /// dead-letter topic.
     #[arg(long, value_enum, default_value_t = JobConfig::default().poison_output)]
     pub poison_output: PoisonOutput,
+    /// Do not look for side streams the job leaves unconnected at start (the check's
+    /// logger costs a little per message for the life of the job).
+    #[arg(long)]
+    pub no_unconnected_check: bool,
     /// Pause reading while a sink holds more than this many unacknowledged records.
     #[arg(long, default_value_t = source().max_sink_backlog)]
     pub max_sink_backlog: usize,
+    /// Pause reading (except table sides) while a stream–table lookup holds more than
+    /// this many stream records waiting for its table.
+    #[arg(long, default_value_t = source().max_lookup_backlog)]
+    pub max_lookup_backlog: usize,
     /// Pause reading when this many epochs ahead of the last complete epoch.
     #[arg(long, default_value_t = source().max_epochs_ahead)]
     pub max_epochs_ahead: u64,
@@ -220,6 +228,7 @@ impl JobArgs {
             max_future: Duration::from_millis(self.max_future_ms),
             on_out_of_range: self.on_out_of_range,
             max_sink_backlog: self.max_sink_backlog,
+            max_lookup_backlog: self.max_lookup_backlog,
             ..SourceConfig::default()
         };
         source.validate()?;
@@ -234,6 +243,7 @@ impl JobArgs {
             cluster: self.cluster.cluster(),
             dead_letter_topic: self.dead_letter_topic,
             poison_output: self.poison_output,
+            check_unconnected: !self.no_unconnected_check,
             ..JobConfig::new(kafka)
         })
     }

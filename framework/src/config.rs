@@ -353,6 +353,10 @@ pub struct SourceConfig {
     /// Pause reading while some sink of the worker holds more than this many records
     /// not yet acknowledged (flow control by sink backlog, whatever its cause).
     pub max_sink_backlog: usize,
+    /// Pause reading (except table sides) while a stream–table lookup of the process
+    /// holds more than this many stream records waiting for its table (per lookup
+    /// worker): the stream side waits in Kafka while the table is read.
+    pub max_lookup_backlog: usize,
 }
 
 impl Default for SourceConfig {
@@ -372,6 +376,7 @@ impl Default for SourceConfig {
             idle_advance: false,
             on_out_of_range: OutOfRange::Error,
             max_sink_backlog: 200_000,
+            max_lookup_backlog: 100_000,
         }
     }
 }
@@ -394,6 +399,9 @@ impl SourceConfig {
         }
         if self.max_sink_backlog == 0 {
             return bad("max sink backlog must be at least 1");
+        }
+        if self.max_lookup_backlog == 0 {
+            return bad("max lookup backlog must be at least 1");
         }
         Ok(())
     }

@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use timely::dataflow::Scope;
 
+use freshet_operators::backlog::Backlogs;
+use freshet_operators::unconnected::Unconnected;
+
 use crate::checkpoint::JobCheckpoints;
 use crate::commit::CommitTracker;
 use crate::config::{KafkaConfig, PoisonOutput, SourceConfig};
@@ -24,6 +27,7 @@ pub struct Shared {
     drop_orphaned: bool,
     dead_letter_topic: Option<String>,
     poison_output: PoisonOutput,
+    backlogs: Backlogs,
 }
 
 impl Shared {
@@ -45,7 +49,15 @@ impl Shared {
             drop_orphaned,
             dead_letter_topic: None,
             poison_output: PoisonOutput::Fail,
+            backlogs: Backlogs::new(),
         }
+    }
+
+    /// Records operators of this process keep waiting for another input (a lookup's
+    /// stream records waiting for its table): sources other than table sides pause
+    /// while one is over `SourceConfig::max_lookup_backlog`.
+    pub fn backlogs(&self) -> &Backlogs {
+        &self.backlogs
     }
 
     /// The job's checkpoints, unless they are off.
@@ -164,5 +176,17 @@ impl<'scope> Job<'scope> {
     /// The process-wide shared state.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+}
+
+/// Logs one warning line per stream of the job's dataflow that nothing consumes (found
+/// by [`freshet_operators::unconnected::Watch`] while the dataflow was built), on worker
+/// 0 only: every worker builds the same dataflow.
+pub(crate) fn warn_unconnected(worker: usize, unconnected: &[Unconnected]) {
+    if worker != 0 {
+        return;
+    }
+    for u in unconnected {
+        tracing::warn!(operator = %u.operator, stream = u.stream, "unconnected stream: {u}");
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::job::{Job, Shared};
 use crate::metrics::Summary;
 use crate::time::Time;
+use freshet_operators::unconnected::Watch;
 
 /// Everything a job needs besides its dataflow.
 #[derive(Clone, Debug)]
@@ -42,6 +43,10 @@ pub struct JobConfig {
     pub dead_letter_topic: Option<String>,
     /// What Kafka sinks do with a record the producer refuses (`--poison-output`).
     pub poison_output: PoisonOutput,
+    /// Warn at start about side streams the job leaves unconnected (on by default;
+    /// `--no-unconnected-check` turns it off: the check's logger stays in the
+    /// channels built with the dataflow and costs a little per message, decision 35).
+    pub check_unconnected: bool,
 }
 
 impl Default for JobConfig {
@@ -59,6 +64,7 @@ impl Default for JobConfig {
             checkpoint: CheckpointConfig::default(),
             dead_letter_topic: None,
             poison_output: PoisonOutput::Fail,
+            check_unconnected: true,
         }
     }
 }
@@ -148,12 +154,14 @@ where
     let start = Instant::now();
     let worker_shared = shared.clone();
     let (drain, status_every) = (config.drain, config.status_every);
+    let check_unconnected = config.check_unconnected;
     let workers = config.cluster.workers.max(1);
     let guards = timely::execute(timely_config, move |worker| {
         // The first worker of each process logs its status and sets its process's gauges.
         let lead = worker.index() % workers == 0;
         WORKER_JOB.with(|j| *j.borrow_mut() = Some(worker_shared.clone()));
-        let result = run_worker(worker, &worker_shared, &build, drain, status_every, lead);
+        let settings = (drain, status_every, lead, check_unconnected);
+        let result = run_worker(worker, &worker_shared, &build, settings);
         if let Err(e) = &result {
             worker_shared.fail(Error::Runtime(e.to_string()));
         }
@@ -186,18 +194,20 @@ where
     Ok(shared.metrics().summary(start.elapsed()))
 }
 
+/// A worker's settings: drain time, status period, whether it leads its process, and
+/// whether it checks for unconnected side streams.
+type WorkerSettings = (Duration, Duration, bool, bool);
+
 fn run_worker<F>(
     worker: &mut Worker,
     shared: &Arc<Shared>,
     build: &F,
-    drain: Duration,
-    status_every: Duration,
-    lead: bool,
+    settings: WorkerSettings,
 ) -> Result<()>
 where
     F: Fn(&mut Job<'_>) -> Result<()>,
 {
-    let result = drive(worker, shared, build, drain, status_every, lead);
+    let result = drive(worker, shared, build, settings);
     // A stopped, failed or half-built job leaves operators holding capabilities: drop its
     // dataflow so timely does not keep stepping it after the worker function returns.
     for id in worker.installed_dataflows() {
@@ -211,9 +221,7 @@ fn drive<F>(
     worker: &mut Worker,
     shared: &Arc<Shared>,
     build: &F,
-    drain: Duration,
-    status_every: Duration,
-    lead: bool,
+    (drain, status_every, lead, check_unconnected): WorkerSettings,
 ) -> Result<()>
 where
     F: Fn(&mut Job<'_>) -> Result<()>,
@@ -234,11 +242,17 @@ where
         )
     });
     let installed = checkpoints.as_ref().map(|c| c.install());
-    worker.dataflow_named::<Time, _, _>("Job", |scope| {
+    let backlogs = shared.backlogs().install();
+    let unconnected = worker.dataflow_named::<Time, _, _>("Job", |scope| {
+        // Only while the operators are built: see `freshet_operators::unconnected`.
+        let watch = check_unconnected.then(|| Watch::start(scope.worker()));
         let mut job = Job::new(scope, commits.clone(), shared.clone());
-        build(&mut job)
+        let built = build(&mut job);
+        let unconnected = watch.map_or_else(Vec::new, |w| w.finish(scope.worker()));
+        built.map(|()| unconnected)
     })?;
-    drop(installed);
+    drop((installed, backlogs));
+    crate::job::warn_unconnected(index, &unconnected);
     let names = checkpoints.as_ref().map(|c| c.names()).unwrap_or_default();
     if let Some(c) = shared.checkpoints() {
         c.check_names(&names, shared.drop_orphaned())?;

@@ -59,6 +59,7 @@ use crate::metrics::Metrics;
 use crate::sink::collect::{Collect, Collected};
 use crate::source::{SourceError, SourceStreams};
 use crate::time::{Late, Time};
+use freshet_operators::unconnected::{Unconnected, Watch};
 
 /// Offsets that would be committed, per `(topic, partition)`: the next offset to read.
 pub type Offsets = BTreeMap<(String, i32), i64>;
@@ -378,19 +379,18 @@ impl<'scope> TestJob<'_, 'scope> {
                 }
             }
         });
+        let streams = SourceStreams {
+            records,
+            errors,
+            late,
+        };
+        crate::source::declare_side_streams(&streams, &format!("TestSource({topic})"));
         let control: Rc<RefCell<dyn Control>> = state.clone();
         self.controls.push(control);
         if commit {
             self.job.commits().add_committer(state.clone());
         }
-        (
-            TestSource { state },
-            SourceStreams {
-                records,
-                errors,
-                late,
-            },
-        )
+        (TestSource { state }, streams)
     }
 
     /// Collects `stream` as a sink that acknowledges at once.
@@ -413,9 +413,17 @@ pub struct Harness {
     controls: Vec<Rc<RefCell<dyn Control>>>,
     committed: Rc<RefCell<Offsets>>,
     now: Time,
+    unconnected: Vec<Unconnected>,
 }
 
 impl Harness {
+    /// The streams of the dataflow that nothing consumes and that the job should
+    /// connect (a source's `errors` and `late`, a window's `too_late`, ...), as the
+    /// warnings logged when it was built name them.
+    pub fn unconnected(&self) -> &[Unconnected] {
+        &self.unconnected
+    }
+
     /// Builds the dataflow with `build` (watermark 0, epoch 0) and returns the harness and
     /// what `build` returned (typically its [`TestSource`]s and [`Output`]s).
     pub fn new<R, F>(build: F) -> (Harness, R)
@@ -440,15 +448,20 @@ impl Harness {
         let committed = Rc::new(RefCell::new(Offsets::new()));
         let mut controls = Vec::new();
         let now = Time::new(0, 0);
-        let result = worker.dataflow_named::<Time, _, _>("Test", |scope| {
+        let backlogs = shared.backlogs().install();
+        let (result, unconnected) = worker.dataflow_named::<Time, _, _>("Test", |scope| {
+            let watch = Watch::start(scope.worker());
             let mut t = TestJob {
                 job: Job::new(scope, commits.clone(), shared.clone()),
                 controls: &mut controls,
                 committed: committed.clone(),
                 now,
             };
-            build(&mut t)
+            let result = build(&mut t);
+            (result, watch.finish(scope.worker()))
         });
+        drop(backlogs);
+        crate::job::warn_unconnected(0, &unconnected);
         let mut h = Harness {
             worker,
             commits,
@@ -456,6 +469,7 @@ impl Harness {
             controls,
             committed,
             now,
+            unconnected,
         };
         h.run();
         (h, result)

@@ -606,6 +606,7 @@ where
     let scope = stream.scope();
     // Without a late input no record can use kept state.
     let lateness = if late.is_some() { policy.lateness } else { 0 };
+    let has_late = late.is_some();
     let late = late.unwrap_or_else(|| empty(scope));
     let key = Rc::new(key);
     let (k1, k2) = (key.clone(), key.clone());
@@ -621,6 +622,10 @@ where
     let mut late_in = builder.new_input(late, late_pact);
     let (results_out, results) = builder.new_output();
     let (too_late_out, too_late) = builder.new_output();
+    if has_late {
+        let holds = "late records beyond the window's lateness";
+        crate::unconnected::declare(&too_late, &name, "too_late", holds);
+    }
     let mut results_out: VecOutput<T, Windowed<K, G::Out>> = OutputBuilder::from(results_out);
     let mut too_late_out: VecOutput<T, Late<D>> = OutputBuilder::from(too_late_out);
     let too_late_count = Rc::new(Cell::new(0u64));

@@ -18,6 +18,8 @@
 //! | rolling (OVER) windows: an aggregate per record over the range ending at it | [`Rolling`] | [`rolling`] |
 //! | event time from records | [`AssignEventTime`] | [`assign`] |
 //! | in-memory test input at explicit times, any number of workers | [`scripted::ScriptedInput`] | [`scripted`] |
+//! | streams a job leaves unconnected (late, errors, too late, overflow), found at build | [`unconnected::Watch`] | [`unconnected`] |
+//! | records an operator keeps waiting for another input, for the sources' flow control | [`backlog::Backlogs`] | [`backlog`] |
 //!
 //! Window results are upserts keyed by `(key, start, end)` ([`Windowed`], [`Emit`]);
 //! late records arrive as [`Late`] on a second input. `docs/operators.md` is the
@@ -27,6 +29,7 @@
 
 pub mod aggregate;
 pub mod assign;
+pub mod backlog;
 mod capability;
 pub mod checkpoint;
 mod fixed;
@@ -44,11 +47,12 @@ pub mod session;
 pub mod slide;
 pub mod time;
 pub mod tumble;
+pub mod unconnected;
 pub mod window;
 
 pub use assign::AssignEventTime;
 pub use interval_join::IntervalJoin;
-pub use join::{JoinKind, WindowJoin};
+pub use join::{JoinKind, JoinOverflow, JoinStreams, WindowJoin};
 pub use keyed_state::KeyedState;
 pub use late::Late;
 pub use lookup::Lookup;

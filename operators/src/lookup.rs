@@ -29,6 +29,11 @@
 //! complete checkpoint never leaves one waiting. The
 //! trace is compacted up to the least event time a waiting or future stream record can
 //! still look up, so it keeps each key's value as of then and every later change.
+//!
+//! How many stream records wait is published as the operator's [`crate::backlog`]: in
+//! a Freshet job the sources other than table sides pause while it is over
+//! `SourceConfig::max_lookup_backlog` (the stream side waits in Kafka while the table
+//! is read), so the records waiting here stay bounded.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -245,6 +250,9 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
         let mut output: VecOutput<T, R> = OutputBuilder::from(output);
 
         let mut waiting: Waiting<T, D> = BTreeMap::new();
+        // How many records wait, published for the sources' flow control.
+        let mut held = 0usize;
+        let backlog = crate::backlog::register(&format!("Lookup({name})"));
         // The trace is complete through this frontier (its last span's upper).
         let mut through: Antichain<T> = Antichain::from_elem(T::minimum());
         // The logical compaction frontier last set: `(least event time still looked up, ·)`.
@@ -253,7 +261,10 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
         builder.build(move |_initial| {
             move |frontiers| {
                 let mut output = output.activate();
-                stream_in.for_each_stamp(|cap, batches| stash(&mut waiting, cap, batches));
+                stream_in.for_each_stamp(|cap, batches| {
+                    let batches = batches.inspect(|b| held += b.len());
+                    stash(&mut waiting, cap, batches)
+                });
                 // The batches are read from the trace; this input tells when it moved.
                 table_in.for_each(|_, spans| spans.clear());
                 trace.read_upper(&mut through);
@@ -274,6 +285,7 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
                             break;
                         }
                         let (cap, records) = entry.remove();
+                        held -= records.len();
                         let mut session = output.session(&cap);
                         for record in records {
                             let k = key(&record);
@@ -315,6 +327,9 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
                 }
                 if !through.is_empty() {
                     trace.set_physical_compaction(through.borrow());
+                }
+                if let Some(b) = &backlog {
+                    b.set(held, table_frontier);
                 }
             }
         });

@@ -583,6 +583,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                 format!("Rolling({name}, {range}ms on arrival, lateness {l}ms)")
             }
         };
+        let has_late = late.is_some();
         let late = late.unwrap_or_else(|| empty(scope));
         let key = Rc::new(key);
         let (k1, k2) = (key.clone(), key.clone());
@@ -597,6 +598,10 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let mut late_in = builder.new_input(late, late_pact);
         let (results_out, results) = builder.new_output();
         let (too_late_out, too_late) = builder.new_output();
+        if has_late {
+            let holds = "late records beyond the rolling window's lateness";
+            crate::unconnected::declare(&too_late, &name, "too_late", holds);
+        }
         let mut results_out: VecOutput<T, Rolled<D, G::Out>> = OutputBuilder::from(results_out);
         let mut too_late_out: VecOutput<T, Late<D>> = OutputBuilder::from(too_late_out);
         let too_late_count = Rc::new(Cell::new(0u64));

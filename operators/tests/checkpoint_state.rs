@@ -409,6 +409,109 @@ proptest! {
     }
 }
 
+/// A capped window join's overflow report: `(key, start) -> (left, right, rows,
+/// emitted)`.
+type Over = ((u8, u64), (u64, u64, u64, u64));
+
+/// The overflow reports a window join of `rounds` capped at `cap` rows makes.
+fn overflow_reference(
+    rounds: &[Round<Rec>],
+    size: u64,
+    kind: JoinKind,
+    cap: usize,
+) -> BTreeMap<(u8, u64), (u64, u64, u64, u64)> {
+    let want = pairs(rounds, kind, |a, b| a.0 == b.0 && a.2 / size == b.2 / size);
+    let mut rows: BTreeMap<(u8, u64), u64> = BTreeMap::new();
+    for (a, _) in want.keys() {
+        *rows.entry((a.0, a.2 / size * size)).or_default() += 1;
+    }
+    let all: Vec<Rec> = rounds
+        .iter()
+        .flat_map(|r| r.records.iter().map(|(_, d)| *d))
+        .collect();
+    let count = |k: u8, s: u64, left: bool| {
+        let side = |r: &&Rec| (r.1 & 1 == 0) == left;
+        all.iter()
+            .filter(side)
+            .filter(|r| r.0 == k && r.2 / size * size == s)
+            .count() as u64
+    };
+    rows.into_iter()
+        .filter(|(_, n)| *n > cap as u64)
+        .map(|((k, s), n)| {
+            (
+                (k, s),
+                (count(k, s, true), count(k, s, false), n, cap as u64),
+            )
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_capped_window_join(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    size: u64,
+    left: bool,
+    cap: usize,
+    after: usize,
+    pick: usize,
+) {
+    let kind = if left {
+        JoinKind::Left
+    } else {
+        JoinKind::Inner
+    };
+    let build = crash::dataflow(move |main, _late| {
+        let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
+        let b = main.filter(|r: &Rec| r.1 & 1 == 1);
+        a.window_join_capped(
+            b,
+            "j",
+            size,
+            kind,
+            cap,
+            |r: &Rec| r.0,
+            |r: &Rec| r.0,
+            |_, a, b| (*a, b.copied()),
+        )
+        .overflow
+        .map(|o| ((o.key, o.start), (o.left, o.right, o.rows, o.emitted)))
+    });
+    let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
+    let want = overflow_reference(rounds, size, kind, cap);
+    let context = format!("cut at round {cut}, restored at {after} workers, cap {cap}");
+    consume(&first, &second, &want, |o: &Over| *o, &context);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A capped join's records not kept and its overflow capabilities survive a
+    /// restore: every `(key, window)` over the cap is reported once, with exact counts.
+    #[test]
+    fn capped_window_join_restores_its_overflow_counts(
+        rounds in rounds(12), cut in 3usize..12, size in 1u64..80, left in any::<bool>(),
+        cap in 1usize..3, after in 1usize..4, pick in 0usize..16,
+    ) {
+        let rounds = distinct(rounds);
+        let cut = cut.min(rounds.len());
+        check_capped_window_join(&rounds, cut, size, left, cap, after, pick);
+    }
+}
+
+#[test]
+fn capped_window_join_restores_after_several_epochs() {
+    let rounds = steady();
+    for after in [1, 2, 3] {
+        for pick in 0..4 {
+            for left in [false, true] {
+                check_capped_window_join(&rounds, 7, 25, left, 2, after, pick);
+            }
+        }
+    }
+}
+
 /// The fixed rounds of `keyed_state_restores_after_several_epochs`: every key in every
 /// epoch, both sides.
 fn steady() -> Vec<Round<Rec>> {

@@ -10,7 +10,7 @@ use common::{collect, rounds, run_windowed, steps, Rec, Round, Source};
 use freshet_operators::{Emit, IntervalJoin, JoinKind, Time, WindowJoin};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::{Filter, Map};
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Concat, Probe};
 
 /// Left records are those with an even value, right ones those with an odd value.
 fn sides(rounds: &[Round<Rec>]) -> (Vec<Rec>, Vec<Rec>) {
@@ -181,4 +181,120 @@ fn interval_join_holds_what_it_owes() {
         b.close();
     })
     .unwrap();
+}
+
+/// A join's rows by `(key, window start)`.
+type ByWindow = std::collections::BTreeMap<(u8, u64), Vec<(Rec, Option<Rec>)>>;
+
+/// A capped join's output: a row, or a `(key, window)`'s overflow report `(key, start,
+/// left, right, rows, emitted)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Capped {
+    Row(u64, (Rec, Option<Rec>)),
+    Over(u8, u64, u64, u64, u64, u64),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// `window_join_capped`: per `(key, window)` exactly `min(cap, rows)` rows, each
+    /// one of the sequential reference's; a `(key, window)` over the cap reported once
+    /// with its exact counts, every other one not at all; at 1 and 2 workers.
+    #[test]
+    fn capped_window_join_emits_the_cap_and_reports_the_rest(
+        rounds in rounds(8), size in 1u64..30, left in any::<bool>(), cap in 1usize..4,
+    ) {
+        let kind = if left { JoinKind::Left } else { JoinKind::Inner };
+        let want = pairs(&rounds, kind, |a, b| a.0 == b.0 && a.2 / size == b.2 / size);
+        let (l, r) = sides(&rounds);
+        for workers in [1, 2] {
+            let got = run_windowed(workers, &rounds, move |main, _late| {
+                let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
+                let b = main.filter(|r: &Rec| r.1 & 1 == 1);
+                let j = a.window_join_capped(b, "j", size, kind, cap, |r: &Rec| r.0,
+                    |r: &Rec| r.0, |_, a, b| (*a, b.copied()));
+                let over = j.overflow.map(|o| {
+                    Capped::Over(o.key, o.start, o.left, o.right, o.rows, o.emitted)
+                });
+                j.rows.map(|w| Capped::Row(w.start, w.value)).concat(over)
+            });
+            // Per (key, window): the reference's rows, and the rows emitted.
+            let mut reference: ByWindow = Default::default();
+            for row in &want {
+                reference.entry((row.0 .0, row.0 .2 / size * size)).or_default().push(*row);
+            }
+            let mut rows: ByWindow = Default::default();
+            let mut reports = Vec::new();
+            for o in &got {
+                match o {
+                    Capped::Row(start, row) => rows.entry((row.0 .0, *start)).or_default().push(*row),
+                    Capped::Over(k, s, n, m, all, emitted) => reports.push((*k, *s, *n, *m, *all, *emitted)),
+                }
+            }
+            let mut want_reports = Vec::new();
+            for ((k, s), all) in &reference {
+                let got_rows = rows.remove(&(*k, *s)).unwrap_or_default();
+                prop_assert_eq!(got_rows.len(), all.len().min(cap), "rows of {:?} at {} workers", (k, s), workers);
+                for row in &got_rows {
+                    prop_assert!(all.contains(row), "{:?} is not a reference row", row);
+                }
+                if all.len() > cap {
+                    let count = |side: &[Rec]| side.iter().filter(|x| x.0 == *k && x.2 / size * size == *s).count() as u64;
+                    want_reports.push((*k, *s, count(&l), count(&r), all.len() as u64, cap as u64));
+                }
+            }
+            prop_assert!(rows.is_empty(), "rows of windows without reference rows: {:?}", rows);
+            reports.sort();
+            prop_assert_eq!(&reports, &want_reports, "overflow reports at {} workers", workers);
+        }
+    }
+}
+
+/// A hot key: 30 left and 40 right records in one window make 1,200 rows; capped at
+/// 50, exactly 50 come out, and one report says 30, 40, 1,200 and 50.
+#[test]
+fn a_hot_key_is_capped_and_reported() {
+    let rounds = vec![Round {
+        watermark: 0,
+        records: (0..70u64)
+            .map(|i| {
+                (
+                    i % 10,
+                    (1u8, if i < 30 { 2 * i } else { 2 * i + 1 }, i % 10),
+                )
+            })
+            .collect(),
+        late: vec![],
+    }];
+    for workers in [1, 2] {
+        let got = run_windowed(workers, &rounds, move |main, _late| {
+            let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
+            let b = main.filter(|r: &Rec| r.1 & 1 == 1);
+            let j = a.window_join_capped(
+                b,
+                "hot",
+                100,
+                JoinKind::Inner,
+                50,
+                |r: &Rec| r.0,
+                |r: &Rec| r.0,
+                |_, a, b| (*a, b.copied()),
+            );
+            let over = j
+                .overflow
+                .map(|o| Capped::Over(o.key, o.start, o.left, o.right, o.rows, o.emitted));
+            j.rows.map(|w| Capped::Row(w.start, w.value)).concat(over)
+        });
+        let rows = got.iter().filter(|o| matches!(o, Capped::Row(..))).count();
+        let reports: Vec<_> = got
+            .iter()
+            .filter(|o| matches!(o, Capped::Over(..)))
+            .collect();
+        assert_eq!(rows, 50, "at {workers} workers");
+        assert_eq!(
+            reports,
+            vec![&Capped::Over(1, 0, 30, 40, 1_200, 50)],
+            "at {workers} workers"
+        );
+    }
 }

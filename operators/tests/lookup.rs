@@ -175,3 +175,71 @@ fn a_tombstone_deletes_the_key_until_the_next_upsert() {
         ]
     );
 }
+
+/// A lookup publishes how many stream records wait for its table (what a Freshet job's
+/// sources pause on): exactly the records whose event time the table's watermark has
+/// not passed, at 1 and 2 workers; none once it has, each emitted once with the
+/// table's value as of its time.
+#[test]
+fn a_lookup_publishes_the_records_waiting_for_its_table() {
+    use freshet_operators::backlog::Backlogs;
+    for workers in [1usize, 2] {
+        let backlogs = Backlogs::new();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (b, o) = (backlogs.clone(), out.clone());
+        let barrier = Arc::new(std::sync::Barrier::new(workers));
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            let installed = b.install();
+            let (mut stream, mut table, probe) = worker.dataflow::<Time, _, _>(|scope| {
+                let (stream, s) = Source::<Rec>::new(&scope);
+                let (table, t) = Source::<(u8, u64)>::new(&scope);
+                let looked = s.lookup_left(t, "prices", |r: &Rec| r.0);
+                collect(looked.clone(), &o);
+                let (probe, _) = looked.probe();
+                (stream, table, probe)
+            });
+            drop(installed);
+            // Key 1 costs 7 from event time 10 (every worker's table input knows it).
+            if index == 0 {
+                table.send(Time::new(10, 0), (1, 7));
+            }
+            table.advance(Time::new(50, 0));
+            // Ten records per worker at event times 100..110, beyond the table.
+            for i in 0..10u64 {
+                stream.send(
+                    Time::new(100 + i, 0),
+                    ((i % 3) as u8, index as u64, 100 + i),
+                );
+            }
+            stream.advance(Time::new(200, 1));
+            let all = 10 * peers;
+            let mut steps = 0;
+            while b.waiting() < all {
+                worker.step();
+                steps += 1;
+                assert!(steps < 100_000, "{} of {all} records waiting", b.waiting());
+            }
+            assert_eq!(b.waiting(), all, "no more than were sent wait");
+            // Every worker has seen them all wait before any lets the table move.
+            barrier.wait();
+            // The table's watermark passes them all: none waits any more.
+            table.advance(Time::new(300, 1));
+            stream.close();
+            table.close();
+            while probe.less_than(&Time::new(200, 1)) {
+                worker.step();
+            }
+            assert_eq!(b.waiting(), 0, "records wait after the table passed them");
+        })
+        .expect("timely ran");
+        let mut got = out.lock().unwrap().clone();
+        got.sort();
+        let mut want: Vec<(Rec, Option<u64>)> = (0..workers as u64)
+            .flat_map(|w| (0..10u64).map(move |i| ((i % 3) as u8, w, 100 + i)))
+            .map(|r| (r, (r.0 == 1).then_some(7)))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "at {workers} workers");
+    }
+}

@@ -28,6 +28,7 @@ use std::time::Instant;
 use clap::Parser;
 use freshet::operators::aggregate::Aggregator;
 use freshet::operators::event_frontier;
+use freshet::operators::unconnected::Watch;
 use freshet::Tumble;
 use freshet_benches::checkpoints::{self, TimedDir};
 use freshet_benches::cluster::{wait_step, ClusterArgs, Label};
@@ -104,6 +105,11 @@ struct Args {
     /// input rounds).
     #[arg(long, default_value_t = 1)]
     checkpoint_epochs: u64,
+    /// Build the dataflow under `freshet::operators::unconnected::Watch`, as
+    /// `freshet::run` does (its logger stays in the channels built meanwhile): compare
+    /// with the same run without it.
+    #[arg(long)]
+    watch_unconnected: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -134,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
     let every = args.checkpoint_epochs;
+    let watched = args.watch_unconnected;
     let failed = Arc::new(AtomicU64::new(0));
     let (store2, failed2) = (store.clone(), failed.clone());
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
@@ -146,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         let my_count = Rc::new(Cell::new((0u64, 0u64)));
         let mc = my_count.clone();
         let (mut feeder, probe) = worker.dataflow::<freshet::Time, _, _>(|scope| {
+            let watch = watched.then(|| Watch::start(scope.worker()));
             let (feeder, stream) = Feeder::<KeyedEvent>::new(&scope, ooo, 200);
             let feeder = feeder.tick(tick);
             let results = if preagg {
@@ -167,6 +175,9 @@ fn main() -> anyhow::Result<()> {
                     mc.set((n + 1, c + r.value.0));
                 })
                 .probe();
+            if let Some(watch) = watch {
+                watch.finish(scope.worker());
+            }
             (feeder, probe)
         });
         drop(installed);
@@ -208,6 +219,7 @@ fn main() -> anyhow::Result<()> {
         .field("config", args.cluster.label())
         .field("tick_ms", args.tick_ms)
         .field("preagg", preagg)
+        .field("watch_unconnected", watched)
         .field("round", args.round)
         .field("split", format!("{:?}", args.split))
         .field("process", args.cluster.process)

@@ -56,6 +56,16 @@ pub struct SourceStreams<'scope, D> {
     pub late: StreamVec<'scope, Time, Late<D>>,
 }
 
+/// Declares a source's error and late streams (the job has no dead-letter topic), so a
+/// job that leaves one unconnected is told so at start ([`freshet_operators::unconnected`]).
+pub(crate) fn declare_side_streams<D>(streams: &SourceStreams<'_, D>, operator: &str) {
+    use freshet_operators::unconnected::declare;
+    let errors = "malformed records; the job has no --dead-letter-topic";
+    declare(&streams.errors, operator, "errors", errors);
+    let late = "records behind the watermark; the job has no --dead-letter-topic";
+    declare(&streams.late, operator, "late", late);
+}
+
 type EventTimeFn<D> = Arc<dyn Fn(&D) -> Option<u64> + Send + Sync>;
 
 /// Builder for a Kafka source over one topic.
@@ -139,17 +149,17 @@ impl<C: Decoder> KafkaSource<C> {
         let config = self.config.unwrap_or_else(|| job.source_config().clone());
         config.validate()?;
         let reader = consumer::open(job, &self.topic, &config, self.commit)?;
-        let (streams, dead) = operator::render(job, reader, self.decoder, self.event_time, config);
+        let table = !self.commit;
+        let (streams, dead) =
+            operator::render(job, reader, self.decoder, self.event_time, config, table);
         match job.shared().dead_letter_topic() {
             Some(topic) => {
                 use crate::sink::dead_letter::WriteDeadLetters;
                 dead.write_dead_letters(job, &topic)?;
             }
-            None if job.index() == 0 => tracing::warn!(source = %self.topic,
-                "no --dead-letter-topic: the error stream (malformed records) and the late \
-                 stream (records behind the watermark) of this source go only where the job \
-                 connects them; a stream left unconnected is counted and dropped"),
-            None => {}
+            // Without a dead-letter topic they go only where the job connects them: a
+            // stream it leaves unconnected is named when the job starts.
+            None => declare_side_streams(&streams, &format!("KafkaSource({})", self.topic)),
         }
         Ok(streams)
     }

@@ -109,6 +109,7 @@ pub(crate) fn render<'scope, C: Decoder>(
     decoder: C,
     event_time: Option<EventTimeFn<C::Output>>,
     config: SourceConfig,
+    table: bool,
 ) -> (
     SourceStreams<'scope, C::Output>,
     timely::dataflow::StreamVec<'scope, Time, SourceError>,
@@ -131,7 +132,7 @@ where
     };
     let activator = scope.activator_for(info.address);
     let shared = job.shared().clone();
-    let mut source = SourceState::new(job, reader, decoder, event_time, config);
+    let mut source = SourceState::new(job, reader, decoder, event_time, config, table);
     builder.build(move |caps| {
         let mut caps: Option<Vec<Capability<Time>>> = Some(caps);
         move |_frontiers| {
@@ -183,6 +184,12 @@ struct SourceState<C: Decoder> {
     range_checked: std::collections::HashSet<i32>,
     /// The job has a dead-letter topic: errors and late records go there too.
     dead_letters: bool,
+    /// A table side (never committed): it never pauses for a lookup's backlog, which
+    /// only its reading can drain.
+    table: bool,
+    /// Paused for this lookup's backlog, and since when.
+    waiting_for: Option<(String, Instant)>,
+    lookup_warn: Throttle,
 }
 
 impl<C: Decoder> SourceState<C>
@@ -195,6 +202,7 @@ where
         decoder: C,
         event_time: Option<EventTimeFn<C::Output>>,
         config: SourceConfig,
+        table: bool,
     ) -> Self {
         let metrics = job.metrics().clone();
         // Epochs follow the wall clock, and always come after a restored checkpoint's.
@@ -228,6 +236,9 @@ where
             errors_seen: 0,
             range_checked: Default::default(),
             dead_letters: job.shared().dead_letter_topic().is_some(),
+            table,
+            waiting_for: None,
+            lookup_warn: Throttle::default(),
             config,
         }
     }
@@ -353,7 +364,8 @@ where
             .saturating_sub(complete)
             .saturating_sub(rhythm);
         let backlog = self.commits.sink_backlog();
-        let backlogged = backlog > self.config.max_sink_backlog;
+        let lookup = self.lookup_backlog(now);
+        let backlogged = backlog > self.config.max_sink_backlog || lookup;
         let (worker, topic) = (self.worker, &self.topic);
         match self.flow.decide(ahead, complete, backlogged, now) {
             Decision::Pause => {
@@ -372,6 +384,44 @@ where
             }
             Decision::Keep => {}
         }
+    }
+
+    /// Whether a lookup of the process holds more stream records waiting for its table
+    /// than `max_lookup_backlog` (never for a table side: its reading drains them).
+    /// Says so once when it starts holding the source, and every 10 s while it does.
+    fn lookup_backlog(&mut self, now: Instant) -> bool {
+        let over = match self.table {
+            true => None,
+            false => self.shared.backlogs().over(self.config.max_lookup_backlog),
+        };
+        let Some(b) = over else {
+            self.waiting_for = None;
+            return false;
+        };
+        let (worker, topic) = (self.worker, &self.topic);
+        let (operator, waiting, table_watermark) = (b.operator(), b.waiting(), b.waits_for());
+        match &self.waiting_for {
+            Some((o, since)) if o == operator => {
+                let held = now.duration_since(*since).as_secs();
+                self.lookup_warn.warn(|_| {
+                    tracing::warn!(worker, %topic, operator, waiting, table_watermark,
+                        paused_s = held, "source still paused: the lookup's table is not \
+                        catching up with its stream (its watermark must pass the records' \
+                        event times)")
+                });
+            }
+            _ => {
+                tracing::info!(worker, %topic, operator, waiting, table_watermark,
+                    "source paused while the lookup's stream records wait for its table");
+                self.waiting_for = Some((operator.to_string(), now));
+                // The first warning only after 10 s of it.
+                self.lookup_warn = Throttle {
+                    last: Some(now),
+                    held: 0,
+                };
+            }
+        }
+        true
     }
 
     /// Polls up to a batch of messages (none while paused).

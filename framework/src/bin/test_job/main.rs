@@ -36,6 +36,16 @@ struct Args {
     /// Also keep each key's running count of events (keyed state), into this topic.
     #[arg(long)]
     keyed_output: Option<String>,
+    /// Also look up `Noted` records of this topic in `--lookup-table` (a left
+    /// stream–table lookup), into `--lookup-output`.
+    #[arg(long, requires_all = ["lookup_table", "lookup_output"])]
+    lookup_input: Option<String>,
+    /// The lookup's table: events, amount by key.
+    #[arg(long)]
+    lookup_table: Option<String>,
+    /// Where the lookup's results go.
+    #[arg(long)]
+    lookup_output: Option<String>,
     #[command(flatten)]
     job: JobArgs,
     /// Print help.
@@ -54,6 +64,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|topic| (topic, args.session_gap_ms)),
         join: args.join_output,
         keyed: args.keyed_output,
+        lookup: args.lookup_input.map(|input| window_count::LookupTopics {
+            input,
+            table: args.lookup_table.unwrap_or_default(),
+            output: args.lookup_output.unwrap_or_default(),
+        }),
     };
     let job = window_count::job(args.input, args.output, args.window_ms, extra);
     let summary = freshet::run(config, job)?;

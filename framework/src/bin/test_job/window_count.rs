@@ -1,9 +1,10 @@
 //! The test job's logic, shared with the integration tests that check its output: JSON
 //! [`Event`]s counted per key in tumbling event-time windows, written as JSON.
 
-use freshet::operators::{JoinKind, WindowJoin};
+use freshet::operators::{JoinKind, Lookup, WindowJoin};
 use freshet::operators::{KeyedState, Session};
 use freshet::timely::dataflow::operators::vec::Filter;
+use freshet::timely::dataflow::operators::vec::Map;
 use freshet::{Job, Json, KafkaSink, KafkaSource, PrintStdout, Tumble, Windowed, WriteKafka};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,42 @@ pub struct KeyCount {
     pub count: u64,
 }
 
+/// A record of the lookup's stream: a key, an event time and a note (padding, to make
+/// records that wait take memory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Noted {
+    /// The key looked up in the table.
+    pub key: u64,
+    /// Event time, ms since the Unix epoch.
+    pub ts: u64,
+    /// Carried along.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// A lookup's output: the stream record's key and time, and the table's amount for the
+/// key as of that time, if any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookedUp {
+    /// The stream record's key.
+    pub key: u64,
+    /// Its event time.
+    pub ts: u64,
+    /// The key's table amount as of `ts`.
+    pub amount: Option<i64>,
+}
+
+/// The topics of the test job's stream–table lookup.
+#[derive(Clone, Debug)]
+pub struct LookupTopics {
+    /// [`Noted`] stream records.
+    pub input: String,
+    /// The table: [`Event`]s, `amount` by `key` (a table side).
+    pub table: String,
+    /// Where the [`LookedUp`] records go.
+    pub output: String,
+}
+
 /// Optional outputs of the test job beyond the tumbling-window counts.
 #[derive(Clone, Debug, Default)]
 pub struct Extra {
@@ -41,6 +78,8 @@ pub struct Extra {
     pub join: Option<String>,
     /// Per key, the running count of its events (keyed state) into this topic.
     pub keyed: Option<String>,
+    /// A left stream–table lookup of [`Noted`] records in a table of [`Event`]s.
+    pub lookup: Option<LookupTopics>,
 }
 
 /// The job as a build function for [`freshet::run`]: [`Event`]s from `input`, per-key
@@ -77,6 +116,34 @@ pub fn job(
                 job,
                 KafkaSink::new(topic.clone(), Json::<WindowCount>::new()).key(by_key),
             )?;
+        }
+        if let Some(topics) = &extra.lookup {
+            let table = KafkaSource::new(topics.table.clone(), Json::<Event>::new())
+                .event_time(|e: &Event| Some(e.ts))
+                .table(job.source_config())
+                .build(job)?
+                .records
+                .map(|e| (e.key, e.amount));
+            KafkaSource::new(topics.input.clone(), Json::<Noted>::new())
+                .event_time(|n: &Noted| Some(n.ts))
+                .build(job)?
+                .records
+                .lookup_with(
+                    table,
+                    "amounts",
+                    JoinKind::Left,
+                    |n: &Noted| n.key,
+                    |n, a| LookedUp {
+                        key: n.key,
+                        ts: n.ts,
+                        amount: a.copied(),
+                    },
+                )
+                .write_kafka(
+                    job,
+                    KafkaSink::new(topics.output.clone(), Json::<LookedUp>::new())
+                        .key(|l: &LookedUp| Some(l.key.to_string().into_bytes())),
+                )?;
         }
         if let Some(topic) = &extra.keyed {
             streams
