@@ -1,4 +1,4 @@
-//! The broker killed for 5 s mid-run and restarted: a private Tansu on its own port (the
+//! The broker killed for 10 s mid-run and restarted: a private Tansu on its own port (the
 //! shared test broker is never stopped), killed with SIGKILL under a live job and
 //! restarted on the same port. Its storage is a fresh bucket of the S3-protocol test
 //! server, so topics (with their ids), records, committed offsets and producer state
@@ -200,7 +200,7 @@ fn a_broker_restart_keeps_the_job_alive_and_its_counts_complete() {
 
     broker.kill();
     let down = Instant::now();
-    std::thread::sleep(Duration::from_secs(5)); // the outage under test
+    std::thread::sleep(Duration::from_secs(10)); // the outage under test
     assert!(
         alive(&mut job),
         "the job exited during the outage:\n{}",
