@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -107,43 +107,12 @@ impl Drop for PrivateBroker {
     }
 }
 
-/// Kills the job if the test fails before it stops it.
-struct Job(Option<Child>);
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The sum of the window counts in `output`: how many events the job counted.
 fn counted(base: &ClientConfig, output: &str) -> u64 {
     decode::<WindowCount>(&read_topic_with(base, output, 1))
         .iter()
         .map(|w| w.value)
         .sum()
-}
-
-/// `text` without its terminal colour codes (the job's log colours keys and values).
-fn plain_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ parameters final-letter
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `n` events dated over the next second: ahead of the job's watermark, which follows
@@ -171,8 +140,8 @@ fn a_broker_restart_keeps_the_job_alive_and_its_counts_complete() {
     produce_with(&base, &input, &events_now(1, 200)).unwrap();
 
     let log = std::env::temp_dir().join(unique("restart-job.log"));
-    let read_log = || plain_text(&std::fs::read_to_string(&log).unwrap_or_default());
-    let mut job = Job(Some(
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut job = Running(
         job_binary(&input, &output, &unique("restart-group"))
             .env("FRESHET_BROKERS", broker.address())
             .env("RUST_LOG", "info")
@@ -182,8 +151,8 @@ fn a_broker_restart_keeps_the_job_alive_and_its_counts_complete() {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
-    ));
-    let alive = |job: &mut Job| match job.0.as_mut().unwrap().try_wait().unwrap() {
+    );
+    let alive = |job: &mut Running| match job.0.try_wait().unwrap() {
         None => true,
         Some(status) => {
             eprintln!("the job exited: {status}");

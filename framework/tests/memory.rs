@@ -13,16 +13,6 @@ use std::time::{Duration, Instant};
 use support::window_count::{LookedUp, Noted};
 use support::*;
 
-/// Kills the job if the test fails before it stops it.
-struct Job(Child);
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The stderr lines a job has written so far, read on a thread.
 #[derive(Clone, Default)]
 struct Lines(Arc<Mutex<Vec<String>>>);
@@ -33,7 +23,7 @@ impl Lines {
         let lines = self.0.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(plain(&line));
+                lines.lock().unwrap().push(line);
             }
         });
     }
@@ -55,24 +45,6 @@ impl Lines {
     fn all(&self) -> String {
         self.0.lock().unwrap().join("\n")
     }
-}
-
-/// `line` without ANSI colour sequences (`ESC [ ... m`).
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 const N: usize = 60_000;
@@ -107,7 +79,7 @@ fn a_lookup_waiting_for_its_table_pauses_the_stream_and_memory_stays_bounded() {
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut job = Job(cmd.spawn().expect("starting the test job"));
+    let mut job = Running(cmd.spawn().expect("starting the test job"));
     let lines = Lines::default();
     lines.follow(&mut job.0);
     let pid = job.0.id();

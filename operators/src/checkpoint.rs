@@ -325,19 +325,25 @@ impl Checkpoints {
         let Some(restore) = self.0.restore else {
             return Vec::new();
         };
-        let mut parts = Vec::new();
-        for worker in 0..restore.workers {
-            let path = Self::part_path(restore.epoch, name, worker);
-            match self.0.store.get(&path) {
-                Ok(Some(bytes)) => match bincode::deserialize(&bytes) {
-                    Ok(part) => parts.push(part),
-                    Err(e) => panic!("checkpoint part {path} cannot be decoded: {e}"),
-                },
-                Ok(None) => {}
-                Err(e) => panic!("checkpoint part {path} cannot be read: {e}"),
-            }
+        (0..restore.workers)
+            .filter_map(|worker| self.read_part(&Self::part_path(restore.epoch, name, worker)))
+            .collect()
+    }
+
+    /// The part at `path`, `None` if there is none.
+    ///
+    /// # Panics
+    /// If it exists but cannot be read or decoded: the job must not start from state it
+    /// cannot trust.
+    fn read_part<S: DeserializeOwned>(&self, path: &str) -> Option<S> {
+        match self.0.store.get(path) {
+            Ok(Some(bytes)) => Some(
+                bincode::deserialize(&bytes)
+                    .unwrap_or_else(|e| panic!("checkpoint part {path} cannot be decoded: {e}")),
+            ),
+            Ok(None) => None,
+            Err(e) => panic!("checkpoint part {path} cannot be read: {e}"),
         }
-        parts
     }
 }
 
@@ -363,16 +369,11 @@ impl Checkpoints {
             let mut epoch = restore.epoch;
             loop {
                 let path = Self::part_path(epoch, name, worker);
-                let part: LogPart<E, K, V> = match self.0.store.get(&path) {
-                    Ok(Some(bytes)) => bincode::deserialize(&bytes).unwrap_or_else(|e| {
-                        panic!("checkpoint part {path} cannot be decoded: {e}")
-                    }),
+                let part: LogPart<E, K, V> = match self.read_part(&path) {
+                    Some(part) => part,
                     // The operator wrote no part (it is new): it starts empty.
-                    Ok(None) if chain.is_empty() => break,
-                    Ok(None) => {
-                        panic!("checkpoint part {path}, the base of a later part, is missing")
-                    }
-                    Err(e) => panic!("checkpoint part {path} cannot be read: {e}"),
+                    None if chain.is_empty() => break,
+                    None => panic!("checkpoint part {path}, the base of a later part, is missing"),
                 };
                 let base = part.base;
                 chain.push(part);
@@ -596,6 +597,17 @@ pub struct Aligner<T: EventTime, D> {
     wake: Option<SyncActivator>,
 }
 
+/// What wakes the operator `builder` builds when the writer thread acknowledges one of
+/// its parts: for [`Aligner::waking`].
+pub fn waker<T: timely::progress::Timestamp>(
+    scope: &timely::dataflow::Scope<'_, T>,
+    builder: &timely::dataflow::operators::generic::builder_rc::OperatorBuilder<'_, T>,
+) -> SyncActivator {
+    scope
+        .worker()
+        .sync_activator_for(builder.operator_info().address.to_vec())
+}
+
 /// An operator waits for the writer thread once it has this many parts unacknowledged:
 /// a store slower than the checkpoint interval slows the job instead of filling memory.
 const MAX_OUTSTANDING: usize = 2;
@@ -723,18 +735,21 @@ impl<T: EventTime, D> Aligner<T, D> {
     fn write<S: Serialize>(&mut self, epoch: u64, full: bool, state: &S) {
         self.started = true;
         self.next = self.ctx.at_or_after(epoch + 1);
+        let writer = self.ctx.0.writer.borrow().clone();
+        let Some(writer) = writer else {
+            // Inline: written (or reported as failed) by the context.
+            if self.ctx.write(&self.name, epoch, state) {
+                self.durable(epoch);
+            } else {
+                self.last = None;
+            }
+            return;
+        };
         let bytes = match bincode::serialize(state) {
             Ok(bytes) => bytes,
             Err(e) => return self.failed(epoch, std::io::Error::other(e)),
         };
         let path = Checkpoints::part_path(epoch, &self.name, self.ctx.worker());
-        let writer = self.ctx.0.writer.borrow().clone();
-        let Some(writer) = writer else {
-            return match self.ctx.0.store.put(&path, &bytes) {
-                Ok(()) => self.durable(epoch),
-                Err(e) => self.failed(epoch, e),
-            };
-        };
         while self.outstanding >= MAX_OUTSTANDING {
             match self.acks.1.recv() {
                 Ok(written) => self.answer(written),
@@ -815,8 +830,9 @@ impl<T: EventTime, D> Aligner<T, D> {
         self.write(epoch, part.base.is_none(), &part);
     }
 
-    /// Like [`Aligner::restored`], for an operator that writes [`LogPart`]s: each
-    /// worker's `(extra, entries)` as of the restored checkpoint.
+    /// The epoch after the restored checkpoint (where restored state holds its
+    /// capabilities) and each worker's `(extra, entries)` of this operator's
+    /// [`LogPart`]s as of that checkpoint; `None` if nothing is restored.
     #[allow(clippy::type_complexity)]
     pub fn restored_log<E, K, V>(&self) -> Option<(u64, Vec<(E, Vec<(K, V)>)>)>
     where

@@ -615,9 +615,7 @@ where
     let checkpoints = Checkpoints::current();
 
     let mut builder = OperatorBuilder::new(name.clone(), scope);
-    let wake = scope
-        .worker()
-        .sync_activator_for(builder.operator_info().address.to_vec());
+    let wake = crate::checkpoint::waker(&scope, &builder);
     let mut main_in = builder.new_input(stream, main_pact);
     let mut late_in = builder.new_input(late, late_pact);
     let (results_out, results) = builder.new_output();

@@ -232,10 +232,7 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
 
         let name = format!("IntervalJoin({name}, -{lower}ms..+{upper}ms)");
         let mut builder = OperatorBuilder::new(name.clone(), self.scope());
-        let wake = self
-            .scope()
-            .worker()
-            .sync_activator_for(builder.operator_info().address.to_vec());
+        let wake = crate::checkpoint::waker(&self.scope(), &builder);
         let mut input_a = builder.new_input(self, pact_a);
         let mut input_b = builder.new_input(other, pact_b);
         let (output, stream) = builder.new_output();

@@ -567,10 +567,7 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
 
         let name = format!("WindowJoin({name}, {size}ms)");
         let mut builder = OperatorBuilder::new(name.clone(), self.scope());
-        let wake = self
-            .scope()
-            .worker()
-            .sync_activator_for(builder.operator_info().address.to_vec());
+        let wake = crate::checkpoint::waker(&self.scope(), &builder);
         let mut input_a = builder.new_input(self, pact_a);
         let mut input_b = builder.new_input(other, pact_b);
         let (output, stream) = builder.new_output();
@@ -654,39 +651,20 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                 // Each checkpoint epoch the inputs have sealed, in turn: file what waited for it,
                 // write the open windows, and move what they hold to the next epoch.
                 if let Some(a) = aligner.as_mut() {
+                    let file = |windows: &mut _, released, over_caps: &mut _| {
+                        file_released(windows, released, over_caps, size, &*key_a, &*key_b)
+                    };
                     while let Some(epoch) = a.due(frontiers) {
-                        file_released(
-                            &mut windows,
-                            a.release(epoch),
-                            &mut over_caps,
-                            size,
-                            &*key_a,
-                            &*key_b,
-                        );
+                        file(&mut windows, a.release(epoch), &mut over_caps);
                         checkpoint(&mut windows, a, epoch);
                         for (caps, _, over) in windows.open.values_mut() {
                             lift_epochs(caps, epoch);
                             lift_epochs(over, epoch);
                         }
-                        let released = a.release(a.next());
-                        file_released(
-                            &mut windows,
-                            released,
-                            &mut over_caps,
-                            size,
-                            &*key_a,
-                            &*key_b,
-                        );
+                        let next = a.next();
+                        file(&mut windows, a.release(next), &mut over_caps);
                     }
-                    let released = a.release_if_done(frontiers);
-                    file_released(
-                        &mut windows,
-                        released,
-                        &mut over_caps,
-                        size,
-                        &*key_a,
-                        &*key_b,
-                    );
+                    file(&mut windows, a.release_if_done(frontiers), &mut over_caps);
                 }
 
                 // Records waiting for a checkpoint may still fall in windows the

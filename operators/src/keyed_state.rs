@@ -211,10 +211,7 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
 
         let name = format!("KeyedState({name}, ttl {ttl}ms)");
         let mut builder = OperatorBuilder::new(name.clone(), self.scope());
-        let wake = self
-            .scope()
-            .worker()
-            .sync_activator_for(builder.operator_info().address.to_vec());
+        let wake = crate::checkpoint::waker(&self.scope(), &builder);
         let mut input = builder.new_input(self, pact);
         let (output, stream) = builder.new_output();
         let mut output: VecOutput<T, R> = OutputBuilder::from(output);

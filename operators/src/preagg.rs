@@ -418,9 +418,7 @@ where
         let stage = format!("{name} (pre-aggregate)");
         let checkpoints = checkpoints.clone();
         let mut builder = OperatorBuilder::new(stage.clone(), scope);
-        let wake = scope
-            .worker()
-            .sync_activator_for(builder.operator_info().address.to_vec());
+        let wake = crate::checkpoint::waker(&scope, &builder);
         let mut input = builder.new_input(stream, Pipeline);
         let (out, partials) = builder.new_output();
         let mut out: VecOutput<T, (u64, K, G::Acc)> = OutputBuilder::from(out);
@@ -487,9 +485,7 @@ where
 
     // Stage 2: merge each key's partials on the worker that owns the key.
     let mut builder = OperatorBuilder::new(name.clone(), scope);
-    let wake = scope
-        .worker()
-        .sync_activator_for(builder.operator_info().address.to_vec());
+    let wake = crate::checkpoint::waker(&scope, &builder);
     // Partials carry their key: hashed by reference, not cloned as `by_key` would.
     let pact = Exchange::new(|p: &(u64, K, G::Acc)| {
         crate::hash::hash(&p.1) % crate::checkpoint::KEY_GROUPS

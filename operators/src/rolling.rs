@@ -591,9 +591,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let late_pact = by_key(move |d: &Late<D>| k2(&d.record));
 
         let mut builder = OperatorBuilder::new(name.clone(), scope);
-        let wake = scope
-            .worker()
-            .sync_activator_for(builder.operator_info().address.to_vec());
+        let wake = crate::checkpoint::waker(&scope, &builder);
         let mut main_in = builder.new_input(self, main_pact);
         let mut late_in = builder.new_input(late, late_pact);
         let (results_out, results) = builder.new_output();

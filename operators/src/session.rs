@@ -922,9 +922,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
 
         let op_name = format!("Session({name}, gap {gap}ms)");
         let mut builder = OperatorBuilder::new(op_name.clone(), scope);
-        let wake = scope
-            .worker()
-            .sync_activator_for(builder.operator_info().address.to_vec());
+        let wake = crate::checkpoint::waker(&scope, &builder);
         let mut main_in = builder.new_input(self, pact);
         let mut late_in = builder.new_input(late, late_pact);
         let (results_out, results) = builder.new_output();

@@ -118,18 +118,8 @@ fn check(
     let (first, second) =
         crash_then_restore(rounds, cut, Op::of(size, slide), lateness, after, pick);
 
-    // The consumer of the upsert contract: the highest revision per window wins (the
-    // later of equal ones); arrival order within a timestamp is not an order.
-    let mut consumer: BTreeMap<(u8, u64), (u64, u32)> = BTreeMap::new();
-    let mut keep = |k: u8, s: u64, v: u64, r: u32| {
-        let kept = consumer.entry((k, s)).or_insert((v, r));
-        if r >= kept.1 {
-            *kept = (v, r);
-        }
-    };
     let mut emitted_first: BTreeMap<(u8, u64, u32), u64> = BTreeMap::new();
     for &(k, s, _, v, r, _) in &first {
-        keep(k, s, v, r);
         emitted_first.insert((k, s, r), v);
     }
     let mut copies = 0;
@@ -141,9 +131,14 @@ fn check(
             );
             copies += 1;
         }
-        keep(k, s, v, r);
     }
-    let got: BTreeMap<(u8, u64), u64> = consumer.into_iter().map(|(w, (v, _))| (w, v)).collect();
+    // What a consumer of the upsert contract keeps (arrival order within a timestamp
+    // is not an order, the revision is).
+    let both: Vec<Result5> = first.into_iter().chain(second).collect();
+    let got: BTreeMap<(u8, u64), u64> = upserts(&both)
+        .into_iter()
+        .map(|((k, s, _), v)| ((k, s), v))
+        .collect();
     assert_eq!(
         got,
         reference(rounds, size, slide, lateness),
@@ -506,38 +501,25 @@ fn an_incremental_part_holds_only_what_changed() {
 fn a_window_closed_by_one_worker_and_open_on_another_restores_at_one() {
     let store = Arc::new(MemStore::default());
     let build = crash::dataflow(|main, late| windows(main, late, Op::Tumble(10), 100));
-    let first = crash::worker_of(
-        (0, 2),
-        &store,
-        None,
-        build,
-        |main, late, step| {
-            main.send(Time::new(3, 0), (0, 5, 3));
-            for input_at in [Time::new(20, 1), Time::new(20, 2)] {
-                main.advance(input_at);
-                late.advance(input_at);
-                step();
-            }
-        },
-        false,
+    // Worker `index` of 2 reads `record` in epoch 0, then sees the watermark at
+    // `watermark` through epochs 1 and 2, and crashes.
+    let worker_of_two = |index: usize, record: Rec, watermark: u64| {
+        let send =
+            move |main: &mut Source<Rec>, late: &mut Source<Late<Rec>>, step: &mut dyn FnMut()| {
+                main.send(Time::new(record.2, 0), record);
+                for input_at in [Time::new(watermark, 1), Time::new(watermark, 2)] {
+                    main.advance(input_at);
+                    late.advance(input_at);
+                    step();
+                }
+            };
+        crash::worker_of((index, 2), &store, None, build, send, false)
+    };
+    assert_eq!(
+        worker_of_two(0, (0, 5, 3), 20),
+        vec![(0, 0, 10, 5, 0, Emit::Final)]
     );
-    assert_eq!(first, vec![(0, 0, 10, 5, 0, Emit::Final)]);
-    let other = crash::worker_of(
-        (1, 2),
-        &store,
-        None,
-        build,
-        |main, late, step| {
-            main.send(Time::new(4, 0), (1, 7, 4));
-            for input_at in [Time::new(5, 1), Time::new(5, 2)] {
-                main.advance(input_at);
-                late.advance(input_at);
-                step();
-            }
-        },
-        false,
-    );
-    assert_eq!(other, vec![]);
+    assert_eq!(worker_of_two(1, (1, 7, 4), 5), vec![]);
     let restored = crash::worker_of(
         (0, 1),
         &store,
@@ -555,7 +537,7 @@ fn a_window_closed_by_one_worker_and_open_on_another_restores_at_one() {
         false,
     );
     assert_eq!(restored, vec![], "nothing closes at watermark 8");
-    let again = crash::worker_of(
+    let mut again = crash::worker_of(
         (0, 1),
         &store,
         Some(Restore {
@@ -573,7 +555,6 @@ fn a_window_closed_by_one_worker_and_open_on_another_restores_at_one() {
         },
         true,
     );
-    let mut again = again;
     again.sort();
     assert_eq!(
         again,

@@ -302,13 +302,30 @@ fn pairs(
     out
 }
 
+/// The join a test's `left` flag asks for.
+fn kind_of(left: bool) -> JoinKind {
+    if left {
+        JoinKind::Left
+    } else {
+        JoinKind::Inner
+    }
+}
+
+/// The two sides of a join over one input: records with an even value on the left,
+/// odd on the right.
+fn sides<'s>(
+    main: StreamVec<'s, Time, Rec>,
+) -> (StreamVec<'s, Time, Rec>, StreamVec<'s, Time, Rec>) {
+    let left = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
+    (left, main.filter(|r: &Rec| r.1 & 1 == 1))
+}
+
 fn window_join<'s>(
     main: StreamVec<'s, Time, Rec>,
     size: u64,
     kind: JoinKind,
 ) -> StreamVec<'s, Time, Pair> {
-    let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
-    let b = main.filter(|r: &Rec| r.1 & 1 == 1);
+    let (a, b) = sides(main);
     a.window_join_with(
         b,
         "j",
@@ -327,8 +344,7 @@ fn interval_join<'s>(
     upper: u64,
     kind: JoinKind,
 ) -> StreamVec<'s, Time, Pair> {
-    let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
-    let b = main.filter(|r: &Rec| r.1 & 1 == 1);
+    let (a, b) = sides(main);
     a.interval_join_with(
         b,
         "i",
@@ -349,11 +365,7 @@ fn check_window_join(
     after: usize,
     pick: usize,
 ) {
-    let kind = if left {
-        JoinKind::Left
-    } else {
-        JoinKind::Inner
-    };
+    let kind = kind_of(left);
     let build = crash::dataflow(move |main, _late| window_join(main, size, kind));
     let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
     let want = pairs(rounds, kind, |a, b| a.0 == b.0 && a.2 / size == b.2 / size);
@@ -371,11 +383,7 @@ fn check_interval_join(
     after: usize,
     pick: usize,
 ) {
-    let kind = if left {
-        JoinKind::Left
-    } else {
-        JoinKind::Inner
-    };
+    let kind = kind_of(left);
     let build = crash::dataflow(move |main, _late| interval_join(main, lower, upper, kind));
     let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
     let want = pairs(rounds, kind, |a, b| {
@@ -457,14 +465,9 @@ fn check_capped_window_join(
     after: usize,
     pick: usize,
 ) {
-    let kind = if left {
-        JoinKind::Left
-    } else {
-        JoinKind::Inner
-    };
+    let kind = kind_of(left);
     let build = crash::dataflow(move |main, _late| {
-        let a = main.clone().filter(|r: &Rec| r.1 & 1 == 0);
-        let b = main.filter(|r: &Rec| r.1 & 1 == 1);
+        let (a, b) = sides(main);
         a.window_join_capped(
             b,
             "j",

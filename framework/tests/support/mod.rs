@@ -67,10 +67,11 @@ pub mod tempfile_path {
 }
 
 /// The test job (`freshet-test-job`: 1 s window counts) reading `input`, writing
-/// `output`, committing to `group`.
+/// `output`, committing to `group`; its log without colour codes, for tests to read.
 pub fn job_binary(input: &str, output: &str, group: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_freshet-test-job"));
     cmd.env("FRESHET_BROKERS", brokers())
+        .env("NO_COLOR", "1")
         // `FRESHET_TEST_JOB_LOG` (e.g. `info,freshet=debug`) to see what a job does.
         .env(
             "RUST_LOG",

@@ -40,6 +40,23 @@ pub struct Ran<O> {
     pub names: Vec<String>,
 }
 
+impl<O> Ran<O> {
+    /// The checkpoints below `below` for which every operator wrote the part of each of
+    /// `workers` workers: those a restore may use.
+    fn complete_checkpoints(&self, store: &MemStore, workers: usize, below: u64) -> Vec<u64> {
+        let written = |epoch: u64, name: &String, worker: usize| {
+            let path = Checkpoints::part_path(epoch, name, worker);
+            store.get(&path).unwrap().is_some()
+        };
+        (0..below)
+            .filter(|e| {
+                let name_written = |name| (0..workers).all(|w| written(*e, name, w));
+                self.names.iter().all(name_written)
+            })
+            .collect()
+    }
+}
+
 /// One run of `build` over `rounds[range]` (round `e` in epoch `e`, its records on the
 /// main input and its late records on the late one) at `workers` workers, with a
 /// checkpoint every epoch into `store` (full parts every `full_every`, incremental ones
@@ -157,7 +174,9 @@ where
 /// run completed (every operator's part of every worker written, every output of its
 /// epochs out: any of them is what a crash at some moment leaves newest) and runs the
 /// rest from the epoch after it at `after` workers. Returns both runs' output. `pick`
-/// also chooses whether parts are written inline or on writer threads.
+/// also chooses how often full parts are written (every part, every third, or only the
+/// first: a restore then replays a long chain of incremental parts) and whether parts
+/// are written inline or on writer threads.
 pub fn crash_then_restore<O, F>(
     rounds: &[Round<Rec>],
     cut: usize,
@@ -190,18 +209,7 @@ where
         None,
         build.clone(),
     );
-    let written: Vec<u64> = (0..first.complete.min(cut as u64))
-        .filter(|e| {
-            first.names.iter().all(|name| {
-                (0..2).all(|w| {
-                    store
-                        .get(&Checkpoints::part_path(*e, name, w))
-                        .unwrap()
-                        .is_some()
-                })
-            })
-        })
-        .collect();
+    let written = first.complete_checkpoints(&store, 2, first.complete.min(cut as u64));
     // A cut may leave no complete checkpoint at all (each operator's first part is at
     // the newest epoch sealed when it starts, so two operators may start apart): the
     // run then restores nothing. `restore_every_checkpoint` covers restores for sure.
@@ -300,17 +308,8 @@ where
     );
     // Only complete checkpoints (every operator wrote a part): an operator's first
     // part is at the newest epoch sealed when it starts, which may skip early ones.
-    let complete = |epoch: &u64| {
-        first.names.iter().all(|name| {
-            store
-                .get(&Checkpoints::part_path(*epoch, name, 0))
-                .unwrap()
-                .is_some()
-        })
-    };
-    let epochs: Vec<u64> = (1..first.complete.min(cut as u64))
-        .filter(complete)
-        .collect();
+    let mut epochs = first.complete_checkpoints(&store, 1, first.complete.min(cut as u64));
+    epochs.retain(|e| *e >= 1);
     assert!(
         epochs.len() >= 2,
         "only checkpoints {epochs:?} are complete"
