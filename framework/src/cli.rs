@@ -136,6 +136,11 @@ pub struct CheckpointArgs {
     /// (that state is dropped; without the flag such a start is refused).
     #[arg(long)]
     pub drop_orphaned_state: bool,
+    /// Write every result to Kafka exactly once across crashes: results wait until
+    /// their checkpoint is complete (output latency: about one checkpoint interval),
+    /// and a restarted job skips what it finds already written.
+    #[arg(long)]
+    pub exactly_once: bool,
 }
 
 impl CheckpointArgs {
@@ -148,6 +153,7 @@ impl CheckpointArgs {
             retain: self.checkpoint_retain,
             full_every: self.checkpoint_full_every,
             drop_orphaned: self.drop_orphaned_state,
+            exactly_once: self.exactly_once,
         }
     }
 }

@@ -35,6 +35,13 @@ pub struct PromMetrics {
     pub source_records: IntCounterVec,
     /// `freshet_sink_records_total{sink}`: records a sink wrote and had acknowledged.
     pub sink_records: IntCounterVec,
+    /// `freshet_exactly_once_skipped_total{sink}`: records a restarted exactly-once sink
+    /// found already written and did not write again.
+    pub exactly_once_skipped: IntCounterVec,
+    /// `freshet_exactly_once_anomalies_total{sink}`: records in an exactly-once sink's
+    /// topic it cannot account for (written for a checkpoint newer than the one
+    /// restored: the checkpoint store lost a manifest, or another run wrote them).
+    pub exactly_once_anomalies: IntCounterVec,
     /// `freshet_malformed_records_total{topic}`.
     pub malformed: IntCounterVec,
     /// `freshet_late_records_total{topic}`: records behind the watermark.
@@ -83,6 +90,16 @@ impl PromMetrics {
         let sink_records = counter(
             "freshet_sink_records_total",
             "Records a sink wrote and had acknowledged.",
+            &["sink"],
+        )?;
+        let exactly_once_skipped = counter(
+            "freshet_exactly_once_skipped_total",
+            "Records a restarted exactly-once sink found already in its topic and did not write again.",
+            &["sink"],
+        )?;
+        let exactly_once_anomalies = counter(
+            "freshet_exactly_once_anomalies_total",
+            "Records in an exactly-once sink's topic written for a checkpoint newer than the one restored.",
             &["sink"],
         )?;
         let malformed = counter(
@@ -150,6 +167,8 @@ impl PromMetrics {
             registry,
             source_records,
             sink_records,
+            exactly_once_skipped,
+            exactly_once_anomalies,
             malformed,
             late,
             consumer_lag,

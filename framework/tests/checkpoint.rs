@@ -40,10 +40,21 @@ const LIVE: [&str; 8] = [
     "600000",
 ];
 
+/// How the crashed job runs.
+#[derive(Clone, Copy, Debug, Default)]
+struct Mode<'a> {
+    /// An `s3://` checkpoint location on the shared S3 server instead of the default
+    /// directory.
+    store: Option<&'a str>,
+    /// `--exactly-once`: the output must then hold no duplicate at all.
+    exactly_once: bool,
+    /// Two processes of one worker each instead of one process of two workers.
+    two_processes: bool,
+}
+
 /// Kills a live job `kills` times while input arrives, drains it, and reads the output
-/// as a consumer; `store`: an `s3://` checkpoint location on the shared S3 server
-/// instead of the default directory.
-fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&str>) {
+/// as a consumer.
+fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, mode: Mode<'_>) {
     let partitions = 4;
     let input = create_topic("ckpt-in", partitions);
     let output = create_topic("ckpt-out", 2);
@@ -60,16 +71,40 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&s
         "--session-gap-ms",
         "40",
     ];
-    let job = || {
-        let mut cmd = job_binary(&input, &output, &group);
-        cmd.args(LIVE)
-            .args(sessions)
-            .args(["--join-output", &join_out, "--keyed-output", &keyed_out])
-            .stdout(std::process::Stdio::null());
-        if let Some(url) = store {
-            with_s3(cmd.args(["--checkpoint-dir", url]), s3_port());
-        }
-        cmd
+    let hosts = hostfile(2);
+    // The commands of one run: one per process.
+    let job = || -> Vec<std::process::Command> {
+        let processes: Vec<Option<usize>> = match mode.two_processes {
+            true => vec![Some(0), Some(1)],
+            false => vec![None],
+        };
+        processes
+            .into_iter()
+            .map(|process| {
+                let mut cmd = job_binary(&input, &output, &group);
+                match process {
+                    Some(p) => cmd.args(&LIVE[2..]).args([
+                        "-n",
+                        "2",
+                        "-p",
+                        &p.to_string(),
+                        "-h",
+                        hosts.0.to_str().unwrap(),
+                    ]),
+                    None => cmd.args(LIVE),
+                };
+                cmd.args(sessions)
+                    .args(["--join-output", &join_out, "--keyed-output", &keyed_out])
+                    .stdout(std::process::Stdio::null());
+                if mode.exactly_once {
+                    cmd.arg("--exactly-once");
+                }
+                if let Some(url) = mode.store {
+                    with_s3(cmd.args(["--checkpoint-dir", url]), s3_port());
+                }
+                cmd
+            })
+            .collect()
     };
     let (chunk, pause) = match arrival {
         Arrival::Steady => (400, Duration::from_millis(100)),
@@ -94,14 +129,19 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&s
     let mut commits_seen = 0;
     for kill in 0..kills {
         let before: i64 = committed(&group, &input, partitions).values().sum();
-        let mut child = Running(job().spawn().expect("start the job"));
+        let mut children: Vec<Running> = job()
+            .iter_mut()
+            .map(|cmd| Running(cmd.spawn().expect("start the job")))
+            .collect();
         // The kill comes at a random moment: during reading, a checkpoint write, a
         // commit or start-up. Every other run first completes a checkpoint of its own
         // (its commit moves), so the job makes progress however slow the machine.
         if kill % 2 == 1 {
             wait_for(Duration::from_secs(60), "a checkpoint of this run", || {
-                if let Some(status) = child.try_wait().unwrap() {
-                    panic!("the job exited before it was killed: {status}");
+                for child in children.iter_mut() {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!("the job exited before it was killed: {status}");
+                    }
                 }
                 let now: i64 = committed(&group, &input, partitions).values().sum();
                 now > before || now >= produced.load(Ordering::SeqCst) as i64
@@ -110,8 +150,10 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&s
         } else {
             std::thread::sleep(Duration::from_millis(rng.gen_range(200..1_800)));
         }
-        child.kill().expect("SIGKILL");
-        assert!(!child.wait().unwrap().success());
+        for child in children.iter_mut() {
+            child.kill().expect("SIGKILL");
+            assert!(!child.wait().unwrap().success());
+        }
         let at_kill = produced.load(Ordering::SeqCst) as i64;
         let commits = committed(&group, &input, partitions);
         if !commits.is_empty() {
@@ -120,9 +162,14 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&s
         behind.push(at_kill - commits.values().sum::<i64>());
     }
     feed.join().expect("feeder");
-    let status = job().arg("--bounded").spawn().unwrap();
-    let status = finish(status, "the draining run");
-    assert!(status.success(), "the draining run failed");
+    let drains: Vec<_> = job()
+        .iter_mut()
+        .map(|cmd| cmd.arg("--bounded").spawn().unwrap())
+        .collect();
+    for drain in drains {
+        let status = finish(drain, "the draining run");
+        assert!(status.success(), "the draining run failed");
+    }
 
     // A consumer of the output topic: the last record per (key, window) wins.
     let written = decode::<WindowCount>(&read_topic(&output, 2));
@@ -213,6 +260,30 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, store: Option<&s
         committed(&group, &input, partitions),
         ends(&read_topic(&input, partitions))
     );
+    // Copies: records of a topic identical to an earlier one (every result of this job
+    // differs from every other: a window's count, a session, a key's running count).
+    let copies: Vec<(&str, usize)> = [&output, &sessions_out, &join_out, &keyed_out]
+        .into_iter()
+        .map(|topic| (topic.as_str(), copies(&read_topic(topic, 2))))
+        .collect();
+    println!(
+        "{arrival:?} input, exactly once {}: copies per output topic {copies:?}",
+        mode.exactly_once
+    );
+    if mode.exactly_once {
+        assert!(
+            copies.iter().all(|(_, n)| *n == 0),
+            "an exactly-once job wrote results twice: {copies:?}"
+        );
+    }
+}
+
+/// How many records of `read` repeat an earlier record's payload.
+fn copies(read: &[Read]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    read.iter()
+        .filter(|(_, _, payload)| !seen.insert(payload.clone()))
+        .count()
 }
 
 /// Waits for a bounded run to end, at most two minutes (a run that hangs fails the test
@@ -282,18 +353,57 @@ fn reference_sessions<'a>(
 
 #[test]
 fn steady_input_survives_sigkills_exactly() {
-    crash_and_restore(Arrival::Steady, 7, 5, None);
+    crash_and_restore(Arrival::Steady, 7, 5, Mode::default());
 }
 
 #[test]
 fn bursty_input_survives_sigkills_exactly() {
-    crash_and_restore(Arrival::Bursty, 11, 5, None);
+    crash_and_restore(Arrival::Bursty, 11, 5, Mode::default());
 }
 
 /// The same crash test with checkpoints in an object store over the S3 protocol.
 #[test]
 fn checkpoints_in_an_s3_store_survive_sigkills_exactly() {
-    crash_and_restore(Arrival::Steady, 13, 5, Some(&s3_location("crash")));
+    let store = s3_location("crash");
+    crash_and_restore(
+        Arrival::Steady,
+        13,
+        5,
+        Mode {
+            store: Some(&store),
+            ..Mode::default()
+        },
+    );
+}
+
+/// `--exactly-once`: ten SIGKILLs of a live job at 2 workers, and the output topics hold
+/// every result once — no copy at all — besides being right and complete.
+#[test]
+fn exactly_once_output_has_no_duplicates_after_sigkills() {
+    crash_and_restore(
+        Arrival::Steady,
+        17,
+        10,
+        Mode {
+            exactly_once: true,
+            ..Mode::default()
+        },
+    );
+}
+
+/// The same at 2 processes of one worker each, under bursty input.
+#[test]
+fn exactly_once_output_at_two_processes_has_no_duplicates_after_sigkills() {
+    crash_and_restore(
+        Arrival::Bursty,
+        19,
+        10,
+        Mode {
+            exactly_once: true,
+            two_processes: true,
+            ..Mode::default()
+        },
+    );
 }
 
 /// With 10-minute windows nothing is emitted for minutes, yet offsets are committed as

@@ -50,6 +50,10 @@ pub struct CheckpointConfig {
     /// Restore even if the checkpoint holds state of operators the job no longer has
     /// (that state is dropped). Without it such a restore is refused.
     pub drop_orphaned: bool,
+    /// Kafka sinks write each result exactly once across crashes: results wait in the
+    /// sink's checkpoint part until their checkpoint is complete, and a restarted sink
+    /// skips what it finds already written (`--exactly-once`).
+    pub exactly_once: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -63,6 +67,7 @@ impl Default for CheckpointConfig {
             retain: 3,
             full_every: freshet_operators::checkpoint::DEFAULT_FULL_EVERY,
             drop_orphaned: false,
+            exactly_once: false,
         }
     }
 }
@@ -94,6 +99,13 @@ impl CheckpointConfig {
                 "--checkpoint-interval-ms must be at least 1".into(),
             ));
         }
+        if self.exactly_once && !self.enabled {
+            return Err(Error::Config(
+                "--exactly-once needs checkpoints: results wait in them until they are \
+                 written (drop --no-checkpoints)"
+                    .into(),
+            ));
+        }
         if self.enabled && self.full_every == 0 {
             return Err(Error::Config(
                 "--checkpoint-full-every must be at least 1".into(),
@@ -123,6 +135,7 @@ pub struct JobCheckpoints {
     floor: u64,
     /// One past the newest checkpoint found incomplete (a part missing; 0: none).
     incomplete_below: std::sync::atomic::AtomicU64,
+    exactly_once: bool,
 }
 
 impl JobCheckpoints {
@@ -163,6 +176,7 @@ impl JobCheckpoints {
         let floor = store.newest_part_epoch()?.map_or(0, |e| e + 1);
         Ok(JobCheckpoints {
             incomplete_below: 0.into(),
+            exactly_once: config.exactly_once,
             floor,
             store,
             every,
@@ -228,6 +242,16 @@ impl JobCheckpoints {
                 .collect::<Vec<_>>()
                 .join(", ")
         )))
+    }
+
+    /// Whether Kafka sinks write exactly once ([`CheckpointConfig::exactly_once`]).
+    pub fn exactly_once(&self) -> bool {
+        self.exactly_once
+    }
+
+    /// The epoch of the checkpoint this run restored, if any.
+    pub fn restored_epoch(&self) -> Option<u64> {
+        self.restored.as_ref().map(|m| m.epoch)
     }
 
     /// Epochs below this may be committed: every epoch of a written manifest.

@@ -22,6 +22,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::scheduling::SyncActivator;
 
+use super::exactly_once::{Held, Staging};
 use super::register_acks;
 use crate::codec::Encoder;
 use crate::config::{PoisonOutput, ProducerSettings};
@@ -32,6 +33,9 @@ use crate::time::Time;
 
 type KeyFn<D> = Arc<dyn Fn(&D) -> Option<Vec<u8>> + Send + Sync>;
 type HeadersFn<D> = Arc<dyn Fn(&D) -> Vec<(&'static str, String)> + Send + Sync>;
+
+/// How often an exactly-once sink with records waiting looks for their manifest.
+const MANIFEST_POLL: Duration = Duration::from_millis(5);
 
 /// Marks the delivery opaque of a dead letter (the rest is its batch's slot).
 const DEAD_BIT: usize = 1 << (usize::BITS - 1);
@@ -123,7 +127,8 @@ struct Undelivered {
     refused: Option<Vec<u8>>,
 }
 
-type Report = (usize, Result<(), Undelivered>);
+/// A delivery report: the opaque, and where the record landed (partition, offset).
+type Report = (usize, Result<(i32, i64), Undelivered>);
 
 /// Delivery reports go to the sink operator through a channel, and wake it.
 struct DeliveryContext {
@@ -136,21 +141,24 @@ impl ClientContext for DeliveryContext {}
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, slot: usize) {
-        let report = result.as_ref().map(|_| ()).map_err(|(e, msg)| {
-            use rdkafka::message::Message;
-            let refused = match e.rdkafka_error_code() {
-                Some(code) if refused_for_good(code) => Some(
-                    msg.payload()
-                        .map(|p| p[..p.len().min(DEAD_PAYLOAD_KEEP)].to_vec())
-                        .unwrap_or_default(),
-                ),
-                _ => None,
-            };
-            Undelivered {
-                reason: e.to_string(),
-                refused,
-            }
-        });
+        use rdkafka::message::Message;
+        let report = result
+            .as_ref()
+            .map(|m| (m.partition(), m.offset()))
+            .map_err(|(e, msg)| {
+                let refused = match e.rdkafka_error_code() {
+                    Some(code) if refused_for_good(code) => Some(
+                        msg.payload()
+                            .map(|p| p[..p.len().min(DEAD_PAYLOAD_KEEP)].to_vec())
+                            .unwrap_or_default(),
+                    ),
+                    _ => None,
+                };
+                Undelivered {
+                    reason: e.to_string(),
+                    refused,
+                }
+            });
         let _ = self.reports.send((slot, report));
         let _ = self.activator.activate();
     }
@@ -249,12 +257,22 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
             _ => None,
         };
         let mut create_error = None;
+        let exactly_once = shared.checkpoints().is_some_and(|c| c.exactly_once());
+        let mut exact_error = None;
         let acks = self
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 Pipeline,
                 &name,
-                |_cap, info| {
+                |cap, info| {
                     let (tx, rx): (_, Receiver<Report>) = crossbeam_channel::unbounded();
+                    let mut exact = None;
+                    if exactly_once {
+                        match start_exactly_once(&scope, info.address.to_vec(), cap, job, &name, &sink.topic) {
+                            Ok(staging) => exact = Some(staging),
+                            Err(e) => exact_error = Some(e),
+                        }
+                    }
+                    let writer = format!("{}/{name}", job.kafka_config().group);
                     let context = DeliveryContext {
                         reports: tx,
                         activator: scope.worker().sync_activator_for(info.address.to_vec()),
@@ -310,51 +328,99 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             });
                         }
                     };
-                    move |(input, _frontier), _output| {
+                    move |(input, frontier), _output| {
                         let _watching = &watch;
                         let Some(producer) = producer.as_ref() else {
                             input.for_each(|_, _| {});
                             return;
                         };
-                        input.for_each(|cap, data| {
-                            let Some(&time) = cap.stamp().iter().next() else {
-                                return;
-                            };
-                            if data.is_empty() {
-                                return; // nothing to deliver, so nothing to hold
-                            }
-                            let slot = pending.next_slot;
-                            pending.next_slot += 1;
-                            pending
-                                .slots
-                                .insert(slot, (cap.delayed(&time, 0), data.len() as u64));
-                            pending.held.set(pending.held.get() + data.len());
-                            for d in data.drain(..) {
-                                buf.clear();
-                                if let Err(e) = encoder.encode(&d, &mut buf) {
-                                    shared.fail(Error::Sink {
-                                        sink: name.clone(),
-                                        reason: format!("encoding failed: {e}"),
-                                    });
+                        if let Some(staging) = exact.as_mut() {
+                            let mut failed = false;
+                            input.for_each(|cap, data| {
+                                let Some(&time) = cap.stamp().iter().next() else {
+                                    return;
+                                };
+                                if data.is_empty() || failed {
                                     return;
                                 }
-                                let headers = headers.as_ref().map(|f| {
-                                    f(&d).into_iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                                        h.insert(Header {
-                                            key: k,
-                                            value: Some(&v),
-                                        })
-                                    })
-                                });
+                                let mut records = Vec::with_capacity(data.len());
+                                for d in data.drain(..) {
+                                    buf.clear();
+                                    if let Err(e) = encoder.encode(&d, &mut buf) {
+                                        shared.fail(Error::Sink {
+                                            sink: name.clone(),
+                                            reason: format!("encoding failed: {e}"),
+                                        });
+                                        failed = true;
+                                        return;
+                                    }
+                                    records.push(Held {
+                                        key: key.as_ref().and_then(|f| f(&d)),
+                                        payload: std::mem::take(&mut buf),
+                                        headers: headers.as_ref().map_or_else(Vec::new, |f| {
+                                            f(&d).into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                                        }),
+                                        event: time.event,
+                                    });
+                                }
+                                staging.stage(time, || cap.delayed(&time, 0), records);
+                            });
+                            staging.checkpoint(frontier);
+                            let complete_below = shared.checkpoints().map_or(0, |c| c.committable_below());
+                            // Only records handed to the producer count as the sink's
+                            // backlog: those waiting for their checkpoint are bounded by
+                            // the interval, and pausing the sources would not let them go.
+                            for (opaque, id, held) in staging.release(complete_below) {
+                                pending.held.set(pending.held.get() + 1);
                                 pending.backlog.push_back(Outgoing {
-                                    slot,
-                                    key: key.as_ref().and_then(|f| f(&d)),
-                                    payload: std::mem::take(&mut buf),
-                                    headers,
+                                    slot: opaque,
+                                    headers: Some(held.headers(&writer, id)),
+                                    key: held.key,
+                                    payload: held.payload,
                                     dead: false,
                                 });
                             }
-                        });
+                        } else {
+                            input.for_each(|cap, data| {
+                                let Some(&time) = cap.stamp().iter().next() else {
+                                    return;
+                                };
+                                if data.is_empty() {
+                                    return; // nothing to deliver, so nothing to hold
+                                }
+                                let slot = pending.next_slot;
+                                pending.next_slot += 1;
+                                pending
+                                    .slots
+                                    .insert(slot, (cap.delayed(&time, 0), data.len() as u64));
+                                pending.held.set(pending.held.get() + data.len());
+                                for d in data.drain(..) {
+                                    buf.clear();
+                                    if let Err(e) = encoder.encode(&d, &mut buf) {
+                                        shared.fail(Error::Sink {
+                                            sink: name.clone(),
+                                            reason: format!("encoding failed: {e}"),
+                                        });
+                                        return;
+                                    }
+                                    let headers = headers.as_ref().map(|f| {
+                                        f(&d).into_iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                                            h.insert(Header {
+                                                key: k,
+                                                value: Some(&v),
+                                            })
+                                        })
+                                    });
+                                    pending.backlog.push_back(Outgoing {
+                                        slot,
+                                        key: key.as_ref().and_then(|f| f(&d)),
+                                        payload: std::mem::take(&mut buf),
+                                        headers,
+                                        dead: false,
+                                    });
+                                }
+                            });
+                        }
                         // Send in order; stop when the producer queue is full and retry later.
                         while let Some(out) = pending.backlog.front() {
                             let to = match (&dead_topic, out.dead) {
@@ -409,10 +475,17 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                         for (opaque, report) in rx.try_iter() {
                             let (slot, dead) = (opaque & !DEAD_BIT, opaque & DEAD_BIT != 0);
                             match report {
-                                Ok(()) => {
+                                Ok(at) => {
                                     Metrics::add(&metrics.records_out, 1);
                                     sink_records.inc();
-                                    if let Some(event) = pending.acknowledge(slot) {
+                                    let event = match exact.as_mut() {
+                                        Some(staging) => {
+                                            pending.held.set(pending.held.get().saturating_sub(1));
+                                            staging.delivered(slot, (!dead).then_some(at))
+                                        }
+                                        None => pending.acknowledge(slot),
+                                    };
+                                    if let Some(event) = event {
                                         metrics.prom.observe_latency_at(now, event, 1);
                                     }
                                 }
@@ -436,10 +509,20 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                         if !pending.backlog.is_empty() {
                             activator.activate_after(Duration::from_millis(1));
                         }
+                        if let Some(staging) = exact.as_mut() {
+                            staging.finish(pending.backlog.is_empty());
+                            if staging.waiting() {
+                                // Polls for the manifest that lets its records go.
+                                activator.activate_after(MANIFEST_POLL);
+                            }
+                        }
                     }
                 },
             );
         register_acks(job, acks);
+        if let Some(e) = exact_error {
+            return Err(e);
+        }
         match create_error {
             Some(e) => Err(Error::kafka(
                 format!("creating the producer of {name}"),
@@ -448,6 +531,53 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
             None => Ok(()),
         }
     }
+}
+
+/// The exactly-once state of sink `name` on this worker (see [`super::exactly_once`]):
+/// restores its part, reads its topic back, and reports what it found.
+fn start_exactly_once(
+    scope: &timely::dataflow::Scope<'_, Time>,
+    address: Vec<usize>,
+    cap: Capability<Time>,
+    job: &Job<'_>,
+    name: &str,
+    topic: &str,
+) -> Result<Staging> {
+    let ctx = freshet_operators::checkpoint::Checkpoints::current()
+        .ok_or_else(|| Error::Config(format!("{name}: --exactly-once needs checkpoints")))?;
+    let wake = scope.worker().sync_activator_for(address);
+    let writer = format!("{}/{name}", job.kafka_config().group);
+    let (staging, restored) =
+        Staging::new(ctx, name, cap, wake, job.kafka_config(), topic, &writer)?;
+    let metrics = &job.metrics().prom;
+    metrics
+        .exactly_once_skipped
+        .with_label_values(&[name])
+        .inc_by(restored.skipped as u64);
+    if restored.anomalies > 0 {
+        metrics
+            .exactly_once_anomalies
+            .with_label_values(&[name])
+            .inc_by(restored.anomalies as u64);
+        tracing::error!(
+            sink = name,
+            topic,
+            records = restored.anomalies,
+            "the topic holds records this sink wrote for checkpoints newer than the one \
+             restored: the checkpoint store lost a manifest, or another run with this \
+             group wrote them; they may be written again"
+        );
+    }
+    if restored.pending + restored.skipped > 0 {
+        tracing::info!(
+            sink = name,
+            worker = job.index(),
+            to_write = restored.pending,
+            already_written = restored.skipped,
+            "exactly-once sink restored"
+        );
+    }
+    Ok(staging)
 }
 
 #[cfg(test)]

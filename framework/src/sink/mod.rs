@@ -7,6 +7,7 @@
 
 pub mod collect;
 pub mod dead_letter;
+pub mod exactly_once;
 pub mod kafka;
 pub mod stdout;
 pub mod topic_watch;
