@@ -99,6 +99,10 @@ struct Args {
     /// Run the job without checkpoints (state in memory only), to see what they cost.
     #[arg(long)]
     no_checkpoints: bool,
+    /// Write decisions exactly once (`--exactly-once`): each waits for its checkpoint,
+    /// so produce → consumed grows by about the checkpoint interval.
+    #[arg(long)]
+    exactly_once: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -149,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         .max((rule.range_ms + rule.lateness_ms) / epoch_ms + 10);
     config.drain = Duration::from_secs(1);
     config.checkpoint.enabled = !args.no_checkpoints;
+    config.checkpoint.exactly_once = args.exactly_once;
     let stop = config.stop.clone();
     let handover = hand_over();
     let job = {
@@ -311,6 +316,7 @@ fn main() -> anyhow::Result<()> {
             .rate("achieved_rate", total as f64 / produce_secs)
             .field("config", format!("w{}", args.workers))
             .field("checkpoints", !args.no_checkpoints)
+            .field("exactly_once", args.exactly_once)
             .field("path", path)
             .field("samples", h.len())
             .field("p50_ms", ms(h, 0.5))

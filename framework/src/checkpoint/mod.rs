@@ -429,5 +429,14 @@ mod tests {
         }
         .validate()
         .is_err());
+        let err = CheckpointConfig {
+            enabled: false,
+            exactly_once: true,
+            ..CheckpointConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--exactly-once needs checkpoints"), "{err}");
     }
 }
