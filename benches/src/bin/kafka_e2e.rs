@@ -145,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         Line::new("kafka-e2e-job")
             .field("config", &label)
             .field("process", args.job.cluster.process)
+            .field("exactly_once", args.job.checkpoints.exactly_once)
             .field("topic", &topic)
             .field("records_in", summary.records_in)
             .field("records_out", summary.records_out)

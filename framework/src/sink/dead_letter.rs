@@ -33,14 +33,16 @@ impl Encoder<SourceError> for OriginalPayload {
 
 /// Extension trait: write dead letters to a topic.
 pub trait WriteDeadLetters {
-    /// Writes each record, with its provenance in headers, to `topic`; a dead letter
-    /// the producer refuses fails the job.
-    fn write_dead_letters(self, job: &Job<'_>, topic: &str) -> Result<()>;
+    /// Writes each record of source `from` (its operator's name), with its provenance in
+    /// headers, to `topic`; a dead letter the producer refuses fails the job. The sink is
+    /// named `DeadLetters(<from>)`: every source of a job has its own.
+    fn write_dead_letters(self, job: &Job<'_>, topic: &str, from: &str) -> Result<()>;
 }
 
 impl<'scope> WriteDeadLetters for StreamVec<'scope, Time, SourceError> {
-    fn write_dead_letters(self, job: &Job<'_>, topic: &str) -> Result<()> {
+    fn write_dead_letters(self, job: &Job<'_>, topic: &str, from: &str) -> Result<()> {
         let sink = KafkaSink::new(topic, OriginalPayload)
+            .name(format!("DeadLetters({from})"))
             .key(|e: &SourceError| e.key.clone())
             .headers(|e: &SourceError| {
                 vec![

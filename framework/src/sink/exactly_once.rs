@@ -26,7 +26,7 @@
 //! about one checkpoint interval after it is computed) and checkpoint size (the
 //! results of one interval sit in the sink's part).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -128,6 +128,22 @@ impl Held {
 /// Per partition of the sink's topic: where a restarted sink starts reading back.
 type ReadFrom = BTreeMap<i32, i64>;
 
+/// What a part holds besides its records: where to read back from, and the next
+/// sequence number (a restarted worker numbers on from the greatest).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Extra {
+    read_from: ReadFrom,
+    next_seq: u64,
+}
+
+/// Where a record stands in the order records are written: arrival order on one
+/// worker (sequence numbers grow across restarts), then the worker.
+type Order = (u64, u32);
+
+fn order(id: &Id) -> Order {
+    (id.seq, id.worker)
+}
+
 /// What a restarted sink did with the records its restored part held.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -140,22 +156,28 @@ pub struct Restored {
 }
 
 /// One worker's exactly-once state of a Kafka sink.
+///
+/// Records are written in the order they arrived (a later record is never written
+/// before an earlier one, whatever their epochs): a record waits for its own
+/// checkpoint and for every record that arrived before it.
 pub struct Staging {
     aligner: Aligner<Time, ()>,
     worker: u32,
-    /// Records not in a part yet, by epoch, with a capability at their least time.
-    staged: BTreeMap<u64, (Capability<Time>, Vec<Held>)>,
-    /// Records in a part and not yet delivered.
-    live: BTreeMap<Id, Held>,
+    /// Records not in a part yet, in arrival order: `(epoch, seq, record)`.
+    staged: VecDeque<(u64, u64, Held)>,
+    /// Per epoch of staged records, a capability at their least time.
+    caps: BTreeMap<u64, Capability<Time>>,
+    /// Records in a part and not yet delivered, in write order.
+    live: BTreeMap<Order, (Id, Held)>,
     /// Changes to `live` since the last part (`None`: delivered).
     changes: Vec<(Id, Option<Held>)>,
-    /// Every record of checkpoints below this was handed to the producer.
-    released_below: u64,
+    /// The last record handed to the producer (records up to it were, in order).
+    released: Option<Order>,
     /// Delivery opaques of records handed to the producer.
-    in_flight: HashMap<usize, Id>,
+    in_flight: HashMap<usize, Order>,
     next_opaque: usize,
     read_from: ReadFrom,
-    seq: u64,
+    next_seq: u64,
     /// Once the input is done: held until every record is delivered.
     keep: Option<Capability<Time>>,
     ended: bool,
@@ -179,19 +201,20 @@ impl Staging {
         let mut staging = Staging {
             aligner,
             worker,
-            staged: BTreeMap::new(),
+            staged: VecDeque::new(),
+            caps: BTreeMap::new(),
             live: BTreeMap::new(),
             changes: Vec::new(),
-            released_below: 0,
+            released: None,
             in_flight: HashMap::new(),
             next_opaque: 0,
             read_from: ReadFrom::new(),
-            seq: 0,
+            next_seq: 0,
             keep: Some(cap),
             ended: false,
         };
         let mut report = Restored::default();
-        let restored = staging.aligner.restored_log::<ReadFrom, Id, Held>();
+        let restored = staging.aligner.restored_log::<Extra, Id, Held>();
         let Some((after, parts)) = restored.filter(|(_, parts)| !parts.is_empty()) else {
             staging.read_from = high_watermarks(kafka, topic)?;
             return Ok((staging, report));
@@ -199,13 +222,14 @@ impl Staging {
         let restored_epoch = after - 1;
         // Where any of them can be: before the least offset any old worker had seen
         // delivered past.
-        for (from, _) in &parts {
-            for (&p, &o) in from {
+        for (extra, _) in &parts {
+            staging.next_seq = staging.next_seq.max(extra.next_seq);
+            for (&p, &o) in &extra.read_from {
                 let at = staging.read_from.entry(p).or_insert(o);
                 *at = (*at).min(o);
             }
         }
-        let mine: BTreeMap<Id, Held> = parts
+        let mine: Vec<(Id, Held)> = parts
             .into_iter()
             .flat_map(|(_, entries)| entries)
             .filter(|(id, held)| ctx.owns(owner_hash(id, held)))
@@ -219,7 +243,7 @@ impl Staging {
             if written.contains(&id) {
                 report.skipped += 1;
             } else {
-                staging.live.insert(id, held);
+                staging.live.insert(order(&id), (id, held));
             }
         }
         report.pending = staging.live.len();
@@ -234,17 +258,19 @@ impl Staging {
         cap: impl FnOnce() -> Capability<Time>,
         records: Vec<Held>,
     ) {
-        match self.staged.entry(time.epoch) {
+        match self.caps.entry(time.epoch) {
             std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert((cap(), records));
+                v.insert(cap());
             }
             std::collections::btree_map::Entry::Occupied(mut o) => {
-                let (held, list) = o.get_mut();
-                if time.event < held.time().event {
-                    *held = cap();
+                if time.event < o.get().time().event {
+                    o.insert(cap());
                 }
-                list.extend(records);
             }
+        }
+        for held in records {
+            self.staged.push_back((time.epoch, self.next_seq, held));
+            self.next_seq += 1;
         }
     }
 
@@ -253,25 +279,24 @@ impl Staging {
     pub fn checkpoint(&mut self, frontier: &MutableAntichain<Time>) {
         let frontiers = std::slice::from_ref(frontier);
         while let Some(c) = self.aligner.due(frontiers) {
-            let later = self.staged.split_off(&(c + 1));
-            let now = std::mem::replace(&mut self.staged, later);
-            for (_, (_cap, records)) in now {
-                for held in records {
-                    let id = self.next_id(c);
-                    self.changes.push((id, Some(held.clone())));
-                    self.live.insert(id, held);
-                }
-            }
+            self.part(c);
             let (live, changes) = (&self.live, &mut self.changes);
-            let read_from = self.read_from.clone();
-            self.aligner.write_log(c, read_from, |full| {
+            let extra = Extra {
+                read_from: self.read_from.clone(),
+                next_seq: self.next_seq,
+            };
+            self.aligner.write_log(c, extra, |full| {
                 let changed = std::mem::take(changes);
                 if full {
-                    live.iter().map(|(id, h)| (*id, Some(h.clone()))).collect()
+                    live.values()
+                        .map(|(id, h)| (*id, Some(h.clone())))
+                        .collect()
                 } else {
                     changed
                 }
             });
+            // Their records are in the part: its hold answers for them now.
+            self.caps = self.caps.split_off(&(c + 1));
         }
         let watermark = frontier
             .frontier()
@@ -295,49 +320,58 @@ impl Staging {
         if watermark == u64::MAX && !self.ended {
             // The input is done: no checkpoint will follow, so what waits is written now.
             self.ended = true;
-            for (_, (_cap, records)) in std::mem::take(&mut self.staged) {
-                for held in records {
-                    let id = self.next_id(AT_END);
-                    self.live.insert(id, held);
-                }
+            self.part(AT_END);
+            self.caps.clear();
+        }
+    }
+
+    /// Moves the staged records of epochs `<= c` into the records of checkpoint `c`.
+    fn part(&mut self, c: u64) {
+        let mut later = VecDeque::new();
+        for (epoch, seq, held) in std::mem::take(&mut self.staged) {
+            if epoch > c {
+                later.push_back((epoch, seq, held));
+                continue;
             }
+            let id = Id {
+                checkpoint: c,
+                worker: self.worker,
+                seq,
+            };
+            if c != AT_END {
+                self.changes.push((id, Some(held.clone())));
+            }
+            self.live.insert(order(&id), (id, held));
         }
+        self.staged = later;
     }
 
-    fn next_id(&mut self, checkpoint: u64) -> Id {
-        self.seq += 1;
-        Id {
-            checkpoint,
-            worker: self.worker,
-            seq: self.seq,
-        }
-    }
-
-    /// The records to produce now, in order, with their delivery opaque: those of
+    /// The records to produce now, in order, with their delivery opaque: records of
     /// checkpoints below `complete_below` (every checkpoint with a manifest), or all
-    /// once the input is done.
+    /// once the input is done, each only after every record that arrived before it.
     pub fn release(&mut self, complete_below: u64) -> Vec<(usize, Id, Held)> {
         let below = if self.ended { u64::MAX } else { complete_below };
-        if below <= self.released_below {
-            return Vec::new();
-        }
-        let from = Id {
-            checkpoint: self.released_below,
-            worker: 0,
-            seq: 0,
+        // Records that arrived before this one are still staged.
+        let staged_from = self.staged.front().map_or(u64::MAX, |(_, seq, _)| *seq);
+        let from = match self.released {
+            Some(o) => std::ops::Bound::Excluded(o),
+            None => std::ops::Bound::Unbounded,
         };
-        let out: Vec<(Id, Held)> = self
-            .live
-            .range(from..)
-            .take_while(|(id, _)| id.checkpoint < below || below == u64::MAX)
-            .map(|(id, h)| (*id, h.clone()))
-            .collect();
-        self.released_below = below;
+        let mut out = Vec::new();
+        for (o, (id, held)) in self.live.range((from, std::ops::Bound::Unbounded)) {
+            if !(id.checkpoint < below || self.ended) || id.seq > staged_from {
+                break;
+            }
+            out.push((*o, *id, held.clone()));
+        }
+        if let Some((o, _, _)) = out.last() {
+            self.released = Some(*o);
+        }
         out.into_iter()
-            .map(|(id, h)| {
+            .map(|(o, id, h)| {
                 let opaque = self.next_opaque;
                 self.next_opaque += 1;
-                self.in_flight.insert(opaque, id);
+                self.in_flight.insert(opaque, o);
                 (opaque, id, h)
             })
             .collect()
@@ -346,12 +380,12 @@ impl Staging {
     /// The record of `opaque` was delivered at `offset` of `partition` (`None`: as a
     /// dead letter); returns its event time.
     pub fn delivered(&mut self, opaque: usize, at: Option<(i32, i64)>) -> Option<u64> {
-        let id = self.in_flight.remove(&opaque)?;
+        let o = self.in_flight.remove(&opaque)?;
         if let Some((partition, offset)) = at {
             let from = self.read_from.entry(partition).or_insert(0);
             *from = (*from).max(offset + 1);
         }
-        let held = self.live.remove(&id)?;
+        let (id, held) = self.live.remove(&o)?;
         if !self.ended {
             self.changes.push((id, None));
         }

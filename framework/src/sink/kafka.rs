@@ -72,6 +72,7 @@ fn refused_for_good(code: RDKafkaErrorCode) -> bool {
 /// Where and how a Kafka sink writes.
 pub struct KafkaSink<D, E> {
     topic: String,
+    name: Option<String>,
     encoder: E,
     key: Option<KeyFn<D>>,
     headers: Option<HeadersFn<D>>,
@@ -84,12 +85,22 @@ impl<D, E: Encoder<D>> KafkaSink<D, E> {
     pub fn new(topic: impl Into<String>, encoder: E) -> Self {
         KafkaSink {
             topic: topic.into(),
+            name: None,
             encoder,
             key: None,
             headers: None,
             settings: ProducerSettings::default(),
             poison: None,
         }
+    }
+
+    /// Names the sink (default `KafkaSink(<topic>)`): the name shows in logs and metrics
+    /// and, with `--exactly-once`, keys the sink's checkpoint state, so two sinks of one
+    /// job writing to one topic need different names, and a sink keeps its name across
+    /// versions of a job.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Adds headers to each message, computed from the record.
@@ -227,7 +238,10 @@ impl Pending {
 
 impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
     fn write_kafka<E: Encoder<D>>(self, job: &Job<'_>, sink: KafkaSink<D, E>) -> Result<()> {
-        let name = format!("KafkaSink({})", sink.topic);
+        let name = sink
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("KafkaSink({})", sink.topic));
         let scope = self.scope();
         let shared = job.shared().clone();
         let metrics = job.metrics().clone();

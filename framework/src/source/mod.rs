@@ -155,7 +155,7 @@ impl<C: Decoder> KafkaSource<C> {
         match job.shared().dead_letter_topic() {
             Some(topic) => {
                 use crate::sink::dead_letter::WriteDeadLetters;
-                dead.write_dead_letters(job, &topic)?;
+                dead.write_dead_letters(job, &topic, &format!("KafkaSource({})", self.topic))?;
             }
             // Without a dead-letter topic they go only where the job connects them: a
             // stream it leaves unconnected is named when the job starts.

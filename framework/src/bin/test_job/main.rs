@@ -46,6 +46,20 @@ struct Args {
     /// Where the lookup's results go.
     #[arg(long)]
     lookup_output: Option<String>,
+    /// Also count events of this topic per key in session windows with late data: the
+    /// topic's source has `--late-sessions-out-of-orderness-ms`, and the sessions a
+    /// lateness of `--late-sessions-lateness-ms`.
+    #[arg(long, requires = "late_sessions_output")]
+    late_sessions_input: Option<String>,
+    /// Where those sessions go.
+    #[arg(long)]
+    late_sessions_output: Option<String>,
+    /// The late sessions' source's out-of-orderness, ms.
+    #[arg(long, default_value_t = 20)]
+    late_sessions_out_of_orderness_ms: u64,
+    /// The late sessions' lateness, ms.
+    #[arg(long, default_value_t = 60_000)]
+    late_sessions_lateness_ms: u64,
     #[command(flatten)]
     job: JobArgs,
     /// Print help.
@@ -62,6 +76,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         sessions: args
             .session_output
             .map(|topic| (topic, args.session_gap_ms)),
+        late_sessions: args
+            .late_sessions_input
+            .map(|input| window_count::LateSessions {
+                input,
+                output: args.late_sessions_output.unwrap_or_default(),
+                gap: args.session_gap_ms,
+                out_of_orderness: args.late_sessions_out_of_orderness_ms,
+                lateness: args.late_sessions_lateness_ms,
+            }),
         join: args.join_output,
         keyed: args.keyed_output,
         lookup: args.lookup_input.map(|input| window_count::LookupTopics {

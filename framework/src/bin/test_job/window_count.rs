@@ -1,8 +1,9 @@
 //! The test job's logic, shared with the integration tests that check its output: JSON
 //! [`Event`]s counted per key in tumbling event-time windows, written as JSON.
 
+use freshet::operators::aggregate::Count;
 use freshet::operators::{JoinKind, Lookup, WindowJoin};
-use freshet::operators::{KeyedState, Session};
+use freshet::operators::{KeyedState, Session, WindowPolicy};
 use freshet::timely::dataflow::operators::vec::Filter;
 use freshet::timely::dataflow::operators::vec::Map;
 use freshet::{Job, Json, KafkaSink, KafkaSource, PrintStdout, Tumble, Windowed, WriteKafka};
@@ -68,10 +69,29 @@ pub struct LookupTopics {
 }
 
 /// Optional outputs of the test job beyond the tumbling-window counts.
+/// Sessions of events read from `input` with a short out-of-orderness, so that some
+/// arrive late, and a lateness long enough for every late one to count: emitted sessions
+/// are corrected and retracted.
+#[derive(Clone, Debug)]
+pub struct LateSessions {
+    /// Topic of JSON events.
+    pub input: String,
+    /// Where the sessions go.
+    pub output: String,
+    /// Session gap, ms.
+    pub gap: u64,
+    /// The source's out-of-orderness, ms.
+    pub out_of_orderness: u64,
+    /// The sessions' lateness, ms.
+    pub lateness: u64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Extra {
     /// Per key, counts in session windows of this gap (ms) into this topic.
     pub sessions: Option<(String, u64)>,
+    /// Sessions with late data: see [`LateSessions`].
+    pub late_sessions: Option<LateSessions>,
     /// A left window join of the key's even-amount events (left) with its odd-amount
     /// events (right) in the tumbling windows; the join's rows counted per key and
     /// window into this topic.
@@ -166,6 +186,29 @@ pub fn job(
                     job,
                     KafkaSink::new(topic.clone(), Json::<KeyCount>::new())
                         .key(|c: &KeyCount| Some(c.key.to_string().into_bytes())),
+                )?;
+        }
+        if let Some(late) = &extra.late_sessions {
+            let mut config = job.source_config().clone();
+            config.out_of_orderness = std::time::Duration::from_millis(late.out_of_orderness);
+            let source = KafkaSource::new(late.input.clone(), Json::<Event>::new())
+                .event_time(|e: &Event| Some(e.ts))
+                .config(config)
+                .build(job)?;
+            source
+                .records
+                .session(
+                    "late-sessions",
+                    late.gap,
+                    WindowPolicy::new().lateness(late.lateness),
+                    Some(source.late),
+                    |e: &Event| e.key,
+                    Count,
+                )
+                .results
+                .write_kafka(
+                    job,
+                    KafkaSink::new(late.output.clone(), Json::<WindowCount>::new()).key(by_key),
                 )?;
         }
         if let Some((topic, gap)) = &extra.sessions {
