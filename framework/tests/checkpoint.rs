@@ -458,11 +458,25 @@ fn exactly_once_output_has_no_duplicates_after_sigkills() {
     );
 }
 
-/// The same at 2 processes of one worker each, under bursty input.
+/// The same under bursty input.
+#[test]
+fn exactly_once_output_under_bursty_input_has_no_duplicates_after_sigkills() {
+    crash_and_restore(
+        Arrival::Bursty,
+        29,
+        10,
+        Mode {
+            exactly_once: true,
+            ..Mode::default()
+        },
+    );
+}
+
+/// The same at 2 processes of one worker each.
 #[test]
 fn exactly_once_output_at_two_processes_has_no_duplicates_after_sigkills() {
     crash_and_restore(
-        Arrival::Bursty,
+        Arrival::Steady,
         19,
         10,
         Mode {
