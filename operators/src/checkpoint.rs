@@ -543,15 +543,18 @@ pub(crate) fn restore_pending<T: EventTime, R, K: std::hash::Hash>(
     key: &impl Fn(&R) -> K,
 ) {
     for (event, time, records) in batches {
-        let time = time.with_epoch(epoch);
         let owned: Vec<_> = records
             .into_iter()
             .filter(|r| ctx.owns(crate::hash::hash(&key(r))))
             .collect();
         if !owned.is_empty() {
+            // Keyed by the batch's own time, as before the checkpoint (only its
+            // capability moves to `epoch`): batches of different epochs stay apart, and
+            // apart from the batches read after the restore, so each is applied as one
+            // batch, in the same order and with the same revisions as in the first run.
             pending
                 .entry((event, time))
-                .or_insert_with(|| (initial.delayed(&time), Vec::new()))
+                .or_insert_with(|| (initial.delayed(&time.with_epoch(epoch)), Vec::new()))
                 .1
                 .extend(owned);
         }
