@@ -723,7 +723,13 @@ fn exactly_once_output_of_a_lost_checkpoint_is_reported() {
     // The checkpoint of the newest records in the topic, and every manifest from there.
     let newest: u64 = read_headed(&keyed, 0)
         .iter()
-        .filter_map(|h| h.header("freshet.id").split('.').next()?.parse().ok())
+        .filter_map(|h| {
+            h.header(freshet::sink::exactly_once::ID_HEADER)
+                .split('.')
+                .next()?
+                .parse()
+                .ok()
+        })
         .max()
         .expect("records carry their identity");
     let manifests: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(&dir)

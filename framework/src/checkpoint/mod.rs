@@ -249,11 +249,6 @@ impl JobCheckpoints {
         self.exactly_once
     }
 
-    /// The epoch of the checkpoint this run restored, if any.
-    pub fn restored_epoch(&self) -> Option<u64> {
-        self.restored.as_ref().map(|m| m.epoch)
-    }
-
     /// Epochs below this may be committed: every epoch of a written manifest.
     pub fn committable_below(&self) -> u64 {
         self.manifest_below

@@ -103,25 +103,19 @@ pub struct Held {
 }
 
 impl Held {
-    /// The record's headers: the sink's, then its writer and identity.
-    pub fn headers(&self, writer: &str, id: Id) -> OwnedHeaders {
-        let id = id.to_string();
-        self.headers
-            .iter()
-            .fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v),
-                })
+    /// The sink's own headers for it, if it has any.
+    pub fn own_headers(&self) -> Option<OwnedHeaders> {
+        (!self.headers.is_empty()).then(|| self.with_headers(OwnedHeaders::new()))
+    }
+
+    /// `headers` followed by the sink's own headers.
+    fn with_headers(&self, headers: OwnedHeaders) -> OwnedHeaders {
+        self.headers.iter().fold(headers, |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v),
             })
-            .insert(Header {
-                key: WRITER_HEADER,
-                value: Some(writer),
-            })
-            .insert(Header {
-                key: ID_HEADER,
-                value: Some(&id),
-            })
+        })
     }
 }
 
@@ -163,6 +157,8 @@ pub struct Restored {
 pub struct Staging {
     aligner: Aligner<Time, ()>,
     worker: u32,
+    /// The `freshet.writer` header: the job's group and the sink.
+    writer: String,
     /// Records not in a part yet, in arrival order: `(epoch, seq, record)`.
     staged: VecDeque<(u64, u64, Held)>,
     /// Per epoch of staged records, a capability at their least time.
@@ -201,6 +197,7 @@ impl Staging {
         let mut staging = Staging {
             aligner,
             worker,
+            writer: writer.to_string(),
             staged: VecDeque::new(),
             caps: BTreeMap::new(),
             live: BTreeMap::new(),
@@ -248,6 +245,20 @@ impl Staging {
         }
         report.pending = staging.live.len();
         Ok((staging, report))
+    }
+
+    /// The headers of record `id`: the sink's own, then its writer and identity.
+    pub fn headers(&self, held: &Held, id: Id) -> OwnedHeaders {
+        let id = id.to_string();
+        held.with_headers(OwnedHeaders::new())
+            .insert(Header {
+                key: WRITER_HEADER,
+                value: Some(&self.writer),
+            })
+            .insert(Header {
+                key: ID_HEADER,
+                value: Some(&id),
+            })
     }
 
     /// Keeps `records` of `time` until their checkpoint; `cap` gives a capability at
@@ -298,21 +309,20 @@ impl Staging {
             // Their records are in the part: its hold answers for them now.
             self.caps = self.caps.split_off(&(c + 1));
         }
-        let watermark = frontier
+        let least = frontier
             .frontier()
             .iter()
-            .map(|t| t.event)
-            .min()
-            .unwrap_or(u64::MAX);
+            .fold(None, |least: Option<Time>, t| {
+                Some(least.map_or(*t, |l| Time {
+                    event: l.event.min(t.event),
+                    epoch: l.epoch.min(t.epoch),
+                }))
+            });
+        let watermark = least.map_or(u64::MAX, |t| t.event);
         self.aligner.settle(watermark);
         // The last capability follows the input frontier (holding nothing it does not),
         // and stays where it is once the input is done, until the last delivery.
-        if let (Some(keep), Some(event), Some(epoch)) = (
-            self.keep.as_mut(),
-            frontier.frontier().iter().map(|t| t.event).min(),
-            frontier.frontier().iter().map(|t| t.epoch).min(),
-        ) {
-            let t = Time { event, epoch };
+        if let (Some(keep), Some(t)) = (self.keep.as_mut(), least) {
             if *keep.time() != t {
                 keep.downgrade(&t);
             }
@@ -464,7 +474,7 @@ fn read_back(
     // Each partition is read to its end-of-partition event: the high watermark of
     // fetch responses. (ListOffsets can report less than the end on some brokers.)
     let mut assignment = TopicPartitionList::new();
-    let mut ends = HashSet::new();
+    let mut unfinished = HashSet::new();
     for p in partitions(&consumer, topic)? {
         let at = match from.get(&p) {
             Some(&o) => Offset::Offset(o),
@@ -473,14 +483,14 @@ fn read_back(
         assignment
             .add_partition_offset(topic, p, at)
             .map_err(|e| Error::kafka("assigning the read-back consumer", e))?;
-        ends.insert(p);
+        unfinished.insert(p);
     }
     let mut ids = HashSet::new();
     let mut read = 0u64;
     consumer
         .assign(&assignment)
         .map_err(|e| Error::kafka("assigning the read-back consumer", e))?;
-    while !ends.is_empty() {
+    while !unfinished.is_empty() {
         if started.elapsed() > READ_BACK_TIMEOUT {
             return Err(Error::Sink {
                 sink: topic.to_string(),
@@ -488,7 +498,7 @@ fn read_back(
                     "reading the topic back for records already written took over {:?} \
                      ({} partitions unfinished)",
                     READ_BACK_TIMEOUT,
-                    ends.len()
+                    unfinished.len()
                 ),
             });
         }
@@ -498,7 +508,7 @@ fn read_back(
         let msg = match msg {
             Ok(m) => m,
             Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                ends.remove(&p);
+                unfinished.remove(&p);
                 continue;
             }
             Err(e) => return Err(Error::kafka(format!("reading {topic} back"), e)),

@@ -286,7 +286,6 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             Err(e) => exact_error = Some(e),
                         }
                     }
-                    let writer = format!("{}/{name}", job.kafka_config().group);
                     let context = DeliveryContext {
                         reports: tx,
                         activator: scope.worker().sync_activator_for(info.address.to_vec()),
@@ -348,54 +347,63 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             input.for_each(|_, _| {});
                             return;
                         };
-                        if let Some(staging) = exact.as_mut() {
-                            let mut failed = false;
-                            input.for_each(|cap, data| {
-                                let Some(&time) = cap.stamp().iter().next() else {
-                                    return;
-                                };
-                                if data.is_empty() || failed {
-                                    return;
-                                }
-                                let mut records = Vec::with_capacity(data.len());
-                                for d in data.drain(..) {
-                                    buf.clear();
-                                    if let Err(e) = encoder.encode(&d, &mut buf) {
-                                        shared.fail(Error::Sink {
-                                            sink: name.clone(),
-                                            reason: format!("encoding failed: {e}"),
-                                        });
-                                        failed = true;
+                        // Each record encoded once, with its key and headers; a record
+                        // that cannot be encoded fails the job (nothing after it is taken).
+                        let failed = Cell::new(false);
+                        let mut encode = |d: &D, event: u64| -> Option<Held> {
+                            buf.clear();
+                            if let Err(e) = encoder.encode(d, &mut buf) {
+                                shared.fail(Error::Sink {
+                                    sink: name.clone(),
+                                    reason: format!("encoding failed: {e}"),
+                                });
+                                failed.set(true);
+                                return None;
+                            }
+                            Some(Held {
+                                key: key.as_ref().and_then(|f| f(d)),
+                                payload: std::mem::take(&mut buf),
+                                headers: headers.as_ref().map_or_else(Vec::new, |f| {
+                                    f(d).into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                                }),
+                                event,
+                            })
+                        };
+                        match exact.as_mut() {
+                            Some(staging) => {
+                                input.for_each(|cap, data| {
+                                    let Some(&time) = cap.stamp().iter().next() else {
+                                        return;
+                                    };
+                                    if failed.get() {
                                         return;
                                     }
-                                    records.push(Held {
-                                        key: key.as_ref().and_then(|f| f(&d)),
-                                        payload: std::mem::take(&mut buf),
-                                        headers: headers.as_ref().map_or_else(Vec::new, |f| {
-                                            f(&d).into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-                                        }),
-                                        event: time.event,
+                                    let records: Vec<Held> = data
+                                        .drain(..)
+                                        .map_while(|d| encode(&d, time.event))
+                                        .collect();
+                                    if !records.is_empty() {
+                                        staging.stage(time, || cap.delayed(&time, 0), records);
+                                    }
+                                });
+                                staging.checkpoint(frontier);
+                                let complete_below =
+                                    shared.checkpoints().map_or(0, |c| c.committable_below());
+                                // Only records handed to the producer count as the sink's
+                                // backlog: those waiting for their checkpoint are bounded by
+                                // the interval, and pausing the sources would not let them go.
+                                for (opaque, id, held) in staging.release(complete_below) {
+                                    pending.held.set(pending.held.get() + 1);
+                                    pending.backlog.push_back(Outgoing {
+                                        slot: opaque,
+                                        headers: Some(staging.headers(&held, id)),
+                                        key: held.key,
+                                        payload: held.payload,
+                                        dead: false,
                                     });
                                 }
-                                staging.stage(time, || cap.delayed(&time, 0), records);
-                            });
-                            staging.checkpoint(frontier);
-                            let complete_below = shared.checkpoints().map_or(0, |c| c.committable_below());
-                            // Only records handed to the producer count as the sink's
-                            // backlog: those waiting for their checkpoint are bounded by
-                            // the interval, and pausing the sources would not let them go.
-                            for (opaque, id, held) in staging.release(complete_below) {
-                                pending.held.set(pending.held.get() + 1);
-                                pending.backlog.push_back(Outgoing {
-                                    slot: opaque,
-                                    headers: Some(held.headers(&writer, id)),
-                                    key: held.key,
-                                    payload: held.payload,
-                                    dead: false,
-                                });
                             }
-                        } else {
-                            input.for_each(|cap, data| {
+                            None => input.for_each(|cap, data| {
                                 let Some(&time) = cap.stamp().iter().next() else {
                                     return;
                                 };
@@ -408,32 +416,16 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                                     .slots
                                     .insert(slot, (cap.delayed(&time, 0), data.len() as u64));
                                 pending.held.set(pending.held.get() + data.len());
-                                for d in data.drain(..) {
-                                    buf.clear();
-                                    if let Err(e) = encoder.encode(&d, &mut buf) {
-                                        shared.fail(Error::Sink {
-                                            sink: name.clone(),
-                                            reason: format!("encoding failed: {e}"),
-                                        });
-                                        return;
-                                    }
-                                    let headers = headers.as_ref().map(|f| {
-                                        f(&d).into_iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                                            h.insert(Header {
-                                                key: k,
-                                                value: Some(&v),
-                                            })
-                                        })
-                                    });
+                                for held in data.drain(..).map_while(|d| encode(&d, time.event)) {
                                     pending.backlog.push_back(Outgoing {
                                         slot,
-                                        key: key.as_ref().and_then(|f| f(&d)),
-                                        payload: std::mem::take(&mut buf),
-                                        headers,
+                                        headers: held.own_headers(),
+                                        key: held.key,
+                                        payload: held.payload,
                                         dead: false,
                                     });
                                 }
-                            });
+                            }),
                         }
                         // Send in order; stop when the producer queue is full and retry later.
                         while let Some(out) = pending.backlog.front() {
