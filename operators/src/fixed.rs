@@ -114,11 +114,12 @@ impl<T: EventTime, K, A> Open<T, K, A> {
 }
 
 /// The state of a part that is not keyed, written whole in every part: the open
-/// windows `(start, next early boundary)`, the windows kept for lateness, and the late
-/// batches waiting (at their time). Entries are keyed by `(start, key)` and say
+/// windows `(start, next early boundary)`, the windows kept for lateness, the late
+/// batches waiting (at their time) and the watermark windows were closed through.
+/// Entries are keyed by `(start, key)` and say
 /// whether the window had closed for that key; an entry whose window is not in the
 /// list it names belongs to a window dropped since.
-type Extra<T, D> = (Vec<(u64, u64)>, Vec<u64>, Vec<(T, Vec<Late<D>>)>);
+type Extra<T, D> = (Vec<(u64, u64)>, Vec<u64>, Vec<(T, Vec<Late<D>>)>, u64);
 
 /// The operator's state between activations.
 struct Windows<T: EventTime, K, A, D> {
@@ -135,6 +136,12 @@ struct Windows<T: EventTime, K, A, D> {
     logging: bool,
     /// `(start, key)` of the entries changed since the last checkpoint.
     changed: Vec<(u64, K)>,
+    /// The watermark every window ending at or before it was closed at (written in
+    /// checkpoints).
+    closed_through: u64,
+    /// After a restore, the watermark the restored state had closed windows at (see
+    /// [`Windows::behind`]); 0 otherwise.
+    restored_through: u64,
 }
 
 impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
@@ -217,6 +224,55 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
             let end = start.saturating_add(self.size);
             end <= now && now < end.saturating_add(self.lateness)
         })
+    }
+
+    /// Takes late records applied at `time` (`cap` their input's capability): each goes
+    /// to `too_late` (counted) for the windows it is too late for, and is applied to the
+    /// others — at once, or after the next checkpoint if `time` is of a later epoch.
+    #[allow(clippy::too_many_arguments)]
+    fn take_late<G: Aggregator<D, Acc = A>>(
+        &mut self,
+        time: T,
+        cap: &impl Mint<T>,
+        records: impl IntoIterator<Item = Late<D>>,
+        aligner: Option<&mut Aligner<T, Arrival<D>>>,
+        mut too_late: impl FnMut(Late<D>),
+        counter: &Cell<u64>,
+        (key, agg): (&impl Fn(&D) -> K, &G),
+    ) {
+        let now = time.event();
+        let later = aligner.as_ref().is_some_and(|a| a.later(&time));
+        let mut kept = Vec::new();
+        for record in records {
+            let (beyond, absorbed) = self.classify(now, record.event_time);
+            if beyond {
+                counter.set(counter.get() + 1);
+                if !absorbed {
+                    too_late(record);
+                    continue;
+                }
+                // Sliding windows only: too late for one window, not another.
+                too_late(record.clone());
+            }
+            if later {
+                kept.push(Arrival::Late(record));
+            } else {
+                self.add_late(time, cap, record, key, agg);
+            }
+        }
+        if let Some(a) = aligner.filter(|_| !kept.is_empty()) {
+            a.stash(time, || cap.mint(&time, 0), &mut kept);
+        }
+    }
+
+    /// Where a record read at `time` is applied after a restore: a restarted source
+    /// resumes at the watermark it had when the checkpoint's epoch ended, which may be
+    /// behind the watermark this operator had closed windows at (it sees the next
+    /// epoch's progress before writing its part). A record read behind the restored
+    /// watermark is late, as it was for the run before the crash, and is applied as a
+    /// late record at that watermark: `Some(that time)`; `None` for a record in time.
+    fn behind(&self, time: T) -> Option<T> {
+        (time.event() < self.restored_through).then(|| time.with_event(self.restored_through))
     }
 
     /// Applies a late record read at `time`: folded into the windows still open, kept
@@ -311,6 +367,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
                 .iter()
                 .map(|((_, t), (_, records))| (*t, records))
                 .collect::<Vec<_>>(),
+            self.closed_through,
         );
         let changed = std::mem::take(&mut self.changed);
         let (open, closed) = (&self.open, &self.closed);
@@ -370,6 +427,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + 'static, A, D: Clone> Windows<T, K, A,
         out: &mut Results<'_, T, K, G::Out>,
     ) {
         let (size, lateness) = (self.size, self.lateness);
+        self.closed_through = self.closed_through.max(watermark);
         while let Some(entry) = self.open.first_entry() {
             let start = *entry.key();
             let end = start.saturating_add(size);
@@ -538,7 +596,13 @@ where
             return;
         };
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
-        for ((open, closed, pending), entries) in parts {
+        // The watermark the restored state had closed windows through: this worker's
+        // own part's at the same worker count, else the least of all.
+        let through = |p: &(Extra<T, D>, _)| p.0 .3;
+        let own = (parts.len() == ctx.workers()).then(|| through(&parts[ctx.worker()]));
+        self.restored_through = own.unwrap_or_else(|| parts.iter().map(through).min().unwrap_or(0));
+        self.closed_through = self.restored_through;
+        for ((open, closed, pending, _), entries) in parts {
             let open: BTreeMap<u64, u64> = open.into_iter().collect();
             let closed: BTreeSet<u64> = closed.into_iter().collect();
             // Each entry says whether its key's window had closed for it: workers close
@@ -641,6 +705,8 @@ where
         key_hint: 0,
         logging: false,
         changed: Vec::new(),
+        closed_through: 0,
+        restored_through: 0,
     };
 
     builder.build(move |initial| {
@@ -660,6 +726,26 @@ where
                 let Some(time) = time_of(&cap) else {
                     return;
                 };
+                if let Some(at) = state.behind(time) {
+                    let (event_time, watermark) = (time.event(), at.event());
+                    let records = data.drain(..).map(|record| Late {
+                        event_time,
+                        watermark,
+                        record,
+                    });
+                    let mut too_late = too_late_out.session(&cap);
+                    let give = |r| too_late.give(r);
+                    state.take_late(
+                        at,
+                        &cap,
+                        records,
+                        aligner.as_mut(),
+                        give,
+                        &counter,
+                        (&*key, &agg),
+                    );
+                    return;
+                }
                 match aligner.as_mut().filter(|a| a.later(&time)) {
                     Some(a) => {
                         let mut records = data.drain(..).map(Arrival::Main).collect();
@@ -673,32 +759,20 @@ where
                 let Some(time) = time_of(&cap) else {
                     return;
                 };
-                let now = time.event();
+                // Read behind the restored watermark: applied at it (see `behind`).
+                let at = state.behind(time).unwrap_or(time);
                 let mut too_late = too_late_out.session(&cap);
-                let later = aligner.as_ref().is_some_and(|a| a.later(&time));
-                let mut kept = Vec::new();
-                for batch in batches {
-                    for record in batch.drain(..) {
-                        let (beyond, absorbed) = state.classify(now, record.event_time);
-                        if beyond {
-                            counter.set(counter.get() + 1);
-                            if !absorbed {
-                                too_late.give(record);
-                                continue;
-                            }
-                            // Sliding windows only: too late for one window, not another.
-                            too_late.give(record.clone());
-                        }
-                        if later {
-                            kept.push(Arrival::Late(record));
-                        } else {
-                            state.add_late(time, &cap, record, &*key, &agg);
-                        }
-                    }
-                }
-                if let Some(a) = aligner.as_mut().filter(|_| !kept.is_empty()) {
-                    a.stash(time, || cap.delayed(&time, 0), &mut kept);
-                }
+                let give = |r| too_late.give(r);
+                let records = batches.flat_map(|batch| batch.drain(..));
+                state.take_late(
+                    at,
+                    &cap,
+                    records,
+                    aligner.as_mut(),
+                    give,
+                    &counter,
+                    (&*key, &agg),
+                );
             });
 
             // Each checkpoint epoch the inputs have sealed, in turn: apply what waited for it, write

@@ -304,6 +304,14 @@ struct Sessions<T: EventTime, K, A, O> {
     logging: bool,
     /// Keys whose sessions changed since the last checkpoint (maybe more than once).
     changed: Vec<K>,
+    /// The watermark every session ending at or before it was emitted at (written in
+    /// checkpoints).
+    closed_through: u64,
+    /// After a restore, the watermark the restored state had emitted sessions at (see
+    /// [`Sessions::behind`]); 0 otherwise.
+    restored_through: u64,
+    /// After a restore, the latest end of a restored emitted session; 0 otherwise.
+    restored_ends: u64,
 }
 
 impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
@@ -321,7 +329,34 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
             dirty: Vec::new(),
             logging: false,
             changed: Vec::new(),
+            closed_through: 0,
+            restored_through: 0,
+            restored_ends: 0,
         }
+    }
+
+    /// Where a record read at `time` is applied after a restore. A restarted source
+    /// resumes at the watermark it had when the checkpoint's epoch ended, which may be
+    /// behind the watermark this operator had already emitted sessions at (it sees the
+    /// next epoch's progress before writing its part): records then arrive behind
+    /// sessions already emitted. Such a record is late, as it was for the run before
+    /// the crash — read behind the restored watermark, or (a main record of key `k`)
+    /// touching a restored emitted session — and is applied as a late record at the
+    /// restored watermark: `Some(that time)`; `None` for a record in time. One
+    /// comparison unless the record is behind some restored session's end.
+    fn behind(&self, time: T, k: Option<&K>) -> Option<T> {
+        let t = time.event();
+        let touches = |k: &K| {
+            t < self.restored_ends
+                && self.closed.get(k).is_some_and(|closed| {
+                    let gap = self.gap;
+                    closed
+                        .iter()
+                        .any(|c| c.start < t.saturating_add(gap) && t < c.last.saturating_add(gap))
+                })
+        };
+        (t < self.restored_through || k.is_some_and(touches))
+            .then(|| time.with_event(t.max(self.restored_through)))
     }
 
     /// Adds a record at `time` (held under `cap`) to key `k`'s open sessions. `rekey`
@@ -413,6 +448,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         G: Aggregator<D, Acc = A, Out = O>,
     {
         let gap = self.gap;
+        self.closed_through = self.closed_through.max(upto);
         while let Some(entry) = self.ends.first_entry() {
             if *entry.key() > upto {
                 break;
@@ -512,8 +548,10 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                 }
                 c.acc
             };
-            if of == ot && end <= now {
-                // The record's session has ended: a correction, now.
+            let same_bounds = ct == cf + 1 && (closed[cf].start, closed[cf].last) == (start, last);
+            if of == ot && (end <= now || same_bounds) {
+                // The record's session has ended (or, after a restore, was emitted
+                // beyond `now` and keeps its bounds): a correction, now.
                 if ct == cf + 1 && closed[cf].start == start && closed[cf].last == last {
                     agg.add(&mut closed[cf].acc, &record);
                     closed[cf].dirty = true;
@@ -655,15 +693,14 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
     }
 }
 
-/// Merges `other` into `into` (bounds, capabilities, accumulator) and returns
-/// `other`'s early result, whose bounds no longer exist, for the caller to retract.
 /// One key's open session as written in a checkpoint: `(start, last, accumulator, its
 /// early result, changed since)`.
 type OpenPart<A, O> = (u64, u64, A, Option<Shown<O>>, bool);
 
-/// The state that is not keyed, written whole in every part: the early-result boundary
-/// and the late batches waiting (at their time).
-type Extra<T, D> = (u64, Vec<(T, Vec<Late<D>>)>);
+/// The state that is not keyed, written whole in every part: the early-result boundary,
+/// the watermark sessions were emitted through, and the late batches waiting (at their
+/// time).
+type Extra<T, D> = (u64, u64, Vec<(T, Vec<Late<D>>)>);
 
 /// One key's sessions as a checkpoint entry: keyed by the key, valued by its open and
 /// its emitted sessions.
@@ -684,6 +721,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, O: Clone + Se
         type View<'a, A, O> = (Vec<OpenRef<'a, A, O>>, &'a [Closed<A, O>]);
         let extra = (
             self.next_early,
+            self.closed_through,
             pending
                 .iter()
                 .map(|((_, t), (_, r))| (*t, r))
@@ -788,7 +826,14 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         };
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
         let gap = self.gap;
-        for ((next_early, waiting), entries) in parts {
+        // The watermark the restored state had emitted sessions through: this worker's
+        // own part's at the same worker count, else the least of all (the restored
+        // sessions, kept with a late input, answer for each key: see `behind`).
+        let own = (parts.len() == ctx.workers()).then(|| parts[ctx.worker()].0 .1);
+        self.restored_through =
+            own.unwrap_or_else(|| parts.iter().map(|p| p.0 .1).min().unwrap_or(0));
+        self.closed_through = self.restored_through;
+        for ((next_early, _, waiting), entries) in parts {
             self.next_early = self.next_early.min(next_early);
             let entries: Vec<SessionsEntry<K, A, O>> = entries;
             for (k, (sessions, closed)) in entries {
@@ -818,6 +863,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                 }
                 if !closed.is_empty() {
                     for c in &closed {
+                        self.restored_ends = self.restored_ends.max(c.last + gap);
                         let drop_at = (c.last + gap)
                             .saturating_add(gap)
                             .saturating_add(self.lateness);
@@ -838,6 +884,53 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
     }
 }
 
+/// Where late records wait: stashed for the next checkpoint, or for the watermark.
+type LateQueues<'a, T, D> = (
+    Option<&'a mut Aligner<T, Arrival<D>>>,
+    &'a mut Waiting<T, Late<D>>,
+);
+
+/// Sends the late records applied at `time` that are too late — the watermark `reach`
+/// or more past their event time — to `too_late` (counted), and puts the others where
+/// they wait: stashed for the next checkpoint if `time` is of a later epoch, else with
+/// the batches waiting for the watermark, under a capability from `delayed`.
+fn queue_late<T: EventTime, D>(
+    time: T,
+    delayed: impl FnOnce(&T) -> Capability<T>,
+    records: impl IntoIterator<Item = Late<D>>,
+    reach: u64,
+    mut too_late: impl FnMut(Late<D>),
+    counter: &Cell<u64>,
+    (aligner, pending): LateQueues<'_, T, D>,
+) {
+    let now = time.event();
+    let mut kept = Vec::new();
+    for record in records {
+        if now >= record.event_time.saturating_add(reach) {
+            counter.set(counter.get() + 1);
+            too_late(record);
+        } else {
+            kept.push(record);
+        }
+    }
+    if kept.is_empty() {
+        return;
+    }
+    match aligner.filter(|a| a.later(&time)) {
+        Some(a) => {
+            let mut records = kept.into_iter().map(Arrival::Late).collect();
+            a.stash(time, || delayed(&time), &mut records);
+        }
+        None => pending
+            .entry((now, time))
+            .or_insert_with(|| (delayed(&time), Vec::new()))
+            .1
+            .append(&mut kept),
+    }
+}
+
+/// Merges `other` into `into` (bounds, capabilities, accumulator) and returns
+/// `other`'s early result, whose bounds no longer exist, for the caller to retract.
 fn merge_open<T: EventTime, D, G: Aggregator<D>>(
     into: &mut Open<T, G::Acc, G::Out>,
     other: Open<T, G::Acc, G::Out>,
@@ -912,7 +1005,8 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         assert!(gap > 0, "session gap must be at least 1 ms");
         let scope = self.scope();
         let mut state: Sessions<T, K, G::Acc, G::Out> = Sessions::new(gap, policy, late.is_some());
-        let lateness = policy.lateness;
+        // A late record is too late once the watermark is this far past its event time.
+        let reach = gap.saturating_add(policy.lateness);
         let has_late = late.is_some();
         let late = late.unwrap_or_else(|| empty(scope));
         let key = Rc::new(key);
@@ -955,18 +1049,42 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                     let Some(time) = time_of(&cap) else {
                         return;
                     };
-                    if let Some(a) = aligner.as_mut().filter(|a| a.later(&time)) {
-                        for batch in batches {
-                            let mut records = batch.drain(..).map(Arrival::Main).collect();
-                            a.stash(time, || cap.delayed(&time, 0), &mut records);
-                        }
-                        return;
-                    }
+                    let later = aligner.as_ref().is_some_and(|a| a.later(&time));
+                    let (mut waiting, mut behind) = (Vec::new(), Vec::new());
                     for batch in batches {
                         for record in batch.drain(..) {
                             let k = key(&record);
-                            state.add(k, time, &cap, &record, &agg, || key(&record), &mut emit);
+                            if let Some(at) = state.behind(time, Some(&k)) {
+                                behind.push((at, record));
+                            } else if later {
+                                waiting.push(Arrival::Main(record));
+                            } else {
+                                state.add(k, time, &cap, &record, &agg, || key(&record), &mut emit);
+                            }
                         }
+                    }
+                    if let Some(a) = aligner.as_mut().filter(|_| !waiting.is_empty()) {
+                        a.stash(time, || cap.delayed(&time, 0), &mut waiting);
+                    }
+                    for (at, record) in behind {
+                        let (event_time, watermark) = (time.event(), at.event());
+                        let late = Late {
+                            event_time,
+                            watermark,
+                            record,
+                        };
+                        let mut too_late = too_late_out.session(&cap);
+                        let waits = (aligner.as_mut(), &mut pending);
+                        let delayed = |t: &T| cap.delayed(t, 0);
+                        queue_late(
+                            at,
+                            delayed,
+                            [late],
+                            reach,
+                            |r| too_late.give(r),
+                            &counter,
+                            waits,
+                        );
                     }
                 });
 
@@ -974,34 +1092,21 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                     let Some(time) = time_of(&cap) else {
                         return;
                     };
-                    let now = time.event();
+                    // Read behind the restored watermark: applied at it (see `behind`).
+                    let at = state.behind(time, None).unwrap_or(time);
                     let mut too_late = too_late_out.session(&cap);
-                    let mut kept = Vec::new();
-                    for batch in batches {
-                        for record in batch.drain(..) {
-                            let horizon = record.event_time.saturating_add(gap);
-                            if now >= horizon.saturating_add(lateness) {
-                                counter.set(counter.get() + 1);
-                                too_late.give(record);
-                            } else {
-                                kept.push(record);
-                            }
-                        }
-                    }
-                    if kept.is_empty() {
-                        return;
-                    }
-                    match aligner.as_mut().filter(|a| a.later(&time)) {
-                        Some(a) => {
-                            let mut records = kept.into_iter().map(Arrival::Late).collect();
-                            a.stash(time, || cap.delayed(&time, 0), &mut records);
-                        }
-                        None => pending
-                            .entry((now, time))
-                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                            .1
-                            .append(&mut kept),
-                    }
+                    let records = batches.flat_map(|batch| batch.drain(..));
+                    let waits = (aligner.as_mut(), &mut pending);
+                    let delayed = |t: &T| cap.delayed(t, 0);
+                    queue_late(
+                        at,
+                        delayed,
+                        records,
+                        reach,
+                        |r| too_late.give(r),
+                        &counter,
+                        waits,
+                    );
                 });
 
                 // Each checkpoint epoch the inputs have sealed, in turn: apply what waited for it,

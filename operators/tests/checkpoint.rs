@@ -561,3 +561,69 @@ fn a_window_closed_by_one_worker_and_open_on_another_restores_at_one() {
         vec![(0, 0, 10, 16, 1, Emit::Late), (1, 0, 10, 9, 0, Emit::Final)]
     );
 }
+
+/// After a restore, a source resumes at the watermark its checkpoint's epoch ended at,
+/// which may be behind the watermark at which the operators had already closed windows
+/// and emitted sessions (they see the next epoch's progress before they write their
+/// part). A record read behind the restored state — on the main input, or late at a
+/// watermark below it — was a late record for the run before the crash, and must be
+/// one after it: a consumer of both runs' output ends with what an uninterrupted run
+/// in which the record came late (at a watermark past the closed windows) leaves it.
+#[test]
+fn a_record_behind_the_restored_watermark_is_late() {
+    let round = |watermark, records: Vec<u64>, late: Vec<u64>| Round {
+        watermark,
+        records: records.into_iter().map(|t| (t, (1, 1, t))).collect(),
+        late: late
+            .into_iter()
+            .map(|t| Late {
+                event_time: t,
+                watermark,
+                record: (1, 1, t),
+            })
+            .collect(),
+    };
+    for op in [Op::Tumble(10), Op::Slide(10, 5), Op::Session(4)] {
+        for lateness in [0, 1_000] {
+            // The record behind: inside the closed window or session, or stretching
+            // the session; read on the main input or as late.
+            for (event, on_main) in [(1, true), (5, true), (1, false), (5, false)] {
+                let build = crash::dataflow(move |main, late| windows(main, late, op, lateness));
+                // Epoch 0 opens a window and a session of key 1; epoch 1's watermark (100)
+                // closes them; checkpoint 1 holds them closed.
+                let before = vec![
+                    round(0, vec![0, 2], vec![]),
+                    round(100, vec![], vec![]),
+                    round(200, vec![], vec![]),
+                    round(300, vec![], vec![]),
+                ];
+                let store = Arc::new(MemStore::default());
+                let first = crash::run(1, false, 1, &before, 0..3, &store, None, build);
+                // The restarted source reads the record at watermark 3.
+                let mut after = before.clone();
+                after[2] = match on_main {
+                    true => round(3, vec![event], vec![]),
+                    false => round(3, vec![], vec![event]),
+                };
+                let restore = Some(Restore {
+                    epoch: 1,
+                    workers: 1,
+                });
+                let second = crash::run(1, false, 1, &after, 2..4, &store, restore, build);
+                // Uninterrupted, the record comes late at watermark 200.
+                let mut whole = before.clone();
+                whole[2] = round(200, vec![], vec![event]);
+                let store = Arc::new(MemStore::default());
+                let whole = crash::run(1, false, 1, &whole, 0..4, &store, None, build).out;
+                let both: Vec<Result5> = first.out.into_iter().chain(second.out).collect();
+                assert_eq!(
+                    upserts(&both),
+                    upserts(&whole),
+                    "{op:?}, lateness {lateness}, record at {event} on the {} input; \
+                     restored run wrote {both:?}",
+                    if on_main { "main" } else { "late" }
+                );
+            }
+        }
+    }
+}

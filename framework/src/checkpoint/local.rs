@@ -59,7 +59,12 @@ impl Store for LocalDir {
                 } else {
                     format!("{rel}/{name}")
                 };
-                let meta = entry.metadata()?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Removed meanwhile (retention, by another process of the job).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
                 if meta.is_dir() {
                     walk(&entry.path(), &path, out)?;
                 } else {
