@@ -499,6 +499,24 @@ pub fn sealed_below<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// The watermark an operator's restored state had closed windows (or emitted sessions)
+/// through, from each restored part's, in worker order: this worker's own part's at the
+/// same worker count, else the least of all; 0 if nothing is restored.
+///
+/// A restarted source resumes at the watermark it had when the checkpoint's epoch
+/// ended. An operator writes its part when it sees that epoch sealed, and by then it may
+/// have used the next epoch's progress to close windows (the next epoch's records wait
+/// apart, so its state is still exactly the epoch's, but what was closed is closed). A
+/// record read after the restore behind this watermark was therefore late for the run
+/// before the crash — read behind a watermark its source had passed — and an operator
+/// treats it as late again, never re-opening what it had closed.
+pub fn restored_through(ctx: &Checkpoints, parts: &[u64]) -> u64 {
+    match parts.get(ctx.worker()) {
+        Some(own) if parts.len() == ctx.workers() => *own,
+        _ => parts.iter().copied().min().unwrap_or(0),
+    }
+}
+
 /// `time` moved up to epoch `epoch + 1` if its epoch is at or below `epoch`: the one
 /// rule by which state a checkpoint of `epoch` answers for leaves its epoch.
 #[inline]

@@ -24,7 +24,9 @@
 //! checkpoint epoch wait in the operator's [`Aligner`] until that epoch is sealed; then
 //! the state — open windows, windows kept for lateness, pending late batches, with
 //! their revisions — is written, and every capability held for it moves to the next
-//! epoch. Restored state holds its capabilities at the epoch after the checkpoint.
+//! epoch. Restored state holds its capabilities at the epoch after the checkpoint; a
+//! record read behind the watermark the restored state had closed windows through is
+//! applied as a late record at it (see [`crate::checkpoint::restored_through`]).
 
 use std::cell::Cell;
 use std::collections::btree_map::Entry;
@@ -45,7 +47,8 @@ use timely::ExchangeData;
 use crate::aggregate::Aggregator;
 use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting};
 use crate::checkpoint::{
-    by_event, lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints,
+    by_event, lift_epoch, lift_epochs, restore_pending, restored_through, Aligner, Arrival,
+    Checkpoints,
 };
 use crate::hash::{by_key, hash};
 use crate::late::Late;
@@ -272,6 +275,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
     /// watermark is late, as it was for the run before the crash, and is applied as a
     /// late record at that watermark: `Some(that time)`; `None` for a record in time.
     fn behind(&self, time: T) -> Option<T> {
+        // See `restored_through`.
         (time.event() < self.restored_through).then(|| time.with_event(self.restored_through))
     }
 
@@ -596,11 +600,8 @@ where
             return;
         };
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
-        // The watermark the restored state had closed windows through: this worker's
-        // own part's at the same worker count, else the least of all.
-        let through = |p: &(Extra<T, D>, _)| p.0 .3;
-        let own = (parts.len() == ctx.workers()).then(|| through(&parts[ctx.worker()]));
-        self.restored_through = own.unwrap_or_else(|| parts.iter().map(through).min().unwrap_or(0));
+        let through: Vec<u64> = parts.iter().map(|(extra, _)| extra.3).collect();
+        self.restored_through = restored_through(ctx, &through);
         self.closed_through = self.restored_through;
         for ((open, closed, pending, _), entries) in parts {
             let open: BTreeMap<u64, u64> = open.into_iter().collect();

@@ -24,7 +24,9 @@
 //! and, once durable, every window's capability moves to the epoch after the
 //! checkpoint. A closed window's entries are not removed one by one: on restore an
 //! entry of a window not listed as open belongs to a window closed since (no record
-//! can fall in a closed window again: its end is at or below the watermark). Restored
+//! can fall in a closed window again: its end is at or below the watermark, and after a
+//! restore a record falling in a window emitted before it is dropped, as it was late
+//! for the run before the crash: see [`crate::checkpoint::restored_through`]). Restored
 //! windows hold `(end - 1, C + 1)`.
 
 use std::cell::Cell;
@@ -42,7 +44,7 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput};
-use crate::checkpoint::{lift_epochs, Aligner, Checkpoints};
+use crate::checkpoint::{lift_epochs, restored_through, Aligner, Checkpoints};
 use crate::hash::{by_key, hash};
 use crate::time::EventTime;
 use crate::window::{tumbling_start, Emit, Windowed};
@@ -145,6 +147,20 @@ struct Windows<T: EventTime, K, A, B> {
     logging: bool,
     /// `(start, key)` of the entries changed since the last checkpoint.
     changed: Vec<(u64, K)>,
+    /// The watermark every window ending at or before it was emitted at.
+    closed_through: u64,
+    /// After a restore, the restored `closed_through` (see
+    /// [`crate::checkpoint::restored_through`]); 0 otherwise.
+    restored_through: u64,
+}
+
+impl<T: EventTime, K, A, B> Windows<T, K, A, B> {
+    /// Whether a record read at `time` falls in a window emitted before a restore: it
+    /// was late for the run before the crash (see [`crate::checkpoint::restored_through`])
+    /// and, without a late input, is dropped.
+    fn behind(&self, time: &T, size: u64) -> bool {
+        tumbling_start(time.event(), size).saturating_add(size) <= self.restored_through
+    }
 }
 
 /// A record of one of a join's two inputs, kept while it waits for a checkpoint.
@@ -264,12 +280,13 @@ fn checkpoint<T: EventTime, K, A, B>(
     B: Serialize,
 {
     let starts: Vec<u64> = windows.open.keys().copied().collect();
+    let extra = (starts, windows.closed_through);
     let changed = std::mem::take(&mut windows.changed);
     let open = &windows.open;
     fn view<A, B>(s: &Sides<A, B>) -> (&Vec<A>, &Vec<B>, [u64; 2]) {
         (&s.left, &s.right, s.dropped)
     }
-    aligner.write_log(epoch, starts, |full| {
+    aligner.write_log(epoch, extra, |full| {
         if full {
             open.iter()
                 .flat_map(|(start, (_, keys, _))| {
@@ -314,12 +331,15 @@ fn restore<T: EventTime, K, A, B>(
 {
     let ctx = aligner.checkpoints();
     let Some((epoch, parts)) =
-        aligner.restored_log::<Vec<u64>, (u64, K), (Vec<A>, Vec<B>, [u64; 2])>()
+        aligner.restored_log::<(Vec<u64>, u64), (u64, K), (Vec<A>, Vec<B>, [u64; 2])>()
     else {
         return;
     };
+    let through: Vec<u64> = parts.iter().map(|((_, through), _)| *through).collect();
+    windows.restored_through = restored_through(ctx, &through);
+    windows.closed_through = windows.restored_through;
     let (max_rows, kind) = (windows.max_rows as u64, windows.kind);
-    for (starts, entries) in parts {
+    for ((starts, _), entries) in parts {
         let starts: BTreeSet<u64> = starts.into_iter().collect();
         let entries: Vec<SidesEntry<K, A, B>> = entries;
         for ((start, k), (left, right, dropped)) in entries {
@@ -590,6 +610,8 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
             kind,
             logging: false,
             changed: Vec::new(),
+            closed_through: 0,
+            restored_through: 0,
         };
         let checkpoints = Checkpoints::current();
 
@@ -608,6 +630,10 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                         return;
                     };
                     let records = batches.flat_map(|b| b.drain(..));
+                    if windows.behind(&time, size) {
+                        records.for_each(drop);
+                        return;
+                    }
                     match aligner.as_mut().filter(|a| a.later(&time)) {
                         Some(a) => {
                             let mut records = records.map(Side::Left).collect();
@@ -630,6 +656,10 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                         return;
                     };
                     let records = batches.flat_map(|b| b.drain(..));
+                    if windows.behind(&time, size) {
+                        records.for_each(drop);
+                        return;
+                    }
                     match aligner.as_mut().filter(|a| a.later(&time)) {
                         Some(a) => {
                             let mut records = records.map(Side::Right).collect();
@@ -676,6 +706,7 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                 if let Some(a) = aligner.as_mut() {
                     a.settle(frontier);
                 }
+                windows.closed_through = windows.closed_through.max(watermark);
                 while let Some(entry) = windows.open.first_entry() {
                     let start = *entry.key();
                     let end = start.saturating_add(size);

@@ -54,7 +54,7 @@ use timely::ExchangeData;
 
 use crate::aggregate::Aggregator;
 use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput};
-use crate::checkpoint::{lift_epochs, Aligner, Checkpoints};
+use crate::checkpoint::{lift_epochs, restored_through, Aligner, Checkpoints};
 use crate::hash::hash;
 use crate::time::EventTime;
 use crate::window::{fold_into, sliding_starts, Emit, Windowed};
@@ -92,6 +92,11 @@ struct Partials<T: EventTime, K, A> {
     logging: bool,
     /// `(start, key)` of the accumulators changed since the last checkpoint.
     changed: Vec<(u64, K)>,
+    /// The watermark every window ending at or before it was closed at.
+    closed_through: u64,
+    /// After a restore, stage 2's restored `closed_through` (see
+    /// [`crate::checkpoint::restored_through`]); 0 otherwise.
+    restored_through: u64,
 }
 
 impl<T: EventTime, K, A> Partials<T, K, A> {
@@ -102,6 +107,8 @@ impl<T: EventTime, K, A> Partials<T, K, A> {
             key_hint: 0,
             logging: false,
             changed: Vec::new(),
+            closed_through: 0,
+            restored_through: 0,
         }
     }
 
@@ -118,6 +125,7 @@ impl<T: EventTime, K, A> Partials<T, K, A> {
         watermark: u64,
         mut emit: impl FnMut(u64, u64, &Capability<T>, FxHashMap<K, Slot<A>>),
     ) {
+        self.closed_through = self.closed_through.max(watermark);
         while let Some(entry) = self.open.first_entry() {
             let start = *entry.key();
             let end = start.saturating_add(self.size);
@@ -237,10 +245,11 @@ type PartialsExtra = Vec<u64>;
 
 /// Stage 2's state that is not keyed, in the layout of the one-stage operator's
 /// (`crate::fixed`): the open windows `(start, next early boundary)`, the windows kept
-/// for lateness (none here) and the late batches waiting (none here). Entries are
+/// for lateness (none here), the late batches waiting (none here) and the watermark
+/// windows were closed through. Entries are
 /// keyed by `(start, key)`, valued by `(closed, accumulator, (revision, dirty))`
 /// (encoded as the one-stage operator's `(closed, (accumulator, revision, dirty))`).
-type MergedExtra<T> = (Vec<(u64, u64)>, Vec<u64>, Vec<(T, Vec<()>)>);
+type MergedExtra<T> = (Vec<(u64, u64)>, Vec<u64>, Vec<(T, Vec<()>)>, u64);
 
 impl<T: EventTime, K: Hash + Eq + Serialize, A: Serialize> Partials<T, K, A> {
     /// Writes stage 1's part of checkpoint `epoch` (extra: [`PartialsExtra`]).
@@ -252,7 +261,7 @@ impl<T: EventTime, K: Hash + Eq + Serialize, A: Serialize> Partials<T, K, A> {
     /// Writes stage 2's part of checkpoint `epoch` (extra: [`MergedExtra`]).
     fn write_merged<X>(&mut self, aligner: &mut Aligner<T, X>, epoch: u64) {
         let open = self.open.keys().map(|start| (*start, u64::MAX)).collect();
-        let extra: MergedExtra<T> = (open, Vec::new(), Vec::new());
+        let extra: MergedExtra<T> = (open, Vec::new(), Vec::new(), self.closed_through);
         // Open for every key (`false`: not closed), revision 0, not dirty.
         self.write(aligner, epoch, extra, (false, (0u32, false)))
     }
@@ -503,9 +512,12 @@ where
             if let Some((_, parts)) =
                 aligner.restored_log::<MergedExtra<T>, (u64, K), (bool, G::Acc, (u32, bool))>()
             {
+                let through: Vec<u64> = parts.iter().map(|(extra, _)| extra.3).collect();
+                open.restored_through = restored_through(aligner.checkpoints(), &through);
+                open.closed_through = open.restored_through;
                 // Windows kept for lateness and late batches: none written here, and a
                 // one-stage part's are not this operator's to restore.
-                let parts = parts.into_iter().map(|((open, _, _), entries)| {
+                let parts = parts.into_iter().map(|((open, _, _, _), entries)| {
                     let starts = open.into_iter().map(|(start, _)| start).collect();
                     let entries: Vec<MergedEntry<K, G::Acc>> = entries;
                     let entries = entries
@@ -526,6 +538,13 @@ where
                 let Some(time) = time_of(&cap) else {
                     return;
                 };
+                // A partial is at its window's `end - 1`: one of a window closed before
+                // a restore holds records that were late for the run before the crash
+                // (see `restored_through`), and, without a late input, is dropped.
+                if time.event() < open.restored_through {
+                    data.clear();
+                    return;
+                }
                 match aligner.as_mut().filter(|a| a.later(&time)) {
                     Some(a) => a.stash(time, || cap.delayed(&time, 0), data),
                     None => merge_partials(&mut open, time, &cap, data, &merge),

@@ -33,7 +33,10 @@
 //! sessions (open and emitted) of each key whose sessions changed since the operator's
 //! previous part (of every key in a full part; a key left without sessions as a
 //! removed entry) — is written and, once durable, every capability held for open
-//! sessions moves to the epoch after the checkpoint.
+//! sessions moves to the epoch after the checkpoint. The part also records the
+//! watermark sessions were emitted through: after a restore, a record read behind it,
+//! or touching a restored emitted session, is applied as a late record at it (see
+//! [`crate::checkpoint::restored_through`]).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -55,7 +58,8 @@ use crate::capability::{
     advance_caps, emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting,
 };
 use crate::checkpoint::{
-    by_event, lift_epoch, lift_epochs, restore_pending, Aligner, Arrival, Checkpoints,
+    by_event, lift_epoch, lift_epochs, restore_pending, restored_through, Aligner, Arrival,
+    Checkpoints,
 };
 use crate::hash::{by_key, hash};
 use crate::late::Late;
@@ -826,12 +830,10 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
         };
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
         let gap = self.gap;
-        // The watermark the restored state had emitted sessions through: this worker's
-        // own part's at the same worker count, else the least of all (the restored
-        // sessions, kept with a late input, answer for each key: see `behind`).
-        let own = (parts.len() == ctx.workers()).then(|| parts[ctx.worker()].0 .1);
-        self.restored_through =
-            own.unwrap_or_else(|| parts.iter().map(|p| p.0 .1).min().unwrap_or(0));
+        // At another worker count the least of all parts': the restored sessions, kept
+        // with a late input, answer for each key (see `behind`).
+        let through: Vec<u64> = parts.iter().map(|(extra, _)| extra.1).collect();
+        self.restored_through = restored_through(ctx, &through);
         self.closed_through = self.restored_through;
         for ((next_early, _, waiting), entries) in parts {
             self.next_early = self.next_early.min(next_early);

@@ -14,7 +14,9 @@ use common::crash::{self, MemStore};
 use common::{rounds, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
-use freshet_operators::{Emit, Late, Session, Slide, Time, Tumble, WindowPolicy};
+use freshet_operators::{
+    Emit, JoinKind, Late, Session, Slide, Time, Tumble, WindowJoin, WindowPolicy,
+};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
@@ -562,15 +564,13 @@ fn a_window_closed_by_one_worker_and_open_on_another_restores_at_one() {
     );
 }
 
-/// After a restore, a source resumes at the watermark its checkpoint's epoch ended at,
-/// which may be behind the watermark at which the operators had already closed windows
-/// and emitted sessions (they see the next epoch's progress before they write their
-/// part). A record read behind the restored state — on the main input, or late at a
-/// watermark below it — was a late record for the run before the crash, and must be
-/// one after it: a consumer of both runs' output ends with what an uninterrupted run
-/// in which the record came late (at a watermark past the closed windows) leaves it.
-#[test]
-fn a_record_behind_the_restored_watermark_is_late() {
+/// The rounds of a restore with a record behind the restored state: before the crash,
+/// epoch 0 opens a window and a session of key 1 (records at 0 and 2), epoch 1's
+/// watermark (100) closes them and checkpoint 1 holds them closed; after it, the
+/// restarted source reads a record at `event` at watermark 3 (`on_main`: on time, else
+/// late); uninterrupted, that record comes late at watermark 200. Returns `(before the
+/// crash, after the restore, uninterrupted)`.
+fn behind_rounds(event: u64, on_main: bool) -> [Vec<Round<Rec>>; 3] {
     let round = |watermark, records: Vec<u64>, late: Vec<u64>| Round {
         watermark,
         records: records.into_iter().map(|t| (t, (1, 1, t))).collect(),
@@ -583,47 +583,112 @@ fn a_record_behind_the_restored_watermark_is_late() {
             })
             .collect(),
     };
+    let before = vec![
+        round(0, vec![0, 2], vec![]),
+        round(100, vec![], vec![]),
+        round(200, vec![], vec![]),
+        round(300, vec![], vec![]),
+    ];
+    let mut after = before.clone();
+    after[2] = match on_main {
+        true => round(3, vec![event], vec![]),
+        false => round(3, vec![], vec![event]),
+    };
+    let mut whole = before.clone();
+    whole[2] = round(200, vec![], vec![event]);
+    [before, after, whole]
+}
+
+/// Runs `behind_rounds` through `build`: `(both runs' output, the uninterrupted run's)`.
+fn behind_runs<O, F>(event: u64, on_main: bool, build: F) -> (Vec<O>, Vec<O>)
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let [before, after, whole] = behind_rounds(event, on_main);
+    let store = Arc::new(MemStore::default());
+    let first = crash::run(1, false, 1, &before, 0..3, &store, None, build.clone());
+    let restore = Some(Restore {
+        epoch: 1,
+        workers: 1,
+    });
+    let second = crash::run(1, false, 1, &after, 2..4, &store, restore, build.clone());
+    let store = Arc::new(MemStore::default());
+    let whole = crash::run(1, false, 1, &whole, 0..4, &store, None, build).out;
+    (first.out.into_iter().chain(second.out).collect(), whole)
+}
+
+/// After a restore, a source resumes at the watermark its checkpoint's epoch ended at,
+/// which may be behind the watermark at which the operators had already closed windows
+/// and emitted sessions (they see the next epoch's progress before they write their
+/// part). A record read behind the restored state — on the main input, or late at a
+/// watermark below it — was a late record for the run before the crash, and must be
+/// one after it: a consumer of both runs' output ends with what an uninterrupted run
+/// in which the record came late (at a watermark past the closed windows) leaves it.
+#[test]
+fn a_record_behind_the_restored_watermark_is_late() {
     for op in [Op::Tumble(10), Op::Slide(10, 5), Op::Session(4)] {
         for lateness in [0, 1_000] {
-            // The record behind: inside the closed window or session, or stretching
+            // The record behind: inside the closed window and session, or stretching
             // the session; read on the main input or as late.
             for (event, on_main) in [(1, true), (5, true), (1, false), (5, false)] {
                 let build = crash::dataflow(move |main, late| windows(main, late, op, lateness));
-                // Epoch 0 opens a window and a session of key 1; epoch 1's watermark (100)
-                // closes them; checkpoint 1 holds them closed.
-                let before = vec![
-                    round(0, vec![0, 2], vec![]),
-                    round(100, vec![], vec![]),
-                    round(200, vec![], vec![]),
-                    round(300, vec![], vec![]),
-                ];
-                let store = Arc::new(MemStore::default());
-                let first = crash::run(1, false, 1, &before, 0..3, &store, None, build);
-                // The restarted source reads the record at watermark 3.
-                let mut after = before.clone();
-                after[2] = match on_main {
-                    true => round(3, vec![event], vec![]),
-                    false => round(3, vec![], vec![event]),
-                };
-                let restore = Some(Restore {
-                    epoch: 1,
-                    workers: 1,
-                });
-                let second = crash::run(1, false, 1, &after, 2..4, &store, restore, build);
-                // Uninterrupted, the record comes late at watermark 200.
-                let mut whole = before.clone();
-                whole[2] = round(200, vec![], vec![event]);
-                let store = Arc::new(MemStore::default());
-                let whole = crash::run(1, false, 1, &whole, 0..4, &store, None, build).out;
-                let both: Vec<Result5> = first.out.into_iter().chain(second.out).collect();
+                let (both, whole) = behind_runs(event, on_main, build);
                 assert_eq!(
                     upserts(&both),
                     upserts(&whole),
                     "{op:?}, lateness {lateness}, record at {event} on the {} input; \
-                     restored run wrote {both:?}",
+                     both runs wrote {both:?}",
                     if on_main { "main" } else { "late" }
                 );
             }
         }
     }
+}
+
+/// The same for the operators without a late input — a window join and pre-aggregated
+/// windows: the record behind a window emitted before the crash was late then (its
+/// source dropped it), and is dropped after the restore, so both runs write exactly
+/// the rows and results an uninterrupted run writes.
+#[test]
+fn a_record_behind_the_restored_watermark_is_late_for_joins_and_preaggregation() {
+    let key = |r: &Rec| r.0;
+    let join = crash::dataflow(move |main, _late| {
+        main.clone()
+            .window_join_with(main, "j", 10, JoinKind::Inner, key, key, |_, a, b| {
+                a.2 * 100 + b.map_or(0, |b| b.2)
+            })
+            .map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
+    });
+    let preaggregated = crash::dataflow(move |main, _late| {
+        main.tumble_preaggregate("p", 10, key, Sum::new(|r: &Rec| r.1))
+            .map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
+    });
+    fn check<F>(what: &str, build: F)
+    where
+        F: for<'s> Fn(
+                StreamVec<'s, Time, Rec>,
+                StreamVec<'s, Time, Late<Rec>>,
+            ) -> StreamVec<'s, Time, Result5>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        for event in [1, 5] {
+            let (mut both, mut whole) = behind_runs(event, true, build.clone());
+            both.sort_by_key(|r| (r.0, r.1, r.2, r.3, r.4));
+            whole.sort_by_key(|r| (r.0, r.1, r.2, r.3, r.4));
+            assert_eq!(both, whole, "{what}: record at {event}");
+        }
+    }
+    check("join", join);
+    check("pre-aggregation", preaggregated);
 }
