@@ -840,7 +840,23 @@ impl<T: EventTime, D> Aligner<T, D> {
         extra: E,
         entries: impl FnOnce(bool) -> Vec<(K, Option<V>)>,
     ) {
-        let base = self.last.filter(|_| !self.ctx.compacts(&self.name, epoch));
+        self.write_log_full_if(epoch, extra, false, entries);
+    }
+
+    /// [`Aligner::write_log`], and a full part also if `mostly_changed`: when most of the
+    /// state changed since the last part, a full one is hardly larger, needs no lookup
+    /// per changed entry, and shortens the chain a restore reads. Returns whether the
+    /// part written is full.
+    pub fn write_log_full_if<E: Serialize, K: Serialize, V: Serialize>(
+        &mut self,
+        epoch: u64,
+        extra: E,
+        mostly_changed: bool,
+        entries: impl FnOnce(bool) -> Vec<(K, Option<V>)>,
+    ) -> bool {
+        let base = self
+            .last
+            .filter(|_| !mostly_changed && !self.ctx.compacts(&self.name, epoch));
         let part = LogPart {
             base,
             extra,
@@ -849,6 +865,7 @@ impl<T: EventTime, D> Aligner<T, D> {
         // The base of the next part, unless this one fails (`write` then forgets it).
         self.last = Some(epoch);
         self.write(epoch, part.base.is_none(), &part);
+        base.is_none()
     }
 
     /// The epoch after the restored checkpoint (where restored state holds its

@@ -387,7 +387,11 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
                     .map(|s| (true, s)),
             }
         };
-        aligner.write_log(epoch, extra, |full| {
+        let entries = open.values().map(|w| w.keys.len()).sum::<usize>()
+            + closed.values().map(|keys| keys.len()).sum::<usize>();
+        // Each entry is listed once per interval, so this is the share that changed.
+        let mostly_changed = changed.len() * 2 >= entries;
+        let full = aligner.write_log_full_if(epoch, extra, mostly_changed, |full| {
             if full {
                 let open = open.iter().map(|(s, w)| (*s, false, &w.keys));
                 let closed = closed.iter().map(|(s, keys)| (*s, true, keys));
@@ -403,14 +407,22 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
                     .collect()
             }
         });
-        for (start, k) in &changed {
-            let open = self.open.get_mut(start).and_then(|w| w.keys.get_mut(k));
-            let slot = match open {
-                Some(slot) => Some(slot),
-                None => self.closed.get_mut(start).and_then(|keys| keys.get_mut(k)),
-            };
-            if let Some(slot) = slot {
+        if full {
+            // Every entry, in order: cheaper than looking the changed ones up.
+            let open = self.open.values_mut().flat_map(|w| w.keys.values_mut());
+            for slot in open.chain(self.closed.values_mut().flat_map(|k| k.values_mut())) {
                 slot.logged = false;
+            }
+        } else {
+            for (start, k) in &changed {
+                let open = self.open.get_mut(start).and_then(|w| w.keys.get_mut(k));
+                let slot = match open {
+                    Some(slot) => Some(slot),
+                    None => self.closed.get_mut(start).and_then(|keys| keys.get_mut(k)),
+                };
+                if let Some(slot) = slot {
+                    slot.logged = false;
+                }
             }
         }
         self.changed = changed;

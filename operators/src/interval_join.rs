@@ -34,7 +34,7 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 use crate::capability::{time_of, watermark, Mint, VecOutput};
-use crate::checkpoint::{lift_time, Aligner, Checkpoints};
+use crate::checkpoint::{lift_time, restored_through, Aligner, Checkpoints};
 use crate::hash::{by_key, hash};
 use crate::held_epochs::HeldEpochs;
 use crate::join::{JoinKind, Released, Side};
@@ -248,6 +248,8 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
             debts: HeldEpochs::new(),
             logging: false,
             changed: Vec::new(),
+            closed_through: 0,
+            restored_through: 0,
         };
         let checkpoints = Checkpoints::current();
 
@@ -265,6 +267,12 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                         return;
                     };
                     let records = batches.flat_map(|b| b.drain(..));
+                    // Expired before a restore: late for the run before the crash (see
+                    // `restored_through`); it could only pair with expired records.
+                    if time.event().saturating_add(upper) < kept.restored_through {
+                        records.for_each(drop);
+                        return;
+                    }
                     if let Some(a) = aligner.as_mut().filter(|a| a.later(&time)) {
                         let mut records = records.map(Side::Left).collect();
                         a.stash(time, || cap.delayed(&time, 0), &mut records);
@@ -279,6 +287,12 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                         return;
                     };
                     let records = batches.flat_map(|b| b.drain(..));
+                    // Expired before a restore: late for the run before the crash (see
+                    // `restored_through`); it could only pair with expired records.
+                    if time.event().saturating_add(lower) < kept.restored_through {
+                        records.for_each(drop);
+                        return;
+                    }
                     if let Some(a) = aligner.as_mut().filter(|a| a.later(&time)) {
                         let mut records = records.map(Side::Right).collect();
                         a.stash(time, || cap.delayed(&time, 0), &mut records);
@@ -358,6 +372,11 @@ struct Both<T: EventTime, K, A, B> {
     /// `(key, event time)` of the kept records changed since the last checkpoint (one
     /// side's change listed once; both sides' may list it twice).
     changed: Vec<(K, u64)>,
+    /// The watermark kept records were expired at.
+    closed_through: u64,
+    /// After a restore, the restored `closed_through` (see
+    /// [`crate::checkpoint::restored_through`]); 0 otherwise.
+    restored_through: u64,
 }
 
 /// One key's kept records at one event time as a checkpoint entry: keyed by `(key,
@@ -466,6 +485,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, B> Both<T, K, A, B> {
         output: &mut Output<'_, T, R>,
     ) {
         let (lower, upper) = (self.lower, self.upper);
+        self.closed_through = self.closed_through.max(watermark);
         // An `a` at `ta` can pair until a `b` at `ta + upper` can arrive.
         while let Some(entry) = self.expiry_a.first_entry() {
             let ta = *entry.key();
@@ -553,7 +573,7 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, B: Serialize>
                 (x, y) => Some((x.unwrap_or_default(), y.unwrap_or_default())),
             }
         };
-        aligner.write_log(epoch, (), |full| {
+        aligner.write_log(epoch, self.closed_through, |full| {
             if full {
                 // Each `(key, event time)` once, from the side that has it first.
                 let left = a
@@ -609,10 +629,14 @@ where
     /// checkpoint.
     fn restore(&mut self, aligner: &Aligner<T, Side<A, B>>, initial: &Capability<T>) {
         let ctx = aligner.checkpoints();
-        let Some((epoch, parts)) = aligner.restored_log::<(), (K, u64), (Vec<(A, bool)>, Vec<B>)>()
+        let Some((epoch, parts)) =
+            aligner.restored_log::<u64, (K, u64), (Vec<(A, bool)>, Vec<B>)>()
         else {
             return;
         };
+        let through: Vec<u64> = parts.iter().map(|(through, _)| *through).collect();
+        self.restored_through = restored_through(ctx, &through);
+        self.closed_through = self.restored_through;
         let since = initial.time().with_epoch(epoch);
         #[allow(clippy::too_many_arguments)]
         fn load<T: EventTime, K: Hash + Eq + Clone, X>(
@@ -635,7 +659,7 @@ where
             let at = kept.entry(k.clone()).or_default().entry(t).or_default();
             at.records.extend(records);
         }
-        for ((), entries) in parts {
+        for (_, entries) in parts {
             let entries: Vec<KeptEntry<K, A, B>> = entries;
             for ((k, t), (a, b)) in entries.into_iter().filter(|((k, _), _)| ctx.owns(hash(k))) {
                 let debts = &mut self.debts;

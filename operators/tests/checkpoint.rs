@@ -15,7 +15,7 @@ use common::{rounds, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
 use freshet_operators::{
-    Emit, JoinKind, Late, Session, Slide, Time, Tumble, WindowJoin, WindowPolicy,
+    Emit, IntervalJoin, JoinKind, Late, Session, Slide, Time, Tumble, WindowJoin, WindowPolicy,
 };
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::Map;
@@ -653,10 +653,10 @@ fn a_record_behind_the_restored_watermark_is_late() {
     }
 }
 
-/// The same for the operators without a late input — a window join and pre-aggregated
-/// windows: the record behind a window emitted before the crash was late then (its
-/// source dropped it), and is dropped after the restore, so both runs write exactly
-/// the rows and results an uninterrupted run writes.
+/// The same for the operators without a late input — a window join, pre-aggregated
+/// windows and an interval join: a record behind a window emitted (or records expired)
+/// before the crash was late then (its source dropped it), and is dropped after the
+/// restore, so both runs write exactly the rows an uninterrupted run writes.
 #[test]
 fn a_record_behind_the_restored_watermark_is_late_for_joins_and_preaggregation() {
     let key = |r: &Rec| r.0;
@@ -689,6 +689,13 @@ fn a_record_behind_the_restored_watermark_is_late_for_joins_and_preaggregation()
             assert_eq!(both, whole, "{what}: record at {event}");
         }
     }
+    let interval = crash::dataflow(move |main, _late| {
+        let pair = |_: &u8, a: &Rec, b: Option<&Rec>| (a.0, a.2, b.map_or(0, |b| b.2));
+        main.clone()
+            .interval_join_with(main, "i", 5, 5, JoinKind::Left, key, key, pair)
+            .map(|(k, ta, tb)| (k, ta, tb, 0, 0, Emit::Final))
+    });
     check("join", join);
     check("pre-aggregation", preaggregated);
+    check("interval join", interval);
 }
