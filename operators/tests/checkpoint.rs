@@ -600,18 +600,11 @@ fn behind_rounds(event: u64, on_main: bool) -> [Vec<Round<Rec>>; 3] {
 }
 
 /// Runs `behind_rounds` through `build`: `(both runs' output, the uninterrupted run's)`.
-fn behind_runs<O, F>(event: u64, on_main: bool, build: F) -> (Vec<O>, Vec<O>)
-where
-    O: Clone + Send + 'static,
-    F: for<'s> Fn(
-            StreamVec<'s, Time, Rec>,
-            StreamVec<'s, Time, Late<Rec>>,
-        ) -> StreamVec<'s, Time, O>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
+fn behind_runs<O: Clone + Send + 'static>(
+    event: u64,
+    on_main: bool,
+    build: impl crash::Build<O>,
+) -> (Vec<O>, Vec<O>) {
     let [before, after, whole] = behind_rounds(event, on_main);
     let store = Arc::new(MemStore::default());
     let first = crash::run(1, false, 1, &before, 0..3, &store, None, build.clone());
@@ -671,17 +664,7 @@ fn a_record_behind_the_restored_watermark_is_late_for_joins_and_preaggregation()
         main.tumble_preaggregate("p", 10, key, Sum::new(|r: &Rec| r.1))
             .map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
     });
-    fn check<F>(what: &str, build: F)
-    where
-        F: for<'s> Fn(
-                StreamVec<'s, Time, Rec>,
-                StreamVec<'s, Time, Late<Rec>>,
-            ) -> StreamVec<'s, Time, Result5>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-    {
+    fn check(what: &str, build: impl crash::Build<Result5>) {
         for event in [1, 5] {
             let (mut both, mut whole) = behind_runs(event, true, build.clone());
             both.sort_by_key(|r| (r.0, r.1, r.2, r.3, r.4));

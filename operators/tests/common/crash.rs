@@ -454,3 +454,26 @@ where
 {
     build
 }
+
+/// What the runs above take: a dataflow from the main and late inputs to an output,
+/// for every stream lifetime, that every worker thread can build.
+pub trait Build<O>:
+    for<'s> Fn(StreamVec<'s, Time, Rec>, StreamVec<'s, Time, Late<Rec>>) -> StreamVec<'s, Time, O>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<O, F> Build<O> for F where
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
