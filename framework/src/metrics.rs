@@ -42,6 +42,11 @@ pub struct PromMetrics {
     /// topic it cannot account for (written for a checkpoint newer than the one
     /// restored: the checkpoint store lost a manifest, or another run wrote them).
     pub exactly_once_anomalies: IntCounterVec,
+    /// `freshet_dropped_behind_restore_total{operator}`: records (for pre-aggregated
+    /// windows, partial aggregates) an operator without a late input dropped after a
+    /// restore because they fell behind its restored state: late for the run before the
+    /// crash.
+    pub dropped_behind_restore: IntCounterVec,
     /// `freshet_malformed_records_total{topic}`.
     pub malformed: IntCounterVec,
     /// `freshet_late_records_total{topic}`: records behind the watermark.
@@ -101,6 +106,11 @@ impl PromMetrics {
             "freshet_exactly_once_anomalies_total",
             "Records in an exactly-once sink's topic written for a checkpoint newer than the one restored.",
             &["sink"],
+        )?;
+        let dropped_behind_restore = counter(
+            "freshet_dropped_behind_restore_total",
+            "Records an operator without a late input dropped after a restore: behind its restored state, so late for the run before the crash.",
+            &["operator"],
         )?;
         let malformed = counter(
             "freshet_malformed_records_total",
@@ -169,6 +179,7 @@ impl PromMetrics {
             sink_records,
             exactly_once_skipped,
             exactly_once_anomalies,
+            dropped_behind_restore,
             malformed,
             late,
             consumer_lag,

@@ -231,6 +231,9 @@ where
     // Operators built on this worker find the checkpoint context while it is installed.
     let checkpoints = shared.checkpoints().map(|c| {
         let metrics = shared.metrics().clone();
+        let dropped = metrics.prom.dropped_behind_restore.clone();
+        // Told once per operator and worker; counted always.
+        let told = std::cell::RefCell::new(std::collections::BTreeSet::new());
         c.context(
             index,
             peers,
@@ -240,6 +243,19 @@ where
                     "checkpoint part not written: commits stop until a checkpoint is");
             }),
         )
+        .with_dropped_hook(Box::new(move |name, count| {
+            dropped.with_label_values(&[name]).inc_by(count);
+            if told.borrow_mut().insert(name.to_string()) {
+                tracing::warn!(
+                    worker = index,
+                    operator = name,
+                    records = count,
+                    "records read behind the restored state dropped: they were late before \
+                     the restart (the source's watermark restarts lower); counted in \
+                     freshet_dropped_behind_restore_total"
+                );
+            }
+        }))
     });
     let installed = checkpoints.as_ref().map(|c| c.install());
     let backlogs = shared.backlogs().install();

@@ -104,6 +104,10 @@ pub struct Restore {
 /// What an operator reports when a part could not be written.
 pub type FailureHook = Box<dyn Fn(&str, u64, &std::io::Error)>;
 
+/// What an operator without a late input reports when it drops records read behind its
+/// restored state (see [`restored_through`]): its name and how many.
+pub type DroppedHook = Box<dyn Fn(&str, u64)>;
+
 struct Inner {
     store: Arc<dyn StateStore>,
     every: u64,
@@ -118,6 +122,7 @@ struct Inner {
     writer_thread: RefCell<Option<std::thread::JoinHandle<()>>>,
     names: RefCell<BTreeSet<String>>,
     on_failure: FailureHook,
+    on_dropped: RefCell<Option<DroppedHook>>,
 }
 
 impl Drop for Inner {
@@ -172,7 +177,23 @@ impl Checkpoints {
             writer_thread: RefCell::new(None),
             names: RefCell::new(BTreeSet::new()),
             on_failure,
+            on_dropped: RefCell::new(None),
         }))
+    }
+
+    /// `on_dropped` hears of the records operators without a late input drop after a
+    /// restore because they were read behind the restored state (late for the run
+    /// before the crash: see [`restored_through`]).
+    pub fn with_dropped_hook(self, on_dropped: DroppedHook) -> Self {
+        *self.0.on_dropped.borrow_mut() = Some(on_dropped);
+        self
+    }
+
+    /// Reports `count` records `operator` dropped as behind its restored state.
+    pub fn dropped_behind(&self, operator: &str, count: u64) {
+        if let Some(hook) = self.0.on_dropped.borrow().as_ref() {
+            hook(operator, count);
+        }
     }
 
     /// Makes these settings the ones operators built on this thread find, until the

@@ -270,7 +270,10 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                     // Expired before a restore: late for the run before the crash (see
                     // `restored_through`); it could only pair with expired records.
                     if time.event().saturating_add(upper) < kept.restored_through {
-                        records.for_each(drop);
+                        if let Some(a) = aligner.as_ref() {
+                            a.checkpoints()
+                                .dropped_behind(&name, records.count() as u64);
+                        }
                         return;
                     }
                     if let Some(a) = aligner.as_mut().filter(|a| a.later(&time)) {
@@ -290,7 +293,10 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
                     // Expired before a restore: late for the run before the crash (see
                     // `restored_through`); it could only pair with expired records.
                     if time.event().saturating_add(lower) < kept.restored_through {
-                        records.for_each(drop);
+                        if let Some(a) = aligner.as_ref() {
+                            a.checkpoints()
+                                .dropped_behind(&name, records.count() as u64);
+                        }
                         return;
                     }
                     if let Some(a) = aligner.as_mut().filter(|a| a.later(&time)) {

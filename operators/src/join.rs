@@ -631,7 +631,10 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                     };
                     let records = batches.flat_map(|b| b.drain(..));
                     if windows.behind(&time, size) {
-                        records.for_each(drop);
+                        if let Some(a) = aligner.as_ref() {
+                            a.checkpoints()
+                                .dropped_behind(&name, records.count() as u64);
+                        }
                         return;
                     }
                     match aligner.as_mut().filter(|a| a.later(&time)) {
@@ -657,7 +660,10 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
                     };
                     let records = batches.flat_map(|b| b.drain(..));
                     if windows.behind(&time, size) {
-                        records.for_each(drop);
+                        if let Some(a) = aligner.as_ref() {
+                            a.checkpoints()
+                                .dropped_behind(&name, records.count() as u64);
+                        }
                         return;
                     }
                     match aligner.as_mut().filter(|a| a.later(&time)) {

@@ -542,6 +542,9 @@ where
                 // a restore holds records that were late for the run before the crash
                 // (see `restored_through`), and, without a late input, is dropped.
                 if time.event() < open.restored_through {
+                    if let Some(a) = aligner.as_ref() {
+                        a.checkpoints().dropped_behind(&name, data.len() as u64);
+                    }
                     data.clear();
                     return;
                 }

@@ -38,6 +38,8 @@ pub struct Ran<O> {
     pub complete: u64,
     /// The names the checkpointing operators registered.
     pub names: Vec<String>,
+    /// Records operators dropped as behind the restored state (all workers).
+    pub dropped: u64,
 }
 
 impl<O> Ran<O> {
@@ -87,6 +89,8 @@ where
     let complete = Arc::new(Mutex::new(0u64));
     let names = Arc::new(Mutex::new(Vec::new()));
     let (shared, shared_complete, shared_names) = (out.clone(), complete.clone(), names.clone());
+    let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let shared_dropped = dropped.clone();
     let rounds = rounds.to_vec();
     let store = store.clone();
     let finish = range.end == rounds.len();
@@ -101,6 +105,10 @@ where
             Box::new(|_, _, e| panic!("{e}")),
         )
         .with_full_every(full_every);
+        let counter = shared_dropped.clone();
+        let ctx = ctx.with_dropped_hook(Box::new(move |_, n| {
+            counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        }));
         let ctx = if async_writes {
             ctx.with_async_writes()
         } else {
@@ -167,6 +175,7 @@ where
         out,
         complete,
         names,
+        dropped: dropped.load(std::sync::atomic::Ordering::SeqCst),
     }
 }
 
