@@ -401,8 +401,12 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
                     })
                     .collect()
             } else {
+                // An entry of a window since dropped needs no tombstone: a restore
+                // ignores the entries of windows its newest part does not list.
+                let listed = |s: &u64| open.contains_key(s) || closed.contains_key(s);
                 changed
                     .iter()
+                    .filter(|(s, _)| listed(s))
                     .map(|(s, k)| ((*s, k), slot(*s, k)))
                     .collect()
             }
