@@ -36,7 +36,9 @@
 //! checkpoint is taken, not on arrival); then every key's blocks, the records waiting
 //! for the watermark and the late records waiting are written, and once durable every
 //! epoch held for them moves to the epoch after the checkpoint. Accumulators must
-//! therefore be serializable (`Acc: Serialize + DeserializeOwned`).
+//! therefore be serializable (`Acc: Serialize + DeserializeOwned`). After a restore, a
+//! record read behind the main watermark the restored state had acted on is scored as
+//! a late record (see [`crate::checkpoint::restored_through`]).
 
 use std::cell::Cell;
 use std::collections::btree_map::Entry;
@@ -57,7 +59,8 @@ use timely::ExchangeData;
 use crate::aggregate::{Aggregator, Count};
 use crate::capability::{keep, stash, time_of, Mint, VecOutput, Waiting};
 use crate::checkpoint::{
-    by_event, lift_epoch, lift_time, restore_pending, Aligner, Arrival, Checkpoints,
+    by_event, lift_epoch, lift_time, restore_pending, restored_through, Aligner, Arrival,
+    Checkpoints,
 };
 use crate::hash::{by_key, hash};
 use crate::held_epochs::HeldEpochs;
@@ -287,6 +290,11 @@ struct State<K, T: EventTime, A> {
     logging: bool,
     /// `(key, index)` of the blocks changed or dropped since the last checkpoint.
     changed: Vec<(K, u64)>,
+    /// The main watermark the operator had acted on (written in checkpoints).
+    closed_through: u64,
+    /// After a restore, the restored `closed_through` (see
+    /// [`crate::checkpoint::restored_through`]); 0 otherwise.
+    restored_through: u64,
 }
 
 impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
@@ -440,10 +448,50 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
     }
 }
 
+/// Where late records wait: stashed for the next checkpoint, or for the main watermark.
+type LateQueues<'a, T, D> = (
+    Option<&'a mut Aligner<T, Arrival<D>>>,
+    &'a mut Waiting<T, D>,
+);
+
+/// Sends the late records read at `time` that are more than `lateness` behind it to
+/// `too_late` (counted), and puts the others where they wait: stashed for the next
+/// checkpoint if `time` is of a later epoch, else by their own event time until the
+/// main watermark passes it, under a capability for `time` from `cap`.
+fn take_late<T: EventTime, D>(
+    time: T,
+    cap: &impl Mint<T>,
+    records: impl IntoIterator<Item = Late<D>>,
+    lateness: u64,
+    mut too_late: impl FnMut(Late<D>),
+    counter: &Cell<u64>,
+    (aligner, pending): LateQueues<'_, T, D>,
+) {
+    let now = time.event();
+    let later = aligner.as_ref().is_some_and(|a| a.later(&time));
+    let mut kept = Vec::new();
+    for record in records {
+        if record.event_time.saturating_add(lateness) < now {
+            counter.set(counter.get() + 1);
+            too_late(record);
+        } else if later {
+            kept.push(Arrival::Late(record));
+        } else {
+            let (_, records) = pending
+                .entry((record.event_time, time))
+                .or_insert_with(|| (cap.mint(&time, 0), Vec::new()));
+            records.push(record.record);
+        }
+    }
+    if let Some(a) = aligner.filter(|_| !kept.is_empty()) {
+        a.stash(time, || cap.mint(&time, 0), &mut kept);
+    }
+}
+
 /// The state that is not keyed, written whole in every part: the records waiting for
-/// the watermark (exact mode) at their time, and the late records waiting, by `(their
-/// event time, time)`.
-type Extra<T, D> = (Vec<(T, Vec<D>)>, Vec<(u64, T, Vec<D>)>);
+/// the watermark (exact mode) at their time, the late records waiting, by `(their
+/// event time, time)`, and the main watermark the operator had acted on.
+type Extra<T, D> = (Vec<(T, Vec<D>)>, Vec<(u64, T, Vec<D>)>, u64);
 
 /// One block as a checkpoint entry: keyed by `(key, index)`, valued by its accumulator
 /// and panes.
@@ -468,6 +516,7 @@ impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A
                 .iter()
                 .map(|((e, t), (_, d))| (*e, *t, d))
                 .collect::<Vec<_>>(),
+            self.closed_through,
         );
         let changed = std::mem::take(&mut self.changed);
         let keys = &self.keys;
@@ -516,7 +565,10 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned>
             return;
         };
         let since = initial.time().with_epoch(epoch);
-        for ((main, late), blocks) in parts {
+        let through: Vec<u64> = parts.iter().map(|(extra, _)| extra.2).collect();
+        self.restored_through = restored_through(ctx, &through);
+        self.closed_through = self.restored_through;
+        for ((main, late, _), blocks) in parts {
             let blocks: Vec<BlockEntry<K, A>> = blocks;
             for ((k, index), (acc, panes)) in
                 blocks.into_iter().filter(|((k, _), _)| ctx.owns(hash(k)))
@@ -612,6 +664,8 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
             debts: HeldEpochs::new(),
             logging: false,
             changed: Vec::new(),
+            closed_through: 0,
+            restored_through: 0,
         };
         // Exact mode: records waiting for the watermark to pass their event time.
         let mut waiting: Waiting<T, D> = BTreeMap::new();
@@ -635,6 +689,23 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                     let Some(time) = time_of(&cap) else {
                         return;
                     };
+                    // Behind the watermark the restored state had acted on: late, as
+                    // for the run before the crash (see `restored_through`), and
+                    // applied as a late record read at that watermark.
+                    if time.event() < state.restored_through {
+                        let (event_time, watermark) = (time.event(), state.restored_through);
+                        let records = data.drain(..).map(|record| Late {
+                            event_time,
+                            watermark,
+                            record,
+                        });
+                        let at = time.with_event(watermark);
+                        let mut too_late = too_late_out.session(&cap);
+                        let give = |r| too_late.give(r);
+                        let waits = (aligner.as_mut(), &mut pending);
+                        take_late(at, &cap, records, lateness, give, &counter, waits);
+                        return;
+                    }
                     if let Some(a) = aligner.as_mut().filter(|a| a.later(&time)) {
                         let mut records = data.drain(..).map(Arrival::Main).collect();
                         a.stash(time, || cap.delayed(&time, 0), &mut records);
@@ -657,28 +728,13 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                     let Some(time) = time_of(&cap) else {
                         return;
                     };
-                    let now = time.event();
+                    // Read behind the restored watermark: applied at it.
+                    let at = time.with_event(time.event().max(state.restored_through));
                     let mut too_late = too_late_out.session(&cap);
-                    let later = aligner.as_ref().is_some_and(|a| a.later(&time));
-                    let mut kept = Vec::new();
-                    for batch in batches {
-                        for record in batch.drain(..) {
-                            if record.event_time.saturating_add(lateness) < now {
-                                counter.set(counter.get() + 1);
-                                too_late.give(record);
-                            } else if later {
-                                kept.push(Arrival::Late(record));
-                            } else {
-                                let (_, records) = pending
-                                    .entry((record.event_time, time))
-                                    .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                                records.push(record.record);
-                            }
-                        }
-                    }
-                    if let Some(a) = aligner.as_mut().filter(|_| !kept.is_empty()) {
-                        a.stash(time, || cap.delayed(&time, 0), &mut kept);
-                    }
+                    let give = |r| too_late.give(r);
+                    let records = batches.flat_map(|batch| batch.drain(..));
+                    let waits = (aligner.as_mut(), &mut pending);
+                    take_late(at, &cap, records, lateness, give, &counter, waits);
                 });
 
                 // Each checkpoint epoch the inputs have sealed, in turn: what waited for
@@ -733,6 +789,9 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                 // the frontier alone would emit or evict.
                 let stashed = aligner.as_ref().map_or(u64::MAX, |a| a.stashed_from());
                 let main_watermark = event_frontier(&frontiers[0].frontier()).min(stashed);
+                if main_watermark < u64::MAX {
+                    state.closed_through = state.closed_through.max(main_watermark);
+                }
                 let late_watermark = event_frontier(&frontiers[1].frontier()).min(stashed);
 
                 // Exact: each event time the main watermark passed, in order; all the

@@ -15,7 +15,8 @@ use common::{rounds, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
 use freshet_operators::{
-    Emit, IntervalJoin, JoinKind, Late, Session, Slide, Time, Tumble, WindowJoin, WindowPolicy,
+    Emit, IntervalJoin, JoinKind, Late, Rolling, RollingMode, RollingPolicy, Session, Slide, Time,
+    Tumble, WindowJoin, WindowPolicy,
 };
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::Map;
@@ -642,6 +643,33 @@ fn a_record_behind_the_restored_watermark_is_late() {
                     "{op:?}, lateness {lateness}, record at {event} on the {} input; \
                      both runs wrote {both:?}",
                     if on_main { "main" } else { "late" }
+                );
+            }
+        }
+    }
+}
+
+/// The same for rolling windows, exact and on arrival: a record read behind the
+/// restored state is scored as the late record it was before the crash (within
+/// lateness) or goes to `too_late`, and never joins the state other records read.
+#[test]
+fn a_record_behind_the_restored_watermark_is_late_for_rolling_windows() {
+    for mode in [RollingMode::Exact, RollingMode::OnArrival] {
+        for lateness in [0, 1_000] {
+            let build = crash::dataflow(move |main, late| {
+                let policy = RollingPolicy { mode, lateness };
+                let sum = Sum::new(|r: &Rec| r.1);
+                main.rolling("r", 10, policy, Some(late), |r: &Rec| r.0, sum)
+                    .results
+                    .map(|r| (r.record.0, r.record.2, 0, r.value, 0, Emit::Final, r.late))
+            });
+            for (event, on_main) in [(1, true), (5, true), (1, false), (5, false)] {
+                let (mut both, mut whole, _) = behind_runs(event, on_main, build);
+                both.sort();
+                whole.sort();
+                assert_eq!(
+                    both, whole,
+                    "{mode:?}, lateness {lateness}, record at {event}, on main {on_main}"
                 );
             }
         }
