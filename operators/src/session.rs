@@ -556,7 +556,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
             if of == ot && (end <= now || same_bounds) {
                 // The record's session has ended (or, after a restore, was emitted
                 // beyond `now` and keeps its bounds): a correction, now.
-                if ct == cf + 1 && closed[cf].start == start && closed[cf].last == last {
+                if same_bounds {
                     agg.add(&mut closed[cf].acc, &record);
                     closed[cf].dirty = true;
                 } else {
