@@ -297,6 +297,12 @@ impl Checkpoints {
         self.0.restore
     }
 
+    /// Whether this run restores a checkpoint written at its own number of workers:
+    /// then each worker's restored part is its own.
+    pub fn restored_at_same_scale(&self) -> bool {
+        self.0.restore.is_some_and(|r| r.workers == self.0.workers)
+    }
+
     /// The names of the checkpointing operators built so far.
     pub fn names(&self) -> Vec<String> {
         self.0.names.borrow().iter().cloned().collect()
@@ -520,6 +526,14 @@ pub fn sealed_below<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Where an operator's late records wait: stashed in its [`Aligner`] for the next
+/// checkpoint, or with the batches waiting for the watermark (`W`: what those keep of a
+/// late record).
+pub(crate) type LateQueues<'a, T, D, W> = (
+    Option<&'a mut Aligner<T, Arrival<D>>>,
+    &'a mut crate::capability::Waiting<T, W>,
+);
+
 /// The watermark an operator's restored state had closed windows (or emitted sessions)
 /// through, from each restored part's, in worker order: this worker's own part's at the
 /// same worker count, else the least of all; 0 if nothing is restored.
@@ -533,7 +547,7 @@ pub fn sealed_below<T: EventTime>(frontiers: &[MutableAntichain<T>]) -> u64 {
 /// treats it as late again, never re-opening what it had closed.
 pub fn restored_through(ctx: &Checkpoints, parts: &[u64]) -> u64 {
     match parts.get(ctx.worker()) {
-        Some(own) if parts.len() == ctx.workers() => *own,
+        Some(own) if ctx.restored_at_same_scale() => *own,
         _ => parts.iter().copied().min().unwrap_or(0),
     }
 }

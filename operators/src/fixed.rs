@@ -389,7 +389,9 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
         };
         let entries = open.values().map(|w| w.keys.len()).sum::<usize>()
             + closed.values().map(|keys| keys.len()).sum::<usize>();
-        // Each entry is listed once per interval, so this is the share that changed.
+        // An entry is listed once per interval; the list also holds entries of windows
+        // dropped since, so this overstates the share of live entries that changed
+        // (a full part then, when most of what was touched is gone, is also smaller).
         let mostly_changed = changed.len() * 2 >= entries;
         let full = aligner.write_log_full_if(epoch, extra, mostly_changed, |full| {
             if full {

@@ -60,7 +60,7 @@ use crate::aggregate::{Aggregator, Count};
 use crate::capability::{keep, stash, time_of, Mint, VecOutput, Waiting};
 use crate::checkpoint::{
     by_event, lift_epoch, lift_time, restore_pending, restored_through, Aligner, Arrival,
-    Checkpoints,
+    Checkpoints, LateQueues,
 };
 use crate::hash::{by_key, hash};
 use crate::held_epochs::HeldEpochs;
@@ -448,12 +448,6 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
     }
 }
 
-/// Where late records wait: stashed for the next checkpoint, or for the main watermark.
-type LateQueues<'a, T, D> = (
-    Option<&'a mut Aligner<T, Arrival<D>>>,
-    &'a mut Waiting<T, D>,
-);
-
 /// Sends the late records read at `time` that are more than `lateness` behind it to
 /// `too_late` (counted), and puts the others where they wait: stashed for the next
 /// checkpoint if `time` is of a later epoch, else by their own event time until the
@@ -465,7 +459,7 @@ fn take_late<T: EventTime, D>(
     lateness: u64,
     mut too_late: impl FnMut(Late<D>),
     counter: &Cell<u64>,
-    (aligner, pending): LateQueues<'_, T, D>,
+    (aligner, pending): LateQueues<'_, T, D, D>,
 ) {
     let now = time.event();
     let later = aligner.as_ref().is_some_and(|a| a.later(&time));

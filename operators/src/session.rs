@@ -59,7 +59,7 @@ use crate::capability::{
 };
 use crate::checkpoint::{
     by_event, lift_epoch, lift_epochs, restore_pending, restored_through, Aligner, Arrival,
-    Checkpoints,
+    Checkpoints, LateQueues,
 };
 use crate::hash::{by_key, hash};
 use crate::late::Late;
@@ -886,12 +886,6 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
     }
 }
 
-/// Where late records wait: stashed for the next checkpoint, or for the watermark.
-type LateQueues<'a, T, D> = (
-    Option<&'a mut Aligner<T, Arrival<D>>>,
-    &'a mut Waiting<T, Late<D>>,
-);
-
 /// Sends the late records applied at `time` that are too late — the watermark `reach`
 /// or more past their event time — to `too_late` (counted), and puts the others where
 /// they wait: stashed for the next checkpoint if `time` is of a later epoch, else with
@@ -903,7 +897,7 @@ fn queue_late<T: EventTime, D>(
     reach: u64,
     mut too_late: impl FnMut(Late<D>),
     counter: &Cell<u64>,
-    (aligner, pending): LateQueues<'_, T, D>,
+    (aligner, pending): LateQueues<'_, T, D, Late<D>>,
 ) {
     let now = time.event();
     let mut kept = Vec::new();

@@ -26,6 +26,7 @@
 //! about one checkpoint interval after it is computed) and checkpoint size (the
 //! results of one interval sit in the sink's part).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -97,8 +98,9 @@ pub struct Held {
     pub key: Option<Vec<u8>>,
     /// The encoded value.
     pub payload: Vec<u8>,
-    /// The sink's own headers for it.
-    pub headers: Vec<(String, String)>,
+    /// The sink's own headers for it (names borrowed from the sink's header function
+    /// while live, owned once restored).
+    pub headers: Vec<(Cow<'static, str>, String)>,
     /// Its event time (for the latency metric).
     pub event: u64,
 }
@@ -231,7 +233,7 @@ impl Staging {
         // operators route each key to the same worker again, so its restored records
         // and its new ones of a key are written by one worker, in arrival order. At
         // another count, restored records are shared out by their key.
-        let same_scale = parts.len() == ctx.workers();
+        let same_scale = ctx.restored_at_same_scale();
         let owned = |(id, held): &(Id, Held)| match same_scale {
             true => id.worker as usize == ctx.worker(),
             false => ctx.owns(owner_hash(id, held)),

@@ -364,7 +364,7 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                                 key: key.as_ref().and_then(|f| f(d)),
                                 payload: std::mem::take(&mut buf),
                                 headers: headers.as_ref().map_or_else(Vec::new, |f| {
-                                    f(d).into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                                    f(d).into_iter().map(|(k, v)| (k.into(), v)).collect()
                                 }),
                                 event,
                             })
