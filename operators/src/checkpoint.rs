@@ -552,6 +552,14 @@ pub fn restored_through(ctx: &Checkpoints, parts: &[u64]) -> u64 {
     }
 }
 
+/// A record read at `time` behind `through` (an operator's [`restored_through`]) is
+/// applied as a late record read at `through`: `Some(that time)`; `None` if it is not
+/// behind.
+#[inline]
+pub fn behind<T: EventTime>(time: T, through: u64) -> Option<T> {
+    (time.event() < through).then(|| time.with_event(through))
+}
+
 /// `time` moved up to epoch `epoch + 1` if its epoch is at or below `epoch`: the one
 /// rule by which state a checkpoint of `epoch` answers for leaves its epoch.
 #[inline]

@@ -47,7 +47,7 @@ use timely::ExchangeData;
 use crate::aggregate::Aggregator;
 use crate::capability::{emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting};
 use crate::checkpoint::{
-    by_event, lift_epoch, lift_epochs, restore_pending, restored_through, Aligner, Arrival,
+    behind, by_event, lift_epoch, lift_epochs, restore_pending, restored_through, Aligner, Arrival,
     Checkpoints,
 };
 use crate::hash::{by_key, hash};
@@ -275,8 +275,7 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, D: Clone> Windows<T, K, A, D> {
     /// watermark is late, as it was for the run before the crash, and is applied as a
     /// late record at that watermark: `Some(that time)`; `None` for a record in time.
     fn behind(&self, time: T) -> Option<T> {
-        // See `restored_through`.
-        (time.event() < self.restored_through).then(|| time.with_event(self.restored_through))
+        behind(time, self.restored_through)
     }
 
     /// Applies a late record read at `time`: folded into the windows still open, kept

@@ -59,7 +59,7 @@ use timely::ExchangeData;
 use crate::aggregate::{Aggregator, Count};
 use crate::capability::{keep, stash, time_of, Mint, VecOutput, Waiting};
 use crate::checkpoint::{
-    by_event, lift_epoch, lift_time, restore_pending, restored_through, Aligner, Arrival,
+    behind, by_event, lift_epoch, lift_time, restore_pending, restored_through, Aligner, Arrival,
     Checkpoints, LateQueues,
 };
 use crate::hash::{by_key, hash};
@@ -686,14 +686,13 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                     // Behind the watermark the restored state had acted on: late, as
                     // for the run before the crash (see `restored_through`), and
                     // applied as a late record read at that watermark.
-                    if time.event() < state.restored_through {
-                        let (event_time, watermark) = (time.event(), state.restored_through);
+                    if let Some(at) = behind(time, state.restored_through) {
+                        let (event_time, watermark) = (time.event(), at.event());
                         let records = data.drain(..).map(|record| Late {
                             event_time,
                             watermark,
                             record,
                         });
-                        let at = time.with_event(watermark);
                         let mut too_late = too_late_out.session(&cap);
                         let give = |r| too_late.give(r);
                         let waits = (aligner.as_mut(), &mut pending);
@@ -723,7 +722,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                         return;
                     };
                     // Read behind the restored watermark: applied at it.
-                    let at = time.with_event(time.event().max(state.restored_through));
+                    let at = behind(time, state.restored_through).unwrap_or(time);
                     let mut too_late = too_late_out.session(&cap);
                     let give = |r| too_late.give(r);
                     let records = batches.flat_map(|batch| batch.drain(..));

@@ -58,7 +58,7 @@ use crate::capability::{
     advance_caps, emission_cap, hold, time_of, watermark, Mint, VecOutput, Waiting,
 };
 use crate::checkpoint::{
-    by_event, lift_epoch, lift_epochs, restore_pending, restored_through, Aligner, Arrival,
+    behind, by_event, lift_epoch, lift_epochs, restore_pending, restored_through, Aligner, Arrival,
     Checkpoints, LateQueues,
 };
 use crate::hash::{by_key, hash};
@@ -359,8 +359,10 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
                         .any(|c| c.start < t.saturating_add(gap) && t < c.last.saturating_add(gap))
                 })
         };
-        (t < self.restored_through || k.is_some_and(touches))
-            .then(|| time.with_event(t.max(self.restored_through)))
+        match behind(time, self.restored_through) {
+            Some(at) => Some(at),
+            None => k.is_some_and(touches).then_some(time),
+        }
     }
 
     /// Adds a record at `time` (held under `cap`) to key `k`'s open sessions. `rekey`
@@ -1046,12 +1048,19 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                         return;
                     };
                     let later = aligner.as_ref().is_some_and(|a| a.later(&time));
-                    let (mut waiting, mut behind) = (Vec::new(), Vec::new());
+                    // Records behind the restored state all apply at one time.
+                    let (mut waiting, mut behind, mut at) = (Vec::new(), Vec::new(), time);
                     for batch in batches {
                         for record in batch.drain(..) {
                             let k = key(&record);
-                            if let Some(at) = state.behind(time, Some(&k)) {
-                                behind.push((at, record));
+                            if let Some(t) = state.behind(time, Some(&k)) {
+                                at = t;
+                                let (event_time, watermark) = (time.event(), t.event());
+                                behind.push(Late {
+                                    event_time,
+                                    watermark,
+                                    record,
+                                });
                             } else if later {
                                 waiting.push(Arrival::Main(record));
                             } else {
@@ -1062,25 +1071,12 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
                     if let Some(a) = aligner.as_mut().filter(|_| !waiting.is_empty()) {
                         a.stash(time, || cap.delayed(&time, 0), &mut waiting);
                     }
-                    for (at, record) in behind {
-                        let (event_time, watermark) = (time.event(), at.event());
-                        let late = Late {
-                            event_time,
-                            watermark,
-                            record,
-                        };
+                    if !behind.is_empty() {
                         let mut too_late = too_late_out.session(&cap);
                         let waits = (aligner.as_mut(), &mut pending);
                         let delayed = |t: &T| cap.delayed(t, 0);
-                        queue_late(
-                            at,
-                            delayed,
-                            [late],
-                            reach,
-                            |r| too_late.give(r),
-                            &counter,
-                            waits,
-                        );
+                        let give = |r| too_late.give(r);
+                        queue_late(at, delayed, behind, reach, give, &counter, waits);
                     }
                 });
 
