@@ -103,6 +103,20 @@ impl LastFailure {
     pub(crate) fn explain(&self, context: String, error: KafkaError) -> Error {
         let last = self.0.lock().ok().and_then(|l| l.clone());
         match last {
+            // librdkafka logs a failed verification twice, once with a hint naming the
+            // setting and once with OpenSSL's words only; whichever came last, name it.
+            Some(cause)
+                if cause.contains("certificate verify failed")
+                    && !cause.contains("ssl.ca.location") =>
+            {
+                Error::kafka(
+                    format!(
+                        "{context} (the client's last connection failure: {cause}; the \
+                         broker's certificate is not signed by a CA in ssl.ca.location)"
+                    ),
+                    error,
+                )
+            }
             Some(cause) => Error::kafka(
                 format!("{context} (the client's last connection failure: {cause})"),
                 error,
@@ -425,5 +439,27 @@ fn auto_offset_reset(config: &SourceConfig) -> &'static str {
         (OutOfRange::Error, _) => "error",
         (OutOfRange::Fallback, Fallback::Earliest) => "earliest",
         (OutOfRange::Fallback, Fallback::Latest) => "latest",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed verification logged in OpenSSL's words only still names the setting.
+    #[test]
+    fn a_failed_certificate_verification_names_the_ca_setting() {
+        let failure = LastFailure::default();
+        let openssl = "ssl://127.0.0.1:1/bootstrap: error:0A000086:SSL routines::certificate \
+                       verify failed (after 4ms in state SSL_HANDSHAKE)";
+        failure.observe(RDKafkaLogLevel::Error, "FAIL", openssl);
+        let transport = KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure);
+        let e = failure
+            .explain("fetching metadata".into(), transport)
+            .to_string();
+        assert!(
+            e.contains("certificate verify failed") && e.contains("ssl.ca.location"),
+            "{e}"
+        );
     }
 }
