@@ -2,8 +2,9 @@
 //! join). Each order gets its customer's record as of the order's event time; orders of
 //! unknown customers go out with `customer: None`.
 //!
-//! The customers topic is a *table side*: read from its start at every run and never
-//! committed ([`freshet::KafkaSource::table`]).
+//! The customers topic is a *table side* ([`freshet::KafkaSource::table`]): never
+//! committed, read from its start, or after a restart from the checkpoint, which holds
+//! the table.
 
 use std::collections::BTreeMap;
 
@@ -146,7 +147,7 @@ pub fn generate_orders(
 }
 
 /// The enrichment job: JSON [`Order`]s from `orders`, joined with the table of
-/// JSON [`Customer`]s in `customers` (read from its start, never committed),
+/// JSON [`Customer`]s in `customers` (a table side, never committed),
 /// JSON [`EnrichedOrder`]s to `output`, keyed by order id.
 pub fn job(
     orders: String,

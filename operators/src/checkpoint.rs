@@ -603,11 +603,21 @@ pub(crate) fn restore_pending<T: EventTime, R, K: std::hash::Hash>(
     epoch: u64,
     key: &impl Fn(&R) -> K,
 ) {
+    let owns = |r: &R| ctx.owns(crate::hash::hash(&key(r)));
+    restore_owned(pending, batches, initial, epoch, owns);
+}
+
+/// [`restore_pending`] for an operator whose keys are routed by another rule: keeps the
+/// records `owns` says this worker holds.
+pub(crate) fn restore_owned<T: EventTime, R>(
+    pending: &mut crate::capability::Waiting<T, R>,
+    batches: impl IntoIterator<Item = (u64, T, Vec<R>)>,
+    initial: &Capability<T>,
+    epoch: u64,
+    owns: impl Fn(&R) -> bool,
+) {
     for (event, time, records) in batches {
-        let owned: Vec<_> = records
-            .into_iter()
-            .filter(|r| ctx.owns(crate::hash::hash(&key(r))))
-            .collect();
+        let owned: Vec<_> = records.into_iter().filter(|r| owns(r)).collect();
         if !owned.is_empty() {
             // Keyed by the batch's own time, as before the checkpoint (only its
             // capability moves to `epoch`): batches of different epochs stay apart, and

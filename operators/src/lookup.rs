@@ -22,19 +22,28 @@
 //! epoch still counts). Ties at one event time are broken by the later time, then the
 //! greater value, as the upserts are applied in that order.
 //!
-//! The table holds no capability once its upserts are applied: a table side is re-read
-//! from its start at every run and never committed (see `docs/operators.md`), so the
-//! lookup writes no checkpoint part: after a restore its table is rebuilt from the
-//! re-read table side, and a stream record holds its epoch until it is emitted, so a
-//! complete checkpoint never leaves one waiting. The
-//! trace is compacted up to the least event time a waiting or future stream record can
-//! still look up, so it keeps each key's value as of then and every later change.
+//! The table holds no capability once its upserts are applied. The trace is compacted up
+//! to the least event time a waiting or future stream record can still look up, so it
+//! keeps each key's value as of then and every later change.
+//!
+//! Under checkpoints (see [`crate::checkpoint`]) the table is checkpointed by the
+//! operator that turns upserts into updates, `Lookup(name) upserts`: per key, the
+//! upserts applied that a lookup may still read (a value, then every later change) and
+//! the upserts still waiting for the table's frontier; upserts of epochs after the next
+//! checkpoint epoch wait in its [`Aligner`]. A restore replays the histories into the
+//! arrangement at the epoch after the checkpoint, and a Kafka table side resumes at the
+//! checkpoint's offsets: a restart reads only the table's changes since. A history is
+//! pruned only before the least event time a record read again after a restore could
+//! look up (the compaction horizon, and every stream record already emitted at an epoch
+//! after the checkpoint). Stream records hold their epoch until emitted, so a complete
+//! checkpoint never leaves one waiting, and the lookup itself writes no part.
 //!
 //! How many stream records wait is published as the operator's [`crate::backlog`]: in
 //! a Freshet job the sources other than table sides pause while it is over
 //! `SourceConfig::max_lookup_backlog` (the stream side waits in Kafka while the table
 //! is read), so the records waiting here stay bounded.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -44,16 +53,20 @@ use differential_dataflow::collection::AsCollection;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::TraceReader;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::progress::Antichain;
 use timely::ExchangeData;
 
-use crate::capability::{stash, VecOutput, Waiting};
+use crate::capability::{keep, stash, time_of, watermark, VecOutput, Waiting};
+use crate::checkpoint::{by_event, lift_epoch, restore_owned, Aligner, Checkpoints};
 use crate::join::JoinKind;
 use crate::time::{event_frontier, EventTime};
 
@@ -234,7 +247,10 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
         F: Fn(D, Option<&V>) -> R + 'static,
     {
         let scope = self.scope();
-        let arranged = upsert_updates(table, name)
+        let reach = Rc::new(RefCell::new(Reach::default()));
+        // Under checkpoints the lookup notes the epochs it emitted at (see `Reach`).
+        let noting = Checkpoints::current().is_some();
+        let arranged = upsert_updates(table, name, reach.clone())
             .as_collection()
             .arrange_by_key_named(&format!("Lookup({name}) table"));
         let mut trace = arranged.trace.clone();
@@ -286,6 +302,9 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
                         }
                         let (cap, records) = entry.remove();
                         held -= records.len();
+                        if noting {
+                            reach.borrow_mut().emitted((ts, cap.time().epoch()));
+                        }
                         let mut session = output.session(&cap);
                         for record in records {
                             let k = key(&record);
@@ -322,6 +341,7 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
                     .map_or(stream_frontier, |((ts, _), _)| stream_frontier.min(*ts));
                 if horizon > compacted && horizon < u64::MAX {
                     compacted = horizon;
+                    reach.borrow_mut().horizon = horizon;
                     let floor = T::minimum().with_event(horizon);
                     trace.set_logical_compaction(Antichain::from_elem(floor).borrow());
                 }
@@ -342,42 +362,276 @@ impl<'scope, T: EventTime, D: ExchangeData> Lookup<'scope, T, D> for StreamVec<'
 /// table's event-time frontier has passed them, the previous value is retracted and the
 /// new one, if any (not for a tombstone), inserted, at the upsert's time. Exchanged by
 /// the key's differential hash (as the arrangement).
+///
+/// Under checkpoints the table is this operator's part: every key's [`History`] (pruned
+/// to what the lookup's stream records may still read, see [`Reach`]) and the upserts
+/// still waiting for the frontier. A restore replays each restored history through
+/// [`Table::apply`] at the epoch after the checkpoint, so the arrangement holds what it
+/// held (lookups compare event times only).
 fn upsert_updates<'scope, T, K, V>(
     table: StreamVec<'scope, T, (K, Option<V>)>,
     name: &str,
+    reach: Rc<RefCell<Reach>>,
 ) -> StreamVec<'scope, T, ((K, V), T, isize)>
 where
     T: EventTime,
     K: ExchangeData + Hash + Ord + Clone + Debug,
     V: ExchangeData + Ord + Clone + Debug,
 {
+    let scope = table.scope();
+    let name = format!("Lookup({name}) upserts");
     let pact = Exchange::new(|(k, _): &(K, Option<V>)| k.hashed());
-    table.unary_frontier(pact, &format!("Lookup({name}) upserts"), |_cap, _info| {
-        let mut pending: Waiting<T, (K, Option<V>)> = BTreeMap::new();
-        let mut current: FxHashMap<K, V> = FxHashMap::default();
-        move |(input, frontier), output| {
-            input.for_each_stamp(|cap, batches| stash(&mut pending, cap, batches));
-            let applied_below = event_frontier(&frontier.frontier());
+    let mut builder = OperatorBuilder::new(name.clone(), scope);
+    let wake = crate::checkpoint::waker(&scope, &builder);
+    let mut input = builder.new_input(table, pact);
+    let (output, stream) = builder.new_output();
+    let mut output: VecOutput<T, ((K, V), T, isize)> = OutputBuilder::from(output);
+
+    let mut pending: Waiting<T, (K, Option<V>)> = BTreeMap::new();
+    let mut table = Table {
+        rows: FxHashMap::default(),
+        logging: false,
+        changed: FxHashSet::default(),
+    };
+    let checkpoints = Checkpoints::current();
+
+    builder.build(move |initial| {
+        let mut replay = None;
+        let mut aligner = checkpoints.map(|ctx| {
+            let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
+            table.logging = true;
+            replay = table.restore(&aligner, &initial[0], &mut pending);
+            aligner
+        });
+        move |frontiers| {
+            let mut output = output.activate();
+            if let Some((cap, updates)) = replay.take() {
+                output.session(&cap).give_iterator(updates.into_iter());
+            }
+            input.for_each_stamp(|cap, batches| {
+                let Some(time) = time_of(&cap) else {
+                    return;
+                };
+                match aligner.as_mut().filter(|a| a.later(&time)) {
+                    Some(a) => {
+                        for batch in batches {
+                            a.stash(time, || cap.delayed(&time, 0), batch);
+                        }
+                    }
+                    None => stash(&mut pending, cap, batches),
+                }
+            });
+
+            // Each checkpoint epoch the input has sealed, in turn: what waited for it
+            // joins the pending upserts, the part is written, and what is pending moves
+            // to the next epoch.
+            if let Some(a) = aligner.as_mut() {
+                while let Some(epoch) = a.due(frontiers) {
+                    keep(&mut pending, a.release(epoch));
+                    let below = reach.borrow_mut().prunable_in(epoch);
+                    table.checkpoint(a, epoch, &pending, below);
+                    for (cap, _) in pending.values_mut() {
+                        lift_epoch(cap, epoch);
+                    }
+                    let next = a.next();
+                    keep(&mut pending, a.release(next));
+                }
+                keep(&mut pending, a.release_if_done(frontiers));
+            }
+
+            // Upserts waiting for a checkpoint are applied in event-time order too.
+            let frontier = watermark(frontiers);
+            let applied_below = aligner
+                .as_ref()
+                .map_or(frontier, |a| frontier.min(a.stashed_from()));
+            // Under checkpoints histories are pruned as parts are written.
+            let prune_below = if aligner.is_some() {
+                0
+            } else {
+                reach.borrow().horizon
+            };
             while let Some(entry) = pending.first_entry() {
                 if entry.key().0 >= applied_below {
                     break;
                 }
-                let ((_, time), (cap, mut upserts)) = entry.remove_entry();
+                let ((event, _), (cap, mut upserts)) = entry.remove_entry();
                 upserts.sort_by(|a, b| a.1.cmp(&b.1));
+                let time = *cap.time();
                 let mut session = output.session(&cap);
                 for (k, v) in upserts {
-                    let old = match v {
-                        Some(v) => {
-                            session.give(((k.clone(), v.clone()), time, 1));
-                            current.insert(k.clone(), v)
-                        }
-                        None => current.remove(&k),
-                    };
-                    if let Some(old) = old {
-                        session.give(((k, old), time, -1));
-                    }
+                    table.apply(k, event, v, prune_below, |k, v, diff| {
+                        session.give(((k.clone(), v.clone()), time, diff))
+                    });
                 }
             }
+            if let Some(a) = aligner.as_mut() {
+                a.settle(frontier);
+            }
         }
-    })
+    });
+    stream
+}
+
+/// What a lookup tells its table's operator (on the same worker, for the same keys):
+/// how far back its stream records can still look, so the table's history before that
+/// can be pruned.
+#[derive(Default)]
+struct Reach {
+    /// The least event time a waiting or future stream record can look up (the trace's
+    /// logical compaction).
+    horizon: u64,
+    /// Under checkpoints, per epoch, the least event time of a stream record emitted
+    /// at it: after a restore, the records of epochs after the checkpoint are read
+    /// again and must find the history they found before.
+    emitted: BTreeMap<u64, u64>,
+}
+
+impl Reach {
+    /// Notes a stream record emitted at `time`.
+    fn emitted(&mut self, time: (u64, u64)) {
+        let (event, epoch) = time;
+        let least = self.emitted.entry(epoch).or_insert(event);
+        *least = (*least).min(event);
+    }
+
+    /// The event time before which the table's history may be pruned in the
+    /// checkpoint of `epoch` (and from then on): no stream record a restore from it
+    /// reads again looks up before it.
+    fn prunable_in(&mut self, epoch: u64) -> u64 {
+        self.emitted = self.emitted.split_off(&(epoch + 1));
+        self.emitted.values().copied().fold(self.horizon, u64::min)
+    }
+}
+
+/// A key's upserts applied that a lookup may still read, in the order applied: `(event
+/// time, value)`, `None` a tombstone. The last one holds the key's current value.
+type History<V> = Vec<(u64, Option<V>)>;
+
+/// The table of a lookup's worker: every key's [`History`], and which keys changed
+/// since the last checkpoint part.
+struct Table<K, V> {
+    rows: FxHashMap<K, History<V>>,
+    /// Whether changes are tracked for incremental checkpoints.
+    logging: bool,
+    changed: FxHashSet<K>,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
+    /// Applies an upsert at event time `event`: `emit`s the new value's insertion (if
+    /// any) and the previous value's retraction (if any), then prunes the key's history
+    /// before `prune_below`.
+    fn apply(
+        &mut self,
+        key: K,
+        event: u64,
+        value: Option<V>,
+        prune_below: u64,
+        mut emit: impl FnMut(&K, &V, isize),
+    ) {
+        let history = self.rows.entry(key.clone()).or_default();
+        if let Some(v) = &value {
+            emit(&key, v, 1);
+        }
+        if let Some((_, Some(old))) = history.last() {
+            emit(&key, old, -1);
+        }
+        history.push((event, value));
+        self.prune(&key, prune_below);
+        if self.logging {
+            self.changed.insert(key);
+        }
+    }
+
+    /// Forgets what no lookup at or after `below` can tell apart: an upsert followed by
+    /// another, both before `below` (at or after it, the first one's insertion and
+    /// retraction cancel), and a key whose only upsert left is a tombstone before it.
+    fn prune(&mut self, key: &K, below: u64) {
+        let Some(history) = self.rows.get_mut(key) else {
+            return;
+        };
+        let old = history
+            .windows(2)
+            .take_while(|w| w[0].0 < below && w[1].0 < below)
+            .count();
+        history.drain(..old);
+        if matches!(history[..], [(event, None)] if event < below) {
+            self.rows.remove(key);
+        }
+    }
+}
+
+/// A table's upsert: `(key, value)`, `None` a tombstone.
+type Upsert<K, V> = (K, Option<V>);
+
+/// The part's unkeyed state: the upserts waiting for the frontier, at their time.
+type Pending<T, K, V> = Vec<(T, Vec<Upsert<K, V>>)>;
+
+impl<K: Hash + Eq + Clone + Serialize, V: Clone + Serialize> Table<K, V> {
+    /// Writes this worker's part of checkpoint `epoch`: the histories changed since the
+    /// last part (pruned before `below` first) or every history, and the upserts
+    /// pending.
+    fn checkpoint<T: EventTime>(
+        &mut self,
+        aligner: &mut Aligner<T, (K, Option<V>)>,
+        epoch: u64,
+        pending: &Waiting<T, (K, Option<V>)>,
+        below: u64,
+    ) {
+        let extra: Vec<(T, &Vec<Upsert<K, V>>)> =
+            pending.iter().map(|((_, t), (_, d))| (*t, d)).collect();
+        let mut changed = std::mem::take(&mut self.changed);
+        for k in &changed {
+            self.prune(k, below);
+        }
+        let rows = &self.rows;
+        aligner.write_log(epoch, extra, |full| {
+            if full {
+                rows.iter().map(|(k, h)| (k, Some(h))).collect()
+            } else {
+                changed.iter().map(|k| (k, rows.get(k))).collect()
+            }
+        });
+        changed.clear();
+        self.changed = changed;
+    }
+}
+
+impl<K, V> Table<K, V>
+where
+    K: Hash + Eq + Clone + DeserializeOwned,
+    V: Clone + DeserializeOwned,
+{
+    /// Loads the restored checkpoint's histories of the keys this worker owns (by the
+    /// exchange's routing, `hash % workers`) and its pending upserts. Returns the
+    /// updates that rebuild the arrangement, under a capability (minted from `initial`)
+    /// at the epoch after the checkpoint; `None` if nothing is restored.
+    #[allow(clippy::type_complexity)]
+    fn restore<T: EventTime>(
+        &mut self,
+        aligner: &Aligner<T, (K, Option<V>)>,
+        initial: &Capability<T>,
+        pending: &mut Waiting<T, (K, Option<V>)>,
+    ) -> Option<(Capability<T>, Vec<((K, V), T, isize)>)> {
+        let ctx = aligner.checkpoints();
+        let (epoch, parts) = aligner.restored_log::<Pending<T, K, V>, K, History<V>>()?;
+        let owns = |k: &K| k.hashed() % ctx.workers() as u64 == ctx.worker() as u64;
+        let cap = initial.delayed(&initial.time().with_epoch(epoch));
+        let mut updates = Vec::new();
+        for (waiting, rows) in parts {
+            for (k, history) in rows {
+                if !owns(&k) {
+                    continue;
+                }
+                for (event, value) in history {
+                    let time = cap.time().with_event(event);
+                    self.apply(k.clone(), event, value, 0, |k, v, diff| {
+                        updates.push(((k.clone(), v.clone()), time, diff))
+                    });
+                }
+            }
+            restore_owned(pending, by_event(waiting), initial, epoch, |(k, _)| owns(k));
+        }
+        self.changed.clear();
+        Some((cap, updates))
+    }
 }

@@ -1,4 +1,4 @@
-//! Checkpoints of keyed state, window and interval joins, rolling windows and
+//! Checkpoints of keyed state, window and interval joins, lookups, rolling windows and
 //! pre-aggregated windows: a run cut off at a random
 //! round, restored from one of its complete checkpoints at the same or another number
 //! of workers (`common::crash`), must leave a consumer of both runs' output with exactly
@@ -15,7 +15,7 @@ use common::{rounds, steps, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
 use freshet_operators::{
-    IntervalJoin, JoinKind, KeyedState, Late, Rolling, RollingPolicy, Slide, Time, Tumble,
+    IntervalJoin, JoinKind, KeyedState, Late, Lookup, Rolling, RollingPolicy, Slide, Time, Tumble,
     WindowJoin,
 };
 use proptest::prelude::*;
@@ -543,6 +543,76 @@ fn joins_restore_after_several_epochs() {
         for pick in LATE_PICKS {
             check_window_join(&rounds, 11, 40, true, after, pick);
             check_interval_join(&rounds, 11, 5, 15, true, after, pick);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Stream–table lookup: its table is checkpointed, not read again.
+
+/// A lookup over one input: odd values are the table's upserts (a multiple of 5 a
+/// tombstone), even ones the stream records looked up.
+fn lookup(
+    main: StreamVec<'_, Time, Rec>,
+    kind: JoinKind,
+) -> StreamVec<'_, Time, (Rec, Option<u64>)> {
+    let table = main
+        .clone()
+        .filter(|r: &Rec| r.1 & 1 == 1)
+        .map(|r| (r.0, (!r.1.is_multiple_of(5)).then_some(r.1)));
+    main.filter(|r: &Rec| r.1 & 1 == 0).lookup_upserts_with(
+        table,
+        "l",
+        kind,
+        |r: &Rec| r.0,
+        |r, v| (r, v.copied()),
+    )
+}
+
+/// The restored run reads only the rounds after the checkpoint, table upserts
+/// included: every lookup after it must find the table the checkpoint holds.
+fn check_lookup(rounds: &[Round<Rec>], cut: usize, left: bool, after: usize, pick: usize) {
+    let kind = kind_of(left);
+    let build = crash::dataflow(move |main, _late| lookup(main, kind));
+    let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
+    let want: BTreeMap<Rec, Option<u64>> = common::lookup_reference(rounds, kind, true)
+        .into_iter()
+        .collect();
+    let context = format!("cut at round {cut}, restored at {after} workers");
+    consume(&first, &second, &want, |o| *o, &context);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn lookup_restores_its_table_exactly(
+        rounds in rounds(12), cut in 3usize..12, left in any::<bool>(),
+        after in 1usize..4, pick in 0usize..16,
+    ) {
+        let cut = cut.min(rounds.len());
+        check_lookup(&rounds, cut, left, after, pick);
+    }
+}
+
+#[test]
+fn lookup_restores_its_table_after_several_epochs() {
+    let rounds = steady();
+    for after in [1, 2, 3] {
+        for pick in 0..8 {
+            check_lookup(&rounds, 7, pick % 2 == 0, after, pick);
+        }
+    }
+    // Every checkpoint of a run, each restored from its chain of incremental parts.
+    let build = crash::dataflow(|main, _late| lookup(main, JoinKind::Left));
+    let want: BTreeMap<Rec, Option<u64>> = common::lookup_reference(&rounds, JoinKind::Left, true)
+        .into_iter()
+        .collect();
+    for async_writes in [false, true] {
+        for (at, first, second) in crash::restore_every_checkpoint(async_writes, &rounds, 9, build)
+        {
+            let context = format!("restored checkpoint {at}");
+            consume(&first, &second, &want, |o| *o, &context);
         }
     }
 }

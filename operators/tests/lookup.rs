@@ -5,59 +5,11 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{collect, rounds, run_windowed, steps, Rec, Round, Source};
+use common::{collect, lookup_reference, rounds, run_windowed, steps, Rec, Round, Source};
 use freshet_operators::{JoinKind, Lookup, Time};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Probe;
-
-/// Stream records have an even value; table upserts `(key, value)` an odd one.
-fn reference(rounds: &[Round<Rec>], kind: JoinKind) -> Vec<(Rec, Option<u64>)> {
-    let all: Vec<(u64, Rec)> = rounds
-        .iter()
-        .enumerate()
-        .flat_map(|(epoch, r)| r.records.iter().map(move |(_, d)| (epoch as u64, *d)))
-        .collect();
-    let mut out = Vec::new();
-    for (_, s) in all.iter().filter(|(_, r)| r.1 & 1 == 0) {
-        let value = all
-            .iter()
-            .filter(|(_, t)| t.1 & 1 == 1 && t.0 == s.0 && t.2 <= s.2)
-            .max_by_key(|(epoch, t)| (t.2, *epoch, t.1))
-            .map(|(_, t)| t.1);
-        if value.is_some() || kind == JoinKind::Left {
-            out.push((*s, value));
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Like `reference`, with tombstones: a table record whose value is a multiple of 5
-/// deletes its key. The winning table record for a stream record is the one of
-/// greatest (event time, epoch, value), a tombstone below any value; a tombstone
-/// gives no value.
-fn reference_with_tombstones(rounds: &[Round<Rec>], kind: JoinKind) -> Vec<(Rec, Option<u64>)> {
-    let all: Vec<(u64, Rec)> = rounds
-        .iter()
-        .enumerate()
-        .flat_map(|(epoch, r)| r.records.iter().map(move |(_, d)| (epoch as u64, *d)))
-        .collect();
-    let row = |v: u64| (!v.is_multiple_of(5)).then_some(v);
-    let mut out = Vec::new();
-    for (_, s) in all.iter().filter(|(_, r)| r.1 & 1 == 0) {
-        let value = all
-            .iter()
-            .filter(|(_, t)| t.1 & 1 == 1 && t.0 == s.0 && t.2 <= s.2)
-            .max_by_key(|(epoch, t)| (t.2, *epoch, row(t.1)))
-            .and_then(|(_, t)| row(t.1));
-        if value.is_some() || kind == JoinKind::Left {
-            out.push((*s, value));
-        }
-    }
-    out.sort();
-    out
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
@@ -67,7 +19,7 @@ proptest! {
     #[test]
     fn lookup_with_tombstones_matches_reference(rounds in rounds(8), left in any::<bool>()) {
         let kind = if left { JoinKind::Left } else { JoinKind::Inner };
-        let want = reference_with_tombstones(&rounds, kind);
+        let want = lookup_reference(&rounds, kind, true);
         let deletes = rounds.iter().flat_map(|r| &r.records).any(|(_, r)| r.1 & 1 == 1 && r.1.is_multiple_of(5));
         for workers in [1, 4] {
             let got = run_windowed(workers, &rounds, move |main, _late| {
@@ -90,7 +42,7 @@ proptest! {
     #[test]
     fn lookup_matches_reference(rounds in rounds(8), left in any::<bool>()) {
         let kind = if left { JoinKind::Left } else { JoinKind::Inner };
-        let want = reference(&rounds, kind);
+        let want = lookup_reference(&rounds, kind, false);
         for workers in [1, 4] {
             let got = run_windowed(workers, &rounds, move |main, _late| {
                 let table = main.clone().filter(|r: &Rec| r.1 & 1 == 1).map(|r| (r.0, r.1));

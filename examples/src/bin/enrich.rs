@@ -1,8 +1,9 @@
 //! Enrichment: a stream of orders joined with a compacted topic of customer records (a
 //! stream–table join with `freshet::operators::Lookup`): each order gets its customer's
 //! record as of the order's event time; orders of unknown customers go out with
-//! `"customer": null`. The customers topic is read from its start at every run and its
-//! offsets are never committed (`KafkaSource::table`); the orders' offsets are. An order
+//! `"customer": null`. The customers topic is a table side (`KafkaSource::table`): its
+//! offsets are never committed (the orders' are); it is read from its start, or after a
+//! restart from the checkpoint, which holds the table. An order
 //! waits until the table's watermark passes its event time; a table topic at its end and
 //! quiet for `--idle-timeout-ms` follows the wall clock, so live orders wait about that long.
 //!

@@ -198,8 +198,8 @@ pub(crate) struct Reader {
     pub partitions: Vec<PartitionState>,
     pub committer: Rc<std::cell::RefCell<SourceCommitter>>,
     pub known_partitions: usize,
-    /// The checkpoint context and this source's name in it (none for a table side,
-    /// which is re-read from its start at every run, or with checkpoints off).
+    /// The checkpoint context and this source's name in it (none with checkpoints
+    /// off).
     pub checkpoint: Option<(Checkpoints, String)>,
     /// The worker watermark restored from the checkpoint (0 without one).
     pub restored_watermark: u64,
@@ -347,11 +347,9 @@ pub(crate) fn open(
     } else {
         None
     };
-    // A restored checkpoint's positions win over the group's commits: the state it
-    // restores reflects exactly the records before them.
-    let checkpoint = Checkpoints::current()
-        .filter(|_| commit)
-        .map(|c| (c, format!("KafkaSource({topic})")));
+    // A restored checkpoint's positions win over the group's commits (and a table
+    // side's start): the state it restores reflects exactly the records before them.
+    let checkpoint = Checkpoints::current().map(|c| (c, format!("KafkaSource({topic})")));
     let mut restored: BTreeMap<i32, (i64, Option<u64>)> = BTreeMap::new();
     let mut restored_watermark = None::<u64>;
     if let Some((c, name)) = &checkpoint {

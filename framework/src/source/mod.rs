@@ -116,10 +116,12 @@ impl<C: Decoder> KafkaSource<C> {
         self
     }
 
-    /// Never commits this source's offsets: for a table side (e.g. a compacted topic of
-    /// reference data joined with [`crate::operators::Lookup`]), which is re-read from
-    /// its start at every run. Use it with [`crate::StartFrom::Earliest`] in the
-    /// source's [`SourceConfig`] (see [`KafkaSource::table`]).
+    /// Never commits this source's offsets to the consumer group: for a table side
+    /// (e.g. a compacted topic of reference data joined with
+    /// [`crate::operators::Lookup`]), whose reader must see the whole table. Use it
+    /// with [`crate::StartFrom::Earliest`] in the source's [`SourceConfig`] (see
+    /// [`KafkaSource::table`]). Under checkpoints its positions are still in every
+    /// checkpoint, and a restore resumes it there.
     pub fn no_commit(mut self) -> Self {
         self.commit = false;
         self
@@ -127,6 +129,12 @@ impl<C: Decoder> KafkaSource<C> {
 
     /// A table side: `start` forced to earliest and offsets never committed; other
     /// settings from `config` (the job's source settings, usually).
+    ///
+    /// Without a checkpoint to restore, the table is read from its start. A restored
+    /// checkpoint holds the table as the lookup had it (its operator's part) and the
+    /// table source's positions, so the source resumes there and reads only what was
+    /// written since: a restart does not wait for the whole table again, and upserts
+    /// the topic no longer holds (retention, compaction) are not lost.
     ///
     /// Decoded with [`crate::codec::Upserts`], a table's null payloads (tombstones of a
     /// compacted topic) come through as [`crate::codec::Upsert`]s with no value, at the

@@ -139,3 +139,34 @@ pub fn steps(worker: &mut timely::worker::Worker) {
         worker.step();
     }
 }
+
+/// What a stream–table lookup over `rounds` emits: stream records have an even value,
+/// table upserts `(key, value)` an odd one (with `deletes`, a multiple of 5 is a
+/// tombstone). The winning upsert for a stream record is its key's one of greatest
+/// (event time, epoch, value) at or before its event time, a tombstone below any value;
+/// a tombstone gives no value. Sorted.
+pub fn lookup_reference(
+    rounds: &[Round<Rec>],
+    kind: freshet_operators::JoinKind,
+    deletes: bool,
+) -> Vec<(Rec, Option<u64>)> {
+    let all: Vec<(u64, Rec)> = rounds
+        .iter()
+        .enumerate()
+        .flat_map(|(epoch, r)| r.records.iter().map(move |(_, d)| (epoch as u64, *d)))
+        .collect();
+    let row = |v: u64| (!(deletes && v.is_multiple_of(5))).then_some(v);
+    let mut out = Vec::new();
+    for (_, s) in all.iter().filter(|(_, r)| r.1 & 1 == 0) {
+        let value = all
+            .iter()
+            .filter(|(_, t)| t.1 & 1 == 1 && t.0 == s.0 && t.2 <= s.2)
+            .max_by_key(|(epoch, t)| (t.2, *epoch, row(t.1)))
+            .and_then(|(_, t)| row(t.1));
+        if value.is_some() || kind == freshet_operators::JoinKind::Left {
+            out.push((*s, value));
+        }
+    }
+    out.sort();
+    out
+}
