@@ -26,17 +26,21 @@
 //! the held capability where it was (commits stop), is reported, and makes the next
 //! part a full one; the next checkpoint epoch is tried.
 //!
-//! Operators with keyed state write it as a [`LogPart`]: the entries changed since
-//! the operator's previous part (an incremental part, naming that part as its base),
-//! or every entry (a full part). A full part is written at an operator's first
-//! checkpoint, after a failed write, and every [`Checkpoints::full_every`] checkpoint
-//! epochs (staggered by operator and worker, so the workers do not compact at once);
-//! so restoring reads at most that many parts per operator and worker, and every part
-//! a checkpoint needs is at most `(full_every - 1) * every` epochs older than it
-//! ([`chain_from`]), which is what retention keeps.
+//! Operators with keyed state write it as a [`LogPart`]: a full part (every entry) at
+//! an operator's first checkpoint and after a failed write, and otherwise an
+//! incremental part naming the previous one as its base, holding the entries changed
+//! since and, again, the unchanged entries of one *sweep slot* (a key hash modulo
+//! [`Checkpoints::full_every`], one slot per checkpoint in turn, offset by operator and
+//! worker). Any `full_every` incremental parts in a row therefore hold every entry:
+//! a part names the oldest part a restore must read (its `from`), so restoring reads at
+//! most that many parts per operator and worker, and every part a checkpoint needs is
+//! at most `(full_every - 1) * every` epochs older than it ([`chain_from`]), which is
+//! what retention keeps. No part ever rewrites the whole state at once after the first:
+//! a large state costs each checkpoint a `1 / full_every` share of it, not a pause of
+//! the worker every `full_every` checkpoints.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
@@ -55,8 +59,8 @@ use crate::time::EventTime;
 /// taken at one number of workers restores at another (up to `KEY_GROUPS` workers).
 pub const KEY_GROUPS: u64 = 256;
 
-/// How many checkpoint epochs apart an operator writes full parts, unless told: the
-/// parts in between hold only what changed.
+/// How many incremental parts in a row hold every entry, unless told: each holds what
+/// changed and one such share of the state (see [`Want`]).
 pub const DEFAULT_FULL_EVERY: u64 = 10;
 
 /// One worker's part of a keyed operator's checkpoint, as a log of changes.
@@ -65,10 +69,72 @@ pub struct LogPart<E, K, V> {
     /// The epoch of the part (of the same operator and worker) this one changes;
     /// `None`: a full part, complete by itself.
     pub base: Option<u64>,
+    /// The epoch of the oldest part a restore reads: this part and its bases back to
+    /// that one together hold every live entry (the part's own epoch if it is full).
+    pub from: u64,
     /// The operator's state that is not keyed (small, written whole in every part).
     pub extra: E,
     /// Entries changed since the base, in order (`None`: removed); every entry if full.
     pub entries: Vec<(K, Option<V>)>,
+}
+
+/// Which entries a keyed part holds (see [`Aligner::write_log`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Every entry: a full part.
+    All,
+    /// The entries changed since the last part, and the unchanged entries whose key's
+    /// hash is `slot` modulo `of` (written again, so that `of` parts in a row hold
+    /// every entry).
+    Changed {
+        /// This part's sweep slot.
+        slot: u64,
+        /// How many slots there are.
+        of: u64,
+    },
+}
+
+impl Want {
+    /// Whether the part holds the entry keyed `key` even if it did not change.
+    pub fn sweeps<Q: Hash + ?Sized>(self, key: &Q) -> bool {
+        match self {
+            Want::All => true,
+            Want::Changed { slot, of } => hash(key) % of == slot,
+        }
+    }
+
+    /// The entries the part holds, from an operator's `all` entries and the `changed`
+    /// ones: `all` for a full part, else `changed` and the entries of `all` this part
+    /// sweeps (an entry both changed and swept is written twice, with the same value).
+    pub fn pick<K: Hash, V>(
+        self,
+        all: impl Iterator<Item = (K, Option<V>)>,
+        changed: impl Iterator<Item = (K, Option<V>)>,
+    ) -> Vec<(K, Option<V>)> {
+        match self {
+            Want::All => all.collect(),
+            Want::Changed { .. } => changed.chain(all.filter(|(k, _)| self.sweeps(k))).collect(),
+        }
+    }
+
+    /// [`Want::pick`] for entries whose value costs something to make: `value` is asked
+    /// only for the keys the part holds.
+    pub fn pick_by_key<K: Hash, V>(
+        self,
+        all: impl Iterator<Item = K>,
+        changed: impl Iterator<Item = K>,
+        value: impl Fn(&K) -> Option<V>,
+    ) -> Vec<(K, Option<V>)> {
+        let keys: Box<dyn Iterator<Item = K>> = match self {
+            Want::All => Box::new(all),
+            Want::Changed { .. } => Box::new(changed.chain(all.filter(|k| self.sweeps(k)))),
+        };
+        keys.map(|k| {
+            let v = value(&k);
+            (k, v)
+        })
+        .collect()
+    }
 }
 
 /// The oldest epoch whose parts checkpoint `epoch` may need (taken every `every`
@@ -278,13 +344,19 @@ impl Checkpoints {
         self.0.full_every.get()
     }
 
-    /// Whether operator `name` writes a full part at checkpoint `epoch` on this worker:
-    /// every `full_every`-th checkpoint, at an offset of its own.
-    pub fn compacts(&self, name: &str, epoch: u64) -> bool {
+    /// What operator `name`'s incremental part at checkpoint `epoch` rewrites besides
+    /// its changes on this worker: the entries of sweep slot `step % full_every`, where
+    /// the step counts checkpoints (at an offset of the operator's and worker's own).
+    /// Consecutive checkpoints sweep consecutive slots, so any `full_every` of them in a
+    /// row rewrite every entry.
+    pub fn sweep(&self, name: &str, epoch: u64) -> Want {
         let n = self.0.full_every.get();
         let step =
             (epoch.saturating_add(1) / self.0.every).wrapping_add(hash(&(name, self.0.worker)));
-        step.is_multiple_of(n)
+        Want::Changed {
+            slot: step % n,
+            of: n,
+        }
     }
 
     /// The least epoch this run may take a checkpoint at.
@@ -377,7 +449,7 @@ impl Checkpoints {
 impl Checkpoints {
     /// The keyed state of `name` in the checkpoint restored from, one `(extra, entries)`
     /// per worker that wrote a part: each worker's log read back from the restored
-    /// part through its bases to a full part, and replayed.
+    /// part through its bases to the oldest part it needs (its `from`), and replayed.
     ///
     /// # Panics
     /// If a part or a base it names cannot be read or decoded.
@@ -394,6 +466,8 @@ impl Checkpoints {
         for worker in 0..restore.workers {
             let mut chain: Vec<LogPart<E, K, V>> = Vec::new();
             let mut epoch = restore.epoch;
+            // The oldest part the restored one needs (its `from`).
+            let mut from = None;
             loop {
                 let path = Self::part_path(epoch, name, worker);
                 let part: LogPart<E, K, V> = match self.read_part(&path) {
@@ -403,8 +477,10 @@ impl Checkpoints {
                     None => panic!("checkpoint part {path}, the base of a later part, is missing"),
                 };
                 let base = part.base;
+                let from = *from.get_or_insert(part.from);
                 chain.push(part);
                 match base {
+                    _ if epoch <= from => break,
                     Some(b) if b < epoch => epoch = b,
                     Some(b) => panic!("checkpoint part {path} names a base {b} not older"),
                     None => break,
@@ -664,6 +740,10 @@ pub struct Aligner<T: EventTime, D> {
     /// The epoch of this run's last part, unless it failed: the base of the next
     /// incremental part.
     last: Option<u64>,
+    /// The epochs of this run's parts since its last full part (that one included),
+    /// newest last, at most `full_every` of them: the oldest is the `from` of the next
+    /// incremental part.
+    recent: VecDeque<u64>,
     /// Answers of the writer thread, and how many parts it still has of this operator.
     acks: (mpsc::Sender<Written>, mpsc::Receiver<Written>),
     outstanding: usize,
@@ -701,6 +781,7 @@ impl<T: EventTime, D> Aligner<T, D> {
             hold: Some(hold),
             started: false,
             last: None,
+            recent: VecDeque::new(),
             acks: mpsc::channel(),
             outstanding: 0,
             wake: None,
@@ -883,15 +964,19 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// on to the next checkpoint epoch; the held capability stays at `epoch` until the
     /// part is durable. The caller then lifts the capabilities it holds for state.
     ///
-    /// `entries(full)` gives every entry if `full`, else those changed since the last
-    /// part (`None`: removed); a full part is asked for at the first part, after a
-    /// failed write and every [`Checkpoints::full_every`] checkpoints. Either way the
-    /// operator then forgets what changed: after a failure the next part is full.
+    /// `entries(want)` gives the entries `want` asks for (`None`: removed), usually
+    /// through [`Want::pick`]: every entry for a full part — at the operator's first
+    /// part and after a failed write — else those changed since the last part and the
+    /// unchanged ones of this checkpoint's sweep slot ([`Checkpoints::sweep`]), so that
+    /// the last [`Checkpoints::full_every`] parts together hold every entry and a restore
+    /// reads no more than that many, without a whole-state part ever being written at
+    /// once. Either way the operator then forgets what changed: after a failure the
+    /// next part is full.
     pub fn write_log<E: Serialize, K: Serialize, V: Serialize>(
         &mut self,
         epoch: u64,
         extra: E,
-        entries: impl FnOnce(bool) -> Vec<(K, Option<V>)>,
+        entries: impl FnOnce(Want) -> Vec<(K, Option<V>)>,
     ) {
         self.write_log_full_if(epoch, extra, false, entries);
     }
@@ -905,15 +990,26 @@ impl<T: EventTime, D> Aligner<T, D> {
         epoch: u64,
         extra: E,
         mostly_changed: bool,
-        entries: impl FnOnce(bool) -> Vec<(K, Option<V>)>,
+        entries: impl FnOnce(Want) -> Vec<(K, Option<V>)>,
     ) -> bool {
-        let base = self
-            .last
-            .filter(|_| !mostly_changed && !self.ctx.compacts(&self.name, epoch));
+        let n = self.ctx.full_every().max(1);
+        let base = self.last.filter(|_| !mostly_changed && n > 1);
+        let want = match base {
+            None => {
+                self.recent.clear();
+                Want::All
+            }
+            Some(_) => self.ctx.sweep(&self.name, epoch),
+        };
+        self.recent.push_back(epoch);
+        while self.recent.len() > n as usize {
+            self.recent.pop_front();
+        }
         let part = LogPart {
             base,
+            from: *self.recent.front().expect("this part's epoch"),
             extra,
-            entries: entries(base.is_none()),
+            entries: entries(want),
         };
         // The base of the next part, unless this one fails (`write` then forgets it).
         self.last = Some(epoch);

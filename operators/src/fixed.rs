@@ -392,25 +392,22 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, D: Clone + Se
         // dropped since, so this overstates the share of live entries that changed
         // (a full part then, when most of what was touched is gone, is also smaller).
         let mostly_changed = changed.len() * 2 >= entries;
-        let full = aligner.write_log_full_if(epoch, extra, mostly_changed, |full| {
-            if full {
-                let open = open.iter().map(|(s, w)| (*s, false, &w.keys));
-                let closed = closed.iter().map(|(s, keys)| (*s, true, keys));
-                open.chain(closed)
-                    .flat_map(|(s, c, keys)| {
-                        keys.iter().map(move |(k, slot)| ((s, k), Some((c, slot))))
-                    })
-                    .collect()
-            } else {
-                // An entry of a window since dropped needs no tombstone: a restore
-                // ignores the entries of windows its newest part does not list.
-                let listed = |s: &u64| open.contains_key(s) || closed.contains_key(s);
-                changed
-                    .iter()
-                    .filter(|(s, _)| listed(s))
-                    .map(|(s, k)| ((*s, k), slot(*s, k)))
-                    .collect()
-            }
+        let full = aligner.write_log_full_if(epoch, extra, mostly_changed, |want| {
+            let all = open
+                .iter()
+                .map(|(s, w)| (*s, false, &w.keys))
+                .chain(closed.iter().map(|(s, keys)| (*s, true, keys)))
+                .flat_map(|(s, c, keys)| {
+                    keys.iter().map(move |(k, slot)| ((s, k), Some((c, slot))))
+                });
+            // An entry of a window since dropped needs no tombstone: a restore ignores
+            // the entries of windows its newest part does not list.
+            let listed = |s: &u64| open.contains_key(s) || closed.contains_key(s);
+            let changed = changed
+                .iter()
+                .filter(|(s, _)| listed(s))
+                .map(|(s, k)| ((*s, k), slot(*s, k)));
+            want.pick(all, changed)
         });
         if full {
             // Every entry, in order: cheaper than looking the changed ones up.

@@ -579,27 +579,19 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, B: Serialize>
                 (x, y) => Some((x.unwrap_or_default(), y.unwrap_or_default())),
             }
         };
-        aligner.write_log(epoch, self.closed_through, |full| {
-            if full {
-                // Each `(key, event time)` once, from the side that has it first.
-                let left = a
-                    .iter()
-                    .flat_map(|(k, by_time)| by_time.keys().map(move |t| (k, *t)));
-                let right = b.iter().flat_map(|(k, by_time)| {
-                    by_time
-                        .keys()
-                        .filter(move |t| at(a, k, **t).is_none())
-                        .map(move |t| (k, *t))
-                });
-                left.chain(right)
-                    .map(|(k, t)| ((k, t), view(k, t)))
-                    .collect()
-            } else {
-                changed
-                    .iter()
-                    .map(|(k, t)| ((k, *t), view(k, *t)))
-                    .collect()
-            }
+        aligner.write_log(epoch, self.closed_through, |want| {
+            // Each `(key, event time)` once, from the side that has it first.
+            let left = a
+                .iter()
+                .flat_map(|(k, by_time)| by_time.keys().map(move |t| (k, *t)));
+            let right = b.iter().flat_map(|(k, by_time)| {
+                by_time
+                    .keys()
+                    .filter(move |t| at(a, k, **t).is_none())
+                    .map(move |t| (k, *t))
+            });
+            let changed = changed.iter().map(|(k, t)| (k, *t));
+            want.pick_by_key(left.chain(right), changed, |(k, t)| view(k, *t))
         });
         for (k, t) in &changed {
             for logged in [

@@ -286,22 +286,15 @@ fn checkpoint<T: EventTime, K, A, B>(
     fn view<A, B>(s: &Sides<A, B>) -> (&Vec<A>, &Vec<B>, [u64; 2]) {
         (&s.left, &s.right, s.dropped)
     }
-    aligner.write_log(epoch, extra, |full| {
-        if full {
-            open.iter()
-                .flat_map(|(start, (_, keys, _))| {
-                    keys.iter().map(move |(k, s)| ((*start, k), Some(view(s))))
-                })
-                .collect()
-        } else {
-            changed
-                .iter()
-                .map(|(start, k)| {
-                    let sides = open.get(start).and_then(|(_, keys, _)| keys.get(k));
-                    ((*start, k), sides.map(view))
-                })
-                .collect()
-        }
+    aligner.write_log(epoch, extra, |want| {
+        let all = open.iter().flat_map(|(start, (_, keys, _))| {
+            keys.iter().map(move |(k, s)| ((*start, k), Some(view(s))))
+        });
+        let changed = changed.iter().map(|(start, k)| {
+            let sides = open.get(start).and_then(|(_, keys, _)| keys.get(k));
+            ((*start, k), sides.map(view))
+        });
+        want.pick(all, changed)
     });
     for (start, k) in &changed {
         if let Some(s) = windows

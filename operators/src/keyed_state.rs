@@ -464,15 +464,9 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, S: Serialize> Keyed<T, K, S
         fn view<T, S>(e: &Entry<T, S>) -> (&S, u64, u64) {
             (&e.state, e.last, e.scheduled)
         }
-        aligner.write_log(epoch, extra, |full| {
-            if full {
-                states.iter().map(|(k, e)| (k, Some(view(e)))).collect()
-            } else {
-                changed
-                    .iter()
-                    .map(|k| (k, states.get(k).map(view)))
-                    .collect()
-            }
+        aligner.write_log(epoch, extra, |want| {
+            let all = states.iter().map(|(k, e)| (k, Some(view(e))));
+            want.pick(all, changed.iter().map(|k| (k, states.get(k).map(view))))
         });
         for k in &changed {
             if let Some(e) = self.states.get_mut(k) {

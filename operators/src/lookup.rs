@@ -584,12 +584,9 @@ impl<K: Hash + Eq + Clone + Serialize, V: Clone + Serialize> Table<K, V> {
             self.prune(k, below);
         }
         let rows = &self.rows;
-        aligner.write_log(epoch, extra, |full| {
-            if full {
-                rows.iter().map(|(k, h)| (k, Some(h))).collect()
-            } else {
-                changed.iter().map(|k| (k, rows.get(k))).collect()
-            }
+        aligner.write_log(epoch, extra, |want| {
+            let all = rows.iter().map(|(k, h)| (k, Some(h)));
+            want.pick(all, changed.iter().map(|k| (k, rows.get(k))))
         });
         changed.clear();
         self.changed = changed;

@@ -207,24 +207,17 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
     {
         let changed = std::mem::take(&mut self.changed);
         let open = &self.open;
-        aligner.write_log(epoch, extra, |full| {
-            if full {
-                open.iter()
-                    .flat_map(|(start, w)| {
-                        w.keys
-                            .iter()
-                            .map(move |(k, slot)| ((*start, k), Some((head, &slot.acc, tail))))
-                    })
-                    .collect()
-            } else {
-                changed
+        aligner.write_log(epoch, extra, |want| {
+            let all = open.iter().flat_map(|(start, w)| {
+                w.keys
                     .iter()
-                    .map(|(start, k)| {
-                        let slot = open.get(start).and_then(|w| w.keys.get(k));
-                        ((*start, k), slot.map(|slot| (head, &slot.acc, tail)))
-                    })
-                    .collect()
-            }
+                    .map(move |(k, slot)| ((*start, k), Some((head, &slot.acc, tail))))
+            });
+            let changed = changed.iter().map(|(start, k)| {
+                let slot = open.get(start).and_then(|w| w.keys.get(k));
+                ((*start, k), slot.map(|slot| (head, &slot.acc, tail)))
+            });
+            want.pick(all, changed)
         });
         for (start, k) in &changed {
             if let Some(slot) = self.open.get_mut(start).and_then(|w| w.keys.get_mut(k)) {

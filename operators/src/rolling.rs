@@ -517,19 +517,14 @@ impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A
         fn view<T, A>(b: &Block<T, A>) -> (&A, &BTreeMap<u64, A>) {
             (&b.acc, &b.panes)
         }
-        aligner.write_log(epoch, extra, |full| {
-            if full {
-                keys.iter()
-                    .flat_map(|(k, blocks)| {
-                        blocks.iter().map(move |(i, b)| ((k, *i), Some(view(b))))
-                    })
-                    .collect()
-            } else {
-                changed
-                    .iter()
-                    .map(|(k, i)| ((k, *i), keys.get(k).and_then(|bs| bs.get(i)).map(view)))
-                    .collect()
-            }
+        aligner.write_log(epoch, extra, |want| {
+            let all = keys
+                .iter()
+                .flat_map(|(k, blocks)| blocks.iter().map(move |(i, b)| ((k, *i), Some(view(b)))));
+            let changed = changed
+                .iter()
+                .map(|(k, i)| ((k, *i), keys.get(k).and_then(|bs| bs.get(i)).map(view)));
+            want.pick(all, changed)
         });
         for (k, i) in &changed {
             if let Some(block) = self.keys.get_mut(k).and_then(|bs| bs.get_mut(i)) {

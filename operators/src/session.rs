@@ -747,21 +747,11 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, O: Clone + Se
                 .collect();
             Some((sessions, c.map_or(&[][..], |c| &c[..])))
         };
-        aligner.write_log(epoch, extra, |full| {
-            if full {
-                let only_closed = closed.keys().filter(|k| !open.contains_key(*k));
-                open.keys()
-                    .chain(only_closed)
-                    .map(|k| (k, view(k)))
-                    .collect()
-            } else {
-                let mut seen = rustc_hash::FxHashSet::default();
-                changed
-                    .iter()
-                    .filter(|k| seen.insert(*k))
-                    .map(|k| (k, view(k)))
-                    .collect()
-            }
+        aligner.write_log(epoch, extra, |want| {
+            let only_closed = closed.keys().filter(|k| !open.contains_key(*k));
+            let mut seen = rustc_hash::FxHashSet::default();
+            let changed = changed.iter().filter(move |k| seen.insert(*k));
+            want.pick_by_key(open.keys().chain(only_closed), changed, |k| view(k))
         });
         for k in &changed {
             for s in self.open.get_mut(k).into_iter().flatten() {

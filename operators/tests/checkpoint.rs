@@ -373,7 +373,7 @@ fn sessions_changes_survive_incremental_parts() {
         build,
     )
     .out;
-    for (epoch, first, second) in crash::restore_every_checkpoint(false, &rounds, 8, build) {
+    for (epoch, first, second) in crash::restore_every_checkpoint(false, 1000, &rounds, 8, build) {
         let both: Vec<Result5> = first.into_iter().chain(second).collect();
         assert_eq!(
             upserts(&both),
@@ -417,7 +417,7 @@ fn check_pipeline(rounds: &[Round<Rec>], random: Option<(usize, usize, usize)>) 
     }
     for async_writes in [false, true] {
         for (epoch, first, second) in
-            crash::restore_every_checkpoint(async_writes, rounds, 8, build)
+            crash::restore_every_checkpoint(async_writes, 1000, rounds, 8, build)
         {
             let both: Vec<Result5> = first.into_iter().chain(second).collect();
             let context = format!("restored from {epoch}, async writes {async_writes}");

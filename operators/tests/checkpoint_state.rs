@@ -137,6 +137,71 @@ fn check_keyed(rounds: &[Round<Rec>], cut: usize, ttl: u64, after: usize, pick: 
     );
 }
 
+/// Incremental parts sweep the state: with full parts every 3 checkpoints, only the
+/// first part is full, every later one names a `from` at most 2 checkpoints back (so a
+/// restore reads at most 3 parts), and restoring each checkpoint is exact.
+#[test]
+fn incremental_parts_sweep_the_state_and_a_restore_reads_at_most_full_every() {
+    // 40 keys in every epoch, most of them unchanged in any one.
+    let rounds: Vec<Round<Rec>> = (0..12u64)
+        .map(|e| Round {
+            watermark: e * 10,
+            records: (0..6u64)
+                .map(|i| {
+                    let k = ((e * 7 + i * 13) % 40) as u8;
+                    (e * 10 + i, (k, e + i, e * 10 + i))
+                })
+                .collect(),
+            late: vec![],
+        })
+        .collect();
+    let rounds = distinct(rounds);
+    let ttl = 1_000;
+    let build = crash::dataflow(move |main, _late| keyed_sum(main, ttl));
+    let want = keyed_reference(&rounds, ttl);
+    for (epoch, first, second) in crash::restore_every_checkpoint(false, 3, &rounds, 9, build) {
+        let context = format!("restored checkpoint {epoch}");
+        consume(
+            &first,
+            &second,
+            &want,
+            |&(k, t, x, sum)| ((k, t, x), sum),
+            &context,
+        );
+    }
+
+    let store = Arc::new(MemStore::default());
+    let ran = crash::run(3, false, 1, &rounds, 0..12, &store, None, build);
+    let name = &ran.names[0];
+    let mut parts = Vec::new();
+    for epoch in 0..12u64 {
+        if let Some(bytes) = store.get(&Checkpoints::part_path(epoch, name, 0)).unwrap() {
+            // A part begins with its base and its `from`.
+            let (base, from): (Option<u64>, u64) = bincode::deserialize(&bytes).unwrap();
+            parts.push((epoch, base, from));
+        }
+    }
+    assert!(parts.len() >= 8, "parts {parts:?}");
+    let full: Vec<_> = parts.iter().filter(|(_, base, _)| base.is_none()).collect();
+    assert_eq!(
+        full,
+        vec![&parts[0]],
+        "only the first part is full: {parts:?}"
+    );
+    for &(epoch, _, from) in &parts[1..] {
+        assert!(
+            from <= epoch && epoch - from <= 2 && from >= parts[0].0,
+            "part {epoch} needs parts back to {from}: {parts:?}"
+        );
+    }
+    assert!(
+        parts
+            .iter()
+            .any(|&(epoch, _, from)| from > parts[0].0 && from < epoch),
+        "no part's chain stopped short of the full part: {parts:?}"
+    );
+}
+
 /// `pick`s that restore a late checkpoint of the first run when it wrote several (see
 /// `crash::crash_then_restore`); chains of incremental parts are restored by
 /// `crash::restore_every_checkpoint`.
@@ -590,6 +655,8 @@ proptest! {
         rounds in rounds(12), cut in 3usize..12, left in any::<bool>(),
         after in 1usize..4, pick in 0usize..16,
     ) {
+        // A stream record is named by its value: no two may be equal.
+        let rounds = distinct(rounds);
         let cut = cut.min(rounds.len());
         check_lookup(&rounds, cut, left, after, pick);
     }
@@ -609,7 +676,8 @@ fn lookup_restores_its_table_after_several_epochs() {
         .into_iter()
         .collect();
     for async_writes in [false, true] {
-        for (at, first, second) in crash::restore_every_checkpoint(async_writes, &rounds, 9, build)
+        for (at, first, second) in
+            crash::restore_every_checkpoint(async_writes, 1000, &rounds, 9, build)
         {
             let context = format!("restored checkpoint {at}");
             consume(&first, &second, &want, |o| *o, &context);
@@ -1034,7 +1102,7 @@ fn keyed_state_changes_survive_incremental_parts() {
     let rounds = steady();
     let ttl = 25;
     let build = crash::dataflow(move |main, _late| keyed_sum(main, ttl));
-    for (epoch, first, second) in crash::restore_every_checkpoint(false, &rounds, 8, build) {
+    for (epoch, first, second) in crash::restore_every_checkpoint(false, 1000, &rounds, 8, build) {
         consume(
             &first,
             &second,

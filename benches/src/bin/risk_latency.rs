@@ -99,6 +99,10 @@ struct Args {
     /// Run the job without checkpoints (state in memory only), to see what they cost.
     #[arg(long)]
     no_checkpoints: bool,
+    /// Each stateful operator writes its whole state every this many checkpoints (the
+    /// job's `--checkpoint-full-every`), only what changed in between.
+    #[arg(long, default_value_t = freshet::checkpoint::CheckpointConfig::default().full_every)]
+    checkpoint_full_every: u64,
     /// Write decisions exactly once (`--exactly-once`): each waits for its checkpoint,
     /// so produce → consumed grows by about the checkpoint interval.
     #[arg(long)]
@@ -154,6 +158,7 @@ fn main() -> anyhow::Result<()> {
     config.drain = Duration::from_secs(1);
     config.checkpoint.enabled = !args.no_checkpoints;
     config.checkpoint.exactly_once = args.exactly_once;
+    config.checkpoint.full_every = args.checkpoint_full_every;
     let stop = config.stop.clone();
     let handover = hand_over();
     let job = {

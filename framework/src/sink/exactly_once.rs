@@ -38,7 +38,7 @@ use timely::dataflow::operators::Capability;
 use timely::progress::frontier::MutableAntichain;
 use timely::scheduling::SyncActivator;
 
-use freshet_operators::checkpoint::{Aligner, Checkpoints};
+use freshet_operators::checkpoint::{Aligner, Checkpoints, Want};
 use freshet_operators::hash::hash;
 
 use crate::config::KafkaConfig;
@@ -308,14 +308,16 @@ impl Staging {
                 read_from: self.read_from.clone(),
                 next_seq: self.next_seq,
             };
-            self.aligner.write_log(c, extra, |full| {
+            self.aligner.write_log(c, extra, |want| {
                 let changed = std::mem::take(changes);
-                if full {
-                    live.values()
-                        .map(|(id, h)| (*id, Some(h.clone())))
-                        .collect()
-                } else {
-                    changed
+                // Every record held, or (a share per checkpoint) those swept.
+                let held = live
+                    .values()
+                    .filter(|(id, _)| want.sweeps(id))
+                    .map(|(id, h)| (*id, Some(h.clone())));
+                match want {
+                    Want::All => held.collect(),
+                    Want::Changed { .. } => changed.into_iter().chain(held).collect(),
                 }
             });
             // Their records are in the part: its hold answers for them now.

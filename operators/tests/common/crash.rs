@@ -276,14 +276,16 @@ where
 }
 
 /// Runs `rounds[..cut]` at one worker with only its first part full (so each later
-/// checkpoint is a chain of incremental parts; written on a writer thread if
-/// `async_writes`), then, for each checkpoint it completed
+/// checkpoint is a chain of incremental parts, each also rewriting one of `full_every`
+/// sweep slots, so that a restore reads at most `full_every` of them; written on a
+/// writer thread if `async_writes`), then, for each checkpoint it completed
 /// from epoch 1 on, restores it from a copy of the store and runs the rest. Returns
 /// `(checkpoint, first run's output, restored run's output)` for each: deterministic,
 /// unlike [`crash_then_restore`], which finds what a random cut left.
 #[allow(clippy::type_complexity)]
 pub fn restore_every_checkpoint<O, F>(
     async_writes: bool,
+    full_every: u64,
     rounds: &[Round<Rec>],
     cut: usize,
     build: F,
@@ -301,7 +303,7 @@ where
 {
     let store = Arc::new(MemStore::default());
     let first = run(
-        1000,
+        full_every,
         async_writes,
         1,
         rounds,
@@ -330,7 +332,7 @@ where
             let restore = Some(Restore { epoch, workers: 1 });
             let rest = epoch as usize + 1..rounds.len();
             let second = run(
-                1000,
+                full_every,
                 async_writes,
                 1,
                 rounds,
