@@ -47,7 +47,7 @@ use std::sync::{mpsc, Arc};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::{Capability, CapabilitySet};
+use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
 use timely::progress::frontier::MutableAntichain;
 use timely::scheduling::SyncActivator;
 
@@ -706,6 +706,51 @@ pub(crate) fn restore_owned<T: EventTime, R>(
                 .extend(owned);
         }
     }
+}
+
+/// Takes a message's records in: kept apart in `aligner` if their epoch is after its
+/// next checkpoint, else added to `waiting` (as [`crate::capability::stash`] does).
+pub(crate) fn take_in<'a, T: EventTime, D: 'a>(
+    aligner: Option<&mut Aligner<T, D>>,
+    waiting: &mut crate::capability::Waiting<T, D>,
+    cap: InputCapability<T>,
+    batches: impl Iterator<Item = &'a mut Vec<D>>,
+) {
+    let Some(time) = crate::capability::time_of(&cap) else {
+        return;
+    };
+    match aligner.filter(|a| a.later(&time)) {
+        Some(a) => {
+            for batch in batches {
+                a.stash(time, || cap.delayed(&time, 0), batch);
+            }
+        }
+        None => crate::capability::stash(waiting, cap, batches),
+    }
+}
+
+/// Writes a part at each checkpoint epoch the inputs have sealed (see
+/// [`Aligner::due`]), for an operator whose records wait in `waiting` for the
+/// watermark: what waited for the epoch joins `waiting`, `write` writes the part, and
+/// the capabilities in `waiting` move past the epoch; then what waited for the next
+/// checkpoint epoch joins too. Once the inputs are done, every record joins.
+pub(crate) fn write_due<T: EventTime, D>(
+    aligner: &mut Aligner<T, D>,
+    frontiers: &[MutableAntichain<T>],
+    waiting: &mut crate::capability::Waiting<T, D>,
+    mut write: impl FnMut(&mut Aligner<T, D>, u64, &crate::capability::Waiting<T, D>),
+) {
+    use crate::capability::keep;
+    while let Some(epoch) = aligner.due(frontiers) {
+        keep(waiting, aligner.release(epoch));
+        write(aligner, epoch, waiting);
+        for (cap, _) in waiting.values_mut() {
+            lift_epoch(cap, epoch);
+        }
+        let next = aligner.next();
+        keep(waiting, aligner.release(next));
+    }
+    keep(waiting, aligner.release_if_done(frontiers));
 }
 
 /// Batches written as `(time, records)`, waiting for their own time's event time, as

@@ -36,8 +36,10 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
-use crate::capability::{keep, stash, time_of, watermark, VecOutput, Waiting};
-use crate::checkpoint::{by_event, lift_epoch, lift_time, restore_pending, Aligner, Checkpoints};
+use crate::capability::{watermark, VecOutput, Waiting};
+use crate::checkpoint::{
+    by_event, lift_time, restore_pending, take_in, write_due, Aligner, Checkpoints,
+};
 use crate::hash::{by_key, hash};
 use crate::held_epochs::HeldEpochs;
 use crate::time::EventTime;
@@ -236,34 +238,17 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
             move |frontiers| {
                 let mut output = output.activate();
                 input.for_each_stamp(|cap, batches| {
-                    let Some(time) = time_of(&cap) else {
-                        return;
-                    };
-                    match aligner.as_mut().filter(|a| a.later(&time)) {
-                        Some(a) => {
-                            for batch in batches {
-                                a.stash(time, || cap.delayed(&time, 0), batch);
-                            }
-                        }
-                        None => stash(&mut waiting, cap, batches),
-                    }
+                    take_in(aligner.as_mut(), &mut waiting, cap, batches)
                 });
 
-                // Each checkpoint epoch the inputs have sealed, in turn: what waited for it joins
-                // the records waiting for the watermark, the part is written, and what
+                // Each checkpoint epoch the inputs have sealed, in turn: what waited for it
+                // joins the records waiting for the watermark, the part is written, and what
                 // it held moves to the next epoch.
                 if let Some(a) = aligner.as_mut() {
-                    while let Some(epoch) = a.due(frontiers) {
-                        keep(&mut waiting, a.release(epoch));
-                        keyed.checkpoint(a, epoch, &waiting);
+                    write_due(a, frontiers, &mut waiting, |a, epoch, waiting| {
+                        keyed.checkpoint(a, epoch, waiting);
                         keyed.lift(epoch);
-                        for (cap, _) in waiting.values_mut() {
-                            lift_epoch(cap, epoch);
-                        }
-                        let next = a.next();
-                        keep(&mut waiting, a.release(next));
-                    }
-                    keep(&mut waiting, a.release_if_done(frontiers));
+                    });
                 }
 
                 // Records waiting for a checkpoint are applied in event-time order too.

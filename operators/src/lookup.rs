@@ -65,8 +65,8 @@ use timely::dataflow::StreamVec;
 use timely::progress::Antichain;
 use timely::ExchangeData;
 
-use crate::capability::{keep, stash, time_of, watermark, VecOutput, Waiting};
-use crate::checkpoint::{by_event, lift_epoch, restore_owned, Aligner, Checkpoints};
+use crate::capability::{stash, watermark, VecOutput, Waiting};
+use crate::checkpoint::{by_event, restore_owned, take_in, write_due, Aligner, Checkpoints};
 use crate::join::JoinKind;
 use crate::time::{event_frontier, EventTime};
 
@@ -409,34 +409,17 @@ where
                 output.session(&cap).give_iterator(updates.into_iter());
             }
             input.for_each_stamp(|cap, batches| {
-                let Some(time) = time_of(&cap) else {
-                    return;
-                };
-                match aligner.as_mut().filter(|a| a.later(&time)) {
-                    Some(a) => {
-                        for batch in batches {
-                            a.stash(time, || cap.delayed(&time, 0), batch);
-                        }
-                    }
-                    None => stash(&mut pending, cap, batches),
-                }
+                take_in(aligner.as_mut(), &mut pending, cap, batches)
             });
 
             // Each checkpoint epoch the input has sealed, in turn: what waited for it
             // joins the pending upserts, the part is written, and what is pending moves
             // to the next epoch.
             if let Some(a) = aligner.as_mut() {
-                while let Some(epoch) = a.due(frontiers) {
-                    keep(&mut pending, a.release(epoch));
+                write_due(a, frontiers, &mut pending, |a, epoch, pending| {
                     let below = reach.borrow_mut().prunable_in(epoch);
-                    table.checkpoint(a, epoch, &pending, below);
-                    for (cap, _) in pending.values_mut() {
-                        lift_epoch(cap, epoch);
-                    }
-                    let next = a.next();
-                    keep(&mut pending, a.release(next));
-                }
-                keep(&mut pending, a.release_if_done(frontiers));
+                    table.checkpoint(a, epoch, pending, below);
+                });
             }
 
             // Upserts waiting for a checkpoint are applied in event-time order too.

@@ -15,7 +15,7 @@ use common::{rounds, steps, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
 use freshet_operators::{
-    IntervalJoin, JoinKind, KeyedState, Late, Lookup, Rolling, RollingPolicy, Slide, Time, Tumble,
+    IntervalJoin, JoinKind, KeyedState, Late, Rolling, RollingPolicy, Slide, Time, Tumble,
     WindowJoin,
 };
 use proptest::prelude::*;
@@ -615,30 +615,11 @@ fn joins_restore_after_several_epochs() {
 // ---------------------------------------------------------------------------------
 // Stream–table lookup: its table is checkpointed, not read again.
 
-/// A lookup over one input: odd values are the table's upserts (a multiple of 5 a
-/// tombstone), even ones the stream records looked up.
-fn lookup(
-    main: StreamVec<'_, Time, Rec>,
-    kind: JoinKind,
-) -> StreamVec<'_, Time, (Rec, Option<u64>)> {
-    let table = main
-        .clone()
-        .filter(|r: &Rec| r.1 & 1 == 1)
-        .map(|r| (r.0, (!r.1.is_multiple_of(5)).then_some(r.1)));
-    main.filter(|r: &Rec| r.1 & 1 == 0).lookup_upserts_with(
-        table,
-        "l",
-        kind,
-        |r: &Rec| r.0,
-        |r, v| (r, v.copied()),
-    )
-}
-
 /// The restored run reads only the rounds after the checkpoint, table upserts
 /// included: every lookup after it must find the table the checkpoint holds.
 fn check_lookup(rounds: &[Round<Rec>], cut: usize, left: bool, after: usize, pick: usize) {
     let kind = kind_of(left);
-    let build = crash::dataflow(move |main, _late| lookup(main, kind));
+    let build = crash::dataflow(move |main, _late| common::lookup_with_tombstones(main, kind));
     let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
     let want: BTreeMap<Rec, Option<u64>> = common::lookup_reference(rounds, kind, true)
         .into_iter()
@@ -671,7 +652,7 @@ fn lookup_restores_its_table_after_several_epochs() {
         }
     }
     // Every checkpoint of a run, each restored from its chain of incremental parts.
-    let build = crash::dataflow(|main, _late| lookup(main, JoinKind::Left));
+    let build = crash::dataflow(|main, _late| common::lookup_with_tombstones(main, JoinKind::Left));
     let want: BTreeMap<Rec, Option<u64>> = common::lookup_reference(&rounds, JoinKind::Left, true)
         .into_iter()
         .collect();

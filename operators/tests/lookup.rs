@@ -5,7 +5,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{collect, lookup_reference, rounds, run_windowed, steps, Rec, Round, Source};
+use common::{
+    collect, lookup_reference, lookup_with_tombstones, rounds, run_windowed, steps, Rec, Round,
+    Source,
+};
 use freshet_operators::{JoinKind, Lookup, Time};
 use proptest::prelude::*;
 use timely::dataflow::operators::vec::{Filter, Map};
@@ -23,17 +26,7 @@ proptest! {
         let deletes = rounds.iter().flat_map(|r| &r.records).any(|(_, r)| r.1 & 1 == 1 && r.1.is_multiple_of(5));
         for workers in [1, 4] {
             let got = run_windowed(workers, &rounds, move |main, _late| {
-                let table = main
-                    .clone()
-                    .filter(|r: &Rec| r.1 & 1 == 1)
-                    .map(|r| (r.0, (!r.1.is_multiple_of(5)).then_some(r.1)));
-                main.filter(|r: &Rec| r.1 & 1 == 0).lookup_upserts_with(
-                    table,
-                    "l",
-                    kind,
-                    |r: &Rec| r.0,
-                    |r, v| (r, v.copied()),
-                )
+                lookup_with_tombstones(main, kind)
             });
             prop_assert_eq!(&got, &want, "at {} workers (tombstones: {})", workers, deletes);
         }

@@ -170,3 +170,25 @@ pub fn lookup_reference(
     out.sort();
     out
 }
+
+/// The lookup [`lookup_reference`] describes, with tombstones: odd values are the
+/// table's upserts (a multiple of 5 a tombstone), even ones the stream records looked
+/// up, emitted as `(record, value)`.
+pub fn lookup_with_tombstones(
+    main: StreamVec<'_, Time, Rec>,
+    kind: freshet_operators::JoinKind,
+) -> StreamVec<'_, Time, (Rec, Option<u64>)> {
+    use freshet_operators::Lookup;
+    use timely::dataflow::operators::vec::{Filter, Map};
+    let table = main
+        .clone()
+        .filter(|r: &Rec| r.1 & 1 == 1)
+        .map(|r| (r.0, (!r.1.is_multiple_of(5)).then_some(r.1)));
+    main.filter(|r: &Rec| r.1 & 1 == 0).lookup_upserts_with(
+        table,
+        "l",
+        kind,
+        |r: &Rec| r.0,
+        |r, v| (r, v.copied()),
+    )
+}
