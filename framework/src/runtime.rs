@@ -271,7 +271,11 @@ where
     crate::job::warn_unconnected(index, &unconnected);
     let names = checkpoints.as_ref().map(|c| c.names()).unwrap_or_default();
     if let Some(c) = shared.checkpoints() {
-        c.check_names(&names, shared.drop_orphaned())?;
+        let adopted = checkpoints
+            .as_ref()
+            .map(|c| c.adopted())
+            .unwrap_or_default();
+        c.check_names(&names, &adopted, shared.drop_orphaned())?;
     }
     if commits.sinks() == 0 {
         return Err(Error::Config(

@@ -187,6 +187,9 @@ struct Inner {
     writer: RefCell<Option<mpsc::Sender<Job>>>,
     writer_thread: RefCell<Option<std::thread::JoinHandle<()>>>,
     names: RefCell<BTreeSet<String>>,
+    /// Names whose restored parts an operator reads without writing parts of its own
+    /// (see [`Checkpoints::adopt`]).
+    adopted: RefCell<BTreeSet<String>>,
     on_failure: FailureHook,
     on_dropped: RefCell<Option<DroppedHook>>,
 }
@@ -242,6 +245,7 @@ impl Checkpoints {
             writer: RefCell::new(None),
             writer_thread: RefCell::new(None),
             names: RefCell::new(BTreeSet::new()),
+            adopted: RefCell::new(BTreeSet::new()),
             on_failure,
             on_dropped: RefCell::new(None),
         }))
@@ -392,6 +396,19 @@ impl Checkpoints {
                  operator's name, so each needs a unique one"
             );
         }
+    }
+
+    /// Claims the restored parts of `name` without writing parts under it: an operator
+    /// that stands in for another one (at one worker, a pre-aggregated window runs its
+    /// two stages as one operator) reads them at its restore, so they are not state
+    /// without an owner.
+    pub fn adopt(&self, name: &str) {
+        self.0.adopted.borrow_mut().insert(name.to_string());
+    }
+
+    /// The names adopted so far (see [`Checkpoints::adopt`]).
+    pub fn adopted(&self) -> Vec<String> {
+        self.0.adopted.borrow().iter().cloned().collect()
     }
 
     /// Whether the key with hash `hash` belongs to this worker.

@@ -655,6 +655,55 @@ where
         // Windows none of whose keys this worker owns hold nothing.
         self.open.retain(|_, w| !w.keys.is_empty());
     }
+
+    /// Merges into the open windows the partial accumulators of a pre-aggregation's
+    /// first stage, `stage`, in the restored checkpoint (written while the job ran the
+    /// two stages at more workers): at one worker this operator stands in for both. A
+    /// partial's window had not closed in the first stage, so the second cannot have
+    /// emitted it.
+    fn absorb(
+        &mut self,
+        ctx: &Checkpoints,
+        stage: &str,
+        initial: &Capability<T>,
+        merge: impl Fn(&mut A, A),
+    ) {
+        ctx.adopt(stage);
+        let Some(restore) = ctx.restore() else {
+            return;
+        };
+        let at = |event: u64| {
+            initial
+                .time()
+                .with_event(event)
+                .with_epoch(restore.epoch + 1)
+        };
+        for (starts, entries) in ctx.read_log::<Vec<u64>, (u64, K), ((), A, ())>(stage) {
+            for ((start, k), ((), acc, ())) in entries {
+                // An entry of a window closed since (the part lists the open ones).
+                if !starts.contains(&start) || !ctx.owns(hash(&k)) {
+                    continue;
+                }
+                let end = start.saturating_add(self.size);
+                let next_early = self.first_early(start);
+                let window = self
+                    .open
+                    .entry(start)
+                    .or_insert_with(|| Open::new(next_early, 0));
+                match window.keys.entry(k) {
+                    std::collections::hash_map::Entry::Occupied(mut slot) => {
+                        merge(&mut slot.get_mut().acc, acc)
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(Slot::new(acc));
+                    }
+                }
+                if window.caps.is_empty() {
+                    window.caps.insert(initial.delayed(&at(end - 1)));
+                }
+            }
+        }
+    }
 }
 
 /// Keyed fixed-size windows `[k * slide, k * slide + size)` aggregated by `agg`.
@@ -668,6 +717,7 @@ pub(crate) fn fixed_windows<'scope, T, D, K, G, KF>(
     policy: WindowPolicy,
     key: KF,
     agg: G,
+    stands_in_for: Option<String>,
 ) -> WindowStreams<'scope, T, K, G::Out, D>
 where
     T: EventTime,
@@ -729,6 +779,10 @@ where
             let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
             state.logging = true;
             state.restore(&aligner, &initial[0], &*key);
+            if let Some(stage) = &stands_in_for {
+                let merge = |a: &mut G::Acc, b| agg.merge(a, b);
+                state.absorb(aligner.checkpoints(), stage, &initial[0], merge);
+            }
             aligner
         });
         move |frontiers| {
@@ -742,6 +796,15 @@ where
                     return;
                 };
                 if let Some(at) = state.behind(time) {
+                    // Without a late input no late record is looked for: dropped, and
+                    // reported, as by the operators that have none.
+                    if !has_late {
+                        if let Some(a) = aligner.as_ref() {
+                            a.checkpoints().dropped_behind(&name, data.len() as u64);
+                        }
+                        data.clear();
+                        return;
+                    }
                     let (event_time, watermark) = (time.event(), at.event());
                     let records = data.drain(..).map(|record| Late {
                         event_time,

@@ -3,8 +3,10 @@
 //! partial accumulators by key and a merge.
 //!
 //! Emit-final only, no late input (see `docs/operators.md`, "Pre-aggregated windows").
-//! With one worker and no checkpoints there is no exchange to save: the one-stage
-//! operator of [`crate::fixed`] runs instead.
+//! With one worker there is no exchange to save: the one-stage operator of
+//! [`crate::fixed`] runs instead. Under checkpoints its part has the second stage's
+//! name and layout, and it merges in the first stage's parts of a checkpoint taken at
+//! more workers, so checkpoints restore across worker counts either way.
 //!
 //! * Stage 1 (`Pipeline`, no exchange) folds each record into its worker's
 //!   `(window, key)` accumulator with [`Aggregator::add`]. Per batch (one time, so one
@@ -23,8 +25,8 @@
 //!   operator's (the least epoch on the worker owning the key), so an epoch can
 //!   complete a little later than with the one-stage operator, never earlier.
 //!
-//! Under checkpoints (see [`crate::checkpoint`]) both stages take part, at any number
-//! of workers (so a checkpoint restores at another number): each stage's records or
+//! Under checkpoints (see [`crate::checkpoint`]) both stages take part at more than one
+//! worker: each stage's records or
 //! partials of epochs after the next checkpoint epoch wait in its [`Aligner`] until
 //! that epoch is sealed; then each writes its part (stage 1 as `{name}
 //! (pre-aggregate)`, its partials; stage 2 as `name`, in the layout of the one-stage
@@ -402,14 +404,26 @@ where
     );
     let scope = stream.scope();
     let checkpoints = Checkpoints::current();
-    if scope.peers() == 1 && checkpoints.is_none() {
+    if scope.peers() == 1 {
         // One worker: no exchange to save, and the second stage would cost a pass over
         // the partials. The one-stage operator gives the same results at the same times.
-        // (Under checkpoints both stages run, so a checkpoint restores at any number of
-        // workers.)
+        // Its part has the second stage's name and layout, so a checkpoint restores at
+        // any number of workers; it reads the first stage's parts of a checkpoint
+        // written at more workers, and writes none (the first stage starts empty).
         let policy = crate::window::WindowPolicy::new();
-        return crate::fixed::fixed_windows(stream, None, name, size, slide, policy, key, agg)
-            .results;
+        let stage = format!("{name} (pre-aggregate)");
+        let results = crate::fixed::fixed_windows(
+            stream,
+            None,
+            name,
+            size,
+            slide,
+            policy,
+            key,
+            agg,
+            Some(stage),
+        );
+        return results.results;
     }
     let agg = Rc::new(agg);
     let key = Rc::new(key);

@@ -193,7 +193,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Slide<'scope, T, D>
         KF: Fn(&D) -> K + 'static,
     {
         let name = format!("Slide({name}, {size}ms every {slide}ms)");
-        fixed_windows(self, late, name, size, slide, policy, key, agg)
+        fixed_windows(self, late, name, size, slide, policy, key, agg, None)
     }
 
     fn slide_preaggregate<K, G, KF>(

@@ -253,7 +253,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Tumble<'scope, T, D>
         KF: Fn(&D) -> K + 'static,
     {
         let name = format!("Tumble({name}, {size}ms)");
-        fixed_windows(self, late, name, size, size, policy, key, agg)
+        fixed_windows(self, late, name, size, size, policy, key, agg, None)
     }
 
     fn tumble_preaggregate<K, G, KF>(

@@ -954,16 +954,20 @@ fn preaggregated<'s>(
     results.map(|w| (w.key, w.start, w.value))
 }
 
+/// `before` and `after`: the workers of the run cut off and of the restored one (at one
+/// worker the two stages run as one operator, which reads the first stage's parts).
+#[allow(clippy::too_many_arguments)]
 fn check_preaggregated(
     rounds: &[Round<Rec>],
     cut: usize,
     size: u64,
     slide: u64,
+    before: usize,
     after: usize,
     pick: usize,
 ) {
     let build = crash::dataflow(move |main, _late| preaggregated(main, size, slide));
-    let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
+    let (first, second) = crash::crash_at_then_restore(rounds, cut, before, after, pick, build);
     let mut want: BTreeMap<(u8, u64), u64> = BTreeMap::new();
     for (_, (k, v, t)) in rounds.iter().flat_map(|r| &r.records) {
         let (first, last) = freshet_operators::window::sliding_starts(*t, size, slide);
@@ -981,24 +985,51 @@ proptest! {
     #[test]
     fn preaggregated_windows_restore_exactly(
         rounds in rounds(12), cut in 3usize..12, size in 1u64..80, div in 1u64..4,
-        after in 1usize..4, pick in 0usize..16,
+        before in 1usize..3, after in 1usize..4, pick in 0usize..16,
     ) {
         let cut = cut.min(rounds.len());
-        check_preaggregated(&rounds, cut, size, (size / div).max(1), after, pick);
+        check_preaggregated(&rounds, cut, size, (size / div).max(1), before, after, pick);
     }
 }
 
 #[test]
 fn preaggregated_windows_restore_after_several_epochs() {
     let rounds = steady();
-    for after in [1, 2, 3] {
+    for (before, after) in [(2, 1), (2, 2), (2, 3), (1, 1), (1, 2), (1, 3)] {
         for pick in 0..4 {
-            check_preaggregated(&rounds, 7, 35, 35, after, pick);
-            check_preaggregated(&rounds, 7, 40, 10, after, pick);
+            check_preaggregated(&rounds, 7, 35, 35, before, after, pick);
+            check_preaggregated(&rounds, 7, 40, 10, before, after, pick);
         }
         for pick in LATE_PICKS {
-            check_preaggregated(&rounds, 11, 60, 60, after, pick);
-            check_preaggregated(&rounds, 11, 60, 20, after, pick);
+            check_preaggregated(&rounds, 11, 60, 60, before, after, pick);
+            check_preaggregated(&rounds, 11, 60, 20, before, after, pick);
+        }
+    }
+}
+
+/// At one worker the two stages run as one operator: every checkpoint of a run at 2
+/// workers restores into it (its first stage's partials of windows still open merged
+/// in, those of windows closed since not), and every checkpoint it takes restores into
+/// the two stages at 2 and 3 workers.
+#[test]
+fn preaggregated_windows_restore_between_one_and_more_workers() {
+    let rounds = steady();
+    for (size, slide) in [(35, 35), (40, 10)] {
+        let build = crash::dataflow(move |main, _late| preaggregated(main, size, slide));
+        let mut want: BTreeMap<(u8, u64), u64> = BTreeMap::new();
+        for (_, (k, v, t)) in rounds.iter().flat_map(|r| &r.records) {
+            let (first, last) = freshet_operators::window::sliding_starts(*t, size, slide);
+            for start in (first..=last).step_by(slide as usize) {
+                *want.entry((*k, start)).or_default() += v;
+            }
+        }
+        for (before, after) in [(1, 2), (1, 3)] {
+            let runs = crash::restore_each_checkpoint(before, after, false, 3, &rounds, 9, build);
+            for (epoch, first, second) in runs {
+                let context =
+                    format!("checkpoint {epoch} at {before} workers, restored at {after}");
+                consume(&first, &second, &want, |&(k, s, v)| ((k, s), v), &context);
+            }
         }
     }
 }
@@ -1022,13 +1053,12 @@ fn preaggregated_record_of_a_later_epoch_waits_for_the_checkpoint() {
         },
         false,
     );
-    for name in [
-        "Tumble(p, 100ms, pre-aggregated)",
-        "Tumble(p, 100ms, pre-aggregated) (pre-aggregate)",
-    ] {
-        let part = Checkpoints::part_path(0, name, 0);
-        assert!(store.get(&part).unwrap().is_some(), "{part} written");
-    }
+    // At one worker the two stages run as one operator, with the second stage's part.
+    let part = |name| Checkpoints::part_path(0, name, 0);
+    let one = part("Tumble(p, 100ms, pre-aggregated)");
+    assert!(store.get(&one).unwrap().is_some(), "{one} written");
+    let first = part("Tumble(p, 100ms, pre-aggregated) (pre-aggregate)");
+    assert!(store.get(&first).unwrap().is_none(), "{first} written");
     let restore = Restore {
         epoch: 0,
         workers: 1,

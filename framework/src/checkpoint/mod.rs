@@ -214,12 +214,19 @@ impl JobCheckpoints {
 
     /// Refuses to run a job whose checkpointing operators and sources differ from the
     /// restored checkpoint's in a way that would lose state: a part whose owner is gone
-    /// (unless `drop_orphaned`). New operators start empty.
-    pub fn check_names(&self, names: &[String], drop_orphaned: bool) -> Result<()> {
+    /// (unless `drop_orphaned`). New operators start empty. `adopted` names parts an
+    /// operator reads without writing them (`Checkpoints::adopt`): they have an owner.
+    pub fn check_names(
+        &self,
+        names: &[String],
+        adopted: &[String],
+        drop_orphaned: bool,
+    ) -> Result<()> {
         let Some(m) = &self.restored else {
             return Ok(());
         };
-        let orphaned: Vec<&String> = m.names.iter().filter(|n| !names.contains(n)).collect();
+        let owned = |n: &String| names.contains(n) || adopted.contains(n);
+        let orphaned: Vec<&String> = m.names.iter().filter(|n| !owned(n)).collect();
         let new: Vec<&String> = names.iter().filter(|n| !m.names.contains(n)).collect();
         if !new.is_empty() {
             tracing::warn!(operators = ?new, "stateful operators not in the restored checkpoint start empty");
@@ -344,17 +351,20 @@ mod tests {
         let c = restored(&["Tumble(a, 10ms)", "KafkaSource(in)"]);
         assert_eq!(c.committable_below(), 10, "restored epoch 9");
         let now = vec!["Tumble(b, 10ms)".to_string(), "KafkaSource(in)".to_string()];
-        let err = c.check_names(&now, false).unwrap_err().to_string();
+        let err = c.check_names(&now, &[], false).unwrap_err().to_string();
         assert!(err.contains("\"Tumble(a, 10ms)\""), "{err}");
         assert!(err.contains("--drop-orphaned-state"), "{err}");
-        c.check_names(&now, true).unwrap();
+        c.check_names(&now, &[], true).unwrap();
         // A job with every restored operator (and a new one) starts.
         let more = vec![
             "Tumble(a, 10ms)".to_string(),
             "KafkaSource(in)".to_string(),
             "Tumble(new, 5ms)".to_string(),
         ];
-        c.check_names(&more, false).unwrap();
+        c.check_names(&more, &[], false).unwrap();
+        // A part another operator reads in its place (adopted) has an owner.
+        let adopted = vec!["Tumble(a, 10ms)".to_string()];
+        c.check_names(&now, &adopted, false).unwrap();
     }
 
     /// A crashed run's parts after its last manifest are never joined by this run's:

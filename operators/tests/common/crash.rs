@@ -94,6 +94,7 @@ where
     let rounds = rounds.to_vec();
     let store = store.clone();
     let finish = range.end == rounds.len();
+    let settled = Arc::new(std::sync::Barrier::new(workers));
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let ctx = Checkpoints::new(
@@ -153,14 +154,21 @@ where
             late.close();
             while worker.step() {}
         } else {
-            // The crash: let what is in flight settle, then stop without closing.
-            for _ in 0..20 {
-                worker.step();
+            // The crash: let what is in flight settle, every worker in turn with the
+            // others (a worker's steps deliver what the others sent during theirs), so
+            // worker 0's frontier shows what all of them did; then stop without closing.
+            for _ in 0..3 {
+                for _ in 0..20 {
+                    worker.step();
+                }
+                settled.wait();
             }
             if index == 0 {
+                worker.step();
                 let below = probe.with_frontier(|f| f.iter().map(|t| t.epoch).min());
                 *shared_complete.lock().unwrap() = below.unwrap_or(u64::MAX);
             }
+            settled.wait();
             for id in worker.installed_dataflows() {
                 worker.drop_dataflow(id);
             }
@@ -204,6 +212,29 @@ where
         + Sync
         + 'static,
 {
+    crash_at_then_restore(rounds, cut, 2, after, pick, build)
+}
+
+/// [`crash_then_restore`] with the first run at `before` workers.
+pub fn crash_at_then_restore<O, F>(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    before: usize,
+    after: usize,
+    pick: usize,
+    build: F,
+) -> (Vec<O>, Vec<O>)
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let store = Arc::new(MemStore::default());
     // Every part full, a full part every 3, or only the first part full.
     let full_every = [1, 3, 1000][pick % 3];
@@ -211,20 +242,20 @@ where
     let first = run(
         full_every,
         async_writes,
-        2,
+        before,
         rounds,
         0..cut,
         &store,
         None,
         build.clone(),
     );
-    let written = first.complete_checkpoints(&store, 2, first.complete.min(cut as u64));
+    let written = first.complete_checkpoints(&store, before, first.complete.min(cut as u64));
     // A cut may leave no complete checkpoint at all (each operator's first part is at
     // the newest epoch sealed when it starts, so two operators may start apart): the
     // run then restores nothing. `restore_every_checkpoint` covers restores for sure.
     let restore = (!written.is_empty()).then(|| Restore {
         epoch: written[pick % written.len()],
-        workers: 2,
+        workers: before,
     });
     let from = restore.map_or(0, |r| r.epoch as usize + 1);
     let second = run(
@@ -301,11 +332,37 @@ where
         + Sync
         + 'static,
 {
+    restore_each_checkpoint(1, 1, async_writes, full_every, rounds, cut, build)
+}
+
+/// [`restore_every_checkpoint`] with the first run at `before` workers and each
+/// restored one at `after`.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub fn restore_each_checkpoint<O, F>(
+    before: usize,
+    after: usize,
+    async_writes: bool,
+    full_every: u64,
+    rounds: &[Round<Rec>],
+    cut: usize,
+    build: F,
+) -> Vec<(u64, Vec<O>, Vec<O>)>
+where
+    O: Clone + Send + 'static,
+    F: for<'s> Fn(
+            StreamVec<'s, Time, Rec>,
+            StreamVec<'s, Time, Late<Rec>>,
+        ) -> StreamVec<'s, Time, O>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let store = Arc::new(MemStore::default());
     let first = run(
         full_every,
         async_writes,
-        1,
+        before,
         rounds,
         0..cut,
         &store,
@@ -319,7 +376,7 @@ where
     );
     // Only complete checkpoints (every operator wrote a part): an operator's first
     // part is at the newest epoch sealed when it starts, which may skip early ones.
-    let mut epochs = first.complete_checkpoints(&store, 1, first.complete.min(cut as u64));
+    let mut epochs = first.complete_checkpoints(&store, before, first.complete.min(cut as u64));
     epochs.retain(|e| *e >= 1);
     assert!(
         epochs.len() >= 2,
@@ -329,12 +386,15 @@ where
         .into_iter()
         .map(|epoch| {
             let copy = Arc::new(MemStore(Mutex::new(store.0.lock().unwrap().clone())));
-            let restore = Some(Restore { epoch, workers: 1 });
+            let restore = Some(Restore {
+                epoch,
+                workers: before,
+            });
             let rest = epoch as usize + 1..rounds.len();
             let second = run(
                 full_every,
                 async_writes,
-                1,
+                after,
                 rounds,
                 rest,
                 &copy,
