@@ -796,15 +796,6 @@ where
                     return;
                 };
                 if let Some(at) = state.behind(time) {
-                    // Without a late input no late record is looked for: dropped, and
-                    // reported, as by the operators that have none.
-                    if !has_late {
-                        if let Some(a) = aligner.as_ref() {
-                            a.checkpoints().dropped_behind(&name, data.len() as u64);
-                        }
-                        data.clear();
-                        return;
-                    }
                     let (event_time, watermark) = (time.event(), at.event());
                     let records = data.drain(..).map(|record| Late {
                         event_time,
@@ -812,7 +803,14 @@ where
                         record,
                     });
                     let mut too_late = too_late_out.session(&cap);
-                    let give = |r| too_late.give(r);
+                    // Without a late input nobody is told to read `too_late`: a record
+                    // too late for its windows is dropped and reported instead, as by
+                    // the operators that have no late input.
+                    let mut dropped = 0u64;
+                    let give = |r| match has_late {
+                        true => too_late.give(r),
+                        false => dropped += 1,
+                    };
                     state.take_late(
                         at,
                         &cap,
@@ -822,6 +820,9 @@ where
                         &counter,
                         (&*key, &agg),
                     );
+                    if let Some(a) = aligner.as_ref().filter(|_| dropped > 0) {
+                        a.checkpoints().dropped_behind(&name, dropped);
+                    }
                     return;
                 }
                 match aligner.as_mut().filter(|a| a.later(&time)) {
