@@ -97,17 +97,7 @@ fn a_tombstone_deletes_the_key_until_the_next_upsert() {
         late: vec![],
     }];
     let got = run_windowed(1, &rounds, |main, _late| {
-        let table = main
-            .clone()
-            .filter(|r: &Rec| r.1 & 1 == 1)
-            .map(|r| (r.0, (!r.1.is_multiple_of(5)).then_some(r.1)));
-        main.filter(|r: &Rec| r.1 & 1 == 0).lookup_upserts_with(
-            table,
-            "l",
-            JoinKind::Left,
-            |r: &Rec| r.0,
-            |r, v| (r.2, v.copied()),
-        )
+        lookup_with_tombstones(main, JoinKind::Left).map(|(r, v)| (r.2, v))
     });
     assert_eq!(
         got,

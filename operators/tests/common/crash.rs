@@ -203,14 +203,7 @@ pub fn crash_then_restore<O, F>(
 ) -> (Vec<O>, Vec<O>)
 where
     O: Clone + Send + 'static,
-    F: for<'s> Fn(
-            StreamVec<'s, Time, Rec>,
-            StreamVec<'s, Time, Late<Rec>>,
-        ) -> StreamVec<'s, Time, O>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: Build<O>,
 {
     crash_at_then_restore(rounds, cut, 2, after, pick, build)
 }
@@ -226,14 +219,7 @@ pub fn crash_at_then_restore<O, F>(
 ) -> (Vec<O>, Vec<O>)
 where
     O: Clone + Send + 'static,
-    F: for<'s> Fn(
-            StreamVec<'s, Time, Rec>,
-            StreamVec<'s, Time, Late<Rec>>,
-        ) -> StreamVec<'s, Time, O>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: Build<O>,
 {
     let store = Arc::new(MemStore::default());
     // Every part full, a full part every 3, or only the first part full.
@@ -281,14 +267,7 @@ pub fn cut_and_restore<O, F>(
 ) -> (Vec<O>, Vec<O>)
 where
     O: Clone + Send + 'static,
-    F: for<'s> Fn(
-            StreamVec<'s, Time, Rec>,
-            StreamVec<'s, Time, Late<Rec>>,
-        ) -> StreamVec<'s, Time, O>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: Build<O>,
 {
     let store = Arc::new(MemStore::default());
     let first = run(1000, false, 1, rounds, 0..cut, &store, None, build.clone());
@@ -323,14 +302,7 @@ pub fn restore_every_checkpoint<O, F>(
 ) -> Vec<(u64, Vec<O>, Vec<O>)>
 where
     O: Clone + Send + 'static,
-    F: for<'s> Fn(
-            StreamVec<'s, Time, Rec>,
-            StreamVec<'s, Time, Late<Rec>>,
-        ) -> StreamVec<'s, Time, O>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: Build<O>,
 {
     restore_each_checkpoint(1, 1, async_writes, full_every, rounds, cut, build)
 }
@@ -349,14 +321,7 @@ pub fn restore_each_checkpoint<O, F>(
 ) -> Vec<(u64, Vec<O>, Vec<O>)>
 where
     O: Clone + Send + 'static,
-    F: for<'s> Fn(
-            StreamVec<'s, Time, Rec>,
-            StreamVec<'s, Time, Late<Rec>>,
-        ) -> StreamVec<'s, Time, O>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: Build<O>,
 {
     let store = Arc::new(MemStore::default());
     let first = run(
