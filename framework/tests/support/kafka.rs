@@ -94,6 +94,26 @@ pub fn read_topic_with(base: &ClientConfig, topic: &str, partitions: i32) -> Vec
     out
 }
 
+/// Reads `topic` as [`read_topic`] does, again until it holds at least `min` records
+/// (what a finished run must have written), at most 60 s: a read right after a bounded
+/// run once found one partition's records of one worker missing. Fewer after 60 s fails
+/// the test: output lost, not late.
+pub fn read_topic_min(topic: &str, partitions: i32, min: u64) -> Vec<Read> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let read = read_topic(topic, partitions);
+        if read.len() as u64 >= min {
+            return read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} holds {} records after 60 s, fewer than {min}",
+            read.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Decodes JSON payloads read back from a topic.
 pub fn decode<T: serde::de::DeserializeOwned>(read: &[Read]) -> Vec<T> {
     read.iter()
