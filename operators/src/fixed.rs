@@ -678,29 +678,24 @@ where
                 .with_event(event)
                 .with_epoch(restore.epoch + 1)
         };
-        for (starts, entries) in ctx.read_log::<Vec<u64>, (u64, K), ((), A, ())>(stage) {
-            for ((start, k), ((), acc, ())) in entries {
-                // An entry of a window closed since (the part lists the open ones).
-                if !starts.contains(&start) || !ctx.owns(hash(&k)) {
-                    continue;
+        let parts = crate::preagg::restored_partials::<K, A>(ctx, stage);
+        for ((start, k), acc) in crate::preagg::open_and_owned(parts, ctx) {
+            let end = start.saturating_add(self.size);
+            let next_early = self.first_early(start);
+            let window = self
+                .open
+                .entry(start)
+                .or_insert_with(|| Open::new(next_early, 0));
+            match window.keys.entry(k) {
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    merge(&mut slot.get_mut().acc, acc)
                 }
-                let end = start.saturating_add(self.size);
-                let next_early = self.first_early(start);
-                let window = self
-                    .open
-                    .entry(start)
-                    .or_insert_with(|| Open::new(next_early, 0));
-                match window.keys.entry(k) {
-                    std::collections::hash_map::Entry::Occupied(mut slot) => {
-                        merge(&mut slot.get_mut().acc, acc)
-                    }
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert(Slot::new(acc));
-                    }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(Slot::new(acc));
                 }
-                if window.caps.is_empty() {
-                    window.caps.insert(initial.delayed(&at(end - 1)));
-                }
+            }
+            if window.caps.is_empty() {
+                window.caps.insert(initial.delayed(&at(end - 1)));
             }
         }
     }

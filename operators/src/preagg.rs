@@ -46,6 +46,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -158,7 +159,7 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
     /// `initial`).
     fn restore(
         &mut self,
-        parts: impl IntoIterator<Item = (BTreeSet<u64>, Vec<((u64, K), A)>)>,
+        parts: impl IntoIterator<Item = RestoredPart<K, A>>,
         ctx: &Checkpoints,
         initial: &Capability<T>,
         merge: impl Fn(&mut A, A),
@@ -166,26 +167,20 @@ impl<T: EventTime, K: Hash + Eq, A> Partials<T, K, A> {
         let Some(restore) = ctx.restore() else {
             return;
         };
-        for (starts, entries) in parts {
-            for ((start, k), acc) in entries {
-                // An entry of a window closed since, or of a key another worker owns.
-                if !starts.contains(&start) || !ctx.owns(hash(&k)) {
-                    continue;
+        for ((start, k), acc) in open_and_owned(parts, ctx) {
+            let end = start.saturating_add(self.size);
+            let window = self.window(start);
+            match window.keys.entry(k) {
+                Entry::Occupied(mut o) => merge(&mut o.get_mut().acc, acc),
+                Entry::Vacant(v) => {
+                    v.insert(Slot { acc, logged: false });
                 }
-                let end = start.saturating_add(self.size);
-                let window = self.window(start);
-                match window.keys.entry(k) {
-                    Entry::Occupied(mut o) => merge(&mut o.get_mut().acc, acc),
-                    Entry::Vacant(v) => {
-                        v.insert(Slot { acc, logged: false });
-                    }
-                }
-                if window.caps.is_empty() {
-                    let at = initial.time().with_event(end - 1);
-                    window
-                        .caps
-                        .insert(initial.delayed(&at.with_epoch(restore.epoch + 1)));
-                }
+            }
+            if window.caps.is_empty() {
+                let at = initial.time().with_event(end - 1);
+                window
+                    .caps
+                    .insert(initial.delayed(&at.with_epoch(restore.epoch + 1)));
             }
         }
     }
@@ -378,6 +373,43 @@ fn align<T: EventTime, K, A, X>(
     apply(open, aligner.release_if_done(frontiers));
 }
 
+/// A restored part as both stages read it: the open windows' starts, and the
+/// `((start, key), accumulator)` entries.
+pub(crate) type RestoredPart<K, A> = (BTreeSet<u64>, Vec<((u64, K), A)>);
+
+/// The first stage's parts of `stage` in the restored checkpoint, one `(open windows'
+/// starts, entries)` per worker that wrote one (none if nothing is restored): how the
+/// stage reads them, and the one-stage operator standing in for it at one worker
+/// ([`crate::fixed`]).
+pub(crate) fn restored_partials<K, A>(ctx: &Checkpoints, stage: &str) -> Vec<RestoredPart<K, A>>
+where
+    K: DeserializeOwned + Hash + Eq,
+    A: DeserializeOwned,
+{
+    let parts = ctx.read_log::<PartialsExtra, (u64, K), ((), A, ())>(stage);
+    parts
+        .into_iter()
+        .map(|(starts, entries)| {
+            let entries = entries.into_iter().map(|(slot, ((), acc, ()))| (slot, acc));
+            (starts.into_iter().collect(), entries.collect())
+        })
+        .collect()
+}
+
+/// The entries of restored parts `(open windows' starts, entries)` this worker takes:
+/// those of windows the part lists as open (an entry of a window not listed belongs to
+/// one closed since: its entries are not removed one by one) and of keys it owns.
+pub(crate) fn open_and_owned<'a, K: Hash + 'a, A: 'a>(
+    parts: impl IntoIterator<Item = RestoredPart<K, A>> + 'a,
+    ctx: &'a Checkpoints,
+) -> impl Iterator<Item = ((u64, K), A)> + 'a {
+    parts.into_iter().flat_map(move |(starts, entries)| {
+        entries
+            .into_iter()
+            .filter(move |((start, k), _)| starts.contains(start) && ctx.owns(hash(k)))
+    })
+}
+
 /// Keyed fixed-size windows `[k * slide, k * slide + size)` aggregated by `agg`,
 /// pre-aggregated per worker before the key exchange. Emit-final, no lateness.
 pub(crate) fn fixed_preaggregated<'scope, T, D, K, G, KF>(
@@ -443,16 +475,9 @@ where
             let mut aligner = checkpoints.map(|ctx| {
                 let aligner = Aligner::new(ctx, &stage, &initial[0]).waking(wake);
                 open.logging = true;
-                if let Some((_, parts)) =
-                    aligner.restored_log::<PartialsExtra, (u64, K), ((), G::Acc, ())>()
-                {
-                    let parts = parts.into_iter().map(|(starts, entries)| {
-                        let entries = entries.into_iter().map(|(slot, ((), acc, ()))| (slot, acc));
-                        (starts.into_iter().collect(), entries.collect())
-                    });
-                    let ctx = aligner.checkpoints();
-                    open.restore(parts, ctx, &initial[0], |a, b| agg.merge(a, b));
-                }
+                let ctx = aligner.checkpoints();
+                let parts = restored_partials(ctx, &stage);
+                open.restore(parts, ctx, &initial[0], |a, b| agg.merge(a, b));
                 aligner
             });
             move |frontiers| {
