@@ -438,6 +438,65 @@ fn check_window_join(
     consume(&first, &second, &want, |p| (*p, ()), &context);
 }
 
+/// A window join whose rows are counted per key and window downstream (the crash
+/// test job's shape: two stateful operators in a row, the second pre-aggregated at
+/// several workers): a consumer keeping the last count per `(key, window)` must hold
+/// exactly the reference's.
+fn check_join_then_count(
+    rounds: &[Round<Rec>],
+    cut: usize,
+    size: u64,
+    left: bool,
+    after: usize,
+    pick: usize,
+) {
+    let kind = kind_of(left);
+    let build = crash::dataflow(move |main, _late| {
+        let (a, b) = sides(main);
+        a.window_join_with(
+            b,
+            "j",
+            size,
+            kind,
+            |r: &Rec| r.0,
+            |r: &Rec| r.0,
+            |_, a, b| (*a, b.copied()),
+        )
+        .tumble_count(
+            "rows",
+            size,
+            |w: &freshet_operators::window::Windowed<u8, Pair>| w.key,
+        )
+        .map(|w| (w.key, w.start, w.value))
+    });
+    let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
+    let mut sides_of: BTreeMap<(u8, u64), (u64, u64)> = BTreeMap::new();
+    for (_, r) in rounds.iter().flat_map(|r| r.records.iter()) {
+        let side = sides_of.entry((r.0, r.2 / size * size)).or_default();
+        if r.1 & 1 == 0 {
+            side.0 += 1;
+        } else {
+            side.1 += 1;
+        }
+    }
+    let want: BTreeMap<(u8, u64), u64> = sides_of
+        .into_iter()
+        .map(|(k, (l, r))| {
+            (
+                k,
+                if kind == JoinKind::Left {
+                    l * r.max(1)
+                } else {
+                    l * r
+                },
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let context = format!("cut at round {cut}, restored at {after} workers");
+    consume(&first, &second, &want, |&(k, s, n)| ((k, s), n), &context);
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_interval_join(
     rounds: &[Round<Rec>],
@@ -469,6 +528,16 @@ proptest! {
         let rounds = distinct(rounds);
         let cut = cut.min(rounds.len());
         check_window_join(&rounds, cut, size, left, after, pick);
+    }
+
+    #[test]
+    fn join_then_count_restores_exactly(
+        rounds in rounds(12), cut in 3usize..12, size in 1u64..80, left in any::<bool>(),
+        after in 1usize..4, pick in 0usize..16,
+    ) {
+        let rounds = distinct(rounds);
+        let cut = cut.min(rounds.len());
+        check_join_then_count(&rounds, cut, size, left, after, pick);
     }
 
     #[test]
