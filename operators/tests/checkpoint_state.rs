@@ -452,22 +452,10 @@ fn check_join_then_count(
 ) {
     let kind = kind_of(left);
     let build = crash::dataflow(move |main, _late| {
-        let (a, b) = sides(main);
-        a.window_join_with(
-            b,
-            "j",
-            size,
-            kind,
-            |r: &Rec| r.0,
-            |r: &Rec| r.0,
-            |_, a, b| (*a, b.copied()),
-        )
-        .tumble_count(
-            "rows",
-            size,
-            |w: &freshet_operators::window::Windowed<u8, Pair>| w.key,
-        )
-        .map(|w| (w.key, w.start, w.value))
+        // Rows are at their window's end - 1: counted in the same window.
+        window_join(main, size, kind)
+            .tumble_count("rows", size, |p: &Pair| p.0 .0)
+            .map(|w| (w.key, w.start, w.value))
     });
     let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
     let mut sides_of: BTreeMap<(u8, u64), (u64, u64)> = BTreeMap::new();

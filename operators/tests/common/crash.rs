@@ -77,13 +77,7 @@ pub fn run<O, F>(
 ) -> Ran<O>
 where
     O: Clone + Send + 'static,
-    F: for<'s> Fn(
-            StreamVec<'s, Time, Rec>,
-            StreamVec<'s, Time, Late<Rec>>,
-        ) -> StreamVec<'s, Time, O>
-        + Send
-        + Sync
-        + 'static,
+    F: Build<O>,
 {
     let settings = (1, full_every, async_writes);
     run_every(settings, workers, rounds, range, store, restore, build)
@@ -103,13 +97,7 @@ pub fn run_every<O, F>(
 ) -> Ran<O>
 where
     O: Clone + Send + 'static,
-    F: for<'s> Fn(
-            StreamVec<'s, Time, Rec>,
-            StreamVec<'s, Time, Late<Rec>>,
-        ) -> StreamVec<'s, Time, O>
-        + Send
-        + Sync
-        + 'static,
+    F: Build<O>,
 {
     let out = Arc::new(Mutex::new(Vec::new()));
     let complete = Arc::new(Mutex::new(0u64));
