@@ -518,6 +518,16 @@ fn bursty_input_survives_sigkills_exactly() {
     crash_and_restore(Arrival::Bursty, 11, kills(5), Mode::default());
 }
 
+/// The steady crash test with the job as two processes of one worker each.
+#[test]
+fn steady_input_at_two_processes_survives_sigkills_exactly() {
+    let mode = Mode {
+        two_processes: true,
+        ..Mode::default()
+    };
+    crash_and_restore(Arrival::Steady, 23, kills(5), mode);
+}
+
 /// The same crash test with checkpoints in an object store over the S3 protocol.
 #[test]
 fn checkpoints_in_an_s3_store_survive_sigkills_exactly() {
