@@ -1143,59 +1143,6 @@ mod tests {
         }
     }
 
-    /// Parts in memory.
-    #[derive(Default)]
-    struct Mem(std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>);
-    impl StateStore for Mem {
-        fn put(&self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
-            self.0.lock().unwrap().insert(path.into(), bytes.into());
-            Ok(())
-        }
-        fn get(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
-            Ok(self.0.lock().unwrap().get(path).cloned())
-        }
-    }
-
-    #[test]
-    fn a_restore_refuses_an_operator_with_parts_from_only_some_workers() {
-        let store = Arc::new(Mem::default());
-        let at = |worker, restore| {
-            Checkpoints::new(store.clone(), 1, worker, 2, restore, Box::new(|_, _, _| {}))
-        };
-        let part: LogPart<(), u8, u8> = LogPart {
-            base: None,
-            from: 3,
-            extra: (),
-            entries: vec![(1, Some(1))],
-        };
-        // Both workers wrote `whole`; only worker 0 wrote `torn`.
-        assert!(at(0, None).write("whole", 3, &part));
-        assert!(at(1, None).write("whole", 3, &part));
-        assert!(at(0, None).write("torn", 3, &part));
-        let restore = Some(Restore {
-            epoch: 3,
-            workers: 2,
-        });
-        let ctx = at(0, restore);
-        assert_eq!(ctx.read_log::<(), u8, u8>("whole").len(), 2);
-        assert!(
-            ctx.read_log::<(), u8, u8>("new").is_empty(),
-            "an operator new to the job"
-        );
-        let torn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            ctx.read_log::<(), u8, u8>("torn")
-        }));
-        let message = *torn
-            .expect_err("restored from one worker's part")
-            .downcast::<String>()
-            .unwrap();
-        assert!(message.contains("from 1 of its 2 workers"), "{message}");
-        let torn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            ctx.read_all::<LogPart<(), u8, u8>>("torn")
-        }));
-        assert!(torn.is_err());
-    }
-
     fn every(k: u64) -> Checkpoints {
         Checkpoints::new(Arc::new(Nowhere), k, 0, 1, None, Box::new(|_, _, _| {}))
     }

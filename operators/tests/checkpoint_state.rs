@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::crash::{self, MemStore};
 use common::{rounds, steps, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
-use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
+use freshet_operators::checkpoint::{Checkpoints, LogPart, Restore, StateStore};
 use freshet_operators::{
     IntervalJoin, JoinKind, KeyedState, Late, Rolling, RollingPolicy, Slide, Time, Tumble,
     WindowJoin,
@@ -422,6 +422,11 @@ fn interval_join<'s>(
     )
 }
 
+/// The rows a window join of `size` ms emits over `rounds` (see [`pairs`]).
+fn window_pairs(rounds: &[Round<Rec>], size: u64, kind: JoinKind) -> BTreeMap<Pair, ()> {
+    pairs(rounds, kind, |a, b| a.0 == b.0 && a.2 / size == b.2 / size)
+}
+
 fn check_window_join(
     rounds: &[Round<Rec>],
     cut: usize,
@@ -433,9 +438,52 @@ fn check_window_join(
     let kind = kind_of(left);
     let build = crash::dataflow(move |main, _late| window_join(main, size, kind));
     let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
-    let want = pairs(rounds, kind, |a, b| a.0 == b.0 && a.2 / size == b.2 / size);
+    let want = window_pairs(rounds, size, kind);
     let context = format!("cut at round {cut}, restored at {after} workers");
     consume(&first, &second, &want, |p| (*p, ()), &context);
+}
+
+/// A checkpoint holds an operator's parts from every worker or from none (an operator
+/// new to the job); a restore that finds only some refuses, naming the operator, instead
+/// of starting the other workers' keys empty.
+#[test]
+fn a_restore_refuses_an_operator_with_parts_from_only_some_workers() {
+    let store = Arc::new(MemStore::default());
+    let at = |worker, restore| {
+        Checkpoints::new(store.clone(), 1, worker, 2, restore, Box::new(|_, _, _| {}))
+    };
+    let part: LogPart<(), u8, u8> = LogPart {
+        base: None,
+        from: 3,
+        extra: (),
+        entries: vec![(1, Some(1))],
+    };
+    // Both workers wrote `whole`; only worker 0 wrote `torn`.
+    assert!(at(0, None).write("whole", 3, &part));
+    assert!(at(1, None).write("whole", 3, &part));
+    assert!(at(0, None).write("torn", 3, &part));
+    let restore = Some(Restore {
+        epoch: 3,
+        workers: 2,
+    });
+    let ctx = at(0, restore);
+    assert_eq!(ctx.read_log::<(), u8, u8>("whole").len(), 2);
+    assert!(
+        ctx.read_log::<(), u8, u8>("new").is_empty(),
+        "an operator new to the job"
+    );
+    let torn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ctx.read_log::<(), u8, u8>("torn")
+    }));
+    let message = *torn
+        .expect_err("restored from one worker's part")
+        .downcast::<String>()
+        .unwrap();
+    assert!(message.contains("from 1 of its 2 workers"), "{message}");
+    let torn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ctx.read_all::<LogPart<(), u8, u8>>("torn")
+    }));
+    assert!(torn.is_err());
 }
 
 /// A window join whose rows are counted per key and window downstream (the crash
@@ -458,29 +506,11 @@ fn check_join_then_count(
             .map(|w| (w.key, w.start, w.value))
     });
     let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
-    let mut sides_of: BTreeMap<(u8, u64), (u64, u64)> = BTreeMap::new();
-    for (_, r) in rounds.iter().flat_map(|r| r.records.iter()) {
-        let side = sides_of.entry((r.0, r.2 / size * size)).or_default();
-        if r.1 & 1 == 0 {
-            side.0 += 1;
-        } else {
-            side.1 += 1;
-        }
+    // The reference join's rows, counted per key and window.
+    let mut want: BTreeMap<(u8, u64), u64> = BTreeMap::new();
+    for (a, _) in window_pairs(rounds, size, kind).keys() {
+        *want.entry((a.0, a.2 / size * size)).or_default() += 1;
     }
-    let want: BTreeMap<(u8, u64), u64> = sides_of
-        .into_iter()
-        .map(|(k, (l, r))| {
-            (
-                k,
-                if kind == JoinKind::Left {
-                    l * r.max(1)
-                } else {
-                    l * r
-                },
-            )
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
     let context = format!("cut at round {cut}, restored at {after} workers");
     consume(&first, &second, &want, |&(k, s, n)| ((k, s), n), &context);
 }
@@ -550,7 +580,7 @@ fn overflow_reference(
     kind: JoinKind,
     cap: usize,
 ) -> BTreeMap<(u8, u64), (u64, u64, u64, u64)> {
-    let want = pairs(rounds, kind, |a, b| a.0 == b.0 && a.2 / size == b.2 / size);
+    let want = window_pairs(rounds, size, kind);
     let mut rows: BTreeMap<(u8, u64), u64> = BTreeMap::new();
     for (a, _) in want.keys() {
         *rows.entry((a.0, a.2 / size * size)).or_default() += 1;
