@@ -72,6 +72,9 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, mode: Mode<'_>) 
     let late_in = create_topic("ckpt-late-in", partitions);
     let late_out = create_topic("ckpt-late-sessions", 2);
     let all = generate(seed, 24_000, 16, partitions, 1_700_000_000_000, 24_000, 200);
+    // What the broker logs while the test runs is printed with the jobs' (a broker fault
+    // is told from a job's by it).
+    let broker_mark = broker_log_mark();
     // Sessions of each key: events closer than the gap (the keys are busy, so gaps are
     // made by the generator's spacing and disorder alone).
     let sessions = [
@@ -230,6 +233,14 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, mode: Mode<'_>) 
     for line in warnings.iter().take(20) {
         println!("  {line}");
     }
+    let broker_errors = broker_errors_since(broker_mark);
+    println!(
+        "{} errors and warnings logged by the broker meanwhile",
+        broker_errors.len()
+    );
+    for line in broker_errors.iter().take(20) {
+        println!("  broker: {line}");
+    }
     // What each run started from (shown if the test fails).
     for line in logged
         .lines()
@@ -305,7 +316,15 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, mode: Mode<'_>) 
     // record per key wins.
     let mut got_join: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     let mut join_history: BTreeMap<(u64, u64), Vec<u64>> = BTreeMap::new();
-    for w in decode::<WindowCount>(&read_topic(&join_out, 2)) {
+    // Each key's partition, shown for the windows that differ (all in one partition and
+    // written together would point at a lost produce).
+    let mut key_partition: BTreeMap<u64, i32> = BTreeMap::new();
+    let join_read = read_topic(&join_out, 2);
+    for (w, (partition, _, _)) in decode::<WindowCount>(&join_read)
+        .into_iter()
+        .zip(&join_read)
+    {
+        key_partition.insert(w.key, *partition);
         got_join.insert((w.key, w.start), w.value);
         join_history
             .entry((w.key, w.start))
@@ -337,12 +356,21 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, mode: Mode<'_>) 
     let join_differ: Vec<_> = want_join
         .iter()
         .filter(|(k, v)| got_join.get(k) != Some(v))
-        .map(|(k, v)| (k, *v, join_history.get(k)))
+        .map(|(k, v)| (k, key_partition.get(&k.0), *v, join_history.get(k)))
         .take(10)
         .collect();
+    if !join_differ.is_empty() {
+        // Read again: a broker that had not yet made every write visible shows more.
+        std::thread::sleep(Duration::from_secs(2));
+        println!(
+            "the join topic read again 2 s later: {} records, first read {}",
+            read_topic(&join_out, 2).len(),
+            join_read.len()
+        );
+    }
     assert!(
         join_differ.is_empty(),
-        "window join rows per key and window, (key, start), want, every value written: \
+        "window join rows per key and window, (key, start), partition, want, every value written: \
          {join_differ:?}"
     );
     assert_eq!(got_join, want_join, "window join rows per key and window");

@@ -313,6 +313,8 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                     let mut buf = Vec::new();
                     let name = name.clone();
                     let sink_records = super::records_counter(&metrics, &name);
+                    // Deliveries the producer acknowledged without an offset (see below).
+                    let mut unplaced = 0u64;
                     // A refused record becomes a dead letter, or fails the job.
                     let refuse = {
                         let (shared, name, topic) = (shared.clone(), name.clone(), topic.clone());
@@ -482,6 +484,18 @@ impl<'scope, D: 'static> WriteKafka<D> for StreamVec<'scope, Time, D> {
                             let (slot, dead) = (opaque & !DEAD_BIT, opaque & DEAD_BIT != 0);
                             match report {
                                 Ok(at) => {
+                                    // librdkafka acknowledges a retried batch the broker
+                                    // answers as a duplicate sequence without an offset:
+                                    // an earlier attempt was written. Said, so that a
+                                    // broker that answers so for a batch it never wrote
+                                    // shows in the log.
+                                    if at.1 < 0 {
+                                        unplaced += 1;
+                                        if unplaced.is_power_of_two() {
+                                            tracing::warn!(sink = %name, partition = at.0, records = unplaced,
+                                                "records acknowledged without an offset (the broker answered a retry as a duplicate)");
+                                        }
+                                    }
                                     Metrics::add(&metrics.records_out, 1);
                                     sink_records.inc();
                                     let event = match exact.as_mut() {

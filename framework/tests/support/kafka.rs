@@ -239,3 +239,57 @@ pub fn read_headed(topic: &str, min: usize) -> Vec<Headed> {
         }
     }
 }
+
+/// The test broker's log (`scripts/kafka-broker` writes it to `$FRESHET_BROKER_DIR`,
+/// default `.broker/` at the repository's root), if it is on this machine.
+fn broker_log() -> std::path::PathBuf {
+    std::env::var_os("FRESHET_BROKER_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.broker"))
+        .join("broker.log")
+}
+
+/// Where the broker's log ends now: [`broker_errors_since`] reads what it logs after.
+pub fn broker_log_mark() -> u64 {
+    std::fs::metadata(broker_log()).map_or(0, |m| m.len())
+}
+
+/// The error and warning lines the broker logged since `mark` (other than connections
+/// its clients closed): what a test prints to tell a broker fault from its own. Empty if
+/// the log is not on this machine.
+pub fn broker_errors_since(mark: u64) -> Vec<String> {
+    use std::io::{Read, Seek};
+    let Ok(mut file) = std::fs::File::open(broker_log()) else {
+        return Vec::new();
+    };
+    let mut text = String::new();
+    if file.seek(std::io::SeekFrom::Start(mark)).is_err() || file.read_to_string(&mut text).is_err()
+    {
+        return Vec::new();
+    }
+    let closed = ["BrokenPipe", "ConnectionReset", "UnexpectedEof"];
+    text.lines()
+        .filter(|l| {
+            (l.contains("ERROR") || l.contains("WARN")) && !closed.iter().any(|c| l.contains(c))
+        })
+        .map(without_colours)
+        .collect()
+}
+
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
