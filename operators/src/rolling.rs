@@ -60,7 +60,7 @@ use crate::aggregate::{Aggregator, Count};
 use crate::capability::{keep, stash, time_of, Mint, VecOutput, Waiting};
 use crate::checkpoint::{
     behind, by_event, lift_epoch, lift_time, restore_pending, restored_through, Aligner, Arrival,
-    Checkpoints, LateQueues,
+    Checkpoints, LateQueues, Want,
 };
 use crate::hash::{by_key, hash};
 use crate::held_epochs::HeldEpochs;
@@ -279,10 +279,77 @@ struct Block<T, A> {
     logged: bool,
 }
 
+/// Keyed state split by key hash into as many shards as an incremental checkpoint has
+/// sweep slots ([`Checkpoints::full_every`]): a part's sweep reads one shard instead of
+/// walking the whole state to pick the entries of its slot, and a key's blocks are
+/// swept together.
+struct Shards<K, V> {
+    shards: Vec<FxHashMap<K, V>>,
+}
+
+impl<K: Hash + Eq, V> Shards<K, V> {
+    fn new(n: u64) -> Self {
+        Shards {
+            shards: (0..n.max(1)).map(|_| FxHashMap::default()).collect(),
+        }
+    }
+
+    /// `key`'s shard: from the hash bits above the key group's (`hash % KEY_GROUPS`
+    /// picks the worker), so a worker's keys spread over every shard.
+    fn shard(&self, key: &K) -> usize {
+        ((hash(key) >> 8) % self.shards.len() as u64) as usize
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.shards[self.shard(key)].get(key)
+    }
+
+    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let s = self.shard(key);
+        self.shards[s].get_mut(key)
+    }
+
+    fn entry(&mut self, key: K) -> std::collections::hash_map::Entry<'_, K, V> {
+        let s = self.shard(&key);
+        self.shards[s].entry(key)
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        let s = self.shard(key);
+        self.shards[s].remove(key)
+    }
+
+    /// The entries a part of `want` sweeps: every one for a full part, else those of
+    /// the shard of its slot.
+    fn swept(&self, want: Want) -> impl Iterator<Item = (&K, &V)> {
+        let slots = match want {
+            Want::All => 0..self.shards.len(),
+            Want::Changed { slot, of } => {
+                assert_eq!(
+                    of,
+                    self.shards.len() as u64,
+                    "a rolling window's shards are the checkpoints' sweep slots"
+                );
+                slot as usize..slot as usize + 1
+            }
+        };
+        self.shards[slots].iter().flatten()
+    }
+}
+
+/// A block's `since` as lifted past checkpoint epoch `lifted` (see [`State::lift`]).
+#[inline]
+fn lifted<T: EventTime>(since: T, lifted: Option<u64>) -> T {
+    lifted.map_or(since, |epoch| lift_time(since, epoch))
+}
+
 /// Every key's blocks, when to drop them, and the capabilities held for them.
 struct State<K, T: EventTime, A> {
     width: u64,
-    keys: FxHashMap<K, BTreeMap<u64, Block<T, A>>>,
+    keys: Shards<K, BTreeMap<u64, Block<T, A>>>,
+    /// The last checkpoint epoch the blocks' `since` was lifted past (see
+    /// [`State::lift`]): a block's `since` is read through [`lifted`].
+    lifted: Option<u64>,
     /// Keys with a block, by the block's last event time.
     expiry: BTreeMap<u64, Vec<K>>,
     debts: HeldEpochs<T>,
@@ -344,11 +411,12 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                 }
                 agg.add(&mut block.acc, record);
                 agg.add(block.panes.entry(t).or_insert_with(|| agg.create()), record);
-                let since = block.since.meet(&epoch);
-                if since == block.since {
+                let old = lifted(block.since, self.lifted);
+                let since = old.meet(&epoch);
+                if since == old {
                     (None, None)
                 } else {
-                    let old = std::mem::replace(&mut block.since, since);
+                    block.since = since;
                     (Some(since.with_event(t)), Some(old))
                 }
             }
@@ -420,7 +488,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                     continue;
                 };
                 if let Some(block) = blocks.remove(&index) {
-                    self.debts.pay(&block.since);
+                    self.debts.pay(&lifted(block.since, self.lifted));
                     if self.logging && !block.logged {
                         self.changed.push((k.clone(), index));
                     }
@@ -435,15 +503,12 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
 
 impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
     /// Every epoch `<= epoch` held for a block moves to `epoch + 1`: the checkpoint of
-    /// `epoch` answers for it.
+    /// `epoch` answers for it. The blocks are not walked: checkpoint epochs only grow,
+    /// lifting past one lifts past every earlier one, and a block added since has a
+    /// later epoch, so each block's `since` is lifted past the last one when it is read
+    /// ([`lifted`]).
     fn lift(&mut self, epoch: u64) {
-        for block in self
-            .keys
-            .values_mut()
-            .flat_map(|blocks| blocks.values_mut())
-        {
-            block.since = lift_time(block.since, epoch);
-        }
+        self.lifted = Some(self.lifted.map_or(epoch, |l| l.max(epoch)));
         self.debts.lift(epoch);
     }
 }
@@ -518,13 +583,18 @@ impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A
             (&b.acc, &b.panes)
         }
         aligner.write_log(epoch, extra, |want| {
-            let all = keys
-                .iter()
+            // The sweep reads the shard of its slot only (see `Shards`).
+            let swept = keys
+                .swept(want)
                 .flat_map(|(k, blocks)| blocks.iter().map(move |(i, b)| ((k, *i), Some(view(b)))));
-            let changed = changed
-                .iter()
-                .map(|(k, i)| ((k, *i), keys.get(k).and_then(|bs| bs.get(i)).map(view)));
-            want.pick(all, changed)
+            match want {
+                Want::All => swept.collect(),
+                Want::Changed { .. } => changed
+                    .iter()
+                    .map(|(k, i)| ((k, *i), keys.get(k).and_then(|bs| bs.get(i)).map(view)))
+                    .chain(swept)
+                    .collect(),
+            }
         });
         for (k, i) in &changed {
             if let Some(block) = self.keys.get_mut(k).and_then(|bs| bs.get_mut(i)) {
@@ -646,9 +716,11 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let too_late_count = Rc::new(Cell::new(0u64));
         let counter = too_late_count.clone();
 
+        let checkpoints = Checkpoints::current();
         let mut state: State<K, T, G::Acc> = State {
             width: range.isqrt().max(1),
-            keys: FxHashMap::default(),
+            keys: Shards::new(checkpoints.as_ref().map_or(1, |c| c.full_every())),
+            lifted: None,
             expiry: BTreeMap::new(),
             debts: HeldEpochs::new(),
             logging: false,
@@ -660,7 +732,6 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let mut waiting: Waiting<T, D> = BTreeMap::new();
         // Late records by their own event time, waiting for the main watermark to pass it.
         let mut pending: Waiting<T, D> = BTreeMap::new();
-        let checkpoints = Checkpoints::current();
 
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {

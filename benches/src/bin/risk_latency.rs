@@ -107,6 +107,11 @@ struct Args {
     /// so produce → consumed grows by about the checkpoint interval.
     #[arg(long)]
     exactly_once: bool,
+    /// Once the job is up, run its worker thread alone on this core and every other
+    /// thread of the bench on the other cores (Linux): the job's time without the bench's
+    /// own producer and consumer, or a broker kept off the core, taking turns with it.
+    #[arg(long)]
+    isolate_core: Option<usize>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -263,6 +268,9 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let startup_secs = ping_start.elapsed().as_secs_f64();
+    if let Some(core) = args.isolate_core {
+        isolate_worker(core)?;
+    }
     let start = Instant::now();
     let mut next = 0u64;
     while next < total {
@@ -338,11 +346,55 @@ fn main() -> anyhow::Result<()> {
             .field("out_of_orderness_ms", args.out_of_orderness_ms)
             .field("batch_size", args.batch_size)
             .field("partitions", args.partitions)
+            .field(
+                "worker_core",
+                args.isolate_core.map_or("shared".into(), |c| c.to_string()),
+            )
             .print();
     }
     anyhow::ensure!(
         consumed == total,
         "only {consumed} of {total} decisions were consumed"
+    );
+    Ok(())
+}
+
+/// Puts the job's worker threads (named `timely:work-N`) alone on `core` and every other
+/// thread of this process on the remaining cores, with util-linux's `taskset` (the
+/// workspace forbids the unsafe a direct `sched_setaffinity` call needs). Threads
+/// started later (none once the job runs) inherit their creator's cores.
+fn isolate_worker(core: usize) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism()?.get();
+    anyhow::ensure!(
+        core < cores && cores > 1,
+        "--isolate-core {core}: this machine has {cores} cores"
+    );
+    let others: Vec<String> = (0..cores)
+        .filter(|&c| c != core)
+        .map(|c| c.to_string())
+        .collect();
+    let (alone, rest) = (core.to_string(), others.join(","));
+    let mut workers = 0;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let task = task?;
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let on = if name.trim_end().starts_with("timely:work-") {
+            workers += 1;
+            &alone
+        } else {
+            &rest
+        };
+        let status = std::process::Command::new("taskset")
+            .args(["-p", "-c", on, &tid])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running taskset (util-linux) for --isolate-core")?;
+        anyhow::ensure!(status.success(), "taskset -p -c {on} {tid}: {status}");
+    }
+    anyhow::ensure!(
+        workers > 0,
+        "--isolate-core: no worker thread of the job found"
     );
     Ok(())
 }
