@@ -280,17 +280,24 @@ struct Block<T, A> {
 }
 
 /// Keyed state split by key hash into as many shards as an incremental checkpoint has
-/// sweep slots ([`Checkpoints::full_every`]): a part's sweep reads one shard instead of
-/// walking the whole state to pick the entries of its slot, and a key's blocks are
-/// swept together.
+/// sweep slots ([`Checkpoints::full_every`], at most [`MAX_SHARDS`]): a part's sweep
+/// reads one shard instead of walking the whole state to pick the entries of its slot,
+/// and a key's blocks are swept together.
 struct Shards<K, V> {
     shards: Vec<FxHashMap<K, V>>,
 }
 
+/// The most shards a rolling window keeps: with more sweep slots than this, slot `s`
+/// sweeps shard `s % MAX_SHARDS` (any `full_every` consecutive slots still sweep every
+/// shard), so a very large `--checkpoint-full-every` costs no more maps than this.
+const MAX_SHARDS: u64 = 1024;
+
 impl<K: Hash + Eq, V> Shards<K, V> {
-    fn new(n: u64) -> Self {
+    fn new(slots: u64) -> Self {
         Shards {
-            shards: (0..n.max(1)).map(|_| FxHashMap::default()).collect(),
+            shards: (0..slots.clamp(1, MAX_SHARDS))
+                .map(|_| FxHashMap::default())
+                .collect(),
         }
     }
 
@@ -322,15 +329,14 @@ impl<K: Hash + Eq, V> Shards<K, V> {
     /// The entries a part of `want` sweeps: every one for a full part, else those of
     /// the shard of its slot.
     fn swept(&self, want: Want) -> impl Iterator<Item = (&K, &V)> {
+        let n = self.shards.len() as u64;
         let slots = match want {
             Want::All => 0..self.shards.len(),
             Want::Changed { slot, of } => {
-                assert_eq!(
-                    of,
-                    self.shards.len() as u64,
-                    "a rolling window's shards are the checkpoints' sweep slots"
-                );
-                slot as usize..slot as usize + 1
+                // Fewer slots than shards would leave a shard never swept.
+                assert!(of >= n, "a rolling window has more shards than sweep slots");
+                let shard = (slot % n) as usize;
+                shard..shard + 1
             }
         };
         self.shards[slots].iter().flatten()
@@ -937,6 +943,36 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
             results,
             too_late,
             too_late_count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any `full_every` consecutive sweeps read every key, also with more sweep slots
+    /// than a rolling window keeps shards; a full part reads every key once.
+    #[test]
+    fn consecutive_sweeps_read_every_key() {
+        for slots in [1u64, 3, 10, MAX_SHARDS + 300] {
+            let mut shards: Shards<u64, ()> = Shards::new(slots);
+            for k in 0..5_000u64 {
+                shards.entry(k).or_default();
+            }
+            let all: Vec<u64> = shards.swept(Want::All).map(|(k, _)| *k).collect();
+            assert_eq!(all.len(), 5_000);
+            for first in [0, 7, slots - 1] {
+                let mut seen = std::collections::BTreeSet::new();
+                for step in first..first + slots {
+                    let want = Want::Changed {
+                        slot: step % slots,
+                        of: slots,
+                    };
+                    seen.extend(shards.swept(want).map(|(k, _)| *k));
+                }
+                assert_eq!(seen.len(), 5_000, "{slots} slots from step {first}");
+            }
         }
     }
 }
