@@ -182,7 +182,11 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, mode: Mode<'_>) 
                         panic!("the job exited before it was killed: {status}");
                     }
                 }
-                let now: i64 = committed(&group, &input, partitions).values().sum();
+                // A broker too busy to answer is asked again.
+                let Ok(now) = try_committed_by(&group_client(&group), &input, partitions) else {
+                    return false;
+                };
+                let now: i64 = now.values().sum();
                 now > before || now >= produced.load(Ordering::SeqCst) as i64
             });
             std::thread::sleep(Duration::from_millis(rng.gen_range(0..600)));

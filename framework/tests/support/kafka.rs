@@ -151,20 +151,29 @@ pub fn group_client(group: &str) -> BaseConsumer {
 
 /// The offsets committed for `topic` by the group of `consumer`.
 pub fn committed_by(consumer: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    try_committed_by(consumer, topic, partitions).expect("committed offsets")
+}
+
+/// [`committed_by`], or the client's error (a broker too busy to answer within 10 s): for
+/// polling loops, which ask again.
+pub fn try_committed_by(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<i32, i64>, KafkaError> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    got.elements()
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) => Some((e.partition(), o)),
             _ => None,
         })
-        .collect()
+        .collect())
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
