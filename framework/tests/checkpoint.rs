@@ -176,6 +176,8 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, mode: Mode<'_>) 
         // commit or start-up. Every other run first completes a checkpoint of its own
         // (its commit moves), so the job makes progress however slow the machine.
         if kill % 2 == 1 {
+            // One client of the group for the whole wait, not one per poll.
+            let client = group_client(&group);
             wait_for(Duration::from_secs(60), "a checkpoint of this run", || {
                 for child in children.iter_mut() {
                     if let Some(status) = child.try_wait().unwrap() {
@@ -183,7 +185,7 @@ fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, mode: Mode<'_>) 
                     }
                 }
                 // A broker too busy to answer is asked again.
-                let Ok(now) = try_committed_by(&group_client(&group), &input, partitions) else {
+                let Ok(now) = try_committed_by(&client, &input, partitions) else {
                     return false;
                 };
                 let now: i64 = now.values().sum();

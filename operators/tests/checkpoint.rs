@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::crash::{self, MemStore};
+use common::crash::{self, Checkpointing, MemStore};
 use common::{rounds, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
@@ -180,8 +180,7 @@ fn check_session(
 ) {
     let op = Op::Session(gap);
     let whole = crash::run(
-        1,
-        false,
+        Checkpointing::every_epoch(1, false),
         1,
         rounds,
         0..rounds.len(),
@@ -363,8 +362,7 @@ fn sessions_changes_survive_incremental_parts() {
     let op = Op::Session(4);
     let build = crash::dataflow(move |main, late| windows(main, late, op, 0));
     let whole = crash::run(
-        1,
-        false,
+        Checkpointing::every_epoch(1, false),
         1,
         &rounds,
         0..rounds.len(),
@@ -408,7 +406,16 @@ fn check_pipeline(rounds: &[Round<Rec>], random: Option<(usize, usize, usize)>) 
             .map(|w| (w.key, w.start, w.end, w.value, w.revision, w.kind))
     });
     let store = Arc::new(MemStore::default());
-    let whole = crash::run(1, false, 1, rounds, 0..rounds.len(), &store, None, build).out;
+    let whole = crash::run(
+        Checkpointing::every_epoch(1, false),
+        1,
+        rounds,
+        0..rounds.len(),
+        &store,
+        None,
+        build,
+    )
+    .out;
     if let Some((cut, after, pick)) = random {
         let (first, second) = crash::crash_then_restore(rounds, cut, after, pick, build);
         let both: Vec<Result5> = first.into_iter().chain(second).collect();
@@ -467,8 +474,7 @@ fn an_incremental_part_holds_only_what_changed() {
     let build = crash::dataflow(|main, late| windows(main, late, Op::Tumble(1000), 0));
     let store = Arc::new(MemStore::default());
     let run = crash::run(
-        1000,
-        false,
+        Checkpointing::every_epoch(1000, false),
         1,
         &rounds,
         0..rounds.len() - 1,
@@ -609,14 +615,39 @@ fn behind_runs<O: Clone + Send + 'static>(
 ) -> (Vec<O>, Vec<O>, u64) {
     let [before, after, whole] = behind_rounds(event, on_main);
     let store = Arc::new(MemStore::default());
-    let first = crash::run(1, false, 1, &before, 0..3, &store, None, build.clone());
+    let first = crash::run(
+        Checkpointing::every_epoch(1, false),
+        1,
+        &before,
+        0..3,
+        &store,
+        None,
+        build.clone(),
+    );
     let restore = Some(Restore {
         epoch: 1,
         workers: 1,
     });
-    let second = crash::run(1, false, 1, &after, 2..4, &store, restore, build.clone());
+    let second = crash::run(
+        Checkpointing::every_epoch(1, false),
+        1,
+        &after,
+        2..4,
+        &store,
+        restore,
+        build.clone(),
+    );
     let store = Arc::new(MemStore::default());
-    let whole = crash::run(1, false, 1, &whole, 0..4, &store, None, build).out;
+    let whole = crash::run(
+        Checkpointing::every_epoch(1, false),
+        1,
+        &whole,
+        0..4,
+        &store,
+        None,
+        build,
+    )
+    .out;
     let both = first.out.into_iter().chain(second.out).collect();
     (both, whole, second.dropped)
 }

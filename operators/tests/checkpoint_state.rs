@@ -10,7 +10,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use common::crash::{self, MemStore};
+use common::crash::{self, Checkpointing, MemStore};
 use common::{rounds, steps, Rec, Round, Source};
 use freshet_operators::aggregate::Sum;
 use freshet_operators::checkpoint::{Checkpoints, LogPart, Restore, StateStore};
@@ -171,7 +171,15 @@ fn incremental_parts_sweep_the_state_and_a_restore_reads_at_most_full_every() {
     }
 
     let store = Arc::new(MemStore::default());
-    let ran = crash::run(3, false, 1, &rounds, 0..12, &store, None, build);
+    let ran = crash::run(
+        Checkpointing::every_epoch(3, false),
+        1,
+        &rounds,
+        0..12,
+        &store,
+        None,
+        build,
+    );
     let name = &ran.names[0];
     let mut parts = Vec::new();
     for epoch in 0..12u64 {

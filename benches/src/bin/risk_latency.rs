@@ -18,7 +18,8 @@
 //! each result line: the bench producer's and the job's producer's `linger.ms`, the
 //! consumers' `fetch.wait.max.ms` (job and bench consumer), the source's poll size
 //! and out-of-orderness. The bench producer, the job, the bench consumer and the broker
-//! share the machine's cores.
+//! share the machine's cores, unless `--isolate-core N` gives the job's worker thread a
+//! core of its own once the job is up.
 //!
 //! ```text
 //! scripts/kafka-broker start
@@ -108,8 +109,9 @@ struct Args {
     #[arg(long)]
     exactly_once: bool,
     /// Once the job is up, run its worker thread alone on this core and every other
-    /// thread of the bench on the other cores (Linux): the job's time without the bench's
-    /// own producer and consumer, or a broker kept off the core, taking turns with it.
+    /// thread of the bench on the other cores (Linux, util-linux `taskset`): the job's
+    /// time without the bench's own clients (or a broker kept off the core) taking turns
+    /// with it.
     #[arg(long)]
     isolate_core: Option<usize>,
     /// Print help.

@@ -59,35 +59,37 @@ impl<O> Ran<O> {
     }
 }
 
-/// One run of `build` over `rounds[range]` (round `e` in epoch `e`, its records on the
-/// main input and its late records on the late one) at `workers` workers, with a
-/// checkpoint every epoch into `store` (full parts every `full_every`, incremental ones
-/// between; written on writer threads if `async_writes`), restoring from `restore`.
-/// Unless the range reaches the last round, the run is cut off ("crashes") after it.
-#[allow(clippy::too_many_arguments)]
-pub fn run<O, F>(
-    full_every: u64,
-    async_writes: bool,
-    workers: usize,
-    rounds: &[Round<Rec>],
-    range: std::ops::Range<usize>,
-    store: &Arc<MemStore>,
-    restore: Option<Restore>,
-    build: F,
-) -> Ran<O>
-where
-    O: Clone + Send + 'static,
-    F: Build<O>,
-{
-    let settings = (1, full_every, async_writes);
-    run_every(settings, workers, rounds, range, store, restore, build)
+/// How a crash-harness run checkpoints: every `every` epochs (the records of the epochs
+/// between two checkpoints are then taken in right after the earlier one is written, as
+/// with a Kafka source's short epochs), full parts every `full_every` (incremental ones
+/// between), parts written on writer threads if `async_writes`.
+#[derive(Clone, Copy, Debug)]
+pub struct Checkpointing {
+    /// Epochs between checkpoints.
+    pub every: u64,
+    /// Parts between full parts.
+    pub full_every: u64,
+    /// Whether parts are written on writer threads.
+    pub async_writes: bool,
 }
 
-/// [`run`] with a checkpoint every `every` epochs: `(every, full_every, async_writes)`.
-/// The records of the epochs between two checkpoints are then taken in right after
-/// the earlier one is written, as with a Kafka source's short epochs.
-pub fn run_every<O, F>(
-    (every, full_every, async_writes): (u64, u64, bool),
+impl Checkpointing {
+    /// A checkpoint every epoch.
+    pub fn every_epoch(full_every: u64, async_writes: bool) -> Self {
+        Checkpointing {
+            every: 1,
+            full_every,
+            async_writes,
+        }
+    }
+}
+
+/// One run of `build` over `rounds[range]` (round `e` in epoch `e`, its records on the
+/// main input and its late records on the late one) at `workers` workers, checkpointing
+/// into `store` as `checkpointing` says, restoring from `restore`. Unless the range
+/// reaches the last round, the run is cut off ("crashes") after it.
+pub fn run<O, F>(
+    checkpointing: Checkpointing,
     workers: usize,
     rounds: &[Round<Rec>],
     range: std::ops::Range<usize>,
@@ -99,6 +101,11 @@ where
     O: Clone + Send + 'static,
     F: Build<O>,
 {
+    let Checkpointing {
+        every,
+        full_every,
+        async_writes,
+    } = checkpointing;
     let out = Arc::new(Mutex::new(Vec::new()));
     let complete = Arc::new(Mutex::new(0u64));
     let names = Arc::new(Mutex::new(Vec::new()));
@@ -249,9 +256,13 @@ where
     let full_every = [1, 3, 1000][pick % 3];
     let async_writes = pick % 4 >= 2;
     // A checkpoint every epoch, every second or every third.
-    let settings = (1 + (pick as u64 / 4) % 3, full_every, async_writes);
-    let first = run_every(
-        settings,
+    let checkpointing = Checkpointing {
+        every: 1 + (pick as u64 / 4) % 3,
+        full_every,
+        async_writes,
+    };
+    let first = run(
+        checkpointing,
         before,
         rounds,
         0..cut,
@@ -268,8 +279,8 @@ where
         workers: before,
     });
     let from = restore.map_or(0, |r| r.epoch as usize + 1);
-    let second = run_every(
-        settings,
+    let second = run(
+        checkpointing,
         after,
         rounds,
         from..rounds.len(),
@@ -293,7 +304,15 @@ where
     F: Build<O>,
 {
     let store = Arc::new(MemStore::default());
-    let first = run(1000, false, 1, rounds, 0..cut, &store, None, build.clone());
+    let first = run(
+        Checkpointing::every_epoch(1000, false),
+        1,
+        rounds,
+        0..cut,
+        &store,
+        None,
+        build.clone(),
+    );
     assert!(
         first.complete > at,
         "only epochs below {} complete",
@@ -304,7 +323,15 @@ where
         workers: 1,
     });
     let rest = at as usize + 1..rounds.len();
-    let second = run(1000, false, 1, rounds, rest, &store, restore, build);
+    let second = run(
+        Checkpointing::every_epoch(1000, false),
+        1,
+        rounds,
+        rest,
+        &store,
+        restore,
+        build,
+    );
     (first.out, second.out)
 }
 
@@ -348,8 +375,7 @@ where
 {
     let store = Arc::new(MemStore::default());
     let first = run(
-        full_every,
-        async_writes,
+        Checkpointing::every_epoch(full_every, async_writes),
         before,
         rounds,
         0..cut,
@@ -380,8 +406,7 @@ where
             });
             let rest = epoch as usize + 1..rounds.len();
             let second = run(
-                full_every,
-                async_writes,
+                Checkpointing::every_epoch(full_every, async_writes),
                 after,
                 rounds,
                 rest,
