@@ -256,6 +256,9 @@ where
                 );
             }
         }))
+        // Operators hold each checkpoint epoch until their part is durable where the
+        // commit tracker looks, not on their data outputs.
+        .with_durability_probe(commits.probe().clone())
     });
     let installed = checkpoints.as_ref().map(|c| c.install());
     let backlogs = shared.backlogs().install();

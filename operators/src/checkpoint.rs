@@ -22,7 +22,10 @@
 //!
 //! With [`Checkpoints::with_async_writes`] (what jobs use) a part is serialized on the
 //! worker and written by a thread of its own, which wakes the operator when it is
-//! durable: the worker goes on processing while the store syncs. A failed write leaves
+//! durable: the worker goes on processing while the store syncs. An operator that can
+//! snapshot its state cheaply (rolling windows share their blocks behind `Arc`s) hands
+//! the writer thread the snapshot instead ([`Aligner::end_log_owned`]), which
+//! serializes it too. A failed write leaves
 //! the held capability where it was (commits stop), is reported, and makes the next
 //! part a full one; the next checkpoint epoch is tried.
 //!
@@ -47,7 +50,9 @@ use std::sync::{mpsc, Arc};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability, Probe};
 use timely::progress::frontier::MutableAntichain;
 use timely::scheduling::SyncActivator;
 
@@ -63,6 +68,10 @@ pub const KEY_GROUPS: u64 = 256;
 /// changed and one such share of the state (see [`Want`]).
 pub const DEFAULT_FULL_EVERY: u64 = 10;
 
+/// How many entries an operator capturing its part in steps captures per activation,
+/// unless told: a few hundred microseconds of the worker at a time.
+pub const DEFAULT_CAPTURE_STEP: usize = 512;
+
 /// One worker's part of a keyed operator's checkpoint, as a log of changes.
 #[derive(Serialize, Deserialize)]
 pub struct LogPart<E, K, V> {
@@ -76,6 +85,31 @@ pub struct LogPart<E, K, V> {
     pub extra: E,
     /// Entries changed since the base, in order (`None`: removed); every entry if full.
     pub entries: Vec<(K, Option<V>)>,
+}
+
+/// A keyed part begun and not yet ended (see [`Aligner::begin_log`]).
+#[derive(Debug)]
+pub struct LogStart {
+    epoch: u64,
+    base: Option<u64>,
+    from: u64,
+    want: Want,
+}
+
+impl LogStart {
+    /// The checkpoint epoch of the part.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Which entries the part must hold: [`Want::All`] for a full part; else the
+    /// entries changed since the last part, and the unchanged entries some `of` parts
+    /// in a row must hold between them (the slot is a suggestion: an operator may
+    /// write its unchanged entries again in any order that keeps every entry in any
+    /// `of` parts in a row).
+    pub fn want(&self) -> Want {
+        self.want
+    }
 }
 
 /// Which entries a keyed part holds (see [`Aligner::write_log`]).
@@ -182,6 +216,7 @@ struct Inner {
     restore: Option<Restore>,
     floor: std::cell::Cell<u64>,
     full_every: std::cell::Cell<u64>,
+    capture_step: std::cell::Cell<usize>,
     /// The writer thread's queue and the thread, if parts are written off the worker
     /// thread.
     writer: RefCell<Option<mpsc::Sender<Job>>>,
@@ -192,6 +227,9 @@ struct Inner {
     adopted: RefCell<BTreeSet<String>>,
     on_failure: FailureHook,
     on_dropped: RefCell<Option<DroppedHook>>,
+    /// The probe (a `ProbeHandle<T>`) that tells the job which epochs are complete, if
+    /// operators hold their checkpoint epochs on outputs of their own feeding it.
+    durability: RefCell<Option<Rc<dyn std::any::Any>>>,
 }
 
 impl Drop for Inner {
@@ -242,12 +280,14 @@ impl Checkpoints {
             floor: std::cell::Cell::new(restore.map_or(0, |r| r.epoch + 1)),
             restore,
             full_every: std::cell::Cell::new(DEFAULT_FULL_EVERY),
+            capture_step: std::cell::Cell::new(DEFAULT_CAPTURE_STEP),
             writer: RefCell::new(None),
             writer_thread: RefCell::new(None),
             names: RefCell::new(BTreeSet::new()),
             adopted: RefCell::new(BTreeSet::new()),
             on_failure,
             on_dropped: RefCell::new(None),
+            durability: RefCell::new(None),
         }))
     }
 
@@ -328,7 +368,8 @@ impl Checkpoints {
     }
 
     /// Operators' parts are written on a thread of this worker's own (serialized on
-    /// the worker, then written and acknowledged in order): the worker goes on while
+    /// the worker, or by the thread for [`Aligner::end_log_owned`], then written and
+    /// acknowledged in order): the worker goes on while
     /// the store syncs, and an operator's aligner holds the checkpoint's epoch until
     /// its part is acknowledged. Without it, parts are written inline.
     pub fn with_async_writes(self) -> Self {
@@ -341,6 +382,34 @@ impl Checkpoints {
         *self.0.writer.borrow_mut() = Some(jobs);
         *self.0.writer_thread.borrow_mut() = Some(thread);
         self
+    }
+
+    /// `probe` is what the job watches to know which epochs are complete (its sinks'
+    /// acknowledgements): operators built on this context hold each checkpoint epoch
+    /// until their part is durable on an output of their own feeding it
+    /// ([`hold_output`]), not on their data output. An operator downstream of another
+    /// then takes its part as soon as its input has sealed the epoch, without waiting
+    /// for the upstream part to be written. Without a probe (or with one of another
+    /// timestamp type) the hold is on the operator's first output.
+    pub fn with_durability_probe<T: timely::progress::Timestamp>(
+        self,
+        probe: ProbeHandle<T>,
+    ) -> Self {
+        *self.0.durability.borrow_mut() = Some(Rc::new(probe));
+        self
+    }
+
+    /// Operators that capture their parts in steps after the checkpoint (rolling
+    /// windows) capture at most `entries` entries per activation (at least 1).
+    pub fn with_capture_step(self, entries: usize) -> Self {
+        self.0.capture_step.set(entries.max(1));
+        self
+    }
+
+    /// How many entries an operator that captures its part in steps captures per
+    /// activation.
+    pub fn capture_step(&self) -> usize {
+        self.0.capture_step.get()
     }
 
     /// How many checkpoints apart operators write full parts.
@@ -418,10 +487,14 @@ impl Checkpoints {
 
     /// Writes this worker's part of `name` at `epoch`; true once it is durable.
     pub fn write<S: Serialize>(&self, name: &str, epoch: u64, state: &S) -> bool {
+        self.put(name, epoch, encode(state))
+    }
+
+    /// Writes `bytes` (unless they could not be made) as this worker's part of `name`
+    /// at `epoch`; true once it is durable.
+    fn put(&self, name: &str, epoch: u64, bytes: std::io::Result<Vec<u8>>) -> bool {
         let path = Self::part_path(epoch, name, self.0.worker);
-        let result = bincode::serialize(state)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| self.0.store.put(&path, &bytes));
+        let result = bytes.and_then(|bytes| self.0.store.put(&path, &bytes));
         match result {
             Ok(()) => true,
             Err(e) => {
@@ -562,10 +635,32 @@ struct Job {
     epoch: u64,
     /// Complete by itself (not building on an earlier part).
     full: bool,
-    bytes: Vec<u8>,
+    part: Encoded,
     reply: mpsc::Sender<Written>,
     /// Wakes the operator to hear the answer.
     wake: Option<SyncActivator>,
+}
+
+/// A part's bytes, or what makes them: an operator that hands over a snapshot of its
+/// state it owns (see [`Aligner::end_log_owned`]) has it serialized by the writer
+/// thread, off the worker.
+enum Encoded {
+    Bytes(Vec<u8>),
+    Later(Box<dyn FnOnce() -> std::io::Result<Vec<u8>> + Send>),
+}
+
+impl Encoded {
+    fn bytes(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Encoded::Bytes(bytes) => Ok(bytes),
+            Encoded::Later(encode) => encode(),
+        }
+    }
+}
+
+/// `state` as a part's bytes.
+fn encode<S: Serialize + ?Sized>(state: &S) -> std::io::Result<Vec<u8>> {
+    bincode::serialize(state).map_err(std::io::Error::other)
 }
 
 /// The writer thread's answer: the part of `epoch` is durable, or why not.
@@ -585,7 +680,9 @@ fn write_parts(store: &dyn StateStore, queue: mpsc::Receiver<Job>) {
                 "the earlier part it builds on was not written",
             ))
         } else {
-            store.put(&job.path, &job.bytes)
+            job.part
+                .bytes()
+                .and_then(|bytes| store.put(&job.path, &bytes))
         };
         if result.is_err() {
             broken.insert(job.name);
@@ -836,11 +933,35 @@ pub struct Aligner<T: EventTime, D> {
 /// its parts: for [`Aligner::waking`].
 pub fn waker<T: timely::progress::Timestamp>(
     scope: &timely::dataflow::Scope<'_, T>,
-    builder: &timely::dataflow::operators::generic::builder_rc::OperatorBuilder<'_, T>,
+    builder: &OperatorBuilder<'_, T>,
 ) -> SyncActivator {
     scope
         .worker()
         .sync_activator_for(builder.operator_info().address.to_vec())
+}
+
+/// The output whose capability an operator's [`Aligner`] holds (see
+/// [`Checkpoints::with_durability_probe`]): a new output of `builder`, feeding the
+/// context's probe, if it has one; its index among the operator's outputs (0, the first
+/// data output, otherwise). Called after the operator's data outputs are made.
+pub fn hold_output<T: timely::progress::Timestamp>(
+    ctx: Option<&Checkpoints>,
+    builder: &mut OperatorBuilder<'_, T>,
+) -> usize {
+    let probe = ctx.and_then(|c| {
+        let probe = c.0.durability.borrow();
+        probe
+            .as_ref()
+            .and_then(|p| p.downcast_ref::<ProbeHandle<T>>())
+            .cloned()
+    });
+    let Some(probe) = probe else {
+        return 0;
+    };
+    // Nothing is ever sent on it: only its frontier matters.
+    let (_, held) = builder.new_output::<Vec<()>>();
+    held.probe_with(&probe);
+    builder.shape().outputs() - 1
 }
 
 /// An operator waits for the writer thread once it has this many parts unacknowledged:
@@ -969,21 +1090,35 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// checkpoint `epoch` and moves on to the next checkpoint epoch; the held
     /// capability stays at `epoch` until the part is durable.
     fn write<S: Serialize>(&mut self, epoch: u64, full: bool, state: &S) {
-        self.started = true;
-        self.next = self.ctx.at_or_after(epoch + 1);
+        self.hand_over(epoch, full, encode(state).map(Encoded::Bytes));
+    }
+
+    /// [`Aligner::write`] of a state this part owns: serialized by the writer thread
+    /// if there is one, so the worker only pays for the snapshot.
+    fn write_owned<S: Serialize + Send + 'static>(&mut self, epoch: u64, full: bool, state: S) {
+        let later = Encoded::Later(Box::new(move || encode(&state)));
+        self.hand_over(epoch, full, Ok(later));
+    }
+
+    /// Gives the part of `epoch` (or why it could not be made) to the writer thread,
+    /// or writes it inline if there is none.
+    fn hand_over(&mut self, epoch: u64, full: bool, part: std::io::Result<Encoded>) {
         let writer = self.ctx.0.writer.borrow().clone();
         let Some(writer) = writer else {
             // Inline: written (or reported as failed) by the context.
-            if self.ctx.write(&self.name, epoch, state) {
+            if self
+                .ctx
+                .put(&self.name, epoch, part.and_then(Encoded::bytes))
+            {
                 self.durable(epoch);
             } else {
                 self.last = None;
             }
             return;
         };
-        let bytes = match bincode::serialize(state) {
-            Ok(bytes) => bytes,
-            Err(e) => return self.failed(epoch, std::io::Error::other(e)),
+        let part = match part {
+            Ok(part) => part,
+            Err(e) => return self.failed(epoch, e),
         };
         let path = Checkpoints::part_path(epoch, &self.name, self.ctx.worker());
         while self.outstanding >= MAX_OUTSTANDING {
@@ -997,7 +1132,7 @@ impl<T: EventTime, D> Aligner<T, D> {
             name: self.name.clone(),
             epoch,
             full,
-            bytes,
+            part,
             reply: self.acks.0.clone(),
             wake: self.wake.clone(),
         };
@@ -1073,6 +1208,66 @@ impl<T: EventTime, D> Aligner<T, D> {
         mostly_changed: bool,
         entries: impl FnOnce(Want) -> Vec<(K, Option<V>)>,
     ) -> bool {
+        let part = self.log_part(epoch, extra, mostly_changed, entries);
+        let full = part.base.is_none();
+        self.write(epoch, full, &part);
+        full
+    }
+
+    /// Starts the part of checkpoint `epoch` for an operator that captures it in steps
+    /// (see [`Aligner::end_log_owned`]): whether it is full or building on the last
+    /// part, and so which entries it must hold ([`LogStart::want`]). The aligner moves
+    /// on to the next checkpoint epoch; the part must be ended before the next begins.
+    pub fn begin_log(&mut self, epoch: u64) -> LogStart {
+        self.begin(epoch, false)
+    }
+
+    /// Ends the part `start` began: `entries` (owned: keys cloned, values shared with
+    /// the operator's state, e.g. behind an `Arc`, as they were at the checkpoint) are
+    /// serialized by the writer thread, so a large part costs the worker only the
+    /// snapshot.
+    pub fn end_log_owned<E, K, V>(
+        &mut self,
+        start: LogStart,
+        extra: E,
+        entries: Vec<(K, Option<V>)>,
+    ) where
+        E: Serialize + Send + 'static,
+        K: Serialize + Send + 'static,
+        V: Serialize + Send + 'static,
+    {
+        let part = LogPart {
+            base: start.base,
+            from: start.from,
+            extra,
+            entries,
+        };
+        self.write_owned(start.epoch, start.base.is_none(), part);
+    }
+
+    /// The next part: full or building on the last, with the entries `entries` picks
+    /// for it (see [`Aligner::write_log_full_if`]).
+    fn log_part<E, K, V>(
+        &mut self,
+        epoch: u64,
+        extra: E,
+        mostly_changed: bool,
+        entries: impl FnOnce(Want) -> Vec<(K, Option<V>)>,
+    ) -> LogPart<E, K, V> {
+        let start = self.begin(epoch, mostly_changed);
+        LogPart {
+            base: start.base,
+            from: start.from,
+            extra,
+            entries: entries(start.want),
+        }
+    }
+
+    /// The bookkeeping of a part at `epoch`: its base and the oldest part a restore
+    /// reads with it; the aligner moves on to the next checkpoint epoch.
+    fn begin(&mut self, epoch: u64, mostly_changed: bool) -> LogStart {
+        self.started = true;
+        self.next = self.ctx.at_or_after(epoch + 1);
         let n = self.ctx.full_every().max(1);
         let base = self.last.filter(|_| !mostly_changed && n > 1);
         let want = match base {
@@ -1086,16 +1281,14 @@ impl<T: EventTime, D> Aligner<T, D> {
         while self.recent.len() > n as usize {
             self.recent.pop_front();
         }
-        let part = LogPart {
-            base,
-            from: *self.recent.front().expect("this part's epoch"),
-            extra,
-            entries: entries(want),
-        };
         // The base of the next part, unless this one fails (`write` then forgets it).
         self.last = Some(epoch);
-        self.write(epoch, part.base.is_none(), &part);
-        base.is_none()
+        LogStart {
+            epoch,
+            base,
+            from: *self.recent.front().expect("this part's epoch"),
+            want,
+        }
     }
 
     /// The epoch after the restored checkpoint (where restored state holds its
@@ -1202,7 +1395,7 @@ mod tests {
             name: name.to_string(),
             epoch,
             full,
-            bytes: Vec::new(),
+            part: Encoded::Bytes(Vec::new()),
             reply: reply.clone(),
             wake: None,
         };

@@ -769,9 +769,10 @@ where
         restored_through: 0,
     };
 
+    let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
     builder.build(move |initial| {
         let mut aligner = checkpoints.map(|ctx| {
-            let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
+            let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
             state.logging = true;
             state.restore(&aligner, &initial[0], &*key);
             if let Some(stage) = &stands_in_for {

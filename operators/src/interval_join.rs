@@ -253,9 +253,10 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
         };
         let checkpoints = Checkpoints::current();
 
+        let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
+                let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
                 kept.logging = true;
                 kept.restore(&aligner, &initial[0]);
                 aligner

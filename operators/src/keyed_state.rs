@@ -228,9 +228,10 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
         };
         let checkpoints = Checkpoints::current();
 
+        let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
+                let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
                 keyed.logging = true;
                 keyed.restore(&aligner, &initial[0], &mut waiting, &*key);
                 aligner

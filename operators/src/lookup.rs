@@ -395,10 +395,11 @@ where
     };
     let checkpoints = Checkpoints::current();
 
+    let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
     builder.build(move |initial| {
         let mut replay = None;
         let mut aligner = checkpoints.map(|ctx| {
-            let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
+            let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
             table.logging = true;
             replay = table.restore(&aligner, &initial[0], &mut pending);
             aligner

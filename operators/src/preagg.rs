@@ -471,9 +471,10 @@ where
         let (out, partials) = builder.new_output();
         let mut out: VecOutput<T, (u64, K, G::Acc)> = OutputBuilder::from(out);
         let mut open: Partials<T, K, G::Acc> = Partials::new(size);
+        let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &stage, &initial[0]).waking(wake);
+                let aligner = Aligner::new(ctx, &stage, &initial[held]).waking(wake);
                 open.logging = true;
                 let ctx = aligner.checkpoints();
                 let parts = restored_partials(ctx, &stage);
@@ -535,11 +536,12 @@ where
     let (out, results) = builder.new_output();
     let mut out: VecOutput<T, Windowed<K, G::Out>> = OutputBuilder::from(out);
     let mut open: Partials<T, K, G::Acc> = Partials::new(size);
+    let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
     builder.build(move |initial| {
         let merger = agg.clone();
         let merge = move |a: &mut G::Acc, b| merger.merge(a, b);
         let mut aligner = checkpoints.map(|ctx| {
-            let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
+            let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
             open.logging = true;
             if let Some((_, parts)) =
                 aligner.restored_log::<MergedExtra<T>, (u64, K), (bool, G::Acc, (u32, bool))>()

@@ -33,18 +33,23 @@
 //! Under checkpoints (see [`crate::checkpoint`]) records of either input of epochs
 //! after the next checkpoint epoch wait in the operator's [`Aligner`] until that epoch
 //! is sealed (in on-arrival mode too: a record of a later epoch is scored when the
-//! checkpoint is taken, not on arrival); then every key's blocks, the records waiting
-//! for the watermark and the late records waiting are written, and once durable every
-//! epoch held for them moves to the epoch after the checkpoint. Accumulators must
-//! therefore be serializable (`Acc: Serialize + DeserializeOwned`). After a restore, a
-//! record read behind the main watermark the restored state had acted on is scored as
-//! a late record (see [`crate::checkpoint::restored_through`]).
+//! checkpoint is taken, not on arrival); then the blocks changed since the last part
+//! (or every block), the records waiting for the watermark and the late records
+//! waiting make the part, every epoch held for them moves to the epoch after the
+//! checkpoint, and the next epoch's records are applied. The changed blocks are
+//! collected in steps after that (`docs/architecture.md`, "Rolling windows capture in
+//! steps"), and the part shares them with the checkpoint writer thread, which
+//! serializes it off the worker (a block written to meanwhile is copied first). Accumulators must therefore be serializable
+//! (`Acc: Serialize + DeserializeOwned`) and `Send + Sync`. After a restore, a record
+//! read behind the main watermark the restored state had acted on is scored as a late
+//! record (see [`crate::checkpoint::restored_through`]).
 
 use std::cell::Cell;
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
@@ -60,7 +65,7 @@ use crate::aggregate::{Aggregator, Count};
 use crate::capability::{keep, stash, time_of, Mint, VecOutput, Waiting};
 use crate::checkpoint::{
     behind, by_event, lift_epoch, lift_time, restore_pending, restored_through, Aligner, Arrival,
-    Checkpoints, LateQueues, Want,
+    Checkpoints, LateQueues, LogStart, Want,
 };
 use crate::hash::{by_key, hash};
 use crate::held_epochs::HeldEpochs;
@@ -186,7 +191,7 @@ pub trait Rolling<'scope, T: EventTime, D> {
     where
         K: ExchangeData + Hash + Eq + Clone,
         G: Aggregator<D>,
-        G::Acc: Clone + Serialize + DeserializeOwned,
+        G::Acc: Clone + Send + Sync + Serialize + DeserializeOwned,
         G::Out: 'static,
         KF: Fn(&D) -> K + 'static;
 
@@ -225,7 +230,7 @@ pub trait Rolling<'scope, T: EventTime, D> {
         Self: Sized,
         K: ExchangeData + Hash + Eq + Clone,
         G: Aggregator<D>,
-        G::Acc: Clone + Serialize + DeserializeOwned,
+        G::Acc: Clone + Send + Sync + Serialize + DeserializeOwned,
         G::Out: 'static,
         KF: Fn(&D) -> K + 'static,
     {
@@ -267,84 +272,72 @@ pub trait Rolling<'scope, T: EventTime, D> {
     }
 }
 
-/// The accumulators of one block of `width` ms of a key's records.
-struct Block<T, A> {
+/// The accumulators of one block of `width` ms of a key's records. Shared with the
+/// checkpoint part that holds the block (see [`Capture`]) until the writer thread has
+/// serialized it, and copied on the next write to it if it still is
+/// (`Arc::make_mut`).
+#[derive(Clone, Serialize)]
+struct Panes<A> {
     /// All the block's records.
     acc: A,
     /// The block's records by event time.
     panes: BTreeMap<u64, A>,
+}
+
+/// A block's [`Panes`] in a part: serialized as `(acc, panes)`, the form
+/// [`State::restore`] reads.
+struct Shared<A>(Arc<Panes<A>>);
+
+impl<A: Serialize> Serialize for Shared<A> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.0.acc, &self.0.panes).serialize(s)
+    }
+}
+
+/// One block of `width` ms of a key's records.
+struct Block<T, A> {
+    /// Its accumulators.
+    accs: Arc<Panes<A>>,
     /// The meet of the block's records' times, event coordinate zeroed: one debt.
     since: T,
-    /// Listed in [`State::changed`] since the last checkpoint.
-    logged: bool,
+    /// The checkpoint interval ([`State::interval`]) in which it was last listed in
+    /// [`State::changed`] (0: not since its last capture). `listed` equal to the part
+    /// being captured means its value as of that checkpoint is still to be captured.
+    listed: u64,
+    /// The interval of the last part that holds (or will hold) its value.
+    written: u64,
 }
 
-/// Keyed state split by key hash into as many shards as an incremental checkpoint has
-/// sweep slots ([`Checkpoints::full_every`], at most [`MAX_SHARDS`]): a part's sweep
-/// reads one shard instead of walking the whole state to pick the entries of its slot,
-/// and a key's blocks are swept together.
-struct Shards<K, V> {
-    shards: Vec<FxHashMap<K, V>>,
+/// One block as an entry of a part: `None` if it was dropped.
+type PartEntry<K, A> = ((K, u64), Option<Shared<A>>);
+
+/// The part of the checkpoint ending interval `part`, captured in steps after the
+/// checkpoint (see [`State::begin_capture`]) while the worker goes on: the blocks
+/// changed in the interval are captured one [`Checkpoints::capture_step`] at a time,
+/// and a block that is about to change or be dropped before its turn is captured
+/// first, so every value is the one it had at the checkpoint.
+struct Capture<K, A> {
+    part: u64,
+    start: LogStart,
+    /// The blocks changed in the interval; those before `next` are captured.
+    todo: Vec<(K, u64)>,
+    next: usize,
+    /// The blocks the part holds, kept to be written again `full_every` parts later.
+    keys: Vec<(K, u64)>,
+    entries: Vec<PartEntry<K, A>>,
 }
 
-/// The most shards a rolling window keeps: with more sweep slots than this, slot `s`
-/// sweeps shard `s % MAX_SHARDS` (any `full_every` consecutive slots still sweep every
-/// shard), so a very large `--checkpoint-full-every` costs no more maps than this.
-const MAX_SHARDS: u64 = 1024;
-
-impl<K: Hash + Eq, V> Shards<K, V> {
-    fn new(slots: u64) -> Self {
-        Shards {
-            shards: (0..slots.clamp(1, MAX_SHARDS))
-                .map(|_| FxHashMap::default())
-                .collect(),
-        }
-    }
-
-    /// `key`'s shard: from the hash bits above the key group's (`hash % KEY_GROUPS`
-    /// picks the worker), so a worker's keys spread over every shard.
-    fn shard(&self, key: &K) -> usize {
-        match self.shards.len() {
-            // Without checkpoints (or with a full part every time): no hash to compute.
-            1 => 0,
-            n => ((hash(key) >> 8) % n as u64) as usize,
-        }
-    }
-
-    fn get(&self, key: &K) -> Option<&V> {
-        self.shards[self.shard(key)].get(key)
-    }
-
-    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let s = self.shard(key);
-        self.shards[s].get_mut(key)
-    }
-
-    fn entry(&mut self, key: K) -> std::collections::hash_map::Entry<'_, K, V> {
-        let s = self.shard(&key);
-        self.shards[s].entry(key)
-    }
-
-    fn remove(&mut self, key: &K) -> Option<V> {
-        let s = self.shard(key);
-        self.shards[s].remove(key)
-    }
-
-    /// The entries a part of `want` sweeps: every one for a full part, else those of
-    /// the shard of its slot.
-    fn swept(&self, want: Want) -> impl Iterator<Item = (&K, &V)> {
-        let n = self.shards.len() as u64;
-        let slots = match want {
-            Want::All => 0..self.shards.len(),
-            Want::Changed { slot, of } => {
-                // Fewer slots than shards would leave a shard never swept.
-                assert!(of >= n, "a rolling window has more shards than sweep slots");
-                let shard = (slot % n) as usize;
-                shard..shard + 1
-            }
-        };
-        self.shards[slots].iter().flatten()
-    }
+/// The unchanged blocks the part of the current interval writes again, captured in
+/// steps during the interval (see [`State::rewrite_step`]): those held by the part
+/// `full_every` parts before it and by no part since, so any `full_every` parts in a
+/// row hold every block. A block captured here and changed later in the interval is
+/// captured again with the changed ones, after it in the part (the later entry wins).
+struct Rewrite<K, A> {
+    of: u64,
+    todo: Vec<(K, u64)>,
+    next: usize,
+    keys: Vec<(K, u64)>,
+    entries: Vec<PartEntry<K, A>>,
 }
 
 /// A block's `since` as lifted past checkpoint epoch `lifted` (see [`State::lift`]).
@@ -356,7 +349,7 @@ fn lifted<T: EventTime>(since: T, lifted: Option<u64>) -> T {
 /// Every key's blocks, when to drop them, and the capabilities held for them.
 struct State<K, T: EventTime, A> {
     width: u64,
-    keys: Shards<K, BTreeMap<u64, Block<T, A>>>,
+    keys: FxHashMap<K, BTreeMap<u64, Block<T, A>>>,
     /// The last checkpoint epoch the blocks' `since` was lifted past (see
     /// [`State::lift`]): a block's `since` is read through [`lifted`].
     lifted: Option<u64>,
@@ -365,8 +358,19 @@ struct State<K, T: EventTime, A> {
     debts: HeldEpochs<T>,
     /// Whether changes are tracked for incremental checkpoints.
     logging: bool,
-    /// `(key, index)` of the blocks changed or dropped since the last checkpoint.
+    /// How many parts in a row must hold every block (the checkpoints' `full_every`).
+    full_every: u64,
+    /// The number of the current checkpoint interval (from 1), one per part.
+    interval: u64,
+    /// `(key, index)` of the blocks changed in this interval.
     changed: Vec<(K, u64)>,
+    /// `(key, index)` of the blocks dropped in this interval.
+    removed: Vec<(K, u64)>,
+    /// The blocks each of the last parts holds, by interval, oldest first (at most
+    /// `full_every`).
+    parts: VecDeque<(u64, Vec<(K, u64)>)>,
+    capture: Option<Capture<K, A>>,
+    rewrite: Option<Rewrite<K, A>>,
     /// The main watermark the operator had acted on (written in checkpoints).
     closed_through: u64,
     /// After a restore, the restored `closed_through` (see
@@ -398,11 +402,12 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                 agg.add(&mut acc, record);
                 let mut pane = agg.create();
                 agg.add(&mut pane, record);
+                let panes = BTreeMap::from([(t, pane)]);
                 slot.insert(Block {
-                    acc,
-                    panes: BTreeMap::from([(t, pane)]),
+                    accs: Arc::new(Panes { acc, panes }),
                     since: epoch,
-                    logged: self.logging,
+                    listed: if self.logging { self.interval } else { 0 },
+                    written: 0,
                 });
                 if self.logging {
                     self.changed.push((key.clone(), index));
@@ -415,12 +420,19 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
             }
             Entry::Occupied(slot) => {
                 let block = slot.into_mut();
-                if self.logging && !block.logged {
-                    block.logged = true;
+                if self.logging && block.listed != self.interval {
+                    // Its value at the checkpoint is still to be captured: now, first.
+                    if let Some(c) = self.capture.as_mut().filter(|c| block.listed == c.part) {
+                        c.entries
+                            .push(((key.clone(), index), Some(Shared(block.accs.clone()))));
+                        block.written = c.part;
+                    }
+                    block.listed = self.interval;
                     self.changed.push((key.clone(), index));
                 }
-                agg.add(&mut block.acc, record);
-                agg.add(block.panes.entry(t).or_insert_with(|| agg.create()), record);
+                let accs = Arc::make_mut(&mut block.accs);
+                agg.add(&mut accs.acc, record);
+                agg.add(accs.panes.entry(t).or_insert_with(|| agg.create()), record);
                 let old = lifted(block.since, self.lifted);
                 let since = old.meet(&epoch);
                 if since == old {
@@ -476,9 +488,9 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
             let first = index.saturating_mul(self.width);
             let last = first.saturating_add(self.width - 1);
             if lo <= first && last <= hi {
-                agg.merge_from(&mut acc, &block.acc);
+                agg.merge_from(&mut acc, &block.accs.acc);
             } else {
-                for pane in block.panes.range(lo..=hi).map(|(_, p)| p) {
+                for pane in block.accs.panes.range(lo..=hi).map(|(_, p)| p) {
                     agg.merge_from(&mut acc, pane);
                 }
             }
@@ -499,8 +511,13 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                 };
                 if let Some(block) = blocks.remove(&index) {
                     self.debts.pay(&lifted(block.since, self.lifted));
-                    if self.logging && !block.logged {
-                        self.changed.push((k.clone(), index));
+                    if self.logging {
+                        // Its value at the checkpoint is still to be captured: now.
+                        if let Some(c) = self.capture.as_mut().filter(|c| block.listed == c.part) {
+                            c.entries
+                                .push(((k.clone(), index), Some(Shared(block.accs))));
+                        }
+                        self.removed.push((k.clone(), index));
                     }
                 }
                 if blocks.is_empty() {
@@ -520,6 +537,117 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
     fn lift(&mut self, epoch: u64) {
         self.lifted = Some(self.lifted.map_or(epoch, |l| l.max(epoch)));
         self.debts.lift(epoch);
+    }
+
+    /// Captures up to `budget` more of the unchanged blocks this interval's part
+    /// writes again (see [`Rewrite`]); once the part before it is captured.
+    fn rewrite_step(&mut self, budget: usize) {
+        if self.capture.is_some() {
+            return;
+        }
+        if self.rewrite.is_none() && self.parts.len() as u64 >= self.full_every.max(1) {
+            let (of, todo) = self.parts.pop_front().expect("a part");
+            self.rewrite = Some(Rewrite {
+                of,
+                todo,
+                next: 0,
+                keys: Vec::new(),
+                entries: Vec::new(),
+            });
+        }
+        let Some(r) = self.rewrite.as_mut() else {
+            return;
+        };
+        let end = r.todo.len().min(r.next.saturating_add(budget));
+        for (k, i) in &r.todo[r.next..end] {
+            let Some(block) = self.keys.get_mut(k).and_then(|bs| bs.get_mut(i)) else {
+                continue;
+            };
+            // Written by a later part, or changed in this interval (captured with the
+            // changed blocks): not written again.
+            if block.written == r.of && block.listed != self.interval {
+                block.written = self.interval;
+                r.entries
+                    .push(((k.clone(), *i), Some(Shared(block.accs.clone()))));
+                r.keys.push((k.clone(), *i));
+            }
+        }
+        r.next = end;
+    }
+
+    /// Captures up to `budget` more of the part being captured; returns it once it is
+    /// complete (and starts capturing the next interval's rewrites).
+    fn capture_step(&mut self, budget: usize) -> Option<(LogStart, Vec<PartEntry<K, A>>)> {
+        let c = self.capture.as_mut()?;
+        let end = c.todo.len().min(c.next.saturating_add(budget));
+        for (k, i) in &c.todo[c.next..end] {
+            let Some(block) = self.keys.get_mut(k).and_then(|bs| bs.get_mut(i)) else {
+                // Dropped in the interval: among the part's dropped blocks.
+                continue;
+            };
+            if block.listed == c.part {
+                block.listed = 0;
+                block.written = c.part;
+                c.entries
+                    .push(((k.clone(), *i), Some(Shared(block.accs.clone()))));
+            }
+        }
+        c.next = end;
+        if c.next < c.todo.len() {
+            return None;
+        }
+        let mut c = self.capture.take().expect("a capture");
+        c.keys.append(&mut c.todo);
+        if self.full_every > 1 {
+            self.parts.push_back((c.part, c.keys));
+        }
+        Some((c.start, c.entries))
+    }
+
+    /// Whether a capture or rewrite still has work left.
+    fn capturing(&self) -> bool {
+        self.capture.is_some() || self.rewrite.as_ref().is_some_and(|r| r.next < r.todo.len())
+    }
+
+    /// Begins the part `start` of the checkpoint ending this interval: a full part is
+    /// captured at once and returned; else the part is captured in steps
+    /// ([`State::capture_step`]). The part before must be complete.
+    fn begin_capture(&mut self, start: LogStart) -> Option<(LogStart, Vec<PartEntry<K, A>>)> {
+        assert!(self.capture.is_none(), "the last part is captured");
+        self.rewrite_step(usize::MAX);
+        let part = self.interval;
+        self.interval += 1;
+        let rewrite = self.rewrite.take();
+        let removed = std::mem::take(&mut self.removed);
+        let changed = std::mem::take(&mut self.changed);
+        if start.want() == Want::All {
+            self.parts.clear();
+            let mut keys = Vec::new();
+            let mut entries = Vec::new();
+            for (k, blocks) in self.keys.iter_mut() {
+                for (i, block) in blocks.iter_mut() {
+                    block.listed = 0;
+                    block.written = part;
+                    entries.push(((k.clone(), *i), Some(Shared(block.accs.clone()))));
+                    keys.push((k.clone(), *i));
+                }
+            }
+            if self.full_every > 1 {
+                self.parts.push_back((part, keys));
+            }
+            return Some((start, entries));
+        }
+        let (keys, mut entries) = rewrite.map_or_else(Default::default, |r| (r.keys, r.entries));
+        entries.extend(removed.into_iter().map(|k| (k, None)));
+        self.capture = Some(Capture {
+            part,
+            start,
+            todo: changed,
+            next: 0,
+            keys,
+            entries,
+        });
+        None
     }
 }
 
@@ -566,54 +694,24 @@ type Extra<T, D> = (Vec<(T, Vec<D>)>, Vec<(u64, T, Vec<D>)>, u64);
 /// and panes.
 type BlockEntry<K, A> = ((K, u64), (A, BTreeMap<u64, A>));
 
-impl<K: Hash + Eq + Clone + Serialize, T: EventTime, A: Serialize> State<K, T, A> {
-    /// Writes this worker's part of checkpoint `epoch`: the blocks changed since the
-    /// last part (or every block), and the records waiting.
-    fn checkpoint<D: Serialize>(
-        &mut self,
-        aligner: &mut Aligner<T, Arrival<D>>,
-        epoch: u64,
-        waiting: &Waiting<T, D>,
-        pending: &Waiting<T, D>,
-    ) {
-        let extra = (
-            waiting
-                .iter()
-                .map(|((_, t), (_, d))| (*t, d))
-                .collect::<Vec<_>>(),
-            pending
-                .iter()
-                .map(|((e, t), (_, d))| (*e, *t, d))
-                .collect::<Vec<_>>(),
-            self.closed_through,
-        );
-        let changed = std::mem::take(&mut self.changed);
-        let keys = &self.keys;
-        fn view<T, A>(b: &Block<T, A>) -> (&A, &BTreeMap<u64, A>) {
-            (&b.acc, &b.panes)
-        }
-        aligner.write_log(epoch, extra, |want| {
-            // The sweep reads the shard of its slot only (see `Shards`).
-            let swept = keys
-                .swept(want)
-                .flat_map(|(k, blocks)| blocks.iter().map(move |(i, b)| ((k, *i), Some(view(b)))));
-            match want {
-                Want::All => swept.collect(),
-                Want::Changed { .. } => changed
-                    .iter()
-                    .map(|(k, i)| ((k, *i), keys.get(k).and_then(|bs| bs.get(i)).map(view)))
-                    .chain(swept)
-                    .collect(),
-            }
-        });
-        for (k, i) in &changed {
-            if let Some(block) = self.keys.get_mut(k).and_then(|bs| bs.get_mut(i)) {
-                block.logged = false;
-            }
-        }
-        self.changed = changed;
-        self.changed.clear();
-    }
+/// The unkeyed part of a checkpoint: the records waiting and the watermark acted on,
+/// cloned at the checkpoint.
+fn extra<T: EventTime, D: Clone>(
+    waiting: &Waiting<T, D>,
+    pending: &Waiting<T, D>,
+    closed_through: u64,
+) -> Extra<T, D> {
+    (
+        waiting
+            .iter()
+            .map(|((_, t), (_, d))| (*t, d.clone()))
+            .collect(),
+        pending
+            .iter()
+            .map(|((e, t), (_, d))| (*e, *t, d.clone()))
+            .collect(),
+        closed_through,
+    )
 }
 
 impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned> State<K, T, A> {
@@ -648,10 +746,10 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned>
                     .saturating_add(self.width - 1);
                 self.expiry.entry(last).or_default().push(k.clone());
                 let block = Block {
-                    acc,
-                    panes,
+                    accs: Arc::new(Panes { acc, panes }),
                     since,
-                    logged: false,
+                    listed: 0,
+                    written: 0,
                 };
                 self.keys.entry(k).or_default().insert(index, block);
             }
@@ -685,7 +783,7 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
     where
         K: ExchangeData + Hash + Eq + Clone,
         G: Aggregator<D>,
-        G::Acc: Clone + Serialize + DeserializeOwned,
+        G::Acc: Clone + Send + Sync + Serialize + DeserializeOwned,
         G::Out: 'static,
         KF: Fn(&D) -> K + 'static,
     {
@@ -729,12 +827,18 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let checkpoints = Checkpoints::current();
         let mut state: State<K, T, G::Acc> = State {
             width: range.isqrt().max(1),
-            keys: Shards::new(checkpoints.as_ref().map_or(1, |c| c.full_every())),
+            keys: FxHashMap::default(),
             lifted: None,
             expiry: BTreeMap::new(),
             debts: HeldEpochs::new(),
             logging: false,
+            full_every: checkpoints.as_ref().map_or(1, |c| c.full_every()),
+            interval: 1,
             changed: Vec::new(),
+            removed: Vec::new(),
+            parts: VecDeque::new(),
+            capture: None,
+            rewrite: None,
             closed_through: 0,
             restored_through: 0,
         };
@@ -742,10 +846,14 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let mut waiting: Waiting<T, D> = BTreeMap::new();
         // Late records by their own event time, waiting for the main watermark to pass it.
         let mut pending: Waiting<T, D> = BTreeMap::new();
+        // The unkeyed state of the part being captured, as of its checkpoint.
+        let mut part_extra: Option<Extra<T, D>> = None;
+        let activator = scope.activator_for(builder.operator_info().address);
 
+        let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &name, &initial[0]).waking(wake);
+                let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
                 state.logging = true;
                 state.restore(&aligner, &initial[0], &mut waiting, &mut pending, &*key);
                 aligner
@@ -842,7 +950,17 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                         };
                     while let Some(epoch) = a.due(frontiers) {
                         apply(&mut state, &mut waiting, &mut pending, a.release(epoch));
-                        state.checkpoint(a, epoch, &waiting, &pending);
+                        // The last part first: the aligner takes parts in order.
+                        if let Some((start, entries)) = state.capture_step(usize::MAX) {
+                            let extra = part_extra.take().expect("the captured part's extra");
+                            a.end_log_owned(start, extra, entries);
+                        }
+                        let start = a.begin_log(epoch);
+                        let now = extra(&waiting, &pending, state.closed_through);
+                        match state.begin_capture(start) {
+                            Some((start, entries)) => a.end_log_owned(start, now, entries),
+                            None => part_extra = Some(now),
+                        }
                         state.lift(epoch);
                         for (cap, _) in waiting.values_mut().chain(pending.values_mut()) {
                             lift_epoch(cap, epoch);
@@ -936,6 +1054,17 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                 }
                 state.debts.settle(watermark);
                 if let Some(a) = aligner.as_mut() {
+                    // A step of the part being captured, or of the next one's rewrites;
+                    // the operator comes back for the rest.
+                    let step = a.checkpoints().capture_step();
+                    if let Some((start, entries)) = state.capture_step(step) {
+                        let extra = part_extra.take().expect("the captured part's extra");
+                        a.end_log_owned(start, extra, entries);
+                    }
+                    state.rewrite_step(step);
+                    if state.capturing() {
+                        activator.activate();
+                    }
                     a.settle(
                         event_frontier(&frontiers[0].frontier())
                             .min(event_frontier(&frontiers[1].frontier())),
@@ -947,36 +1076,6 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
             results,
             too_late,
             too_late_count,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Any `full_every` consecutive sweeps read every key, also with more sweep slots
-    /// than a rolling window keeps shards; a full part reads every key once.
-    #[test]
-    fn consecutive_sweeps_read_every_key() {
-        for slots in [1u64, 3, 10, MAX_SHARDS + 300] {
-            let mut shards: Shards<u64, ()> = Shards::new(slots);
-            for k in 0..5_000u64 {
-                shards.entry(k).or_default();
-            }
-            let all: Vec<u64> = shards.swept(Want::All).map(|(k, _)| *k).collect();
-            assert_eq!(all.len(), 5_000);
-            for first in [0, 7, slots - 1] {
-                let mut seen = std::collections::BTreeSet::new();
-                for step in first..first + slots {
-                    let want = Want::Changed {
-                        slot: step % slots,
-                        of: slots,
-                    };
-                    seen.extend(shards.swept(want).map(|(k, _)| *k));
-                }
-                assert_eq!(seen.len(), 5_000, "{slots} slots from step {first}");
-            }
         }
     }
 }

@@ -1021,9 +1021,10 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         let mut pending: Waiting<T, Late<D>> = BTreeMap::new();
 
         let checkpoints = Checkpoints::current();
+        let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &op_name, &initial[0]).waking(wake);
+                let aligner = Aligner::new(ctx, &op_name, &initial[held]).waking(wake);
                 state.logging = true;
                 state.restore(&aligner, &initial[0], &mut pending, &*key);
                 aligner

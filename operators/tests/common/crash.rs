@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use freshet_operators::checkpoint::{Checkpoints, Restore, StateStore};
 use freshet_operators::{Late, Time};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::StreamVec;
 
@@ -126,7 +127,9 @@ where
             restore,
             Box::new(|_, _, e| panic!("{e}")),
         )
-        .with_full_every(full_every);
+        .with_full_every(full_every)
+        // Parts captured in steps span many activations, with records applied between.
+        .with_capture_step(3);
         let counter = shared_dropped.clone();
         let ctx = ctx.with_dropped_hook(Box::new(move |_, n| {
             counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
@@ -136,15 +139,19 @@ where
         } else {
             ctx
         };
+        // What the job watches for complete epochs: the output, and (as in a job) the
+        // operators' holds until their parts are durable.
+        let probe = ProbeHandle::new();
+        let ctx = ctx.with_durability_probe(probe.clone());
         let installed = ctx.install();
         let into = shared.clone();
-        let (mut main, mut late, probe) = worker.dataflow::<Time, _, _>(|scope| {
+        let (mut main, mut late) = worker.dataflow::<Time, _, _>(|scope| {
             let (main, main_stream) = Source::<Rec>::new(&scope);
             let (late, late_stream) = Source::<Late<Rec>>::new(&scope);
-            let (probe, _) = build(main_stream, late_stream)
+            build(main_stream, late_stream)
                 .inspect(move |o| into.lock().unwrap().push(o.clone()))
-                .probe();
-            (main, late, probe)
+                .probe_with(&probe);
+            (main, late)
         });
         drop(installed);
         if index == 0 {
