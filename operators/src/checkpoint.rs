@@ -1093,10 +1093,19 @@ impl<T: EventTime, D> Aligner<T, D> {
         self.hand_over(epoch, full, encode(state).map(Encoded::Bytes));
     }
 
-    /// [`Aligner::write`] of a state this part owns: serialized by the writer thread
-    /// if there is one, so the worker only pays for the snapshot.
-    fn write_owned<S: Serialize + Send + 'static>(&mut self, epoch: u64, full: bool, state: S) {
-        let later = Encoded::Later(Box::new(move || encode(&state)));
+    /// [`Aligner::write`] of a state this part owns, and what to drop after it:
+    /// serialized (and dropped) by the writer thread if there is one, so the worker
+    /// only pays for the snapshot.
+    fn write_owned<S, X>(&mut self, epoch: u64, full: bool, state: S, spent: X)
+    where
+        S: Serialize + Send + 'static,
+        X: Send + 'static,
+    {
+        let later = Encoded::Later(Box::new(move || {
+            let bytes = encode(&state);
+            drop((state, spent));
+            bytes
+        }));
         self.hand_over(epoch, full, Ok(later));
     }
 
@@ -1225,16 +1234,20 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// Ends the part `start` began: `entries` (owned: keys cloned, values shared with
     /// the operator's state, e.g. behind an `Arc`, as they were at the checkpoint) are
     /// serialized by the writer thread, so a large part costs the worker only the
-    /// snapshot.
-    pub fn end_log_owned<E, K, V>(
+    /// snapshot. `spent` is what the operator no longer needs (lists of keys), dropped
+    /// by the writer thread after the part too: freeing many small allocations costs
+    /// the worker about what making them did.
+    pub fn end_log_owned<E, K, V, X>(
         &mut self,
         start: LogStart,
         extra: E,
         entries: Vec<(K, Option<V>)>,
+        spent: X,
     ) where
         E: Serialize + Send + 'static,
         K: Serialize + Send + 'static,
         V: Serialize + Send + 'static,
+        X: Send + 'static,
     {
         let part = LogPart {
             base: start.base,
@@ -1242,7 +1255,7 @@ impl<T: EventTime, D> Aligner<T, D> {
             extra,
             entries,
         };
-        self.write_owned(start.epoch, start.base.is_none(), part);
+        self.write_owned(start.epoch, start.base.is_none(), part, spent);
     }
 
     /// The next part: full or building on the last, with the entries `entries` picks

@@ -311,6 +311,9 @@ struct Block<T, A> {
 /// One block as an entry of a part: `None` if it was dropped.
 type PartEntry<K, A> = ((K, u64), Option<Shared<A>>);
 
+/// A part captured: its start, its entries and the lists of blocks it no longer needs.
+type Captured<K, A> = (LogStart, Vec<PartEntry<K, A>>, Vec<Vec<(K, u64)>>);
+
 /// The part of the checkpoint ending interval `part`, captured in steps after the
 /// checkpoint (see [`State::begin_capture`]) while the worker goes on: the blocks
 /// changed in the interval are captured one [`Checkpoints::capture_step`] at a time,
@@ -325,6 +328,8 @@ struct Capture<K, A> {
     /// The blocks the part holds, kept to be written again `full_every` parts later.
     keys: Vec<(K, u64)>,
     entries: Vec<PartEntry<K, A>>,
+    /// Lists of blocks no longer needed, dropped off the worker with the part.
+    spent: Vec<Vec<(K, u64)>>,
 }
 
 /// The unchanged blocks the part of the current interval writes again, captured in
@@ -577,7 +582,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
 
     /// Captures up to `budget` more of the part being captured; returns it once it is
     /// complete (and starts capturing the next interval's rewrites).
-    fn capture_step(&mut self, budget: usize) -> Option<(LogStart, Vec<PartEntry<K, A>>)> {
+    fn capture_step(&mut self, budget: usize) -> Option<Captured<K, A>> {
         let c = self.capture.as_mut()?;
         let end = c.todo.len().min(c.next.saturating_add(budget));
         for (k, i) in &c.todo[c.next..end] {
@@ -601,7 +606,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
         if self.full_every > 1 {
             self.parts.push_back((c.part, c.keys));
         }
-        Some((c.start, c.entries))
+        Some((c.start, c.entries, c.spent))
     }
 
     /// Whether a capture or rewrite still has work left.
@@ -612,7 +617,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
     /// Begins the part `start` of the checkpoint ending this interval: a full part is
     /// captured at once and returned; else the part is captured in steps
     /// ([`State::capture_step`]). The part before must be complete.
-    fn begin_capture(&mut self, start: LogStart) -> Option<(LogStart, Vec<PartEntry<K, A>>)> {
+    fn begin_capture(&mut self, start: LogStart) -> Option<Captured<K, A>> {
         assert!(self.capture.is_none(), "the last part is captured");
         self.rewrite_step(usize::MAX);
         let part = self.interval;
@@ -620,8 +625,9 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
         let rewrite = self.rewrite.take();
         let removed = std::mem::take(&mut self.removed);
         let changed = std::mem::take(&mut self.changed);
+        let mut spent = Vec::new();
         if start.want() == Want::All {
-            self.parts.clear();
+            spent.extend(self.parts.drain(..).map(|(_, keys)| keys));
             let mut keys = Vec::new();
             let mut entries = Vec::new();
             for (k, blocks) in self.keys.iter_mut() {
@@ -635,9 +641,15 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
             if self.full_every > 1 {
                 self.parts.push_back((part, keys));
             }
-            return Some((start, entries));
+            return Some((start, entries, spent));
         }
-        let (keys, mut entries) = rewrite.map_or_else(Default::default, |r| (r.keys, r.entries));
+        let (keys, mut entries) = match rewrite {
+            Some(r) => {
+                spent.push(r.todo);
+                (r.keys, r.entries)
+            }
+            None => Default::default(),
+        };
         entries.extend(removed.into_iter().map(|k| (k, None)));
         self.capture = Some(Capture {
             part,
@@ -646,6 +658,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
             next: 0,
             keys,
             entries,
+            spent,
         });
         None
     }
@@ -951,14 +964,16 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                     while let Some(epoch) = a.due(frontiers) {
                         apply(&mut state, &mut waiting, &mut pending, a.release(epoch));
                         // The last part first: the aligner takes parts in order.
-                        if let Some((start, entries)) = state.capture_step(usize::MAX) {
+                        if let Some((start, entries, spent)) = state.capture_step(usize::MAX) {
                             let extra = part_extra.take().expect("the captured part's extra");
-                            a.end_log_owned(start, extra, entries);
+                            a.end_log_owned(start, extra, entries, spent);
                         }
                         let start = a.begin_log(epoch);
                         let now = extra(&waiting, &pending, state.closed_through);
                         match state.begin_capture(start) {
-                            Some((start, entries)) => a.end_log_owned(start, now, entries),
+                            Some((start, entries, spent)) => {
+                                a.end_log_owned(start, now, entries, spent)
+                            }
                             None => part_extra = Some(now),
                         }
                         state.lift(epoch);
@@ -1057,9 +1072,9 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                     // A step of the part being captured, or of the next one's rewrites;
                     // the operator comes back for the rest.
                     let step = a.checkpoints().capture_step();
-                    if let Some((start, entries)) = state.capture_step(step) {
+                    if let Some((start, entries, spent)) = state.capture_step(step) {
                         let extra = part_extra.take().expect("the captured part's extra");
-                        a.end_log_owned(start, extra, entries);
+                        a.end_log_owned(start, extra, entries, spent);
                     }
                     state.rewrite_step(step);
                     if state.capturing() {
