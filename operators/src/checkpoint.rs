@@ -97,11 +97,6 @@ pub struct LogStart {
 }
 
 impl LogStart {
-    /// The checkpoint epoch of the part.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     /// Which entries the part must hold: [`Want::All`] for a full part; else the
     /// entries changed since the last part, and the unchanged entries some `of` parts
     /// in a row must hold between them (the slot is a suggestion: an operator may

@@ -581,7 +581,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
     }
 
     /// Captures up to `budget` more of the part being captured; returns it once it is
-    /// complete (and starts capturing the next interval's rewrites).
+    /// complete (the next interval's rewrites may then begin: [`State::rewrite_step`]).
     fn capture_step(&mut self, budget: usize) -> Option<Captured<K, A>> {
         let c = self.capture.as_mut()?;
         let end = c.todo.len().min(c.next.saturating_add(budget));
@@ -627,7 +627,10 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
         let changed = std::mem::take(&mut self.changed);
         let mut spent = Vec::new();
         if start.want() == Want::All {
+            // A full part needs none of the lists: all are freed off the worker.
             spent.extend(self.parts.drain(..).map(|(_, keys)| keys));
+            spent.extend([changed, removed]);
+            spent.extend(rewrite.map(|r| r.todo));
             let mut keys = Vec::new();
             let mut entries = Vec::new();
             for (k, blocks) in self.keys.iter_mut() {
