@@ -31,19 +31,20 @@
 //!
 //! Operators with keyed state write it as a [`LogPart`]: a full part (every entry) at
 //! an operator's first checkpoint and after a failed write, and otherwise an
-//! incremental part naming the previous one as its base, holding the entries changed
-//! since and, again, the unchanged entries of one *sweep slot* (a key hash modulo
-//! [`Checkpoints::full_every`], one slot per checkpoint in turn, offset by operator and
-//! worker). Any `full_every` incremental parts in a row therefore hold every entry:
-//! a part names the oldest part a restore must read (its `from`), so restoring reads at
-//! most that many parts per operator and worker, and every part a checkpoint needs is
-//! at most `(full_every - 1) * every` epochs older than it ([`chain_from`]), which is
-//! what retention keeps. No part ever rewrites the whole state at once after the first:
-//! a large state costs each checkpoint a `1 / full_every` share of it, not a pause of
-//! the worker every `full_every` checkpoints.
+//! incremental part naming the previous one as its base and holding only the entries
+//! changed since. The worker's cost of a part therefore follows the rate of change,
+//! not the size of the state. Every [`Checkpoints::full_every`]-th part of a chain is
+//! *compacted* off the worker: the writer thread reads the chain's earlier parts back
+//! from the store, replays them with the new one, and writes the result as a full part
+//! in its place (see [`Aligner::restored_log`], which tells it how to read them). A
+//! chain is thus at most `full_every` parts long, a restore reads no more than that
+//! many per operator and worker, and every part a checkpoint needs is at most
+//! `(full_every - 1) * every` epochs older than it ([`chain_from`]), which is what
+//! retention keeps. The worker never writes the whole state again after the first part
+//! (unless most of it changed, or its operator cannot be compacted).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
@@ -56,7 +57,6 @@ use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability, Pr
 use timely::progress::frontier::MutableAntichain;
 use timely::scheduling::SyncActivator;
 
-use crate::hash::hash;
 use crate::time::EventTime;
 
 /// The number of key groups keyed state is split into. A key belongs to group
@@ -64,13 +64,20 @@ use crate::time::EventTime;
 /// taken at one number of workers restores at another (up to `KEY_GROUPS` workers).
 pub const KEY_GROUPS: u64 = 256;
 
-/// How many incremental parts in a row hold every entry, unless told: each holds what
-/// changed and one such share of the state (see [`Want`]).
+/// How many parts a chain holds at most (a full part and the incremental ones building
+/// on it), unless told: every this many parts the writer thread compacts the chain into
+/// a full part.
 pub const DEFAULT_FULL_EVERY: u64 = 10;
 
 /// How many entries an operator capturing its part in steps captures per activation,
 /// unless told: a few hundred microseconds of the worker at a time.
 pub const DEFAULT_CAPTURE_STEP: usize = 512;
+
+/// What checkpointed state is made of: written into parts, read back on restore and
+/// when the writer thread compacts a chain of parts.
+pub trait StateData: Serialize + DeserializeOwned + 'static {}
+
+impl<S: Serialize + DeserializeOwned + 'static> StateData for S {}
 
 /// One worker's part of a keyed operator's checkpoint, as a log of changes.
 #[derive(Serialize, Deserialize)]
@@ -94,14 +101,13 @@ pub struct LogStart {
     base: Option<u64>,
     from: u64,
     want: Want,
+    /// The writer thread makes the part full by compacting its chain.
+    compact: bool,
 }
 
 impl LogStart {
-    /// Which entries the part must hold: [`Want::All`] for a full part; else the
-    /// entries changed since the last part, and the unchanged entries some `of` parts
-    /// in a row must hold between them (the slot is a suggestion: an operator may
-    /// write its unchanged entries again in any order that keeps every entry in any
-    /// `of` parts in a row).
+    /// Which entries the part must hold: [`Want::All`] for a full part, else the
+    /// entries changed since the last part.
     pub fn want(&self) -> Want {
         self.want
     }
@@ -112,43 +118,27 @@ impl LogStart {
 pub enum Want {
     /// Every entry: a full part.
     All,
-    /// The entries changed since the last part, and the unchanged entries whose key's
-    /// hash is `slot` modulo `of` (written again, so that `of` parts in a row hold
-    /// every entry).
-    Changed {
-        /// This part's sweep slot.
-        slot: u64,
-        /// How many slots there are.
-        of: u64,
-    },
+    /// The entries changed since the last part (`None` for those removed).
+    Changed,
 }
 
 impl Want {
-    /// Whether the part holds the entry keyed `key` even if it did not change.
-    pub fn sweeps<Q: Hash + ?Sized>(self, key: &Q) -> bool {
-        match self {
-            Want::All => true,
-            Want::Changed { slot, of } => hash(key) % of == slot,
-        }
-    }
-
     /// The entries the part holds, from an operator's `all` entries and the `changed`
-    /// ones: `all` for a full part, else `changed` and the entries of `all` this part
-    /// sweeps (an entry both changed and swept is written twice, with the same value).
-    pub fn pick<K: Hash, V>(
+    /// ones: `all` for a full part, else `changed`.
+    pub fn pick<K, V>(
         self,
         all: impl Iterator<Item = (K, Option<V>)>,
         changed: impl Iterator<Item = (K, Option<V>)>,
     ) -> Vec<(K, Option<V>)> {
         match self {
             Want::All => all.collect(),
-            Want::Changed { .. } => changed.chain(all.filter(|(k, _)| self.sweeps(k))).collect(),
+            Want::Changed => changed.collect(),
         }
     }
 
     /// [`Want::pick`] for entries whose value costs something to make: `value` is asked
     /// only for the keys the part holds.
-    pub fn pick_by_key<K: Hash, V>(
+    pub fn pick_by_key<K, V>(
         self,
         all: impl Iterator<Item = K>,
         changed: impl Iterator<Item = K>,
@@ -156,7 +146,7 @@ impl Want {
     ) -> Vec<(K, Option<V>)> {
         let keys: Box<dyn Iterator<Item = K>> = match self {
             Want::All => Box::new(all),
-            Want::Changed { .. } => Box::new(changed.chain(all.filter(|k| self.sweeps(k)))),
+            Want::Changed => Box::new(changed),
         };
         keys.map(|k| {
             let v = value(&k);
@@ -407,24 +397,10 @@ impl Checkpoints {
         self.0.capture_step.get()
     }
 
-    /// How many checkpoints apart operators write full parts.
+    /// How many parts a chain holds at most: every this many, an operator's part is
+    /// full (compacted by the writer thread where it can be).
     pub fn full_every(&self) -> u64 {
         self.0.full_every.get()
-    }
-
-    /// What operator `name`'s incremental part at checkpoint `epoch` rewrites besides
-    /// its changes on this worker: the entries of sweep slot `step % full_every`, where
-    /// the step counts checkpoints (at an offset of the operator's and worker's own).
-    /// Consecutive checkpoints sweep consecutive slots, so any `full_every` of them in a
-    /// row rewrite every entry.
-    pub fn sweep(&self, name: &str, epoch: u64) -> Want {
-        let n = self.0.full_every.get();
-        let step =
-            (epoch.saturating_add(1) / self.0.every).wrapping_add(hash(&(name, self.0.worker)));
-        Want::Changed {
-            slot: step % n,
-            of: n,
-        }
     }
 
     /// The least epoch this run may take a checkpoint at.
@@ -567,69 +543,144 @@ impl Checkpoints {
         };
         let mut logs = Vec::new();
         for worker in 0..restore.workers {
-            let mut chain: Vec<LogPart<E, K, V>> = Vec::new();
-            let mut epoch = restore.epoch;
-            // The oldest part the restored one needs (its `from`).
-            let mut from = None;
-            loop {
-                let path = Self::part_path(epoch, name, worker);
-                let part: LogPart<E, K, V> = match self.read_part(&path) {
-                    Some(part) => part,
-                    // The operator wrote no part (it is new): it starts empty.
-                    None if chain.is_empty() => break,
-                    None => panic!("checkpoint part {path}, the base of a later part, is missing"),
-                };
-                let base = part.base;
-                let from = *from.get_or_insert(part.from);
-                chain.push(part);
-                match base {
-                    _ if epoch <= from => break,
-                    Some(b) if b < epoch => epoch = b,
-                    Some(b) => panic!("checkpoint part {path} names a base {b} not older"),
-                    None => break,
-                }
-            }
-            if chain.len() == 1 {
-                // A full part by itself: its entries as they are.
-                let part = chain.pop().expect("one part");
-                let entries = part.entries.into_iter();
-                logs.push((
-                    part.extra,
-                    entries.filter_map(|(k, v)| Some((k, v?))).collect(),
-                ));
-                continue;
-            }
-            let full = chain.last().map_or(0, |p| p.entries.len());
-            let mut map: rustc_hash::FxHashMap<K, V> =
-                rustc_hash::FxHashMap::with_capacity_and_hasher(full, Default::default());
-            let mut extra = None;
-            // Oldest first: the newest part's entries win, and its extra is kept.
-            for part in chain.into_iter().rev() {
-                for (k, v) in part.entries {
-                    match v {
-                        Some(v) => map.insert(k, v),
-                        None => map.remove(&k),
-                    };
-                }
-                extra = Some(part.extra);
-            }
-            let Some(extra) = extra else {
+            let path = Self::part_path(restore.epoch, name, worker);
+            // None: the operator wrote no part (it is new), it starts empty.
+            let Some(newest) = self.read_part::<LogPart<E, K, V>>(&path) else {
                 continue;
             };
-            logs.push((extra, map.into_iter().collect()));
+            let read = |epoch| {
+                let path = Self::part_path(epoch, name, worker);
+                self.read_part(&path).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "checkpoint part {path}, the base of a later part, is missing"
+                    ))
+                })
+            };
+            let log = replay(restore.epoch, newest, read).unwrap_or_else(|e| panic!("{e}"));
+            logs.push(log);
         }
         Self::all_or_none(restore, name, logs.len());
         logs
     }
 }
 
+/// The state a chain of log parts holds: `newest` (the part at `epoch`) replayed on
+/// its bases back to its `from`, each read with `read`; the newest part's extra.
+fn replay<E, K, V>(
+    epoch: u64,
+    newest: LogPart<E, K, V>,
+    mut read: impl FnMut(u64) -> std::io::Result<LogPart<E, K, V>>,
+) -> std::io::Result<(E, Vec<(K, V)>)>
+where
+    K: Hash + Eq,
+{
+    let from = newest.from;
+    let mut at = epoch;
+    let mut base = newest.base;
+    let mut chain = vec![newest];
+    loop {
+        match base {
+            _ if at <= from => break,
+            Some(b) if b < at => at = b,
+            Some(b) => {
+                return Err(std::io::Error::other(format!(
+                    "checkpoint part at epoch {at} names a base {b} not older"
+                )))
+            }
+            None => break,
+        }
+        let part = read(at)?;
+        base = part.base;
+        chain.push(part);
+    }
+    if chain.len() == 1 {
+        // A full part by itself: its entries as they are.
+        let part = chain.pop().expect("one part");
+        let entries = part.entries.into_iter();
+        return Ok((
+            part.extra,
+            entries.filter_map(|(k, v)| Some((k, v?))).collect(),
+        ));
+    }
+    let full = chain.last().map_or(0, |p| p.entries.len());
+    let mut map: rustc_hash::FxHashMap<K, V> =
+        rustc_hash::FxHashMap::with_capacity_and_hasher(full, Default::default());
+    let mut extra = None;
+    // Oldest first: the newest part's entries win, and its extra is kept.
+    for part in chain.into_iter().rev() {
+        for (k, v) in part.entries {
+            match v {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+        }
+        extra = Some(part.extra);
+    }
+    let extra = extra.expect("the newest part");
+    Ok((extra, map.into_iter().collect()))
+}
+
+/// How the writer thread compacts an operator's chain of log parts: given the store,
+/// the operator's name, the worker, and the epoch and bytes of the chain's newest part,
+/// the bytes of a full part holding the same state (see [`Aligner::compact_keeping`]).
+type Compactor = Arc<
+    dyn Fn(&dyn StateStore, &str, usize, u64, Vec<u8>) -> std::io::Result<Vec<u8>> + Send + Sync,
+>;
+
+/// Compacts the chain of parts read as `LogPart<E, K, V>` ending in `newest`, keeping
+/// the entries `live` says are, given the newest part's extra.
+fn compact<E, K, V>(
+    live: fn(&E, &K) -> bool,
+    store: &dyn StateStore,
+    name: &str,
+    worker: usize,
+    epoch: u64,
+    newest: Vec<u8>,
+) -> std::io::Result<Vec<u8>>
+where
+    E: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq,
+    V: Serialize + DeserializeOwned,
+{
+    let decode = |bytes: &[u8], path: &str| {
+        bincode::deserialize::<LogPart<E, K, V>>(bytes).map_err(|e| {
+            std::io::Error::other(format!("checkpoint part {path} cannot be decoded: {e}"))
+        })
+    };
+    let newest = decode(&newest, "being compacted")?;
+    let read = |at| {
+        let path = Checkpoints::part_path(at, name, worker);
+        match store.get(&path)? {
+            Some(bytes) => decode(&bytes, &path),
+            None => Err(std::io::Error::other(format!(
+                "checkpoint part {path}, the base of a part being compacted, is missing"
+            ))),
+        }
+    };
+    let (extra, entries) = replay(epoch, newest, read)?;
+    let entries = entries
+        .into_iter()
+        .filter(|(k, _)| live(&extra, k))
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    encode(&LogPart {
+        base: None,
+        from: epoch,
+        extra,
+        entries,
+    })
+}
+
 /// A part for the writer thread.
 struct Job {
     path: String,
     name: String,
+    worker: usize,
     epoch: u64,
     /// Complete by itself (not building on an earlier part).
     full: bool,
+    /// Made complete by compacting the chain it ends (see [`Compactor`]).
+    compact: Option<Compactor>,
     part: Encoded,
     reply: mpsc::Sender<Written>,
     /// Wakes the operator to hear the answer.
@@ -664,9 +715,10 @@ struct Written {
     result: std::io::Result<()>,
 }
 
-/// The writer thread: writes parts in the order given. After a failed part, the
-/// incremental parts of the same operator that build on it fail too, unwritten, until
-/// its next full part: a part whose base is missing must never be found complete.
+/// The writer thread: writes parts in the order given, compacting those marked so.
+/// After a failed part, the incremental parts of the same operator that build on it
+/// fail too, unwritten, until its next full part: a part whose base is missing must
+/// never be found complete.
 fn write_parts(store: &dyn StateStore, queue: mpsc::Receiver<Job>) {
     let mut broken = BTreeSet::new();
     for job in queue {
@@ -675,13 +727,18 @@ fn write_parts(store: &dyn StateStore, queue: mpsc::Receiver<Job>) {
                 "the earlier part it builds on was not written",
             ))
         } else {
+            let (name, worker, epoch) = (&job.name, job.worker, job.epoch);
             job.part
                 .bytes()
+                .and_then(|bytes| match &job.compact {
+                    Some(compact) => compact(store, name, worker, epoch, bytes),
+                    None => Ok(bytes),
+                })
                 .and_then(|bytes| store.put(&job.path, &bytes))
         };
         if result.is_err() {
             broken.insert(job.name);
-        } else if job.full {
+        } else if job.full || job.compact.is_some() {
             broken.remove(&job.name);
         }
         // The operator is gone (its dataflow was dropped): nobody waits for the answer.
@@ -913,10 +970,12 @@ pub struct Aligner<T: EventTime, D> {
     /// The epoch of this run's last part, unless it failed: the base of the next
     /// incremental part.
     last: Option<u64>,
-    /// The epochs of this run's parts since its last full part (that one included),
-    /// newest last, at most `full_every` of them: the oldest is the `from` of the next
-    /// incremental part.
-    recent: VecDeque<u64>,
+    /// The epoch of the chain's full part (the `from` of the next incremental part) and
+    /// how many parts the chain holds.
+    chain: (u64, u64),
+    /// How the writer thread compacts this operator's chains, once known (see
+    /// [`Aligner::restored_log`]).
+    compactor: Option<Compactor>,
     /// Answers of the writer thread, and how many parts it still has of this operator.
     acks: (mpsc::Sender<Written>, mpsc::Receiver<Written>),
     outstanding: usize,
@@ -978,7 +1037,8 @@ impl<T: EventTime, D> Aligner<T, D> {
             hold: Some(hold),
             started: false,
             last: None,
-            recent: VecDeque::new(),
+            chain: (0, 0),
+            compactor: None,
             acks: mpsc::channel(),
             outstanding: 0,
             wake: None,
@@ -1081,17 +1141,11 @@ impl<T: EventTime, D> Aligner<T, D> {
         now.into_values().collect()
     }
 
-    /// Writes `state` (complete by itself if `full`) as this worker's part at
-    /// checkpoint `epoch` and moves on to the next checkpoint epoch; the held
-    /// capability stays at `epoch` until the part is durable.
-    fn write<S: Serialize>(&mut self, epoch: u64, full: bool, state: &S) {
-        self.hand_over(epoch, full, encode(state).map(Encoded::Bytes));
-    }
-
-    /// [`Aligner::write`] of a state this part owns, and what to drop after it:
-    /// serialized (and dropped) by the writer thread if there is one, so the worker
-    /// only pays for the snapshot.
-    fn write_owned<S, X>(&mut self, epoch: u64, full: bool, state: S, spent: X)
+    /// Writes the part `start` began, `state`, which it owns, and drops `spent` after
+    /// it: serialized (and dropped) by the writer thread if there is one, so the worker
+    /// only pays for the snapshot. The held capability stays at the part's epoch until
+    /// it is durable.
+    fn write_owned<S, X>(&mut self, start: &LogStart, state: S, spent: X)
     where
         S: Serialize + Send + 'static,
         X: Send + 'static,
@@ -1101,19 +1155,26 @@ impl<T: EventTime, D> Aligner<T, D> {
             drop((state, spent));
             bytes
         }));
-        self.hand_over(epoch, full, Ok(later));
+        let full = start.base.is_none();
+        self.hand_over(start.epoch, full, start.compact, Ok(later));
     }
 
     /// Gives the part of `epoch` (or why it could not be made) to the writer thread,
-    /// or writes it inline if there is none.
-    fn hand_over(&mut self, epoch: u64, full: bool, part: std::io::Result<Encoded>) {
+    /// or writes it inline if there is none; `compact`: it is to be made full by
+    /// compacting its chain.
+    fn hand_over(&mut self, epoch: u64, full: bool, compact: bool, part: std::io::Result<Encoded>) {
+        let compact = self.compactor.clone().filter(|_| compact);
         let writer = self.ctx.0.writer.borrow().clone();
         let Some(writer) = writer else {
-            // Inline: written (or reported as failed) by the context.
-            if self
-                .ctx
-                .put(&self.name, epoch, part.and_then(Encoded::bytes))
-            {
+            // Inline: compacted, and written (or reported as failed), on the worker.
+            let (store, worker) = (&*self.ctx.0.store, self.ctx.worker());
+            let bytes = part
+                .and_then(Encoded::bytes)
+                .and_then(|bytes| match compact {
+                    Some(compact) => compact(store, &self.name, worker, epoch, bytes),
+                    None => Ok(bytes),
+                });
+            if self.ctx.put(&self.name, epoch, bytes) {
                 self.durable(epoch);
             } else {
                 self.last = None;
@@ -1134,8 +1195,10 @@ impl<T: EventTime, D> Aligner<T, D> {
         let job = Job {
             path,
             name: self.name.clone(),
+            worker: self.ctx.worker(),
             epoch,
             full,
+            compact,
             part,
             reply: self.acks.0.clone(),
             wake: self.wake.clone(),
@@ -1186,12 +1249,11 @@ impl<T: EventTime, D> Aligner<T, D> {
     ///
     /// `entries(want)` gives the entries `want` asks for (`None`: removed), usually
     /// through [`Want::pick`]: every entry for a full part — at the operator's first
-    /// part and after a failed write — else those changed since the last part and the
-    /// unchanged ones of this checkpoint's sweep slot ([`Checkpoints::sweep`]), so that
-    /// the last [`Checkpoints::full_every`] parts together hold every entry and a restore
-    /// reads no more than that many, without a whole-state part ever being written at
-    /// once. Either way the operator then forgets what changed: after a failure the
-    /// next part is full.
+    /// part and after a failed write — else those changed since the last part. Every
+    /// [`Checkpoints::full_every`]-th part of a chain is compacted into a full one by
+    /// the writer thread, if the operator told the aligner how to read its parts
+    /// ([`Aligner::restored_log`]), else asked full of the operator. Either way the
+    /// operator then forgets what changed: after a failure the next part is full.
     pub fn write_log<E: Serialize, K: Serialize, V: Serialize>(
         &mut self,
         epoch: u64,
@@ -1212,9 +1274,9 @@ impl<T: EventTime, D> Aligner<T, D> {
         mostly_changed: bool,
         entries: impl FnOnce(Want) -> Vec<(K, Option<V>)>,
     ) -> bool {
-        let part = self.log_part(epoch, extra, mostly_changed, entries);
+        let (part, compact) = self.log_part(epoch, extra, mostly_changed, entries);
         let full = part.base.is_none();
-        self.write(epoch, full, &part);
+        self.hand_over(epoch, full, compact, encode(&part).map(Encoded::Bytes));
         full
     }
 
@@ -1250,7 +1312,7 @@ impl<T: EventTime, D> Aligner<T, D> {
             extra,
             entries,
         };
-        self.write_owned(start.epoch, start.base.is_none(), part, spent);
+        self.write_owned(&start, part, spent);
     }
 
     /// The next part: full or building on the last, with the entries `entries` picks
@@ -1261,56 +1323,88 @@ impl<T: EventTime, D> Aligner<T, D> {
         extra: E,
         mostly_changed: bool,
         entries: impl FnOnce(Want) -> Vec<(K, Option<V>)>,
-    ) -> LogPart<E, K, V> {
+    ) -> (LogPart<E, K, V>, bool) {
         let start = self.begin(epoch, mostly_changed);
-        LogPart {
+        let part = LogPart {
             base: start.base,
             from: start.from,
             extra,
             entries: entries(start.want),
-        }
+        };
+        (part, start.compact)
     }
 
-    /// The bookkeeping of a part at `epoch`: its base and the oldest part a restore
-    /// reads with it; the aligner moves on to the next checkpoint epoch.
+    /// The bookkeeping of a part at `epoch`: full, or building on the last part and
+    /// then whether the writer thread compacts its chain; the oldest part a restore
+    /// reads with it. The aligner moves on to the next checkpoint epoch.
     fn begin(&mut self, epoch: u64, mostly_changed: bool) -> LogStart {
         self.started = true;
         self.next = self.ctx.at_or_after(epoch + 1);
         let n = self.ctx.full_every().max(1);
-        let base = self.last.filter(|_| !mostly_changed && n > 1);
-        let want = match base {
-            None => {
-                self.recent.clear();
-                Want::All
-            }
-            Some(_) => self.ctx.sweep(&self.name, epoch),
-        };
-        self.recent.push_back(epoch);
-        while self.recent.len() > n as usize {
-            self.recent.pop_front();
-        }
-        // The base of the next part, unless this one fails (`write` then forgets it).
+        let (from, parts) = self.chain;
+        // A chain holds at most `n` parts: the next is full, made so by the writer
+        // thread if it can compact this operator's parts, else by the operator.
+        let long = parts >= n;
+        let compact = long && self.compactor.is_some();
+        let base = self
+            .last
+            .filter(|_| !mostly_changed && n > 1 && (!long || compact));
+        // The base of the next part, unless this one fails (`hand_over` then forgets
+        // it).
         self.last = Some(epoch);
+        match base {
+            None => self.chain = (epoch, 1),
+            Some(_) if compact => self.chain = (epoch, 1),
+            Some(_) => self.chain = (from, parts + 1),
+        }
         LogStart {
             epoch,
             base,
-            from: *self.recent.front().expect("this part's epoch"),
-            want,
+            from: if base.is_some() { from } else { epoch },
+            want: if base.is_some() {
+                Want::Changed
+            } else {
+                Want::All
+            },
+            compact,
         }
     }
 
     /// The epoch after the restored checkpoint (where restored state holds its
     /// capabilities) and each worker's `(extra, entries)` of this operator's
     /// [`LogPart`]s as of that checkpoint; `None` if nothing is restored.
+    ///
+    /// It also tells the writer thread how to compact the operator's chains of parts
+    /// (read back as `LogPart<E, K, V>`), keeping every entry, unless
+    /// [`Aligner::compact_keeping`] told it already.
     #[allow(clippy::type_complexity)]
-    pub fn restored_log<E, K, V>(&self) -> Option<(u64, Vec<(E, Vec<(K, V)>)>)>
+    pub fn restored_log<E, K, V>(&mut self) -> Option<(u64, Vec<(E, Vec<(K, V)>)>)>
     where
-        E: DeserializeOwned,
-        K: DeserializeOwned + Hash + Eq,
-        V: DeserializeOwned,
+        E: StateData,
+        K: StateData + Hash + Eq,
+        V: StateData,
     {
+        if self.compactor.is_none() {
+            self.compact_keeping::<E, K, V>(|_, _| true);
+        }
         let restore = self.ctx.restore()?;
         Some((restore.epoch + 1, self.ctx.read_log(&self.name)))
+    }
+
+    /// Tells the writer thread how to compact the operator's chains of parts: read
+    /// back as `LogPart<E, K, V>` and replayed, keeping the entries `live` says are
+    /// given the newest part's extra (entries a restore would ignore, such as those of
+    /// windows closed since, are dropped). Without it (nor [`Aligner::restored_log`])
+    /// the operator is asked for a full part every [`Checkpoints::full_every`] parts.
+    pub fn compact_keeping<E, K, V>(&mut self, live: fn(&E, &K) -> bool)
+    where
+        E: StateData,
+        K: StateData + Hash + Eq,
+        V: StateData,
+    {
+        self.compactor = Some(Arc::new(move |store, name, worker, epoch, newest| {
+            compact::<E, K, V>(live, store, name, worker, epoch, newest)
+        }));
     }
 
     /// Moves the held capability's event time up to `watermark` (it holds only the
@@ -1401,8 +1495,10 @@ mod tests {
         let job = |path: &str, name: &str, epoch: u64, full: bool| Job {
             path: path.to_string(),
             name: name.to_string(),
+            worker: 0,
             epoch,
             full,
+            compact: None,
             part: Encoded::Bytes(Vec::new()),
             reply: reply.clone(),
             wake: None,
@@ -1435,6 +1531,89 @@ mod tests {
             *store.0.lock().unwrap(),
             vec!["epoch-0/a", "epoch-2/b", "epoch-3/a", "epoch-4/a"]
         );
+    }
+
+    /// A store in memory.
+    #[derive(Default)]
+    struct Memory(std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>);
+    impl StateStore for Memory {
+        fn put(&self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .insert(path.to_string(), bytes.to_vec());
+            Ok(())
+        }
+        fn get(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+            Ok(self.0.lock().unwrap().get(path).cloned())
+        }
+    }
+
+    type Part = LogPart<u32, u32, u32>;
+
+    /// The writer thread writes a part marked for compaction as the full part its chain
+    /// stands for: the chain replayed (later entries win, removals gone), the newest
+    /// extra, and only the entries live by it. A part building on a missing base
+    /// fails instead of being written.
+    #[test]
+    fn the_writer_compacts_a_chain_into_the_full_part_it_stands_for() {
+        let (reply, answers) = mpsc::channel();
+        let (jobs, queue) = mpsc::channel();
+        // Keys below the extra are live.
+        let compactor: Compactor = Arc::new(|store, name, worker, epoch, newest| {
+            compact::<u32, u32, u32>(|below, k| k < below, store, name, worker, epoch, newest)
+        });
+        let job = |name: &str, epoch: u64, part: Part, compact: bool| Job {
+            path: Checkpoints::part_path(epoch, name, 0),
+            name: name.to_string(),
+            worker: 0,
+            epoch,
+            full: part.base.is_none(),
+            compact: compact.then(|| compactor.clone()),
+            part: Encoded::Bytes(encode(&part).unwrap()),
+            reply: reply.clone(),
+            wake: None,
+        };
+        let part = |base: Option<u64>, from, extra, entries: &[(u32, Option<u32>)]| Part {
+            base,
+            from,
+            extra,
+            entries: entries.to_vec(),
+        };
+        let full = part(None, 1, 9, &[(1, Some(10)), (2, Some(20)), (3, Some(30))]);
+        jobs.send(job("a", 1, full, false)).unwrap();
+        let changes = part(Some(1), 1, 9, &[(2, None), (4, Some(40)), (1, Some(11))]);
+        jobs.send(job("a", 3, changes, false)).unwrap();
+        let last = part(Some(3), 1, 5, &[(3, Some(31)), (6, Some(60))]);
+        jobs.send(job("a", 5, last, true)).unwrap();
+        // Its base was never written.
+        jobs.send(job("b", 5, part(Some(3), 1, 5, &[]), true))
+            .unwrap();
+        drop(jobs);
+        let store = Memory::default();
+        write_parts(&store, queue);
+        let ok: Vec<(u64, bool)> = answers
+            .try_iter()
+            .map(|w: Written| (w.epoch, w.result.is_ok()))
+            .collect();
+        assert_eq!(ok, vec![(1, true), (3, true), (5, true), (5, false)]);
+        let bytes = store
+            .get(&Checkpoints::part_path(5, "a", 0))
+            .unwrap()
+            .unwrap();
+        let mut compacted: Part = bincode::deserialize(&bytes).unwrap();
+        compacted.entries.sort();
+        assert_eq!(compacted.base, None);
+        assert_eq!(compacted.from, 5);
+        assert_eq!(compacted.extra, 5);
+        assert_eq!(
+            compacted.entries,
+            vec![(1, Some(11)), (3, Some(31)), (4, Some(40))]
+        );
+        assert!(store
+            .get(&Checkpoints::part_path(5, "b", 0))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

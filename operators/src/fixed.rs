@@ -596,23 +596,30 @@ impl<T: EventTime, K: Hash + Eq + Clone + 'static, A, D: Clone> Windows<T, K, A,
 impl<T, K, A, D> Windows<T, K, A, D>
 where
     T: EventTime,
-    K: Hash + Eq + Clone + serde::de::DeserializeOwned,
-    A: serde::de::DeserializeOwned,
-    D: Clone + serde::de::DeserializeOwned,
+    K: Hash + Eq + Clone + crate::checkpoint::StateData,
+    A: crate::checkpoint::StateData,
+    D: Clone + crate::checkpoint::StateData,
 {
     /// Loads the restored checkpoint's parts, keeping the keys this worker owns, with
     /// capabilities (minted from `initial`) at the epoch after the checkpoint.
     fn restore(
         &mut self,
-        aligner: &Aligner<T, Arrival<D>>,
+        aligner: &mut Aligner<T, Arrival<D>>,
         initial: &Capability<T>,
         key: &impl Fn(&D) -> K,
     ) {
-        let ctx = aligner.checkpoints();
+        // A compacted part keeps the entries of the windows its extra lists (open or
+        // kept for lateness): a window dropped since is never listed again.
+        aligner.compact_keeping::<Extra<T, D>, (u64, K), (bool, Slot<A>)>(
+            |(open, closed, _, _), (start, _)| {
+                open.iter().any(|(s, _)| s == start) || closed.contains(start)
+            },
+        );
         let Some((epoch, parts)) = aligner.restored_log::<Extra<T, D>, (u64, K), (bool, Slot<A>)>()
         else {
             return;
         };
+        let ctx = aligner.checkpoints();
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
         let through: Vec<u64> = parts.iter().map(|(extra, _)| extra.3).collect();
         self.restored_through = restored_through(ctx, &through);
@@ -772,9 +779,9 @@ where
     let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
     builder.build(move |initial| {
         let mut aligner = checkpoints.map(|ctx| {
-            let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
+            let mut aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
             state.logging = true;
-            state.restore(&aligner, &initial[0], &*key);
+            state.restore(&mut aligner, &initial[0], &*key);
             if let Some(stage) = &stands_in_for {
                 let merge = |a: &mut G::Acc, b| agg.merge(a, b);
                 state.absorb(aligner.checkpoints(), stage, &initial[0], merge);

@@ -35,7 +35,6 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -314,20 +313,24 @@ fn checkpoint<T: EventTime, K, A, B>(
 /// `initial`, for the rows and, once a key is over the cap, the overflow).
 fn restore<T: EventTime, K, A, B>(
     windows: &mut Windows<T, K, A, B>,
-    aligner: &Aligner<T, Side<A, B>>,
+    aligner: &mut Aligner<T, Side<A, B>>,
     initial: &[Capability<T>],
     size: u64,
 ) where
-    K: Hash + Eq + DeserializeOwned,
-    A: DeserializeOwned,
-    B: DeserializeOwned,
+    K: Hash + Eq + crate::checkpoint::StateData,
+    A: crate::checkpoint::StateData,
+    B: crate::checkpoint::StateData,
 {
-    let ctx = aligner.checkpoints();
+    // A compacted part keeps the entries of the windows its extra lists as open.
+    aligner.compact_keeping::<(Vec<u64>, u64), (u64, K), (Vec<A>, Vec<B>, [u64; 2])>(
+        |(starts, _), (start, _)| starts.contains(start),
+    );
     let Some((epoch, parts)) =
         aligner.restored_log::<(Vec<u64>, u64), (u64, K), (Vec<A>, Vec<B>, [u64; 2])>()
     else {
         return;
     };
+    let ctx = aligner.checkpoints();
     let through: Vec<u64> = parts.iter().map(|((_, through), _)| *through).collect();
     windows.restored_through = restored_through(ctx, &through);
     windows.closed_through = windows.restored_through;
@@ -611,9 +614,9 @@ impl<'scope, T: EventTime, A: ExchangeData> WindowJoin<'scope, T, A> for StreamV
         let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
+                let mut aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
                 windows.logging = true;
-                restore(&mut windows, &aligner, &initial, size);
+                restore(&mut windows, &mut aligner, &initial, size);
                 aligner
             });
             move |frontiers| {

@@ -46,7 +46,7 @@
 
 use std::cell::Cell;
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -304,8 +304,6 @@ struct Block<T, A> {
     /// [`State::changed`] (0: not since its last capture). `listed` equal to the part
     /// being captured means its value as of that checkpoint is still to be captured.
     listed: u64,
-    /// The interval of the last part that holds (or will hold) its value.
-    written: u64,
 }
 
 /// One block as an entry of a part: `None` if it was dropped.
@@ -325,24 +323,9 @@ struct Capture<K, A> {
     /// The blocks changed in the interval; those before `next` are captured.
     todo: Vec<(K, u64)>,
     next: usize,
-    /// The blocks the part holds, kept to be written again `full_every` parts later.
-    keys: Vec<(K, u64)>,
     entries: Vec<PartEntry<K, A>>,
     /// Lists of blocks no longer needed, dropped off the worker with the part.
     spent: Vec<Vec<(K, u64)>>,
-}
-
-/// The unchanged blocks the part of the current interval writes again, captured in
-/// steps during the interval (see [`State::rewrite_step`]): those held by the part
-/// `full_every` parts before it and by no part since, so any `full_every` parts in a
-/// row hold every block. A block captured here and changed later in the interval is
-/// captured again with the changed ones, after it in the part (the later entry wins).
-struct Rewrite<K, A> {
-    of: u64,
-    todo: Vec<(K, u64)>,
-    next: usize,
-    keys: Vec<(K, u64)>,
-    entries: Vec<PartEntry<K, A>>,
 }
 
 /// A block's `since` as lifted past checkpoint epoch `lifted` (see [`State::lift`]).
@@ -363,19 +346,13 @@ struct State<K, T: EventTime, A> {
     debts: HeldEpochs<T>,
     /// Whether changes are tracked for incremental checkpoints.
     logging: bool,
-    /// How many parts in a row must hold every block (the checkpoints' `full_every`).
-    full_every: u64,
     /// The number of the current checkpoint interval (from 1), one per part.
     interval: u64,
     /// `(key, index)` of the blocks changed in this interval.
     changed: Vec<(K, u64)>,
     /// `(key, index)` of the blocks dropped in this interval.
     removed: Vec<(K, u64)>,
-    /// The blocks each of the last parts holds, by interval, oldest first (at most
-    /// `full_every`).
-    parts: VecDeque<(u64, Vec<(K, u64)>)>,
     capture: Option<Capture<K, A>>,
-    rewrite: Option<Rewrite<K, A>>,
     /// The main watermark the operator had acted on (written in checkpoints).
     closed_through: u64,
     /// After a restore, the restored `closed_through` (see
@@ -412,7 +389,6 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                     accs: Arc::new(Panes { acc, panes }),
                     since: epoch,
                     listed: if self.logging { self.interval } else { 0 },
-                    written: 0,
                 });
                 if self.logging {
                     self.changed.push((key.clone(), index));
@@ -430,7 +406,6 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                     if let Some(c) = self.capture.as_mut().filter(|c| block.listed == c.part) {
                         c.entries
                             .push(((key.clone(), index), Some(Shared(block.accs.clone()))));
-                        block.written = c.part;
                     }
                     block.listed = self.interval;
                     self.changed.push((key.clone(), index));
@@ -544,44 +519,8 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
         self.debts.lift(epoch);
     }
 
-    /// Captures up to `budget` more of the unchanged blocks this interval's part
-    /// writes again (see [`Rewrite`]); once the part before it is captured.
-    fn rewrite_step(&mut self, budget: usize) {
-        if self.capture.is_some() {
-            return;
-        }
-        if self.rewrite.is_none() && self.parts.len() as u64 >= self.full_every.max(1) {
-            let (of, todo) = self.parts.pop_front().expect("a part");
-            self.rewrite = Some(Rewrite {
-                of,
-                todo,
-                next: 0,
-                keys: Vec::new(),
-                entries: Vec::new(),
-            });
-        }
-        let Some(r) = self.rewrite.as_mut() else {
-            return;
-        };
-        let end = r.todo.len().min(r.next.saturating_add(budget));
-        for (k, i) in &r.todo[r.next..end] {
-            let Some(block) = self.keys.get_mut(k).and_then(|bs| bs.get_mut(i)) else {
-                continue;
-            };
-            // Written by a later part, or changed in this interval (captured with the
-            // changed blocks): not written again.
-            if block.written == r.of && block.listed != self.interval {
-                block.written = self.interval;
-                r.entries
-                    .push(((k.clone(), *i), Some(Shared(block.accs.clone()))));
-                r.keys.push((k.clone(), *i));
-            }
-        }
-        r.next = end;
-    }
-
     /// Captures up to `budget` more of the part being captured; returns it once it is
-    /// complete (the next interval's rewrites may then begin: [`State::rewrite_step`]).
+    /// complete.
     fn capture_step(&mut self, budget: usize) -> Option<Captured<K, A>> {
         let c = self.capture.as_mut()?;
         let end = c.todo.len().min(c.next.saturating_add(budget));
@@ -592,7 +531,6 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
             };
             if block.listed == c.part {
                 block.listed = 0;
-                block.written = c.part;
                 c.entries
                     .push(((k.clone(), *i), Some(Shared(block.accs.clone()))));
             }
@@ -602,16 +540,13 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
             return None;
         }
         let mut c = self.capture.take().expect("a capture");
-        c.keys.append(&mut c.todo);
-        if self.full_every > 1 {
-            self.parts.push_back((c.part, c.keys));
-        }
+        c.spent.push(c.todo);
         Some((c.start, c.entries, c.spent))
     }
 
-    /// Whether a capture or rewrite still has work left.
+    /// Whether a capture still has work left.
     fn capturing(&self) -> bool {
-        self.capture.is_some() || self.rewrite.as_ref().is_some_and(|r| r.next < r.todo.len())
+        self.capture.is_some()
     }
 
     /// Begins the part `start` of the checkpoint ending this interval: a full part is
@@ -619,49 +554,30 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
     /// ([`State::capture_step`]). The part before must be complete.
     fn begin_capture(&mut self, start: LogStart) -> Option<Captured<K, A>> {
         assert!(self.capture.is_none(), "the last part is captured");
-        self.rewrite_step(usize::MAX);
         let part = self.interval;
         self.interval += 1;
-        let rewrite = self.rewrite.take();
         let removed = std::mem::take(&mut self.removed);
         let changed = std::mem::take(&mut self.changed);
-        let mut spent = Vec::new();
         if start.want() == Want::All {
-            // A full part needs none of the lists: all are freed off the worker.
-            spent.extend(self.parts.drain(..).map(|(_, keys)| keys));
-            spent.extend([changed, removed]);
-            spent.extend(rewrite.map(|r| r.todo));
-            let mut keys = Vec::new();
+            // A full part needs neither list: both are freed off the worker.
+            let spent = vec![changed, removed];
             let mut entries = Vec::new();
             for (k, blocks) in self.keys.iter_mut() {
                 for (i, block) in blocks.iter_mut() {
                     block.listed = 0;
-                    block.written = part;
                     entries.push(((k.clone(), *i), Some(Shared(block.accs.clone()))));
-                    keys.push((k.clone(), *i));
                 }
-            }
-            if self.full_every > 1 {
-                self.parts.push_back((part, keys));
             }
             return Some((start, entries, spent));
         }
-        let (keys, mut entries) = match rewrite {
-            Some(r) => {
-                spent.push(r.todo);
-                (r.keys, r.entries)
-            }
-            None => Default::default(),
-        };
-        entries.extend(removed.into_iter().map(|k| (k, None)));
+        let entries = removed.iter().map(|k| (k.clone(), None)).collect();
         self.capture = Some(Capture {
             part,
             start,
             todo: changed,
             next: 0,
-            keys,
             entries,
-            spent,
+            spent: vec![removed],
         });
         None
     }
@@ -730,23 +646,28 @@ fn extra<T: EventTime, D: Clone>(
     )
 }
 
-impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned> State<K, T, A> {
+impl<
+        K: Hash + Eq + Clone + crate::checkpoint::StateData,
+        T: EventTime,
+        A: crate::checkpoint::StateData,
+    > State<K, T, A>
+{
     /// Loads the restored checkpoint's parts, keeping the keys this worker owns, each
     /// block and waiting batch holding (from `initial`) the epoch after the checkpoint.
-    fn restore<D: DeserializeOwned>(
+    fn restore<D: crate::checkpoint::StateData>(
         &mut self,
-        aligner: &Aligner<T, Arrival<D>>,
+        aligner: &mut Aligner<T, Arrival<D>>,
         initial: &Capability<T>,
         waiting: &mut Waiting<T, D>,
         pending: &mut Waiting<T, D>,
         key: &impl Fn(&D) -> K,
     ) {
-        let ctx = aligner.checkpoints();
         let Some((epoch, parts)) =
             aligner.restored_log::<Extra<T, D>, (K, u64), (A, BTreeMap<u64, A>)>()
         else {
             return;
         };
+        let ctx = aligner.checkpoints();
         let since = initial.time().with_epoch(epoch);
         let through: Vec<u64> = parts.iter().map(|(extra, _)| extra.2).collect();
         self.restored_through = restored_through(ctx, &through);
@@ -765,7 +686,6 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned>
                     accs: Arc::new(Panes { acc, panes }),
                     since,
                     listed: 0,
-                    written: 0,
                 };
                 self.keys.entry(k).or_default().insert(index, block);
             }
@@ -848,13 +768,10 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
             expiry: BTreeMap::new(),
             debts: HeldEpochs::new(),
             logging: false,
-            full_every: checkpoints.as_ref().map_or(1, |c| c.full_every()),
             interval: 1,
             changed: Vec::new(),
             removed: Vec::new(),
-            parts: VecDeque::new(),
             capture: None,
-            rewrite: None,
             closed_through: 0,
             restored_through: 0,
         };
@@ -869,9 +786,9 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
+                let mut aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
                 state.logging = true;
-                state.restore(&aligner, &initial[0], &mut waiting, &mut pending, &*key);
+                state.restore(&mut aligner, &initial[0], &mut waiting, &mut pending, &*key);
                 aligner
             });
             move |frontiers| {
@@ -1072,14 +989,13 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
                 }
                 state.debts.settle(watermark);
                 if let Some(a) = aligner.as_mut() {
-                    // A step of the part being captured, or of the next one's rewrites;
-                    // the operator comes back for the rest.
+                    // A step of the part being captured; the operator comes back for
+                    // the rest.
                     let step = a.checkpoints().capture_step();
                     if let Some((start, entries, spent)) = state.capture_step(step) {
                         let extra = part_extra.take().expect("the captured part's extra");
                         a.end_log_owned(start, extra, entries, spent);
                     }
-                    state.rewrite_step(step);
                     if state.capturing() {
                         activator.activate();
                     }

@@ -137,11 +137,12 @@ fn check_keyed(rounds: &[Round<Rec>], cut: usize, ttl: u64, after: usize, pick: 
     );
 }
 
-/// Incremental parts sweep the state: with full parts every 3 checkpoints, only the
-/// first part is full, every later one names a `from` at most 2 checkpoints back (so a
-/// restore reads at most 3 parts), and restoring each checkpoint is exact.
+/// Chains are compacted: with `full_every` 3, every third part is full (made so by the
+/// writer from the chain it ends), every other part builds on the one before and names
+/// the chain's full part as its `from` (so a restore reads at most 3 parts), and
+/// restoring each checkpoint is exact.
 #[test]
-fn incremental_parts_sweep_the_state_and_a_restore_reads_at_most_full_every() {
+fn every_third_part_is_compacted_and_a_restore_reads_at_most_three() {
     // 40 keys in every epoch, most of them unchanged in any one.
     let rounds: Vec<Round<Rec>> = (0..12u64)
         .map(|e| Round {
@@ -159,20 +160,24 @@ fn incremental_parts_sweep_the_state_and_a_restore_reads_at_most_full_every() {
     let ttl = 1_000;
     let build = crash::dataflow(move |main, _late| keyed_sum(main, ttl));
     let want = keyed_reference(&rounds, ttl);
-    for (epoch, first, second) in crash::restore_every_checkpoint(false, 3, &rounds, 9, build) {
-        let context = format!("restored checkpoint {epoch}");
-        consume(
-            &first,
-            &second,
-            &want,
-            |&(k, t, x, sum)| ((k, t, x), sum),
-            &context,
-        );
+    for async_writes in [false, true] {
+        for (epoch, first, second) in
+            crash::restore_every_checkpoint(async_writes, 3, &rounds, 9, build)
+        {
+            let context = format!("restored checkpoint {epoch}, async writes {async_writes}");
+            consume(
+                &first,
+                &second,
+                &want,
+                |&(k, t, x, sum)| ((k, t, x), sum),
+                &context,
+            );
+        }
     }
 
     let store = Arc::new(MemStore::default());
     let ran = crash::run(
-        Checkpointing::every_epoch(3, false),
+        Checkpointing::every_epoch(3, true),
         1,
         &rounds,
         0..12,
@@ -190,24 +195,18 @@ fn incremental_parts_sweep_the_state_and_a_restore_reads_at_most_full_every() {
         }
     }
     assert!(parts.len() >= 8, "parts {parts:?}");
-    let full: Vec<_> = parts.iter().filter(|(_, base, _)| base.is_none()).collect();
-    assert_eq!(
-        full,
-        vec![&parts[0]],
-        "only the first part is full: {parts:?}"
-    );
-    for &(epoch, _, from) in &parts[1..] {
-        assert!(
-            from <= epoch && epoch - from <= 2 && from >= parts[0].0,
-            "part {epoch} needs parts back to {from}: {parts:?}"
-        );
+    for (i, &(epoch, base, from)) in parts.iter().enumerate() {
+        if i % 3 == 0 {
+            assert_eq!((base, from), (None, epoch), "part {i} is full: {parts:?}");
+        } else {
+            let (before, chain) = (parts[i - 1].0, parts[i - i % 3].0);
+            assert_eq!(
+                (base, from),
+                (Some(before), chain),
+                "part {i} builds on the one before: {parts:?}"
+            );
+        }
     }
-    assert!(
-        parts
-            .iter()
-            .any(|&(epoch, _, from)| from > parts[0].0 && from < epoch),
-        "no part's chain stopped short of the full part: {parts:?}"
-    );
 }
 
 /// `pick`s that restore a late checkpoint of the first run when it wrote several (see
@@ -913,11 +912,12 @@ fn rolling_restores_after_several_epochs() {
 }
 
 /// Key 0's only block is written in the first part and never changes again while key 1
-/// changes every epoch: incremental parts must write it again (any `full_every` of them
-/// in a row hold every block), or a restore reading only the last ones loses it and key
-/// 0's last record, after the restore, misses the first one in its range.
+/// changes every epoch: incremental parts hold only key 1's blocks, and the parts
+/// compacted every 3 must carry key 0's block on, or a restore reading only the last
+/// chain loses it and key 0's last record, after the restore, misses the first one in
+/// its range.
 #[test]
-fn rolling_writes_an_unchanged_block_again_within_full_every_parts() {
+fn rolling_keeps_an_unchanged_block_through_compacted_parts() {
     let rounds: Vec<Round<Rec>> = (0..12u64)
         .map(|e| {
             let mut records: Vec<(u64, Rec)> = (0..4u64)

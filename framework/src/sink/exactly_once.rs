@@ -38,7 +38,7 @@ use timely::dataflow::operators::Capability;
 use timely::progress::frontier::MutableAntichain;
 use timely::scheduling::SyncActivator;
 
-use freshet_operators::checkpoint::{Aligner, Checkpoints, Want};
+use freshet_operators::checkpoint::{Aligner, Checkpoints};
 use freshet_operators::hash::hash;
 
 use crate::config::KafkaConfig;
@@ -310,15 +310,8 @@ impl Staging {
             };
             self.aligner.write_log(c, extra, |want| {
                 let changed = std::mem::take(changes);
-                // Every record held, or (a share per checkpoint) those swept.
-                let held = live
-                    .values()
-                    .filter(|(id, _)| want.sweeps(id))
-                    .map(|(id, h)| (*id, Some(h.clone())));
-                match want {
-                    Want::All => held.collect(),
-                    Want::Changed { .. } => changed.into_iter().chain(held).collect(),
-                }
+                let held = live.values().map(|(id, h)| (*id, Some(h.clone())));
+                want.pick(held, changed.into_iter())
             });
             // Their records are in the part: its hold answers for them now.
             self.caps = self.caps.split_off(&(c + 1));

@@ -342,10 +342,10 @@ where
     (first.out, second.out)
 }
 
-/// Runs `rounds[..cut]` at one worker with only its first part full (so each later
-/// checkpoint is a chain of incremental parts, each also rewriting one of `full_every`
-/// sweep slots, so that a restore reads at most `full_every` of them; written on a
-/// writer thread if `async_writes`), then, for each checkpoint it completed
+/// Runs `rounds[..cut]` at one worker with full parts every `full_every` (so each
+/// checkpoint in between is a chain of incremental parts, and every `full_every`-th is
+/// compacted from its chain; written on a writer thread if `async_writes`), then, for
+/// each checkpoint it completed
 /// from epoch 1 on, restores it from a copy of the store and runs the rest. Returns
 /// `(checkpoint, first run's output, restored run's output)` for each: deterministic,
 /// unlike [`crash_then_restore`], which finds what a random cut left.
