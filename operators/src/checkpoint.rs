@@ -44,13 +44,12 @@
 //! (unless most of it changed, or its operator cannot be compacted).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
-use std::hash::Hash;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Capability, CapabilitySet, InputCapability, Probe};
@@ -58,6 +57,11 @@ use timely::progress::frontier::MutableAntichain;
 use timely::scheduling::SyncActivator;
 
 use crate::time::EventTime;
+
+mod log;
+
+use log::Live;
+pub use log::LogPart;
 
 /// The number of key groups keyed state is split into. A key belongs to group
 /// `hash(key) % KEY_GROUPS`, and group `g` to worker `g % workers`, so a checkpoint
@@ -72,27 +76,6 @@ pub const DEFAULT_FULL_EVERY: u64 = 10;
 /// How many entries an operator capturing its part in steps captures per activation,
 /// unless told: a few hundred microseconds of the worker at a time.
 pub const DEFAULT_CAPTURE_STEP: usize = 512;
-
-/// What checkpointed state is made of: written into parts, read back on restore and
-/// when the writer thread compacts a chain of parts.
-pub trait StateData: Serialize + DeserializeOwned + 'static {}
-
-impl<S: Serialize + DeserializeOwned + 'static> StateData for S {}
-
-/// One worker's part of a keyed operator's checkpoint, as a log of changes.
-#[derive(Serialize, Deserialize)]
-pub struct LogPart<E, K, V> {
-    /// The epoch of the part (of the same operator and worker) this one changes;
-    /// `None`: a full part, complete by itself.
-    pub base: Option<u64>,
-    /// The epoch of the oldest part a restore reads: this part and its bases back to
-    /// that one together hold every live entry (the part's own epoch if it is full).
-    pub from: u64,
-    /// The operator's state that is not keyed (small, written whole in every part).
-    pub extra: E,
-    /// Entries changed since the base, in order (`None`: removed); every entry if full.
-    pub entries: Vec<(K, Option<V>)>,
-}
 
 /// A keyed part begun and not yet ended (see [`Aligner::begin_log`]).
 #[derive(Debug)]
@@ -157,12 +140,14 @@ impl Want {
 }
 
 /// The oldest epoch whose parts checkpoint `epoch` may need (taken every `every`
-/// epochs, with full parts every `full_every` checkpoints): retention keeps every part
-/// from there on.
+/// epochs, with chains compacted every `full_every` parts): a chain holds at most
+/// `2 * full_every` parts (see [`Aligner`]), so retention keeps every part from
+/// `(2 * full_every - 1) * every` epochs back on.
 pub fn chain_from(epoch: u64, every: u64, full_every: u64) -> u64 {
     epoch.saturating_sub(
         full_every
             .max(1)
+            .saturating_mul(2)
             .saturating_sub(1)
             .saturating_mul(every.max(1)),
     )
@@ -206,6 +191,8 @@ struct Inner {
     /// thread.
     writer: RefCell<Option<mpsc::Sender<Job>>>,
     writer_thread: RefCell<Option<std::thread::JoinHandle<()>>>,
+    /// The compaction thread, fed by the writer thread (see [`compact_images`]).
+    compactor_thread: RefCell<Option<std::thread::JoinHandle<()>>>,
     names: RefCell<BTreeSet<String>>,
     /// Names whose restored parts an operator reads without writing parts of its own
     /// (see [`Checkpoints::adopt`]).
@@ -223,6 +210,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.writer.borrow_mut().take();
         if let Some(thread) = self.writer_thread.borrow_mut().take() {
+            let _ = thread.join();
+        }
+        // The writer thread held its queue: it ends with it.
+        if let Some(thread) = self.compactor_thread.borrow_mut().take() {
             let _ = thread.join();
         }
     }
@@ -268,6 +259,7 @@ impl Checkpoints {
             capture_step: std::cell::Cell::new(DEFAULT_CAPTURE_STEP),
             writer: RefCell::new(None),
             writer_thread: RefCell::new(None),
+            compactor_thread: RefCell::new(None),
             names: RefCell::new(BTreeSet::new()),
             adopted: RefCell::new(BTreeSet::new()),
             on_failure,
@@ -322,6 +314,12 @@ impl Checkpoints {
         format!("epoch-{epoch:020}/{}/{worker}", sanitize(name))
     }
 
+    /// The path of the compacted image of that part: the full part its chain stands
+    /// for, written later by the compaction thread.
+    pub fn image_path(epoch: u64, name: &str, worker: usize) -> String {
+        format!("{}.full", Self::part_path(epoch, name, worker))
+    }
+
     /// A checkpoint is taken every this many epochs.
     pub fn every(&self) -> u64 {
         self.0.every
@@ -345,8 +343,8 @@ impl Checkpoints {
         self
     }
 
-    /// Operators write a full part every `full_every` checkpoints (at least 1: every
-    /// part full), incremental parts in between.
+    /// Operators' chains of parts are compacted every `full_every` parts (at least 1:
+    /// every part full), incremental parts in between.
     pub fn with_full_every(self, full_every: u64) -> Self {
         self.0.full_every.set(full_every.max(1));
         self
@@ -354,18 +352,26 @@ impl Checkpoints {
 
     /// Operators' parts are written on a thread of this worker's own (serialized on
     /// the worker, or by the thread for [`Aligner::end_log_owned`], then written and
-    /// acknowledged in order): the worker goes on while
-    /// the store syncs, and an operator's aligner holds the checkpoint's epoch until
-    /// its part is acknowledged. Without it, parts are written inline.
+    /// acknowledged in order): the worker goes on while the store syncs, and an
+    /// operator's aligner holds the checkpoint's epoch until its part is acknowledged.
+    /// Chains are compacted on another thread, so that neither the worker nor the
+    /// parts after waits for it. Without it, parts are written and compacted inline.
     pub fn with_async_writes(self) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
+        let (compactions, compaction_queue) = mpsc::channel::<Compaction>();
         let store = self.0.store.clone();
         let thread = std::thread::Builder::new()
             .name(format!("freshet-checkpoint-{}", self.0.worker))
-            .spawn(move || write_parts(&*store, queue))
+            .spawn(move || write_parts(&*store, queue, Some(compactions)))
             .expect("a checkpoint writer thread starts");
+        let store = self.0.store.clone();
+        let compactor = std::thread::Builder::new()
+            .name(format!("freshet-compact-{}", self.0.worker))
+            .spawn(move || compact_images(&*store, compaction_queue))
+            .expect("a checkpoint compaction thread starts");
         *self.0.writer.borrow_mut() = Some(jobs);
         *self.0.writer_thread.borrow_mut() = Some(thread);
+        *self.0.compactor_thread.borrow_mut() = Some(compactor);
         self
     }
 
@@ -535,7 +541,7 @@ impl Checkpoints {
     pub fn read_log<E, K, V>(&self, name: &str) -> Vec<(E, Vec<(K, V)>)>
     where
         E: DeserializeOwned,
-        K: DeserializeOwned + Hash + Eq,
+        K: DeserializeOwned,
         V: DeserializeOwned,
     {
         let Some(restore) = self.0.restore else {
@@ -544,131 +550,37 @@ impl Checkpoints {
         let mut logs = Vec::new();
         for worker in 0..restore.workers {
             let path = Self::part_path(restore.epoch, name, worker);
+            let got = |path: &str| {
+                self.0
+                    .store
+                    .get(path)
+                    .unwrap_or_else(|e| panic!("checkpoint part {path} cannot be read: {e}"))
+            };
             // None: the operator wrote no part (it is new), it starts empty.
-            let Some(newest) = self.read_part::<LogPart<E, K, V>>(&path) else {
+            let Some(newest) = got(&path) else {
                 continue;
             };
-            let read = |epoch| {
-                let path = Self::part_path(epoch, name, worker);
-                self.read_part(&path).ok_or_else(|| {
+            let read = |epoch, image| {
+                let path = match image {
+                    false => Self::part_path(epoch, name, worker),
+                    true => Self::image_path(epoch, name, worker),
+                };
+                got(&path).ok_or_else(|| {
                     std::io::Error::other(format!(
-                        "checkpoint part {path}, the base of a later part, is missing"
+                        "checkpoint part {path}, which a later part builds on, is missing"
                     ))
                 })
             };
-            let log = replay(restore.epoch, newest, read).unwrap_or_else(|e| panic!("{e}"));
+            let state = log::chain(restore.epoch, newest, read)
+                .and_then(|chain| log::decode_state(log::replay(&chain)?));
+            let log = state.unwrap_or_else(|e| {
+                panic!("checkpoint part {path} and its bases cannot be restored: {e}")
+            });
             logs.push(log);
         }
         Self::all_or_none(restore, name, logs.len());
         logs
     }
-}
-
-/// The state a chain of log parts holds: `newest` (the part at `epoch`) replayed on
-/// its bases back to its `from`, each read with `read`; the newest part's extra.
-fn replay<E, K, V>(
-    epoch: u64,
-    newest: LogPart<E, K, V>,
-    mut read: impl FnMut(u64) -> std::io::Result<LogPart<E, K, V>>,
-) -> std::io::Result<(E, Vec<(K, V)>)>
-where
-    K: Hash + Eq,
-{
-    let from = newest.from;
-    let mut at = epoch;
-    let mut base = newest.base;
-    let mut chain = vec![newest];
-    loop {
-        match base {
-            _ if at <= from => break,
-            Some(b) if b < at => at = b,
-            Some(b) => {
-                return Err(std::io::Error::other(format!(
-                    "checkpoint part at epoch {at} names a base {b} not older"
-                )))
-            }
-            None => break,
-        }
-        let part = read(at)?;
-        base = part.base;
-        chain.push(part);
-    }
-    if chain.len() == 1 {
-        // A full part by itself: its entries as they are.
-        let part = chain.pop().expect("one part");
-        let entries = part.entries.into_iter();
-        return Ok((
-            part.extra,
-            entries.filter_map(|(k, v)| Some((k, v?))).collect(),
-        ));
-    }
-    let full = chain.last().map_or(0, |p| p.entries.len());
-    let mut map: rustc_hash::FxHashMap<K, V> =
-        rustc_hash::FxHashMap::with_capacity_and_hasher(full, Default::default());
-    let mut extra = None;
-    // Oldest first: the newest part's entries win, and its extra is kept.
-    for part in chain.into_iter().rev() {
-        for (k, v) in part.entries {
-            match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
-            };
-        }
-        extra = Some(part.extra);
-    }
-    let extra = extra.expect("the newest part");
-    Ok((extra, map.into_iter().collect()))
-}
-
-/// How the writer thread compacts an operator's chain of log parts: given the store,
-/// the operator's name, the worker, and the epoch and bytes of the chain's newest part,
-/// the bytes of a full part holding the same state (see [`Aligner::compact_keeping`]).
-type Compactor = Arc<
-    dyn Fn(&dyn StateStore, &str, usize, u64, Vec<u8>) -> std::io::Result<Vec<u8>> + Send + Sync,
->;
-
-/// Compacts the chain of parts read as `LogPart<E, K, V>` ending in `newest`, keeping
-/// the entries `live` says are, given the newest part's extra.
-fn compact<E, K, V>(
-    live: fn(&E, &K) -> bool,
-    store: &dyn StateStore,
-    name: &str,
-    worker: usize,
-    epoch: u64,
-    newest: Vec<u8>,
-) -> std::io::Result<Vec<u8>>
-where
-    E: Serialize + DeserializeOwned,
-    K: Serialize + DeserializeOwned + Hash + Eq,
-    V: Serialize + DeserializeOwned,
-{
-    let decode = |bytes: &[u8], path: &str| {
-        bincode::deserialize::<LogPart<E, K, V>>(bytes).map_err(|e| {
-            std::io::Error::other(format!("checkpoint part {path} cannot be decoded: {e}"))
-        })
-    };
-    let newest = decode(&newest, "being compacted")?;
-    let read = |at| {
-        let path = Checkpoints::part_path(at, name, worker);
-        match store.get(&path)? {
-            Some(bytes) => decode(&bytes, &path),
-            None => Err(std::io::Error::other(format!(
-                "checkpoint part {path}, the base of a part being compacted, is missing"
-            ))),
-        }
-    };
-    let (extra, entries) = replay(epoch, newest, read)?;
-    let entries = entries
-        .into_iter()
-        .filter(|(k, _)| live(&extra, k))
-        .map(|(k, v)| (k, Some(v)))
-        .collect();
-    encode(&LogPart {
-        base: None,
-        from: epoch,
-        extra,
-        entries,
-    })
 }
 
 /// A part for the writer thread.
@@ -679,8 +591,10 @@ struct Job {
     epoch: u64,
     /// Complete by itself (not building on an earlier part).
     full: bool,
-    /// Made complete by compacting the chain it ends (see [`Compactor`]).
-    compact: Option<Compactor>,
+    /// Once written, the chain it ends is compacted into its image, keeping the
+    /// entries `live` says are (every one without it).
+    compact: bool,
+    live: Option<Live>,
     part: Encoded,
     reply: mpsc::Sender<Written>,
     /// Wakes the operator to hear the answer.
@@ -709,47 +623,135 @@ fn encode<S: Serialize + ?Sized>(state: &S) -> std::io::Result<Vec<u8>> {
     bincode::serialize(state).map_err(std::io::Error::other)
 }
 
-/// The writer thread's answer: the part of `epoch` is durable, or why not.
+/// The writer thread's answer: the part of `epoch` (or its image, from the compaction
+/// thread) is durable, or why not.
 struct Written {
     epoch: u64,
+    image: bool,
     result: std::io::Result<()>,
 }
 
-/// The writer thread: writes parts in the order given, compacting those marked so.
-/// After a failed part, the incremental parts of the same operator that build on it
-/// fail too, unwritten, until its next full part: a part whose base is missing must
-/// never be found complete.
-fn write_parts(store: &dyn StateStore, queue: mpsc::Receiver<Job>) {
+/// The writer thread: writes parts in the order given, and hands those marked for
+/// compaction to the compaction thread once written (to `compactions`; compacted at
+/// once, on this thread, without it). After a failed part, the incremental parts of
+/// the same operator that build on it fail too, unwritten, until its next full part:
+/// a part whose base is missing must never be found complete.
+fn write_parts(
+    store: &dyn StateStore,
+    queue: mpsc::Receiver<Job>,
+    compactions: Option<mpsc::Sender<Compaction>>,
+) {
     let mut broken = BTreeSet::new();
     for job in queue {
-        let result = if !job.full && broken.contains(&job.name) {
+        let written = if !job.full && broken.contains(&job.name) {
             Err(std::io::Error::other(
                 "the earlier part it builds on was not written",
             ))
         } else {
-            let (name, worker, epoch) = (&job.name, job.worker, job.epoch);
             job.part
                 .bytes()
-                .and_then(|bytes| match &job.compact {
-                    Some(compact) => compact(store, name, worker, epoch, bytes),
-                    None => Ok(bytes),
-                })
-                .and_then(|bytes| store.put(&job.path, &bytes))
+                .and_then(|bytes| store.put(&job.path, &bytes).map(|()| bytes))
         };
-        if result.is_err() {
-            broken.insert(job.name);
-        } else if job.full || job.compact.is_some() {
-            broken.remove(&job.name);
-        }
+        let mut compaction = None;
+        let result = match written {
+            Ok(bytes) => {
+                if job.full {
+                    broken.remove(&job.name);
+                }
+                if job.compact {
+                    compaction = Some(Compaction {
+                        name: job.name.clone(),
+                        worker: job.worker,
+                        epoch: job.epoch,
+                        newest: bytes,
+                        live: job.live,
+                        reply: job.reply.clone(),
+                        wake: job.wake.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Err(e) => {
+                broken.insert(job.name.clone());
+                Err(e)
+            }
+        };
         // The operator is gone (its dataflow was dropped): nobody waits for the answer.
         let _ = job.reply.send(Written {
             epoch: job.epoch,
+            image: false,
             result,
         });
         if let Some(wake) = &job.wake {
             let _ = wake.activate();
         }
+        match (compaction, &compactions) {
+            (None, _) => {}
+            // Gone only if the worker is: nobody waits for it then.
+            (Some(c), Some(queue)) => drop(queue.send(c)),
+            (Some(c), None) => compact_image(store, c),
+        }
     }
+}
+
+/// A chain to compact: the part that ends it, once written.
+struct Compaction {
+    name: String,
+    worker: usize,
+    epoch: u64,
+    /// The part's bytes.
+    newest: Vec<u8>,
+    live: Option<Live>,
+    reply: mpsc::Sender<Written>,
+    wake: Option<SyncActivator>,
+}
+
+/// The compaction thread: writes the image of each chain it is given, and answers.
+fn compact_images(store: &dyn StateStore, queue: mpsc::Receiver<Compaction>) {
+    for compaction in queue {
+        compact_image(store, compaction);
+    }
+}
+
+/// Writes the image of the chain `compaction` names (see [`compact_chain`]) and
+/// answers the operator.
+fn compact_image(store: &dyn StateStore, c: Compaction) {
+    let (name, worker, epoch) = (&c.name, c.worker, c.epoch);
+    let result = compact_chain(store, name, worker, epoch, c.newest, c.live.as_ref())
+        .and_then(|image| store.put(&Checkpoints::image_path(epoch, name, worker), &image));
+    let _ = c.reply.send(Written {
+        epoch,
+        image: true,
+        result,
+    });
+    if let Some(wake) = &c.wake {
+        let _ = wake.activate();
+    }
+}
+
+/// The image of operator `name`'s part of `epoch` at `worker`, `newest`: the full part
+/// its chain stands for, read back from `store` (parts, and the image it starts from),
+/// replayed and kept as `live` says (see [`log::compact`]).
+fn compact_chain(
+    store: &dyn StateStore,
+    name: &str,
+    worker: usize,
+    epoch: u64,
+    newest: Vec<u8>,
+    live: Option<&Live>,
+) -> std::io::Result<Vec<u8>> {
+    let read = |at, image| {
+        let path = match image {
+            false => Checkpoints::part_path(at, name, worker),
+            true => Checkpoints::image_path(at, name, worker),
+        };
+        store.get(&path)?.ok_or_else(|| {
+            std::io::Error::other(format!(
+                "checkpoint part {path}, which a part being compacted builds on, is missing"
+            ))
+        })
+    };
+    log::compact(epoch, newest, read, live)
 }
 
 /// The greatest checkpoint epoch at or below `epoch` on the grid of a checkpoint every
@@ -970,12 +972,14 @@ pub struct Aligner<T: EventTime, D> {
     /// The epoch of this run's last part, unless it failed: the base of the next
     /// incremental part.
     last: Option<u64>,
-    /// The epoch of the chain's full part (the `from` of the next incremental part) and
-    /// how many parts the chain holds.
-    chain: (u64, u64),
-    /// How the writer thread compacts this operator's chains, once known (see
-    /// [`Aligner::restored_log`]).
-    compactor: Option<Compactor>,
+    /// The epochs of the chain's parts, oldest first: the first is full or has a
+    /// durable image (the `from` of the next incremental part).
+    chain: VecDeque<u64>,
+    /// The part whose chain is being compacted into its image, if any.
+    compacting: Option<u64>,
+    /// Which entries the writer thread keeps when it compacts this operator's chains
+    /// (see [`Aligner::compact_keeping`]); every one if `None`.
+    live: Option<Live>,
     /// Answers of the writer thread, and how many parts it still has of this operator.
     acks: (mpsc::Sender<Written>, mpsc::Receiver<Written>),
     outstanding: usize,
@@ -1037,8 +1041,9 @@ impl<T: EventTime, D> Aligner<T, D> {
             hold: Some(hold),
             started: false,
             last: None,
-            chain: (0, 0),
-            compactor: None,
+            chain: VecDeque::new(),
+            compacting: None,
+            live: None,
             acks: mpsc::channel(),
             outstanding: 0,
             wake: None,
@@ -1145,14 +1150,16 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// it: serialized (and dropped) by the writer thread if there is one, so the worker
     /// only pays for the snapshot. The held capability stays at the part's epoch until
     /// it is durable.
-    fn write_owned<S, X>(&mut self, start: &LogStart, state: S, spent: X)
+    fn write_owned<E, K, V, X>(&mut self, start: &LogStart, part: LogPart<E, K, V>, spent: X)
     where
-        S: Serialize + Send + 'static,
+        E: Serialize + Send + 'static,
+        K: Serialize + Send + 'static,
+        V: Serialize + Send + 'static,
         X: Send + 'static,
     {
         let later = Encoded::Later(Box::new(move || {
-            let bytes = encode(&state);
-            drop((state, spent));
+            let bytes = part.encode();
+            drop((part, spent));
             bytes
         }));
         let full = start.base.is_none();
@@ -1163,19 +1170,22 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// or writes it inline if there is none; `compact`: it is to be made full by
     /// compacting its chain.
     fn hand_over(&mut self, epoch: u64, full: bool, compact: bool, part: std::io::Result<Encoded>) {
-        let compact = self.compactor.clone().filter(|_| compact);
         let writer = self.ctx.0.writer.borrow().clone();
         let Some(writer) = writer else {
-            // Inline: compacted, and written (or reported as failed), on the worker.
-            let (store, worker) = (&*self.ctx.0.store, self.ctx.worker());
-            let bytes = part
-                .and_then(Encoded::bytes)
-                .and_then(|bytes| match compact {
-                    Some(compact) => compact(store, &self.name, worker, epoch, bytes),
-                    None => Ok(bytes),
-                });
+            // Inline: written (or reported as failed), and compacted, on the worker.
+            let bytes = part.and_then(Encoded::bytes);
+            let newest = bytes.as_ref().ok().filter(|_| compact).cloned();
             if self.ctx.put(&self.name, epoch, bytes) {
                 self.durable(epoch);
+                if let Some(newest) = newest {
+                    let (store, worker) = (&*self.ctx.0.store, self.ctx.worker());
+                    let live = self.live.as_ref();
+                    let result = compact_chain(store, &self.name, worker, epoch, newest, live)
+                        .and_then(|image| {
+                            store.put(&Checkpoints::image_path(epoch, &self.name, worker), &image)
+                        });
+                    self.compacted(epoch, result);
+                }
             } else {
                 self.last = None;
             }
@@ -1199,6 +1209,7 @@ impl<T: EventTime, D> Aligner<T, D> {
             epoch,
             full,
             compact,
+            live: self.live.clone(),
             part,
             reply: self.acks.0.clone(),
             wake: self.wake.clone(),
@@ -1221,13 +1232,44 @@ impl<T: EventTime, D> Aligner<T, D> {
         }
     }
 
-    /// The part of `epoch` could not be written: reported, and the next part is full.
+    /// The part of `epoch` (or its image) could not be written: reported, and the next
+    /// part is full.
     fn failed(&mut self, epoch: u64, e: std::io::Error) {
         (self.ctx.0.on_failure)(&self.name, epoch, &e);
         self.last = None;
+        if self.compacting == Some(epoch) {
+            self.compacting = None;
+        }
+    }
+
+    /// The image of the chain ending at `epoch` is durable (or why not): the chain now
+    /// starts there.
+    fn compacted(&mut self, epoch: u64, result: std::io::Result<()>) {
+        if self.compacting == Some(epoch) {
+            self.compacting = None;
+        }
+        match result {
+            // Unless a full part began a new chain meanwhile.
+            Ok(()) if self.chain.contains(&epoch) => {
+                while self.chain.front() != Some(&epoch) {
+                    self.chain.pop_front();
+                }
+            }
+            Ok(()) => {}
+            Err(e) => {
+                let e = std::io::Error::other(format!(
+                    "compacting the chain of parts ending here failed: {e}; the next part is \
+                     full"
+                ));
+                self.failed(epoch, e);
+            }
+        }
     }
 
     fn answer(&mut self, written: Written) {
+        if written.image {
+            return self.compacted(written.epoch, written.result);
+        }
         self.outstanding = self.outstanding.saturating_sub(1);
         match written.result {
             Ok(()) => self.durable(written.epoch),
@@ -1251,9 +1293,8 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// through [`Want::pick`]: every entry for a full part — at the operator's first
     /// part and after a failed write — else those changed since the last part. Every
     /// [`Checkpoints::full_every`]-th part of a chain is compacted into a full one by
-    /// the writer thread, if the operator told the aligner how to read its parts
-    /// ([`Aligner::restored_log`]), else asked full of the operator. Either way the
-    /// operator then forgets what changed: after a failure the next part is full.
+    /// the writer thread (see [`Aligner::compact_keeping`]). Either way the operator
+    /// then forgets what changed: after a failure the next part is full.
     pub fn write_log<E: Serialize, K: Serialize, V: Serialize>(
         &mut self,
         epoch: u64,
@@ -1276,7 +1317,7 @@ impl<T: EventTime, D> Aligner<T, D> {
     ) -> bool {
         let (part, compact) = self.log_part(epoch, extra, mostly_changed, entries);
         let full = part.base.is_none();
-        self.hand_over(epoch, full, compact, encode(&part).map(Encoded::Bytes));
+        self.hand_over(epoch, full, compact, part.encode().map(Encoded::Bytes));
         full
     }
 
@@ -1340,27 +1381,37 @@ impl<T: EventTime, D> Aligner<T, D> {
     fn begin(&mut self, epoch: u64, mostly_changed: bool) -> LogStart {
         self.started = true;
         self.next = self.ctx.at_or_after(epoch + 1);
-        let n = self.ctx.full_every().max(1);
-        let (from, parts) = self.chain;
-        // A chain holds at most `n` parts: the next is full, made so by the writer
-        // thread if it can compact this operator's parts, else by the operator.
-        let long = parts >= n;
-        let compact = long && self.compactor.is_some();
+        let n = self.ctx.full_every().max(1) as usize;
+        if self.last.is_some() && self.chain.len() + 1 >= 2 * n {
+            // The chain may grow no longer: its compaction must be done first.
+            while self.compacting.is_some() {
+                match self.acks.1.recv() {
+                    Ok(written) => self.answer(written),
+                    Err(_) => break,
+                }
+            }
+        }
         let base = self
             .last
-            .filter(|_| !mostly_changed && n > 1 && (!long || compact));
+            .filter(|_| !mostly_changed && n > 1 && self.chain.len() + 1 < 2 * n);
+        // Every `n` parts the chain is compacted (one compaction at a time).
+        let compact = base.is_some() && self.compacting.is_none() && self.chain.len() >= n;
         // The base of the next part, unless this one fails (`hand_over` then forgets
         // it).
         self.last = Some(epoch);
-        match base {
-            None => self.chain = (epoch, 1),
-            Some(_) if compact => self.chain = (epoch, 1),
-            Some(_) => self.chain = (from, parts + 1),
+        if base.is_none() {
+            self.chain.clear();
+            self.compacting = None;
+        }
+        let from = self.chain.front().copied().unwrap_or(epoch);
+        self.chain.push_back(epoch);
+        if compact {
+            self.compacting = Some(epoch);
         }
         LogStart {
             epoch,
             base,
-            from: if base.is_some() { from } else { epoch },
+            from,
             want: if base.is_some() {
                 Want::Changed
             } else {
@@ -1373,38 +1424,29 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// The epoch after the restored checkpoint (where restored state holds its
     /// capabilities) and each worker's `(extra, entries)` of this operator's
     /// [`LogPart`]s as of that checkpoint; `None` if nothing is restored.
-    ///
-    /// It also tells the writer thread how to compact the operator's chains of parts
-    /// (read back as `LogPart<E, K, V>`), keeping every entry, unless
-    /// [`Aligner::compact_keeping`] told it already.
     #[allow(clippy::type_complexity)]
-    pub fn restored_log<E, K, V>(&mut self) -> Option<(u64, Vec<(E, Vec<(K, V)>)>)>
+    pub fn restored_log<E, K, V>(&self) -> Option<(u64, Vec<(E, Vec<(K, V)>)>)>
     where
-        E: StateData,
-        K: StateData + Hash + Eq,
-        V: StateData,
+        E: DeserializeOwned,
+        K: DeserializeOwned,
+        V: DeserializeOwned,
     {
-        if self.compactor.is_none() {
-            self.compact_keeping::<E, K, V>(|_, _| true);
-        }
         let restore = self.ctx.restore()?;
         Some((restore.epoch + 1, self.ctx.read_log(&self.name)))
     }
 
-    /// Tells the writer thread how to compact the operator's chains of parts: read
-    /// back as `LogPart<E, K, V>` and replayed, keeping the entries `live` says are
-    /// given the newest part's extra (entries a restore would ignore, such as those of
-    /// windows closed since, are dropped). Without it (nor [`Aligner::restored_log`])
-    /// the operator is asked for a full part every [`Checkpoints::full_every`] parts.
-    pub fn compact_keeping<E, K, V>(&mut self, live: fn(&E, &K) -> bool)
+    /// Has the writer thread keep, when it compacts this operator's chains of parts,
+    /// only the entries `live` says are, given the newest part's extra (read as an
+    /// `E`; keys as `K`): an operator whose restore ignores some entries, such as
+    /// those of windows closed since, rather than removing them one by one, must, or
+    /// its compacted parts keep every entry ever written. Without it every entry a
+    /// chain holds at its end is kept.
+    pub fn compact_keeping<E, K>(&mut self, live: fn(&E, &K) -> bool)
     where
-        E: StateData,
-        K: StateData + Hash + Eq,
-        V: StateData,
+        E: DeserializeOwned + 'static,
+        K: DeserializeOwned + 'static,
     {
-        self.compactor = Some(Arc::new(move |store, name, worker, epoch, newest| {
-            compact::<E, K, V>(live, store, name, worker, epoch, newest)
-        }));
+        self.live = Some(log::live(live));
     }
 
     /// Moves the held capability's event time up to `watermark` (it holds only the
@@ -1498,7 +1540,8 @@ mod tests {
             worker: 0,
             epoch,
             full,
-            compact: None,
+            compact: false,
+            live: None,
             part: Encoded::Bytes(Vec::new()),
             reply: reply.clone(),
             wake: None,
@@ -1511,7 +1554,7 @@ mod tests {
         jobs.send(job("epoch-4/a", "a", 4, false)).unwrap();
         drop(jobs);
         let store = Refusing::default();
-        write_parts(&store, queue);
+        write_parts(&store, queue, None);
         let ok: Vec<(u64, bool)> = answers
             .try_iter()
             .map(|w: Written| (w.epoch, w.result.is_ok()))
@@ -1551,26 +1594,25 @@ mod tests {
 
     type Part = LogPart<u32, u32, u32>;
 
-    /// The writer thread writes a part marked for compaction as the full part its chain
-    /// stands for: the chain replayed (later entries win, removals gone), the newest
-    /// extra, and only the entries live by it. A part building on a missing base
-    /// fails instead of being written.
+    /// Once a part marked for compaction is written, its chain is compacted into its
+    /// image: the chain replayed (later entries win, removals gone), the newest extra,
+    /// only the entries live by it, and itself the start of the chains after it. A
+    /// chain whose base is missing gets no image; its part is written all the same.
     #[test]
-    fn the_writer_compacts_a_chain_into_the_full_part_it_stands_for() {
+    fn a_compacted_chain_becomes_the_image_later_chains_start_from() {
         let (reply, answers) = mpsc::channel();
         let (jobs, queue) = mpsc::channel();
         // Keys below the extra are live.
-        let compactor: Compactor = Arc::new(|store, name, worker, epoch, newest| {
-            compact::<u32, u32, u32>(|below, k| k < below, store, name, worker, epoch, newest)
-        });
+        let live = log::live::<u32, u32>(|below, k| k < below);
         let job = |name: &str, epoch: u64, part: Part, compact: bool| Job {
             path: Checkpoints::part_path(epoch, name, 0),
             name: name.to_string(),
             worker: 0,
             epoch,
             full: part.base.is_none(),
-            compact: compact.then(|| compactor.clone()),
-            part: Encoded::Bytes(encode(&part).unwrap()),
+            compact,
+            live: Some(live.clone()),
+            part: Encoded::Bytes(part.encode().unwrap()),
             reply: reply.clone(),
             wake: None,
         };
@@ -1587,33 +1629,49 @@ mod tests {
         let last = part(Some(3), 1, 5, &[(3, Some(31)), (6, Some(60))]);
         jobs.send(job("a", 5, last, true)).unwrap();
         // Its base was never written.
-        jobs.send(job("b", 5, part(Some(3), 1, 5, &[]), true))
-            .unwrap();
+        let orphan = part(Some(3), 1, 5, &[]);
+        jobs.send(job("b", 5, orphan, true)).unwrap();
         drop(jobs);
         let store = Memory::default();
-        write_parts(&store, queue);
-        let ok: Vec<(u64, bool)> = answers
+        write_parts(&store, queue, None);
+        let ok: Vec<(u64, bool, bool)> = answers
             .try_iter()
-            .map(|w: Written| (w.epoch, w.result.is_ok()))
+            .map(|w: Written| (w.epoch, w.image, w.result.is_ok()))
             .collect();
-        assert_eq!(ok, vec![(1, true), (3, true), (5, true), (5, false)]);
-        let bytes = store
-            .get(&Checkpoints::part_path(5, "a", 0))
-            .unwrap()
-            .unwrap();
-        let mut compacted: Part = bincode::deserialize(&bytes).unwrap();
-        compacted.entries.sort();
-        assert_eq!(compacted.base, None);
-        assert_eq!(compacted.from, 5);
-        assert_eq!(compacted.extra, 5);
-        assert_eq!(
-            compacted.entries,
-            vec![(1, Some(11)), (3, Some(31)), (4, Some(40))]
-        );
+        let want = [
+            (1, false, true),
+            (3, false, true),
+            (5, false, true),
+            (5, true, true),
+            (5, false, true),
+            (5, true, false),
+        ];
+        assert_eq!(ok, want);
+        let image = store.get(&Checkpoints::image_path(5, "a", 0)).unwrap();
+        let mut image = Part::decode(&image.unwrap()).unwrap();
+        image.entries.sort();
+        assert_eq!((image.base, image.from, image.extra), (None, 5, 5));
+        let want = vec![(1, Some(11)), (3, Some(31)), (4, Some(40))];
+        assert_eq!(image.entries, want);
         assert!(store
-            .get(&Checkpoints::part_path(5, "b", 0))
+            .get(&Checkpoints::image_path(5, "b", 0))
             .unwrap()
             .is_none());
+
+        // A later part starting from 5 restores through the image.
+        let next = part(Some(5), 5, 5, &[(4, None)]).encode().unwrap();
+        let read = |at, image| {
+            let path = match image {
+                false => Checkpoints::part_path(at, "a", 0),
+                true => Checkpoints::image_path(at, "a", 0),
+            };
+            Ok(store.get(&path).unwrap().unwrap())
+        };
+        let chain = log::chain(7, next, read).unwrap();
+        let (extra, mut entries): (u32, Vec<(u32, u32)>) =
+            log::decode_state(log::replay(&chain).unwrap()).unwrap();
+        entries.sort();
+        assert_eq!((extra, entries), (5, vec![(1, 11), (3, 31)]));
     }
 
     #[test]

@@ -35,6 +35,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -596,9 +597,9 @@ impl<T: EventTime, K: Hash + Eq + Clone + 'static, A, D: Clone> Windows<T, K, A,
 impl<T, K, A, D> Windows<T, K, A, D>
 where
     T: EventTime,
-    K: Hash + Eq + Clone + crate::checkpoint::StateData,
-    A: crate::checkpoint::StateData,
-    D: Clone + crate::checkpoint::StateData,
+    K: Hash + Eq + Clone + DeserializeOwned + 'static,
+    A: DeserializeOwned,
+    D: Clone + DeserializeOwned + 'static,
 {
     /// Loads the restored checkpoint's parts, keeping the keys this worker owns, with
     /// capabilities (minted from `initial`) at the epoch after the checkpoint.
@@ -610,11 +611,9 @@ where
     ) {
         // A compacted part keeps the entries of the windows its extra lists (open or
         // kept for lateness): a window dropped since is never listed again.
-        aligner.compact_keeping::<Extra<T, D>, (u64, K), (bool, Slot<A>)>(
-            |(open, closed, _, _), (start, _)| {
-                open.iter().any(|(s, _)| s == start) || closed.contains(start)
-            },
-        );
+        aligner.compact_keeping::<Extra<T, D>, (u64, K)>(|(open, closed, _, _), (start, _)| {
+            open.iter().any(|(s, _)| s == start) || closed.contains(start)
+        });
         let Some((epoch, parts)) = aligner.restored_log::<Extra<T, D>, (u64, K), (bool, Slot<A>)>()
         else {
             return;

@@ -25,6 +25,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -255,9 +256,9 @@ impl<'scope, T: EventTime, A: ExchangeData> IntervalJoin<'scope, T, A> for Strea
         let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let mut aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
+                let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
                 kept.logging = true;
-                kept.restore(&mut aligner, &initial[0]);
+                kept.restore(&aligner, &initial[0]);
                 aligner
             });
             move |frontiers| {
@@ -618,20 +619,20 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, A: Serialize, B: Serialize>
 impl<T, K, A, B> Both<T, K, A, B>
 where
     T: EventTime,
-    K: Hash + Eq + Clone + crate::checkpoint::StateData,
-    A: crate::checkpoint::StateData,
-    B: crate::checkpoint::StateData,
+    K: Hash + Eq + Clone + DeserializeOwned,
+    A: DeserializeOwned,
+    B: DeserializeOwned,
 {
     /// Loads the restored checkpoint's parts, keeping the keys this worker owns, each
     /// key's records of one event time holding (from `initial`) the epoch after the
     /// checkpoint.
-    fn restore(&mut self, aligner: &mut Aligner<T, Side<A, B>>, initial: &Capability<T>) {
+    fn restore(&mut self, aligner: &Aligner<T, Side<A, B>>, initial: &Capability<T>) {
+        let ctx = aligner.checkpoints();
         let Some((epoch, parts)) =
             aligner.restored_log::<u64, (K, u64), (Vec<(A, bool)>, Vec<B>)>()
         else {
             return;
         };
-        let ctx = aligner.checkpoints();
         let through: Vec<u64> = parts.iter().map(|(through, _)| *through).collect();
         self.restored_through = restored_through(ctx, &through);
         self.closed_through = self.restored_through;

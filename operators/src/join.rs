@@ -35,6 +35,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -317,14 +318,14 @@ fn restore<T: EventTime, K, A, B>(
     initial: &[Capability<T>],
     size: u64,
 ) where
-    K: Hash + Eq + crate::checkpoint::StateData,
-    A: crate::checkpoint::StateData,
-    B: crate::checkpoint::StateData,
+    K: Hash + Eq + DeserializeOwned + 'static,
+    A: DeserializeOwned,
+    B: DeserializeOwned,
 {
     // A compacted part keeps the entries of the windows its extra lists as open.
-    aligner.compact_keeping::<(Vec<u64>, u64), (u64, K), (Vec<A>, Vec<B>, [u64; 2])>(
-        |(starts, _), (start, _)| starts.contains(start),
-    );
+    aligner.compact_keeping::<(Vec<u64>, u64), (u64, K)>(|(starts, _), (start, _)| {
+        starts.contains(start)
+    });
     let Some((epoch, parts)) =
         aligner.restored_log::<(Vec<u64>, u64), (u64, K), (Vec<A>, Vec<B>, [u64; 2])>()
     else {

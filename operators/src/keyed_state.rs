@@ -231,9 +231,9 @@ impl<'scope, T: EventTime, D: ExchangeData> KeyedState<'scope, T, D> for StreamV
         let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let mut aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
+                let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
                 keyed.logging = true;
-                keyed.restore(&mut aligner, &initial[0], &mut waiting, &*key);
+                keyed.restore(&aligner, &initial[0], &mut waiting, &*key);
                 aligner
             });
             move |frontiers| {
@@ -464,25 +464,20 @@ impl<T: EventTime, K: Hash + Eq + Clone + Serialize, S: Serialize> Keyed<T, K, S
     }
 }
 
-impl<
-        T: EventTime,
-        K: Hash + Eq + Clone + crate::checkpoint::StateData,
-        S: crate::checkpoint::StateData,
-    > Keyed<T, K, S>
-{
+impl<T: EventTime, K: Hash + Eq + Clone + DeserializeOwned, S: DeserializeOwned> Keyed<T, K, S> {
     /// Loads the restored checkpoint's parts, keeping the keys this worker owns, with
     /// their epochs held (from `initial`) at the epoch after the checkpoint.
-    fn restore<D: crate::checkpoint::StateData>(
+    fn restore<D: DeserializeOwned>(
         &mut self,
-        aligner: &mut Aligner<T, D>,
+        aligner: &Aligner<T, D>,
         initial: &Capability<T>,
         waiting: &mut Waiting<T, D>,
         key: &impl Fn(&D) -> K,
     ) {
+        let ctx = aligner.checkpoints();
         let Some((epoch, parts)) = aligner.restored_log::<Extra<T, D>, K, (S, u64, u64)>() else {
             return;
         };
-        let ctx = aligner.checkpoints();
         let since = initial.time().with_epoch(epoch);
         for (waiting_part, states) in parts {
             let states: Vec<StateEntry<K, S>> = states;

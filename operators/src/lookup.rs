@@ -54,6 +54,7 @@ use differential_dataflow::hashable::Hashable;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::TraceReader;
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -398,9 +399,9 @@ where
     builder.build(move |initial| {
         let mut replay = None;
         let mut aligner = checkpoints.map(|ctx| {
-            let mut aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
+            let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
             table.logging = true;
-            replay = table.restore(&mut aligner, &initial[0], &mut pending);
+            replay = table.restore(&aligner, &initial[0], &mut pending);
             aligner
         });
         move |frontiers| {
@@ -578,8 +579,8 @@ impl<K: Hash + Eq + Clone + Serialize, V: Clone + Serialize> Table<K, V> {
 
 impl<K, V> Table<K, V>
 where
-    K: Hash + Eq + Clone + crate::checkpoint::StateData,
-    V: Clone + crate::checkpoint::StateData,
+    K: Hash + Eq + Clone + DeserializeOwned,
+    V: Clone + DeserializeOwned,
 {
     /// Loads the restored checkpoint's histories of the keys this worker owns (by the
     /// exchange's routing, `hash % workers`) and its pending upserts. Returns the
@@ -588,12 +589,12 @@ where
     #[allow(clippy::type_complexity)]
     fn restore<T: EventTime>(
         &mut self,
-        aligner: &mut Aligner<T, (K, Option<V>)>,
+        aligner: &Aligner<T, (K, Option<V>)>,
         initial: &Capability<T>,
         pending: &mut Waiting<T, (K, Option<V>)>,
     ) -> Option<(Capability<T>, Vec<((K, V), T, isize)>)> {
-        let (epoch, parts) = aligner.restored_log::<Pending<T, K, V>, K, History<V>>()?;
         let ctx = aligner.checkpoints();
+        let (epoch, parts) = aligner.restored_log::<Pending<T, K, V>, K, History<V>>()?;
         let owns = |k: &K| k.hashed() % ctx.workers() as u64 == ctx.worker() as u64;
         let cap = initial.delayed(&initial.time().with_epoch(epoch));
         let mut updates = Vec::new();

@@ -477,9 +477,9 @@ where
                 let mut aligner = Aligner::new(ctx, &stage, &initial[held]).waking(wake);
                 open.logging = true;
                 // A compacted part keeps the entries of the windows its extra lists.
-                aligner.compact_keeping::<PartialsExtra, (u64, K), ((), G::Acc, ())>(
-                    |starts, (start, _)| starts.contains(start),
-                );
+                aligner.compact_keeping::<PartialsExtra, (u64, K)>(|starts, (start, _)| {
+                    starts.contains(start)
+                });
                 let ctx = aligner.checkpoints();
                 let parts = restored_partials(ctx, &stage);
                 open.restore(parts, ctx, &initial[0], |a, b| agg.merge(a, b));
@@ -548,9 +548,9 @@ where
             let mut aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
             open.logging = true;
             // A compacted part keeps the entries of the windows its extra lists as open.
-            aligner.compact_keeping::<MergedExtra<T>, (u64, K), (bool, G::Acc, (u32, bool))>(
-                |(open, _, _, _), (start, _)| open.iter().any(|(s, _)| s == start),
-            );
+            aligner.compact_keeping::<MergedExtra<T>, (u64, K)>(|(open, _, _, _), (start, _)| {
+                open.iter().any(|(s, _)| s == start)
+            });
             if let Some((_, parts)) =
                 aligner.restored_log::<MergedExtra<T>, (u64, K), (bool, G::Acc, (u32, bool))>()
             {

@@ -646,28 +646,23 @@ fn extra<T: EventTime, D: Clone>(
     )
 }
 
-impl<
-        K: Hash + Eq + Clone + crate::checkpoint::StateData,
-        T: EventTime,
-        A: crate::checkpoint::StateData,
-    > State<K, T, A>
-{
+impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned> State<K, T, A> {
     /// Loads the restored checkpoint's parts, keeping the keys this worker owns, each
     /// block and waiting batch holding (from `initial`) the epoch after the checkpoint.
-    fn restore<D: crate::checkpoint::StateData>(
+    fn restore<D: DeserializeOwned>(
         &mut self,
-        aligner: &mut Aligner<T, Arrival<D>>,
+        aligner: &Aligner<T, Arrival<D>>,
         initial: &Capability<T>,
         waiting: &mut Waiting<T, D>,
         pending: &mut Waiting<T, D>,
         key: &impl Fn(&D) -> K,
     ) {
+        let ctx = aligner.checkpoints();
         let Some((epoch, parts)) =
             aligner.restored_log::<Extra<T, D>, (K, u64), (A, BTreeMap<u64, A>)>()
         else {
             return;
         };
-        let ctx = aligner.checkpoints();
         let since = initial.time().with_epoch(epoch);
         let through: Vec<u64> = parts.iter().map(|(extra, _)| extra.2).collect();
         self.restored_through = restored_through(ctx, &through);
@@ -786,9 +781,9 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
         let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let mut aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
+                let aligner = Aligner::new(ctx, &name, &initial[held]).waking(wake);
                 state.logging = true;
-                state.restore(&mut aligner, &initial[0], &mut waiting, &mut pending, &*key);
+                state.restore(&aligner, &initial[0], &mut waiting, &mut pending, &*key);
                 aligner
             });
             move |frontiers| {

@@ -44,6 +44,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::empty;
@@ -802,23 +803,23 @@ impl<T: EventTime, K: Hash + Eq + Clone, A, O: Clone> Sessions<T, K, A, O> {
 
     /// Loads the restored checkpoint's parts, keeping the keys this worker owns, with
     /// capabilities (minted from `initial`) at the epoch after the checkpoint.
-    fn restore<D: crate::checkpoint::StateData>(
+    fn restore<D: DeserializeOwned>(
         &mut self,
-        aligner: &mut Aligner<T, Arrival<D>>,
+        aligner: &Aligner<T, Arrival<D>>,
         initial: &Capability<T>,
         pending: &mut Waiting<T, Late<D>>,
         key: &impl Fn(&D) -> K,
     ) where
-        K: crate::checkpoint::StateData,
-        A: crate::checkpoint::StateData,
-        O: crate::checkpoint::StateData,
+        K: DeserializeOwned,
+        A: DeserializeOwned,
+        O: DeserializeOwned,
     {
+        let ctx = aligner.checkpoints();
         let Some((epoch, parts)) =
             aligner.restored_log::<Extra<T, D>, K, (Vec<OpenPart<A, O>>, Vec<Closed<A, O>>)>()
         else {
             return;
         };
-        let ctx = aligner.checkpoints();
         let at = |event: u64| initial.time().with_event(event).with_epoch(epoch);
         let gap = self.gap;
         // At another worker count the least of all parts': the restored sessions, kept
@@ -1023,9 +1024,9 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Session<'scope, T, D>
         let held = crate::checkpoint::hold_output(checkpoints.as_ref(), &mut builder);
         builder.build(move |initial| {
             let mut aligner = checkpoints.map(|ctx| {
-                let mut aligner = Aligner::new(ctx, &op_name, &initial[held]).waking(wake);
+                let aligner = Aligner::new(ctx, &op_name, &initial[held]).waking(wake);
                 state.logging = true;
-                state.restore(&mut aligner, &initial[0], &mut pending, &*key);
+                state.restore(&aligner, &initial[0], &mut pending, &*key);
                 aligner
             });
             move |frontiers| {

@@ -499,9 +499,9 @@ fn an_incremental_part_holds_only_what_changed() {
     );
 }
 
-/// Checks the full parts after the first of operator `name` at `worker`, read as
+/// Checks the images compaction wrote of operator `name`'s chains at `worker`, read as
 /// `LogPart<E, (u64, u8), V>` (entries keyed by window start and key): every entry
-/// belongs to a window the part's extra lists (`listed`). Returns how many it checked.
+/// belongs to a window the image's extra lists (`listed`). Returns how many it checked.
 fn only_listed_windows<E: DeserializeOwned, V: DeserializeOwned>(
     store: &MemStore,
     name: &str,
@@ -510,14 +510,12 @@ fn only_listed_windows<E: DeserializeOwned, V: DeserializeOwned>(
 ) -> usize {
     let mut checked = 0;
     for epoch in 1..30u64 {
-        let path = Checkpoints::part_path(epoch, name, worker);
+        let path = Checkpoints::image_path(epoch, name, worker);
         let Some(bytes) = store.get(&path).unwrap() else {
             continue;
         };
-        let part: LogPart<E, (u64, u8), V> = bincode::deserialize(&bytes).unwrap();
-        if part.base.is_some() {
-            continue;
-        }
+        let part = LogPart::<E, (u64, u8), V>::decode(&bytes).unwrap();
+        assert_eq!(part.base, None, "{path} is full");
         let windows = listed(&part.extra);
         for ((start, key), _) in &part.entries {
             assert!(
@@ -531,7 +529,7 @@ fn only_listed_windows<E: DeserializeOwned, V: DeserializeOwned>(
     checked
 }
 
-/// A run of all `rounds` at `workers`, with full parts every 3 checkpoints: its store
+/// A run of all `rounds` at `workers`, with chains compacted every 3 parts: its store
 /// and the checkpointing operators' names.
 fn run_compacting<F: crash::Build<Result5>>(
     rounds: &[Round<Rec>],
@@ -548,12 +546,12 @@ fn run_compacting<F: crash::Build<Result5>>(
 /// Compaction keeps only what a restore reads. Closed windows' entries are never
 /// removed one by one (a restore skips the windows a part does not list), so a part
 /// compacted from a chain must leave them out, or parts grow with every window ever
-/// opened: over 30 epochs of tumbling windows of 10 ms, 20 keys each, with full parts
-/// every 3, every full part of windows (kept 50 ms for lateness, so most parts are
-/// incremental), of both stages of a pre-aggregation at 2 workers and of a window join
-/// holds only the windows it lists.
+/// opened: over 30 epochs of tumbling windows of 10 ms, 20 keys each, with chains
+/// compacted every 3 parts, every image of windows (kept 50 ms for lateness, so most
+/// parts are incremental), of both stages of a pre-aggregation at 2 workers and of a
+/// window join holds only the windows it lists.
 #[test]
-fn compacted_parts_hold_only_the_windows_still_listed() {
+fn compacted_images_hold_only_the_windows_still_listed() {
     let rounds: Vec<Round<Rec>> = (0..30u64)
         .map(|e| Round {
             watermark: e * 10,
@@ -576,7 +574,7 @@ fn compacted_parts_hold_only_the_windows_still_listed() {
         0,
         |(open, closed, _, _)| open.iter().map(|(s, _)| *s).chain(closed.clone()).collect(),
     );
-    assert!(checked >= 5, "{checked} full parts of windows");
+    assert!(checked >= 5, "{checked} images of windows");
 
     // At 2 workers (the lagging one reads every third round) epochs are sealed in
     // bursts, and an operator takes only the newest checkpoint of a burst: runs are
@@ -612,7 +610,7 @@ fn compacted_parts_hold_only_the_windows_still_listed() {
             break;
         }
     }
-    assert!(checked >= 20, "{checked} full parts of the pre-aggregation");
+    assert!(checked >= 20, "{checked} images of the pre-aggregation");
 
     let (store, names) = run_compacting(
         &rounds,
@@ -632,7 +630,7 @@ fn compacted_parts_hold_only_the_windows_still_listed() {
         0,
         |(starts, _)| starts.clone(),
     );
-    assert!(checked >= 5, "{checked} full parts of the join");
+    assert!(checked >= 5, "{checked} images of the join");
 }
 
 /// Workers close a window at their own pace: two workers' parts of one checkpoint may

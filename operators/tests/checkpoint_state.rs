@@ -137,12 +137,12 @@ fn check_keyed(rounds: &[Round<Rec>], cut: usize, ttl: u64, after: usize, pick: 
     );
 }
 
-/// Chains are compacted: with `full_every` 3, every third part is full (made so by the
-/// writer from the chain it ends), every other part builds on the one before and names
-/// the chain's full part as its `from` (so a restore reads at most 3 parts), and
+/// Chains are compacted: with `full_every` 3, only the first part is full, every later
+/// one builds on the one before, the chain of each starts at the first part or at an
+/// image the compaction thread wrote (so a restore reads at most 6 parts), and
 /// restoring each checkpoint is exact.
 #[test]
-fn every_third_part_is_compacted_and_a_restore_reads_at_most_three() {
+fn chains_are_compacted_into_images_and_a_restore_reads_at_most_six_parts() {
     // 40 keys in every epoch, most of them unchanged in any one.
     let rounds: Vec<Round<Rec>> = (0..12u64)
         .map(|e| Round {
@@ -191,22 +191,35 @@ fn every_third_part_is_compacted_and_a_restore_reads_at_most_three() {
         if let Some(bytes) = store.get(&Checkpoints::part_path(epoch, name, 0)).unwrap() {
             // A part begins with its base and its `from`.
             let (base, from): (Option<u64>, u64) = bincode::deserialize(&bytes).unwrap();
-            parts.push((epoch, base, from));
+            let image = store.get(&Checkpoints::image_path(epoch, name, 0)).unwrap();
+            parts.push((epoch, base, from, image.is_some()));
         }
     }
     assert!(parts.len() >= 8, "parts {parts:?}");
-    for (i, &(epoch, base, from)) in parts.iter().enumerate() {
-        if i % 3 == 0 {
-            assert_eq!((base, from), (None, epoch), "part {i} is full: {parts:?}");
-        } else {
-            let (before, chain) = (parts[i - 1].0, parts[i - i % 3].0);
-            assert_eq!(
-                (base, from),
-                (Some(before), chain),
-                "part {i} builds on the one before: {parts:?}"
-            );
-        }
+    assert_eq!(parts[0].1, None, "the first part is full: {parts:?}");
+    for (i, &(epoch, base, from, _)) in parts.iter().enumerate().skip(1) {
+        assert_eq!(
+            base,
+            Some(parts[i - 1].0),
+            "part {epoch} builds on the one before"
+        );
+        // The chain starts at the first part or at an image, at most 6 parts back.
+        let start = parts.iter().position(|p| p.0 == from).expect("a part");
+        assert!(
+            start == 0 || parts[start].3,
+            "part {epoch} starts at {from}: {parts:?}"
+        );
+        assert!(
+            i - start < 6,
+            "part {epoch} reads back to {from}: {parts:?}"
+        );
     }
+    let images = parts.iter().filter(|p| p.3).count();
+    assert!(images >= 2, "{images} images: {parts:?}");
+    assert!(
+        parts.iter().any(|&(_, _, from, _)| from > parts[0].0),
+        "no chain starts at an image: {parts:?}"
+    );
 }
 
 /// `pick`s that restore a late checkpoint of the first run when it wrote several (see
@@ -466,9 +479,11 @@ fn a_restore_refuses_an_operator_with_parts_from_only_some_workers() {
         entries: vec![(1, Some(1))],
     };
     // Both workers wrote `whole`; only worker 0 wrote `torn`.
-    assert!(at(0, None).write("whole", 3, &part));
-    assert!(at(1, None).write("whole", 3, &part));
-    assert!(at(0, None).write("torn", 3, &part));
+    let bytes = part.encode().unwrap();
+    let put = |name, worker| store.put(&Checkpoints::part_path(3, name, worker), &bytes);
+    put("whole", 0).unwrap();
+    put("whole", 1).unwrap();
+    put("torn", 0).unwrap();
     let restore = Some(Restore {
         epoch: 3,
         workers: 2,
@@ -488,7 +503,8 @@ fn a_restore_refuses_an_operator_with_parts_from_only_some_workers() {
         .unwrap();
     assert!(message.contains("from 1 of its 2 workers"), "{message}");
     let torn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ctx.read_all::<LogPart<(), u8, u8>>("torn")
+        // A part's base and `from`.
+        ctx.read_all::<(Option<u64>, u64)>("torn")
     }));
     assert!(torn.is_err());
 }
