@@ -54,7 +54,8 @@ impl TimedDir {
         self.dir.root().to_path_buf()
     }
 
-    /// Every part written so far.
+    /// Every part written so far, and every compacted image (`….full`, counted with
+    /// the checkpoint of the part it stands for).
     pub fn written(&self) -> Vec<Written> {
         self.written.lock().unwrap().clone()
     }

@@ -128,9 +128,10 @@ pub struct CheckpointArgs {
     /// Keep this many complete checkpoints; older ones are deleted.
     #[arg(long, default_value_t = CheckpointConfig::default().retain)]
     pub checkpoint_retain: usize,
-    /// Each stateful operator's part holds what changed and one share of its state, so
-    /// that this many parts in a row hold all of it and a restore reads at most this
-    /// many (1: the whole state every time).
+    /// Each stateful operator's part holds what changed; every this many parts a
+    /// thread beside the worker compacts the chain into a full image, so a restore
+    /// reads an image and at most twice this many parts (1: the whole state every
+    /// time).
     #[arg(long, default_value_t = CheckpointConfig::default().full_every)]
     pub checkpoint_full_every: u64,
     /// Restore even if the checkpoint holds state of operators this job no longer has

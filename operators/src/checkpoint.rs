@@ -34,14 +34,16 @@
 //! incremental part naming the previous one as its base and holding only the entries
 //! changed since. The worker's cost of a part therefore follows the rate of change,
 //! not the size of the state. Every [`Checkpoints::full_every`]-th part of a chain is
-//! *compacted* off the worker: the writer thread reads the chain's earlier parts back
-//! from the store, replays them with the new one, and writes the result as a full part
-//! in its place (see [`Aligner::restored_log`], which tells it how to read them). A
-//! chain is thus at most `full_every` parts long, a restore reads no more than that
-//! many per operator and worker, and every part a checkpoint needs is at most
-//! `(full_every - 1) * every` epochs older than it ([`chain_from`]), which is what
-//! retention keeps. The worker never writes the whole state again after the first part
-//! (unless most of it changed, or its operator cannot be compacted).
+//! *compacted* off the worker and off the part's acknowledgement: once the part is
+//! written, a compaction thread reads the chain back from the store, replays it, and
+//! writes the result beside the part as its *image* ([`Checkpoints::image_path`]), the
+//! full part the chain stands for (keeping the entries [`Aligner::compact_keeping`]
+//! says are live). Once the image is durable, later parts start their chain there: a
+//! restore reads the newest part, follows the bases back to the chain's start (its
+//! `from`) and reads the image there. A chain never holds more than `2 * full_every`
+//! parts (an operator whose compaction is still running then waits for it), so every
+//! part a checkpoint needs is at most `(2 * full_every - 1) * every` epochs older than
+//! it ([`chain_from`]), which is what retention keeps.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -68,9 +70,9 @@ pub use log::LogPart;
 /// taken at one number of workers restores at another (up to `KEY_GROUPS` workers).
 pub const KEY_GROUPS: u64 = 256;
 
-/// How many parts a chain holds at most (a full part and the incremental ones building
-/// on it), unless told: every this many parts the writer thread compacts the chain into
-/// a full part.
+/// How many parts of a chain (from a full part or an image, and the incremental ones
+/// building on it) are compacted into an image, unless told; a chain holds at most
+/// twice as many.
 pub const DEFAULT_FULL_EVERY: u64 = 10;
 
 /// How many entries an operator capturing its part in steps captures per activation,
@@ -84,7 +86,7 @@ pub struct LogStart {
     base: Option<u64>,
     from: u64,
     want: Want,
-    /// The writer thread makes the part full by compacting its chain.
+    /// Once written, the part's chain is compacted into its image.
     compact: bool,
 }
 
@@ -403,8 +405,8 @@ impl Checkpoints {
         self.0.capture_step.get()
     }
 
-    /// How many parts a chain holds at most: every this many, an operator's part is
-    /// full (compacted by the writer thread where it can be).
+    /// Every this many parts, an operator's chain is compacted into a full image, off
+    /// the worker; a chain holds at most twice as many.
     pub fn full_every(&self) -> u64 {
         self.0.full_every.get()
     }
@@ -977,7 +979,7 @@ pub struct Aligner<T: EventTime, D> {
     chain: VecDeque<u64>,
     /// The part whose chain is being compacted into its image, if any.
     compacting: Option<u64>,
-    /// Which entries the writer thread keeps when it compacts this operator's chains
+    /// Which entries the compaction thread keeps when it compacts this operator's chains
     /// (see [`Aligner::compact_keeping`]); every one if `None`.
     live: Option<Live>,
     /// Answers of the writer thread, and how many parts it still has of this operator.
@@ -1293,7 +1295,7 @@ impl<T: EventTime, D> Aligner<T, D> {
     /// through [`Want::pick`]: every entry for a full part — at the operator's first
     /// part and after a failed write — else those changed since the last part. Every
     /// [`Checkpoints::full_every`]-th part of a chain is compacted into a full one by
-    /// the writer thread (see [`Aligner::compact_keeping`]). Either way the operator
+    /// the compaction thread (see [`Aligner::compact_keeping`]). Either way the operator
     /// then forgets what changed: after a failure the next part is full.
     pub fn write_log<E: Serialize, K: Serialize, V: Serialize>(
         &mut self,
@@ -1376,7 +1378,7 @@ impl<T: EventTime, D> Aligner<T, D> {
     }
 
     /// The bookkeeping of a part at `epoch`: full, or building on the last part and
-    /// then whether the writer thread compacts its chain; the oldest part a restore
+    /// then whether its chain is to be compacted; the oldest part a restore
     /// reads with it. The aligner moves on to the next checkpoint epoch.
     fn begin(&mut self, epoch: u64, mostly_changed: bool) -> LogStart {
         self.started = true;
@@ -1435,7 +1437,7 @@ impl<T: EventTime, D> Aligner<T, D> {
         Some((restore.epoch + 1, self.ctx.read_log(&self.name)))
     }
 
-    /// Has the writer thread keep, when it compacts this operator's chains of parts,
+    /// Has the compaction thread keep, when it compacts this operator's chains of parts,
     /// only the entries `live` says are, given the newest part's extra (read as an
     /// `E`; keys as `K`): an operator whose restore ignores some entries, such as
     /// those of windows closed since, rather than removing them one by one, must, or

@@ -100,8 +100,8 @@ struct Args {
     /// Run the job without checkpoints (state in memory only), to see what they cost.
     #[arg(long)]
     no_checkpoints: bool,
-    /// Each stateful operator writes its whole state every this many checkpoints (the
-    /// job's `--checkpoint-full-every`), only what changed in between.
+    /// Each stateful operator's chain of parts (what changed) is compacted into a full
+    /// image every this many checkpoints (the job's `--checkpoint-full-every`).
     #[arg(long, default_value_t = freshet::checkpoint::CheckpointConfig::default().full_every)]
     checkpoint_full_every: u64,
     /// Write decisions exactly once (`--exactly-once`): each waits for its checkpoint,

@@ -189,10 +189,11 @@ mod tests {
     fn parts_a_kept_checkpoint_builds_on_are_kept() {
         let local = LocalDir::open(&dir("chains")).unwrap();
         let store: &dyn Store = &local;
-        // A checkpoint every 5 epochs, full parts every 3: 19 builds on 14 and 9.
-        for epoch in [4u64, 9, 14, 19, 24] {
+        // A checkpoint every 5 epochs, chains compacted every 2 parts (so at most 4
+        // parts long): 29 may build on parts back to 14.
+        for epoch in [4u64, 9, 14, 19, 24, 29, 34] {
             store.put(&format!("epoch-{epoch:020}/t/0"), b"x").unwrap();
-            let from = freshet_operators::checkpoint::chain_from(epoch, 5, 3);
+            let from = freshet_operators::checkpoint::chain_from(epoch, 5, 2);
             store
                 .put_manifest(&Manifest::new(epoch, from, 1, vec!["t".into()]))
                 .unwrap();
@@ -200,9 +201,11 @@ mod tests {
         store.retain(2).unwrap();
         let mut left: Vec<u64> = store.manifests().unwrap();
         left.sort();
-        assert_eq!(left, vec![19, 24], "manifests past retention go");
-        assert!(!local.exists(&format!("epoch-{:020}/t/0", 4)));
-        for kept in [9u64, 14, 19, 24] {
+        assert_eq!(left, vec![29, 34], "manifests past retention go");
+        for gone in [4u64, 9] {
+            assert!(!local.exists(&format!("epoch-{gone:020}/t/0")), "{gone}");
+        }
+        for kept in [14u64, 19, 24, 29, 34] {
             assert!(local.exists(&format!("epoch-{kept:020}/t/0")), "{kept}");
         }
     }

@@ -24,7 +24,7 @@ pub struct Manifest {
 }
 
 /// The current part format.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 
 impl Manifest {
     /// The manifest of checkpoint `epoch`, written by `workers` workers, whose parts

@@ -44,8 +44,9 @@ pub struct CheckpointConfig {
     /// How many complete checkpoints are kept; older ones are deleted (and the parts
     /// the oldest kept one builds on are kept).
     pub retain: usize,
-    /// Stateful operators write what changed and, again, one `1/full_every` share of
-    /// their state in each (incremental) part: a restore reads at most this many parts.
+    /// Stateful operators write what changed in each (incremental) part, and every
+    /// this many parts their chain is compacted into a full image off the worker: a
+    /// restore reads an image and at most `2 * full_every - 1` parts after it.
     pub full_every: u64,
     /// Restore even if the checkpoint holds state of operators the job no longer has
     /// (that state is dropped). Without it such a restore is refused.

@@ -194,7 +194,12 @@ pub(crate) fn chain(
                         "the image of checkpoint part {at} is not a full part"
                     )));
                 }
-                *chain.last_mut().expect("a part") = image;
+                let last = chain.len() - 1;
+                chain[last] = if last == 0 {
+                    image
+                } else {
+                    without_extra(&image)?
+                };
             }
             break;
         }
@@ -209,9 +214,24 @@ pub(crate) fn chain(
         }
         let part = read(at, false)?;
         base = Raw::header(&part)?.0;
-        chain.push(part);
+        chain.push(without_extra(&part)?);
     }
     Ok(chain)
+}
+
+/// `part` without its extra, which only the newest part of a chain is read for: an
+/// operator's unkeyed state (records waiting for a watermark or a table) can be much
+/// larger than its changes, and a chain holds up to `2 * full_every` parts.
+fn without_extra(part: &[u8]) -> Result<Vec<u8>> {
+    let (_, _, mut c) = Raw::header(part)?;
+    let head = part.len() - c.0.len();
+    c.field()?;
+    let rest = c.0;
+    let mut out = Vec::with_capacity(head + 8 + rest.len());
+    out.extend_from_slice(&part[..head]);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(rest);
+    Ok(out)
 }
 
 /// The state `chain` (newest first) holds: the newest part's extra and every live
