@@ -54,8 +54,8 @@ impl TimedDir {
         self.dir.root().to_path_buf()
     }
 
-    /// Every part written so far, and every compacted image (`….full`, counted with
-    /// the checkpoint of the part it stands for).
+    /// Every part written so far (compacted images, written later off the worker, are
+    /// not counted: a checkpoint is its parts).
     pub fn written(&self) -> Vec<Written> {
         self.written.lock().unwrap().clone()
     }
@@ -70,6 +70,9 @@ impl StateStore for TimedDir {
     fn put(&self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
         let started = Instant::now();
         self.dir.put(path, bytes)?;
+        if Checkpoints::is_image_path(path) {
+            return Ok(());
+        }
         self.written.lock().unwrap().push(Written {
             path: path.to_string(),
             bytes: bytes.len(),

@@ -322,6 +322,11 @@ impl Checkpoints {
         format!("{}.full", Self::part_path(epoch, name, worker))
     }
 
+    /// Whether `path` is that of an image ([`Checkpoints::image_path`]), not a part.
+    pub fn is_image_path(path: &str) -> bool {
+        path.ends_with(".full")
+    }
+
     /// A checkpoint is taken every this many epochs.
     pub fn every(&self) -> u64 {
         self.0.every

@@ -242,9 +242,13 @@ pub(crate) type Replayed<'a> = (&'a [u8], Vec<(&'a [u8], &'a [u8])>);
 pub(crate) fn replay(chain: &[Vec<u8>]) -> Result<Replayed<'_>> {
     let parts: Vec<Raw<'_>> = chain.iter().map(|p| Raw::parse(p)).collect::<Result<_>>()?;
     let extra = parts.first().map_or(&[][..], |p| p.extra);
-    if let [only] = &parts[..] {
-        let entries = only.entries.iter().filter_map(|&(k, v)| Some((k, v?)));
-        return Ok((extra, entries.collect()));
+    // The chain's start (a full part or an image) holds each key once: with nothing
+    // changed after it, it is the state as it is (no map to build).
+    if let [newer @ .., start] = &parts[..] {
+        if newer.iter().all(|p| p.entries.is_empty()) {
+            let entries = start.entries.iter().filter_map(|&(k, v)| Some((k, v?)));
+            return Ok((extra, entries.collect()));
+        }
     }
     let size = parts.last().map_or(0, |p| p.entries.len());
     let mut last: FxHashMap<&[u8], Option<&[u8]>> =
