@@ -75,6 +75,9 @@ pub const KEY_GROUPS: u64 = 256;
 /// twice as many.
 pub const DEFAULT_FULL_EVERY: u64 = 10;
 
+/// What an image's path adds to its part's (see [`Checkpoints::image_path`]).
+const IMAGE_SUFFIX: &str = ".full";
+
 /// How many entries an operator capturing its part in steps captures per activation,
 /// unless told: a few hundred microseconds of the worker at a time.
 pub const DEFAULT_CAPTURE_STEP: usize = 512;
@@ -319,12 +322,12 @@ impl Checkpoints {
     /// The path of the compacted image of that part: the full part its chain stands
     /// for, written later by the compaction thread.
     pub fn image_path(epoch: u64, name: &str, worker: usize) -> String {
-        format!("{}.full", Self::part_path(epoch, name, worker))
+        format!("{}{IMAGE_SUFFIX}", Self::part_path(epoch, name, worker))
     }
 
     /// Whether `path` is that of an image ([`Checkpoints::image_path`]), not a part.
     pub fn is_image_path(path: &str) -> bool {
-        path.ends_with(".full")
+        path.ends_with(IMAGE_SUFFIX)
     }
 
     /// A checkpoint is taken every this many epochs.
@@ -557,28 +560,17 @@ impl Checkpoints {
         let mut logs = Vec::new();
         for worker in 0..restore.workers {
             let path = Self::part_path(restore.epoch, name, worker);
-            let got = |path: &str| {
-                self.0
-                    .store
-                    .get(path)
-                    .unwrap_or_else(|e| panic!("checkpoint part {path} cannot be read: {e}"))
-            };
+            let newest = self
+                .0
+                .store
+                .get(&path)
+                .unwrap_or_else(|e| panic!("checkpoint part {path} cannot be read: {e}"));
             // None: the operator wrote no part (it is new), it starts empty.
-            let Some(newest) = got(&path) else {
+            let Some(newest) = newest else {
                 continue;
             };
-            let read = |epoch, image| {
-                let path = match image {
-                    false => Self::part_path(epoch, name, worker),
-                    true => Self::image_path(epoch, name, worker),
-                };
-                got(&path).ok_or_else(|| {
-                    std::io::Error::other(format!(
-                        "checkpoint part {path}, which a later part builds on, is missing"
-                    ))
-                })
-            };
-            let state = log::chain(restore.epoch, newest, read)
+            let store = &*self.0.store;
+            let state = read_chain(store, name, worker, restore.epoch, newest)
                 .and_then(|chain| log::decode_state(log::replay(&chain)?));
             let log = state.unwrap_or_else(|e| {
                 panic!("checkpoint part {path} and its bases cannot be restored: {e}")
@@ -720,12 +712,10 @@ fn compact_images(store: &dyn StateStore, queue: mpsc::Receiver<Compaction>) {
     }
 }
 
-/// Writes the image of the chain `compaction` names (see [`compact_chain`]) and
-/// answers the operator.
+/// Writes the image of the chain `compaction` names and answers the operator.
 fn compact_image(store: &dyn StateStore, c: Compaction) {
     let (name, worker, epoch) = (&c.name, c.worker, c.epoch);
-    let result = compact_chain(store, name, worker, epoch, c.newest, c.live.as_ref())
-        .and_then(|image| store.put(&Checkpoints::image_path(epoch, name, worker), &image));
+    let result = write_image(store, name, worker, epoch, c.newest, c.live.as_ref());
     let _ = c.reply.send(Written {
         epoch,
         image: true,
@@ -736,17 +726,31 @@ fn compact_image(store: &dyn StateStore, c: Compaction) {
     }
 }
 
-/// The image of operator `name`'s part of `epoch` at `worker`, `newest`: the full part
-/// its chain stands for, read back from `store` (parts, and the image it starts from),
-/// replayed and kept as `live` says (see [`log::compact`]).
-fn compact_chain(
+/// Writes the image of operator `name`'s part of `epoch` at `worker`, `newest`: the
+/// full part its chain stands for, replayed and kept as `live` says (see
+/// [`log::compact`]).
+fn write_image(
     store: &dyn StateStore,
     name: &str,
     worker: usize,
     epoch: u64,
     newest: Vec<u8>,
     live: Option<&Live>,
-) -> std::io::Result<Vec<u8>> {
+) -> std::io::Result<()> {
+    let chain = read_chain(store, name, worker, epoch, newest)?;
+    let image = log::compact(epoch, &chain, live)?;
+    store.put(&Checkpoints::image_path(epoch, name, worker), &image)
+}
+
+/// The chain of operator `name`'s parts at `worker` that ends in `newest`, its part of
+/// `epoch`: read back from `store` (see [`log::chain`]).
+fn read_chain(
+    store: &dyn StateStore,
+    name: &str,
+    worker: usize,
+    epoch: u64,
+    newest: Vec<u8>,
+) -> std::io::Result<Vec<Vec<u8>>> {
     let read = |at, image| {
         let path = match image {
             false => Checkpoints::part_path(at, name, worker),
@@ -754,11 +758,11 @@ fn compact_chain(
         };
         store.get(&path)?.ok_or_else(|| {
             std::io::Error::other(format!(
-                "checkpoint part {path}, which a part being compacted builds on, is missing"
+                "checkpoint part {path}, which a later part builds on, is missing"
             ))
         })
     };
-    log::compact(epoch, newest, read, live)
+    log::chain(epoch, newest, read)
 }
 
 /// The greatest checkpoint epoch at or below `epoch` on the grid of a checkpoint every
@@ -1174,8 +1178,8 @@ impl<T: EventTime, D> Aligner<T, D> {
     }
 
     /// Gives the part of `epoch` (or why it could not be made) to the writer thread,
-    /// or writes it inline if there is none; `compact`: it is to be made full by
-    /// compacting its chain.
+    /// or writes it inline if there is none; `compact`: once written, its chain is
+    /// compacted into its image.
     fn hand_over(&mut self, epoch: u64, full: bool, compact: bool, part: std::io::Result<Encoded>) {
         let writer = self.ctx.0.writer.borrow().clone();
         let Some(writer) = writer else {
@@ -1187,10 +1191,7 @@ impl<T: EventTime, D> Aligner<T, D> {
                 if let Some(newest) = newest {
                     let (store, worker) = (&*self.ctx.0.store, self.ctx.worker());
                     let live = self.live.as_ref();
-                    let result = compact_chain(store, &self.name, worker, epoch, newest, live)
-                        .and_then(|image| {
-                            store.put(&Checkpoints::image_path(epoch, &self.name, worker), &image)
-                        });
+                    let result = write_image(store, &self.name, worker, epoch, newest, live);
                     self.compacted(epoch, result);
                 }
             } else {
@@ -1389,7 +1390,8 @@ impl<T: EventTime, D> Aligner<T, D> {
         self.started = true;
         self.next = self.ctx.at_or_after(epoch + 1);
         let n = self.ctx.full_every().max(1) as usize;
-        if self.last.is_some() && self.chain.len() + 1 >= 2 * n {
+        let too_long = |chain: &VecDeque<u64>| chain.len() + 1 >= 2 * n;
+        if self.last.is_some() && too_long(&self.chain) {
             // The chain may grow no longer: its compaction must be done first.
             while self.compacting.is_some() {
                 match self.acks.1.recv() {
@@ -1398,9 +1400,10 @@ impl<T: EventTime, D> Aligner<T, D> {
                 }
             }
         }
+        // Still too long if the compaction failed: a full part then.
         let base = self
             .last
-            .filter(|_| !mostly_changed && n > 1 && self.chain.len() + 1 < 2 * n);
+            .filter(|_| !mostly_changed && n > 1 && !too_long(&self.chain));
         // Every `n` parts the chain is compacted (one compaction at a time).
         let compact = base.is_some() && self.compacting.is_none() && self.chain.len() >= n;
         // The base of the next part, unless this one fails (`hand_over` then forgets
@@ -1667,14 +1670,7 @@ mod tests {
 
         // A later part starting from 5 restores through the image.
         let next = part(Some(5), 5, 5, &[(4, None)]).encode().unwrap();
-        let read = |at, image| {
-            let path = match image {
-                false => Checkpoints::part_path(at, "a", 0),
-                true => Checkpoints::image_path(at, "a", 0),
-            };
-            Ok(store.get(&path).unwrap().unwrap())
-        };
-        let chain = log::chain(7, next, read).unwrap();
+        let chain = read_chain(&store, "a", 0, 7, next).unwrap();
         let (extra, mut entries): (u32, Vec<(u32, u32)>) =
             log::decode_state(log::replay(&chain).unwrap()).unwrap();
         entries.sort();

@@ -570,14 +570,14 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
             }
             return Some((start, entries, spent));
         }
-        let entries = removed.iter().map(|k| (k.clone(), None)).collect();
+        let entries = removed.into_iter().map(|k| (k, None)).collect();
         self.capture = Some(Capture {
             part,
             start,
             todo: changed,
             next: 0,
             entries,
-            spent: vec![removed],
+            spent: Vec::new(),
         });
         None
     }

@@ -92,6 +92,12 @@ fn field<S: Serialize + ?Sized>(out: &mut Vec<u8>, value: &S) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes`, already encoded, after their length (as [`field`] writes a value).
+fn encoded(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
 /// `bytes` decoded as an `S`.
 fn decode<S: DeserializeOwned>(bytes: &[u8]) -> Result<S> {
     bincode::deserialize(bytes).map_err(Error::other)
@@ -229,7 +235,7 @@ fn without_extra(part: &[u8]) -> Result<Vec<u8>> {
     let rest = c.0;
     let mut out = Vec::with_capacity(head + 8 + rest.len());
     out.extend_from_slice(&part[..head]);
-    out.extend_from_slice(&0u64.to_le_bytes());
+    encoded(&mut out, &[]);
     out.extend_from_slice(rest);
     Ok(out)
 }
@@ -294,16 +300,10 @@ where
     })
 }
 
-/// The full part at `epoch` that the chain ending in `newest` stands for: replayed,
-/// keeping the entries `live` says are (every one without it).
-pub(crate) fn compact(
-    epoch: u64,
-    newest: Vec<u8>,
-    read: impl FnMut(u64, bool) -> Result<Vec<u8>>,
-    live: Option<&Live>,
-) -> Result<Vec<u8>> {
-    let chain = chain(epoch, newest, read)?;
-    let (extra, mut entries) = replay(&chain)?;
+/// The full part at `epoch` that `chain` (newest first, see [`chain`]) stands for:
+/// replayed, keeping the entries `live` says are (every one without it).
+pub(crate) fn compact(epoch: u64, chain: &[Vec<u8>], live: Option<&Live>) -> Result<Vec<u8>> {
+    let (extra, mut entries) = replay(chain)?;
     if let Some(live) = live {
         let keep = live(extra)?;
         let mut kept = Vec::with_capacity(entries.len());
@@ -317,15 +317,12 @@ pub(crate) fn compact(
     let size: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 17).sum();
     let mut out = Vec::with_capacity(size + extra.len() + 32);
     header(&mut out, None, epoch);
-    out.extend_from_slice(&(extra.len() as u64).to_le_bytes());
-    out.extend_from_slice(extra);
+    encoded(&mut out, extra);
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     for (k, v) in entries {
-        out.extend_from_slice(&(k.len() as u64).to_le_bytes());
-        out.extend_from_slice(k);
+        encoded(&mut out, k);
         out.push(1);
-        out.extend_from_slice(&(v.len() as u64).to_le_bytes());
-        out.extend_from_slice(v);
+        encoded(&mut out, v);
     }
     Ok(out)
 }
