@@ -8,6 +8,10 @@
 //! hasher Freshet's operators use, a stricter reference), and prints the rates and
 //! ratios.
 //!
+//! `--rolling-ms R` runs a rolling (OVER) window instead, on arrival: for every event,
+//! the count and sum of its key's events in the `R` ms up to it (one result per event;
+//! no reference loop).
+//!
 //! `--checkpoint-dir DIR --checkpoint-epochs K` checkpoints the window state into DIR
 //! every K epochs (the operator's part of the checkpoint protocol: epoch alignment,
 //! serialization, a durable write): compare with the same run without it.
@@ -29,12 +33,14 @@ use clap::Parser;
 use freshet::operators::aggregate::Aggregator;
 use freshet::operators::event_frontier;
 use freshet::operators::unconnected::Watch;
+use freshet::operators::{Rolling, RollingMode};
 use freshet::Tumble;
 use freshet_benches::checkpoints::{self, TimedDir};
 use freshet_benches::cluster::{wait_step, ClusterArgs, Label};
 use freshet_benches::input::Feeder;
 use freshet_benches::report::Line;
 use freshet_benches::windowed::{hashmap_loop, Hasher, KeyedEvent, Split, Workload};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Inspect, Probe};
 
 /// `(count, sum)` of the values: the fold below, with a merge for pre-aggregation.
@@ -97,6 +103,10 @@ struct Args {
     /// `tumble_preaggregate` (partial accumulators exchanged).
     #[arg(long)]
     no_preagg: bool,
+    /// A rolling window of this many ms (on arrival, one result per event) instead of
+    /// tumbling windows.
+    #[arg(long, value_name = "R")]
+    rolling_ms: Option<u64>,
     /// Checkpoint the window state into this directory (a fresh subdirectory per run)
     /// every `--checkpoint-epochs` epochs; without it, state stays in memory.
     #[arg(long, value_name = "DIR")]
@@ -133,6 +143,7 @@ fn main() -> anyhow::Result<()> {
     let (window_ms, ooo, round, tick) =
         (args.window_ms, args.disorder_ms, args.round, args.tick_ms);
     let preagg = !args.no_preagg;
+    let rolling = args.rolling_ms;
     let multi_process = args.cluster.processes > 1;
     let split = args.split;
     let store = match &args.checkpoint_dir {
@@ -156,23 +167,38 @@ fn main() -> anyhow::Result<()> {
             let watch = watched.then(|| Watch::start(scope.worker()));
             let (feeder, stream) = Feeder::<KeyedEvent>::new(&scope, ooo, 200);
             let feeder = feeder.tick(tick);
-            let results = if preagg {
-                stream.tumble_preaggregate("count-sum", window_ms, |e: &KeyedEvent| e.key, CountSum)
+            let results = if let Some(range) = rolling {
+                // One result per event, counted as a window of one.
+                stream
+                    .rolling_aggregate(
+                        "count-sum",
+                        range,
+                        RollingMode::OnArrival,
+                        |e: &KeyedEvent| e.key,
+                        CountSum,
+                    )
+                    .map(|_| 1)
+            } else if preagg {
+                stream
+                    .tumble_preaggregate("count-sum", window_ms, |e: &KeyedEvent| e.key, CountSum)
+                    .map(|r| r.value.0)
             } else {
-                stream.tumble_fold(
-                    "count-sum",
-                    window_ms,
-                    |e: &KeyedEvent| e.key,
-                    |acc: &mut (u64, u64), e: &KeyedEvent| {
-                        acc.0 += 1;
-                        acc.1 += e.value;
-                    },
-                )
+                stream
+                    .tumble_fold(
+                        "count-sum",
+                        window_ms,
+                        |e: &KeyedEvent| e.key,
+                        |acc: &mut (u64, u64), e: &KeyedEvent| {
+                            acc.0 += 1;
+                            acc.1 += e.value;
+                        },
+                    )
+                    .map(|r| r.value.0)
             };
             let (probe, _) = results
-                .inspect(move |r| {
+                .inspect(move |counted| {
                     let (n, c) = mc.get();
-                    mc.set((n + 1, c + r.value.0));
+                    mc.set((n + 1, c + counted));
                 })
                 .probe();
             if let Some(watch) = watch {
@@ -219,6 +245,8 @@ fn main() -> anyhow::Result<()> {
         .field("config", args.cluster.label())
         .field("tick_ms", args.tick_ms)
         .field("preagg", preagg)
+        .field("rolling_ms", rolling.unwrap_or(0))
+        .field("event_time_s", args.seconds)
         .field("watch_unconnected", watched)
         .field("round", args.round)
         .field("split", format!("{:?}", args.split))
@@ -245,7 +273,7 @@ fn main() -> anyhow::Result<()> {
             "window counts do not add up to the events"
         );
     }
-    if args.cluster.process == 0 && !args.no_reference {
+    if args.cluster.process == 0 && !args.no_reference && rolling.is_none() {
         let all = w.share(0, 1, Split::RoundRobin);
         for (hasher, label) in [(Hasher::Std, "std"), (Hasher::Fx, "fx")] {
             let mut n_windows = 0u64;
