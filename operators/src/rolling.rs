@@ -45,8 +45,8 @@
 //! record (see [`crate::checkpoint::restored_through`]).
 
 use std::cell::Cell;
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -306,6 +306,52 @@ struct Block<T, A> {
     listed: u64,
 }
 
+/// A key's blocks, by block index in a sorted deque: a query reads a run of them from
+/// contiguous memory, new blocks come at the back and old ones leave at the front.
+struct Blocks<B>(VecDeque<(u64, B)>);
+
+impl<B> Default for Blocks<B> {
+    fn default() -> Self {
+        Blocks(VecDeque::new())
+    }
+}
+
+impl<B> Blocks<B> {
+    /// Where block `index` is (`Ok`), or would go (`Err`).
+    #[inline]
+    fn search(&self, index: u64) -> Result<usize, usize> {
+        // Most lookups are for the newest blocks.
+        match self.0.back() {
+            Some((last, _)) if *last < index => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&index, |(i, _)| *i),
+        }
+    }
+
+    fn get_mut(&mut self, index: u64) -> Option<&mut B> {
+        let at = self.search(index).ok()?;
+        Some(&mut self.0[at].1)
+    }
+
+    fn remove(&mut self, index: u64) -> Option<B> {
+        let at = self.search(index).ok()?;
+        self.0.remove(at).map(|(_, b)| b)
+    }
+
+    /// The blocks with index in `[lo, hi]`, in order.
+    #[inline]
+    fn range(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, &B)> {
+        let from = self.0.partition_point(|(i, _)| *i < lo);
+        self.0
+            .range(from..)
+            .take_while(move |(i, _)| *i <= hi)
+            .map(|(i, b)| (*i, b))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// One block as an entry of a part: `None` if it was dropped.
 type PartEntry<K, A> = ((K, u64), Option<Shared<A>>);
 
@@ -337,7 +383,7 @@ fn lifted<T: EventTime>(since: T, lifted: Option<u64>) -> T {
 /// Every key's blocks, when to drop them, and the capabilities held for them.
 struct State<K, T: EventTime, A> {
     width: u64,
-    keys: FxHashMap<K, BTreeMap<u64, Block<T, A>>>,
+    keys: FxHashMap<K, Blocks<Block<T, A>>>,
     /// The last checkpoint epoch the blocks' `since` was lifted past (see
     /// [`State::lift`]): a block's `since` is read through [`lifted`].
     lifted: Option<u64>,
@@ -378,18 +424,19 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
             None => self.keys.entry(key.clone()).or_default(),
         };
         let epoch = time.with_event(0);
-        match blocks.entry(index) {
-            Entry::Vacant(slot) => {
+        match blocks.search(index) {
+            Err(at) => {
                 let mut acc = agg.create();
                 agg.add(&mut acc, record);
                 let mut pane = agg.create();
                 agg.add(&mut pane, record);
                 let panes = BTreeMap::from([(t, pane)]);
-                slot.insert(Block {
+                let block = Block {
                     accs: Arc::new(Panes { acc, panes }),
                     since: epoch,
                     listed: if self.logging { self.interval } else { 0 },
-                });
+                };
+                blocks.0.insert(at, (index, block));
                 if self.logging {
                     self.changed.push((key.clone(), index));
                 }
@@ -399,8 +446,8 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                 self.expiry.entry(last).or_default().push(key.clone());
                 (Some(epoch.with_event(t)), None)
             }
-            Entry::Occupied(slot) => {
-                let block = slot.into_mut();
+            Ok(at) => {
+                let block = &mut blocks.0[at].1;
                 if self.logging && block.listed != self.interval {
                     // Its value at the checkpoint is still to be captured: now, first.
                     if let Some(c) = self.capture.as_mut().filter(|c| block.listed == c.part) {
@@ -464,7 +511,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
         let Some(blocks) = self.keys.get(key) else {
             return acc;
         };
-        for (&index, block) in blocks.range(lo / self.width..=hi / self.width) {
+        for (index, block) in blocks.range(lo / self.width, hi / self.width) {
             let first = index.saturating_mul(self.width);
             let last = first.saturating_add(self.width - 1);
             if lo <= first && last <= hi {
@@ -489,7 +536,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                 let Some(blocks) = self.keys.get_mut(&k) else {
                     continue;
                 };
-                if let Some(block) = blocks.remove(&index) {
+                if let Some(block) = blocks.remove(index) {
                     self.debts.pay(&lifted(block.since, self.lifted));
                     if self.logging {
                         // Its value at the checkpoint is still to be captured: now.
@@ -525,7 +572,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
         let c = self.capture.as_mut()?;
         let end = c.todo.len().min(c.next.saturating_add(budget));
         for (k, i) in &c.todo[c.next..end] {
-            let Some(block) = self.keys.get_mut(k).and_then(|bs| bs.get_mut(i)) else {
+            let Some(block) = self.keys.get_mut(k).and_then(|bs| bs.get_mut(*i)) else {
                 // Dropped in the interval: among the part's dropped blocks.
                 continue;
             };
@@ -563,7 +610,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
             let spent = vec![changed, removed];
             let mut entries = Vec::new();
             for (k, blocks) in self.keys.iter_mut() {
-                for (i, block) in blocks.iter_mut() {
+                for (i, block) in blocks.0.iter_mut() {
                     block.listed = 0;
                     entries.push(((k.clone(), *i), Some(Shared(block.accs.clone()))));
                 }
@@ -682,10 +729,15 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned>
                     since,
                     listed: 0,
                 };
-                self.keys.entry(k).or_default().insert(index, block);
+                // In the order the parts list them: sorted below.
+                self.keys.entry(k).or_default().0.push_back((index, block));
             }
             restore_pending(waiting, by_event(main), ctx, initial, epoch, key);
             restore_pending(pending, late, ctx, initial, epoch, key);
+        }
+        for blocks in self.keys.values_mut() {
+            // A block is in one part only: its key's owner's when it was written.
+            blocks.0.make_contiguous().sort_unstable_by_key(|(i, _)| *i);
         }
     }
 }
