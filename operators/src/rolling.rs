@@ -329,7 +329,31 @@ impl<B> Blocks<B> {
 
     fn get_mut(&mut self, index: u64) -> Option<&mut B> {
         let at = self.search(index).ok()?;
-        Some(&mut self.0[at].1)
+        Some(self.at_mut(at))
+    }
+
+    /// The block at position `at` (from [`Blocks::search`]).
+    fn at_mut(&mut self, at: usize) -> &mut B {
+        &mut self.0[at].1
+    }
+
+    /// Puts block `index` at position `at` (from [`Blocks::search`]).
+    fn insert_at(&mut self, at: usize, index: u64, block: B) {
+        self.0.insert(at, (index, block));
+    }
+
+    /// Adds block `index` at the back, in any order: [`Blocks::sort`] must follow.
+    fn push_unsorted(&mut self, index: u64, block: B) {
+        self.0.push_back((index, block));
+    }
+
+    /// Sorts blocks pushed by [`Blocks::push_unsorted`] (each index pushed once).
+    fn sort(&mut self) {
+        self.0.make_contiguous().sort_unstable_by_key(|(i, _)| *i);
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut B)> {
+        self.0.iter_mut().map(|(i, b)| (*i, b))
     }
 
     fn remove(&mut self, index: u64) -> Option<B> {
@@ -436,7 +460,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                     since: epoch,
                     listed: if self.logging { self.interval } else { 0 },
                 };
-                blocks.0.insert(at, (index, block));
+                blocks.insert_at(at, index, block);
                 if self.logging {
                     self.changed.push((key.clone(), index));
                 }
@@ -447,7 +471,7 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
                 (Some(epoch.with_event(t)), None)
             }
             Ok(at) => {
-                let block = &mut blocks.0[at].1;
+                let block = blocks.at_mut(at);
                 if self.logging && block.listed != self.interval {
                     // Its value at the checkpoint is still to be captured: now, first.
                     if let Some(c) = self.capture.as_mut().filter(|c| block.listed == c.part) {
@@ -610,9 +634,9 @@ impl<K: Hash + Eq + Clone, T: EventTime, A> State<K, T, A> {
             let spent = vec![changed, removed];
             let mut entries = Vec::new();
             for (k, blocks) in self.keys.iter_mut() {
-                for (i, block) in blocks.0.iter_mut() {
+                for (i, block) in blocks.iter_mut() {
                     block.listed = 0;
-                    entries.push(((k.clone(), *i), Some(Shared(block.accs.clone()))));
+                    entries.push(((k.clone(), i), Some(Shared(block.accs.clone()))));
                 }
             }
             return Some((start, entries, spent));
@@ -730,14 +754,14 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned>
                     listed: 0,
                 };
                 // In the order the parts list them: sorted below.
-                self.keys.entry(k).or_default().0.push_back((index, block));
+                self.keys.entry(k).or_default().push_unsorted(index, block);
             }
             restore_pending(waiting, by_event(main), ctx, initial, epoch, key);
             restore_pending(pending, late, ctx, initial, epoch, key);
         }
         for blocks in self.keys.values_mut() {
             // A block is in one part only: its key's owner's when it was written.
-            blocks.0.make_contiguous().sort_unstable_by_key(|(i, _)| *i);
+            blocks.sort();
         }
     }
 }
