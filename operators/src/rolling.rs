@@ -25,7 +25,9 @@
 //!
 //! State is kept per key in blocks of about `√range` ms (an accumulator per block and
 //! one per distinct event time), so a result merges `O(√range)` accumulators whatever
-//! the key's rate. Blocks are dropped once the watermark is `range + lateness` past
+//! the key's rate; a key whose results span many blocks also keeps, per block, the
+//! merge of a run of blocks, and then merges four accumulators plus the panes of the
+//! range's first block. Blocks are dropped once the watermark is `range + lateness` past
 //! their end. While a block derived from epoch `e` lives, the operator holds a
 //! capability at `(watermark, e)`: commits wait for the state, downstream event time
 //! does not. See `docs/operators.md`, "Rolling windows".
@@ -304,15 +306,46 @@ struct Block<T, A> {
     /// [`State::changed`] (0: not since its last capture). `listed` equal to the part
     /// being captured means its value as of that checkpoint is still to be captured.
     listed: u64,
+    /// Its run, if its key's blocks keep runs (see [`Blocks`]). Not checkpointed.
+    run: Option<A>,
 }
+
+impl<T, A> Block<T, A> {
+    fn run_mut(&mut self) -> &mut A {
+        self.run
+            .as_mut()
+            .expect("every block has a run while its key keeps runs")
+    }
+}
+
+/// The number of blocks a result must span for its key to keep runs (see [`Blocks`]):
+/// fewer are merged one by one.
+const RUNS_FROM: usize = 32;
 
 /// A key's blocks, by block index in a sorted deque: a query reads a run of them from
 /// contiguous memory, new blocks come at the back and old ones leave at the front.
-struct Blocks<B>(VecDeque<(u64, B)>);
+///
+/// A key whose results span at least [`RUNS_FROM`] blocks also keeps *runs*, split at
+/// a block index `s`: a block at or before `s` carries the merge of the blocks from it
+/// through `s`, a block after `s` the merge of the blocks after `s` through it. The
+/// blocks from `a` through `b`, `a <= s < b`, are then two merges whatever their
+/// number. A record added to a block is added to the runs from it to its side's end
+/// (for the newest block: its own); the oldest block may leave. Anything else (a
+/// restore, the last block before `s` leaving) makes the runs stale, and a query
+/// that finds them stale, or its oldest block past `s`, builds them again split in the
+/// middle of its blocks: about once per half range of event time per key.
+struct Blocks<B> {
+    list: VecDeque<(u64, B)>,
+    /// Where the runs are split, if they are up to date.
+    split: Option<u64>,
+}
 
 impl<B> Default for Blocks<B> {
     fn default() -> Self {
-        Blocks(VecDeque::new())
+        Blocks {
+            list: VecDeque::new(),
+            split: None,
+        }
     }
 }
 
@@ -321,58 +354,218 @@ impl<B> Blocks<B> {
     #[inline]
     fn search(&self, index: u64) -> Result<usize, usize> {
         // Most lookups are for the newest blocks.
-        match self.0.back() {
-            Some((last, _)) if *last < index => Err(self.0.len()),
-            _ => self.0.binary_search_by_key(&index, |(i, _)| *i),
+        if self.list.back().is_some_and(|(last, _)| *last < index) {
+            return Err(self.list.len());
         }
+        let at = self.position(index);
+        match self.list.get(at) {
+            Some((i, _)) if *i == index => Ok(at),
+            _ => Err(at),
+        }
+    }
+
+    /// The number of blocks up to block `index`, itself included.
+    #[inline]
+    fn position_after(&self, index: u64) -> usize {
+        match self.search(index) {
+            Ok(at) => at + 1,
+            Err(at) => at,
+        }
+    }
+
+    /// The number of blocks before block `index`.
+    #[inline]
+    fn position(&self, index: u64) -> usize {
+        let n = self.list.len();
+        let (Some((first, _)), Some((last, _))) = (self.list.front(), self.list.back()) else {
+            return 0;
+        };
+        if index <= *first {
+            return 0;
+        }
+        if index > *last {
+            return n;
+        }
+        // Galloping from the nearer end, as a window's ends are near the ends of the
+        // blocks: `lo` is before `index`, `hi` is not.
+        let (mut lo, mut hi) = (0, n - 1);
+        let mut step = 1;
+        if index - first <= last - index {
+            while lo + step < hi && self.list[lo + step].0 < index {
+                lo += step;
+                step *= 2;
+            }
+            hi = hi.min(lo + step);
+        } else {
+            while hi - lo > step && self.list[hi - step].0 >= index {
+                hi -= step;
+                step *= 2;
+            }
+            lo = lo.max(hi.saturating_sub(step));
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.list[mid].0 < index {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        hi
     }
 
     fn get_mut(&mut self, index: u64) -> Option<&mut B> {
         let at = self.search(index).ok()?;
-        Some(self.at_mut(at))
-    }
-
-    /// The block at position `at` (from [`Blocks::search`]).
-    fn at_mut(&mut self, at: usize) -> &mut B {
-        &mut self.0[at].1
-    }
-
-    /// Puts block `index` at position `at` (from [`Blocks::search`]).
-    fn insert_at(&mut self, at: usize, index: u64, block: B) {
-        self.0.insert(at, (index, block));
+        Some(&mut self.list[at].1)
     }
 
     /// Adds block `index` at the back, in any order: [`Blocks::sort`] must follow.
     fn push_unsorted(&mut self, index: u64, block: B) {
-        self.0.push_back((index, block));
+        self.split = None;
+        self.list.push_back((index, block));
     }
 
     /// Sorts blocks pushed by [`Blocks::push_unsorted`] (each index pushed once).
     fn sort(&mut self) {
-        self.0.make_contiguous().sort_unstable_by_key(|(i, _)| *i);
+        self.list
+            .make_contiguous()
+            .sort_unstable_by_key(|(i, _)| *i);
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut B)> {
-        self.0.iter_mut().map(|(i, b)| (*i, b))
+        self.list.iter_mut().map(|(i, b)| (*i, b))
     }
 
     fn remove(&mut self, index: u64) -> Option<B> {
         let at = self.search(index).ok()?;
-        self.0.remove(at).map(|(_, b)| b)
-    }
-
-    /// The blocks with index in `[lo, hi]`, in order.
-    #[inline]
-    fn range(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, &B)> {
-        let from = self.0.partition_point(|(i, _)| *i < lo);
-        self.0
-            .range(from..)
-            .take_while(move |(i, _)| *i <= hi)
-            .map(|(i, b)| (*i, b))
+        // No run before the split includes an older block than its own: the oldest
+        // block may leave them. Every run after the split includes the first one.
+        if at != 0 || self.split.is_some_and(|s| index > s) {
+            self.split = None;
+        }
+        self.list.remove(at).map(|(_, b)| b)
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
+    }
+}
+
+impl<T, A: Clone> Blocks<Block<T, A>> {
+    /// Block `index`, made by `new` (holding `record`) if there is none, with `record`
+    /// added to the runs that include it; and whether it is new. The caller adds
+    /// `record` to an older block's accumulators.
+    fn add_run<D, G: Aggregator<D, Acc = A>>(
+        &mut self,
+        agg: &G,
+        index: u64,
+        record: &D,
+        new: impl FnOnce() -> Block<T, A>,
+    ) -> (&mut Block<T, A>, bool) {
+        let (at, fresh) = match self.search(index) {
+            Ok(at) => (at, false),
+            Err(at) => {
+                let mut block = new();
+                if let Some(split) = self.split {
+                    // Its run before the record: its neighbour's on its side of the
+                    // split, toward it.
+                    let neighbour = if index > split {
+                        at.checked_sub(1)
+                    } else {
+                        Some(at)
+                    };
+                    block.run = Some(match neighbour.and_then(|p| self.list.get(p)) {
+                        Some((i, b)) if (*i > split) == (index > split) => {
+                            b.run.clone().expect("every block has a run")
+                        }
+                        _ => agg.create(),
+                    });
+                }
+                self.list.insert(at, (index, block));
+                (at, true)
+            }
+        };
+        if let Some(split) = self.split {
+            let side = if index > split {
+                self.list.range_mut(at..)
+            } else {
+                self.list.range_mut(..=at)
+            };
+            for (_, block) in side {
+                agg.add(block.run_mut(), record);
+            }
+        }
+        (&mut self.list[at].1, fresh)
+    }
+
+    /// Merges into `acc` the records of block `index` with event time in `[lo, hi]`.
+    fn merge_edge<D, G: Aggregator<D, Acc = A>>(
+        &self,
+        agg: &G,
+        acc: &mut A,
+        index: u64,
+        lo: u64,
+        hi: u64,
+    ) {
+        let Ok(at) = self.search(index) else {
+            return;
+        };
+        let accs = &self.list[at].1.accs;
+        let whole = accs.panes.first_key_value().is_some_and(|(t, _)| lo <= *t)
+            && accs.panes.last_key_value().is_some_and(|(t, _)| *t <= hi);
+        if whole {
+            agg.merge_from(acc, &accs.acc);
+        } else {
+            for (_, pane) in accs.panes.range(lo..=hi) {
+                agg.merge_from(acc, pane);
+            }
+        }
+    }
+
+    /// Merges into `acc` all the records of the blocks with index in `[a, b]`.
+    fn merge_whole<D, G: Aggregator<D, Acc = A>>(&mut self, agg: &G, acc: &mut A, a: u64, b: u64) {
+        let from = self.position(a);
+        let to = self.position_after(b);
+        let split = match self.split {
+            _ if to.saturating_sub(from) < RUNS_FROM => None,
+            Some(s) if a <= s && s < b => Some(s),
+            // Older than the split (a late record's, or far behind): one by one.
+            Some(s) if b <= s => None,
+            _ => {
+                let s = a + (b - a) / 2;
+                self.build_runs(agg, s);
+                Some(s)
+            }
+        };
+        let Some(split) = split else {
+            for (_, block) in self.list.range(from..to) {
+                agg.merge_from(acc, &block.accs.acc);
+            }
+            return;
+        };
+        let mid = self.position_after(split);
+        if from < mid {
+            agg.merge_from(acc, self.list[from].1.run.as_ref().expect("a run"));
+        }
+        if mid < to {
+            agg.merge_from(acc, self.list[to - 1].1.run.as_ref().expect("a run"));
+        }
+    }
+
+    /// Builds every block's run, split at `split`.
+    fn build_runs<D, G: Aggregator<D, Acc = A>>(&mut self, agg: &G, split: u64) {
+        let mid = self.position_after(split);
+        let mut run = agg.create();
+        for (_, block) in self.list.range_mut(..mid).rev() {
+            agg.merge_from(&mut run, &block.accs.acc);
+            block.run = Some(run.clone());
+        }
+        let mut run = agg.create();
+        for (_, block) in self.list.range_mut(mid..) {
+            agg.merge_from(&mut run, &block.accs.acc);
+            block.run = Some(run.clone());
+        }
+        self.split = Some(split);
     }
 }
 
@@ -448,51 +641,51 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
             None => self.keys.entry(key.clone()).or_default(),
         };
         let epoch = time.with_event(0);
-        match blocks.search(index) {
-            Err(at) => {
-                let mut acc = agg.create();
-                agg.add(&mut acc, record);
-                let mut pane = agg.create();
-                agg.add(&mut pane, record);
-                let panes = BTreeMap::from([(t, pane)]);
-                let block = Block {
-                    accs: Arc::new(Panes { acc, panes }),
-                    since: epoch,
-                    listed: if self.logging { self.interval } else { 0 },
-                };
-                blocks.insert_at(at, index, block);
-                if self.logging {
-                    self.changed.push((key.clone(), index));
-                }
-                let last = index
-                    .saturating_mul(self.width)
-                    .saturating_add(self.width - 1);
-                self.expiry.entry(last).or_default().push(key.clone());
-                (Some(epoch.with_event(t)), None)
+        let listed = if self.logging { self.interval } else { 0 };
+        let (block, fresh) = blocks.add_run(agg, index, record, || {
+            let mut acc = agg.create();
+            agg.add(&mut acc, record);
+            let mut pane = agg.create();
+            agg.add(&mut pane, record);
+            Block {
+                accs: Arc::new(Panes {
+                    acc,
+                    panes: BTreeMap::from([(t, pane)]),
+                }),
+                since: epoch,
+                listed,
+                run: None,
             }
-            Ok(at) => {
-                let block = blocks.at_mut(at);
-                if self.logging && block.listed != self.interval {
-                    // Its value at the checkpoint is still to be captured: now, first.
-                    if let Some(c) = self.capture.as_mut().filter(|c| block.listed == c.part) {
-                        c.entries
-                            .push(((key.clone(), index), Some(Shared(block.accs.clone()))));
-                    }
-                    block.listed = self.interval;
-                    self.changed.push((key.clone(), index));
-                }
-                let accs = Arc::make_mut(&mut block.accs);
-                agg.add(&mut accs.acc, record);
-                agg.add(accs.panes.entry(t).or_insert_with(|| agg.create()), record);
-                let old = lifted(block.since, self.lifted);
-                let since = old.meet(&epoch);
-                if since == old {
-                    (None, None)
-                } else {
-                    block.since = since;
-                    (Some(since.with_event(t)), Some(old))
-                }
+        });
+        if fresh {
+            if self.logging {
+                self.changed.push((key.clone(), index));
             }
+            let last = index
+                .saturating_mul(self.width)
+                .saturating_add(self.width - 1);
+            self.expiry.entry(last).or_default().push(key.clone());
+            return (Some(epoch.with_event(t)), None);
+        }
+        if self.logging && block.listed != self.interval {
+            // Its value at the checkpoint is still to be captured: now, first.
+            if let Some(c) = self.capture.as_mut().filter(|c| block.listed == c.part) {
+                c.entries
+                    .push(((key.clone(), index), Some(Shared(block.accs.clone()))));
+            }
+            block.listed = self.interval;
+            self.changed.push((key.clone(), index));
+        }
+        let accs = Arc::make_mut(&mut block.accs);
+        agg.add(&mut accs.acc, record);
+        agg.add(accs.panes.entry(t).or_insert_with(|| agg.create()), record);
+        let old = lifted(block.since, self.lifted);
+        let since = old.meet(&epoch);
+        if since == old {
+            (None, None)
+        } else {
+            block.since = since;
+            (Some(since.with_event(t)), Some(old))
         }
     }
 
@@ -530,21 +723,18 @@ impl<K: Hash + Eq + Clone, T: EventTime, A: Clone> State<K, T, A> {
     }
 
     /// `key`'s records with event time in `[lo, hi]`, aggregated.
-    fn query<D, G: Aggregator<D, Acc = A>>(&self, agg: &G, key: &K, lo: u64, hi: u64) -> A {
+    fn query<D, G: Aggregator<D, Acc = A>>(&mut self, agg: &G, key: &K, lo: u64, hi: u64) -> A {
         let mut acc = agg.create();
-        let Some(blocks) = self.keys.get(key) else {
+        let Some(blocks) = self.keys.get_mut(key) else {
             return acc;
         };
-        for (index, block) in blocks.range(lo / self.width, hi / self.width) {
-            let first = index.saturating_mul(self.width);
-            let last = first.saturating_add(self.width - 1);
-            if lo <= first && last <= hi {
-                agg.merge_from(&mut acc, &block.accs.acc);
-            } else {
-                for pane in block.accs.panes.range(lo..=hi).map(|(_, p)| p) {
-                    agg.merge_from(&mut acc, pane);
-                }
-            }
+        let (first, last) = (lo / self.width, hi / self.width);
+        blocks.merge_edge(agg, &mut acc, first, lo, hi);
+        if last > first {
+            blocks.merge_edge(agg, &mut acc, last, lo, hi);
+        }
+        if last > first + 1 {
+            blocks.merge_whole(agg, &mut acc, first + 1, last - 1);
         }
         acc
     }
@@ -752,6 +942,7 @@ impl<K: Hash + Eq + Clone + DeserializeOwned, T: EventTime, A: DeserializeOwned>
                     accs: Arc::new(Panes { acc, panes }),
                     since,
                     listed: 0,
+                    run: None,
                 };
                 // In the order the parts list them: sorted below.
                 self.keys.entry(k).or_default().push_unsorted(index, block);
@@ -1081,6 +1272,70 @@ impl<'scope, T: EventTime, D: ExchangeData + Clone> Rolling<'scope, T, D>
             results,
             too_late,
             too_late_count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A key's blocks and their runs against merging the blocks one by one, under any
+    //! order of adds, drops and queries.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Add(u64),
+        Remove(usize),
+        Query(u64, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..300).prop_map(Op::Add),
+            3 => (0usize..8).prop_map(Op::Remove),
+            3 => (0u64..300, 0u64..300).prop_map(|(a, b)| Op::Query(a.min(b), a.max(b))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn runs_merge_what_the_blocks_hold(ops in prop::collection::vec(op(), 0..1500)) {
+            let mut blocks: Blocks<Block<(), u64>> = Blocks::default();
+            // The reference: records per block index.
+            let mut held: BTreeMap<u64, u64> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Add(index) => {
+                        let new = || Block {
+                            accs: Arc::new(Panes { acc: 1, panes: BTreeMap::from([(index, 1)]) }),
+                            since: (),
+                            listed: 0,
+                            run: None,
+                        };
+                        let (block, fresh) = blocks.add_run(&Count, index, &(), new);
+                        if !fresh {
+                            Arc::make_mut(&mut block.accs).acc += 1;
+                        }
+                        *held.entry(index).or_default() += 1;
+                    }
+                    Op::Remove(nth) => {
+                        // Mostly the oldest block, as eviction does.
+                        let index = held.keys().nth(nth.saturating_sub(5)).copied();
+                        if let Some(index) = index {
+                            prop_assert!(blocks.remove(index).is_some());
+                            held.remove(&index);
+                        }
+                    }
+                    Op::Query(a, b) => {
+                        let mut got = 0;
+                        blocks.merge_whole::<(), _>(&Count, &mut got, a, b);
+                        let want: u64 = held.range(a..=b).map(|(_, n)| n).sum();
+                        prop_assert_eq!(got, want, "blocks {}..={}", a, b);
+                    }
+                }
+            }
         }
     }
 }

@@ -154,6 +154,63 @@ proptest! {
     }
 }
 
+/// Rounds dense enough in event time that a key has a record in nearly every block
+/// of a range of 4.5–9 s: its results span more blocks than the operator merges one
+/// by one, so they read the runs it keeps, as time moves on, with disorder and late
+/// records far behind.
+fn dense_rounds() -> impl Strategy<Value = Vec<Round<Rec>>> {
+    let round = (
+        400u64..2500,
+        prop::collection::vec((0u8..2, 0u64..100, 0u64..3300), 150..300),
+        prop::collection::vec((0u8..2, 0u64..100, 0u64..11_000), 0..6),
+    );
+    prop::collection::vec(round, 4..9).prop_map(|raw| {
+        let mut watermark = 0;
+        raw.into_iter()
+            .map(|(step, records, late)| {
+                watermark += step;
+                let records = records
+                    .into_iter()
+                    .map(|(k, v, off)| {
+                        let t = watermark + off % (step + 800);
+                        (t, (k, v, t))
+                    })
+                    .collect();
+                let late = late
+                    .into_iter()
+                    .map(|(k, v, back)| {
+                        let event_time = watermark.saturating_sub(1 + back % watermark);
+                        Late {
+                            event_time,
+                            watermark,
+                            record: (k, v, event_time),
+                        }
+                    })
+                    .collect();
+                Round {
+                    watermark,
+                    records,
+                    late,
+                }
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn long_ranges_over_dense_keys_match_reference(
+        rounds in dense_rounds(),
+        range in 4500u64..9000,
+        lateness in 0u64..6000,
+    ) {
+        check(&rounds, range, RollingMode::Exact, lateness);
+        check(&rounds, range, RollingMode::OnArrival, lateness);
+    }
+}
+
 /// Disorder separates the modes: a record read after a later-stamped one of its key
 /// is counted by it in exact mode only.
 #[test]

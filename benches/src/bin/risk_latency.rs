@@ -100,6 +100,9 @@ struct Args {
     /// Run the job without checkpoints (state in memory only), to see what they cost.
     #[arg(long)]
     no_checkpoints: bool,
+    /// How often the job takes a checkpoint, ms (the job's `--checkpoint-interval`).
+    #[arg(long, default_value_t = freshet::checkpoint::CheckpointConfig::default().interval.as_millis() as u64)]
+    checkpoint_interval_ms: u64,
     /// Each stateful operator's chain of parts (what changed) is compacted into a full
     /// image every this many checkpoints (the job's `--checkpoint-full-every`).
     #[arg(long, default_value_t = freshet::checkpoint::CheckpointConfig::default().full_every)]
@@ -166,6 +169,9 @@ fn main() -> anyhow::Result<()> {
     config.checkpoint.enabled = !args.no_checkpoints;
     config.checkpoint.exactly_once = args.exactly_once;
     config.checkpoint.full_every = args.checkpoint_full_every;
+    config.checkpoint.interval = Duration::from_millis(args.checkpoint_interval_ms);
+    // The run's checkpoints are of no use after it: removed at the end.
+    let checkpoint_dir = config.checkpoint.dir_for(&config.kafka.group);
     let stop = config.stop.clone();
     let handover = hand_over();
     let job = {
@@ -315,6 +321,11 @@ fn main() -> anyhow::Result<()> {
         .join()
         .expect("job thread")
         .context("the risk-score job")?;
+    if let Err(e) = std::fs::remove_dir_all(&checkpoint_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            eprintln!("could not remove {}: {e}", checkpoint_dir.display());
+        }
+    }
     let h = handover.lock().unwrap_or_else(|e| e.into_inner()).clone();
 
     let ms = |h: &Histogram<u64>, q: f64| format!("{:.3}", h.value_at_quantile(q) as f64 / 1000.0);
@@ -331,6 +342,7 @@ fn main() -> anyhow::Result<()> {
             .rate("achieved_rate", total as f64 / produce_secs)
             .field("config", format!("w{}", args.workers))
             .field("checkpoints", !args.no_checkpoints)
+            .field("checkpoint_interval_ms", args.checkpoint_interval_ms)
             .field("exactly_once", args.exactly_once)
             .field("path", path)
             .field("samples", h.len())
