@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{collect, rounds, steps, Rec, Round, Source};
+use common::{collect, round_at, rounds, steps, Rec, Round, Source};
 use freshet_operators::aggregate::Collect;
 use freshet_operators::{Late, Rolling, RollingMode, RollingPolicy, Time};
 use proptest::prelude::*;
@@ -171,27 +171,8 @@ fn dense_rounds() -> impl Strategy<Value = Vec<Round<Rec>>> {
                 watermark += step;
                 let records = records
                     .into_iter()
-                    .map(|(k, v, off)| {
-                        let t = watermark + off % (step + 800);
-                        (t, (k, v, t))
-                    })
-                    .collect();
-                let late = late
-                    .into_iter()
-                    .map(|(k, v, back)| {
-                        let event_time = watermark.saturating_sub(1 + back % watermark);
-                        Late {
-                            event_time,
-                            watermark,
-                            record: (k, v, event_time),
-                        }
-                    })
-                    .collect();
-                Round {
-                    watermark,
-                    records,
-                    late,
-                }
+                    .map(|(k, v, off)| (k, v, watermark + off % (step + 800)));
+                round_at(watermark, records, late)
             })
             .collect()
     })

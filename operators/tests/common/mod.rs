@@ -53,28 +53,39 @@ pub fn rounds(max_rounds: usize) -> impl Strategy<Value = Vec<Round<Rec>>> {
                 watermark += step;
                 let records = records
                     .into_iter()
-                    .map(|(k, v, off)| (watermark + off, (k, v, watermark + off)))
-                    .collect();
-                let late = late
-                    .into_iter()
-                    .filter(|_| watermark > 0)
-                    .map(|(k, v, back)| {
-                        let event_time = watermark.saturating_sub(1 + back % watermark.max(1));
-                        Late {
-                            event_time,
-                            watermark,
-                            record: (k, v, event_time),
-                        }
-                    })
-                    .collect();
-                Round {
-                    watermark,
-                    records,
-                    late,
-                }
+                    .map(|(k, v, off)| (k, v, watermark + off));
+                round_at(watermark, records, late)
             })
             .collect()
     })
+}
+
+/// A round at `watermark` of `records` (`(key, value, event time)`) and of late records
+/// `(key, value, back)`, each `1 + back % watermark` ms behind the watermark (none at
+/// watermark 0).
+pub fn round_at(
+    watermark: u64,
+    records: impl IntoIterator<Item = Rec>,
+    late: Vec<(u8, u64, u64)>,
+) -> Round<Rec> {
+    let records = records.into_iter().map(|r| (r.2, r)).collect();
+    let late = late
+        .into_iter()
+        .filter(|_| watermark > 0)
+        .map(|(k, v, back)| {
+            let event_time = watermark.saturating_sub(1 + back % watermark.max(1));
+            Late {
+                event_time,
+                watermark,
+                record: (k, v, event_time),
+            }
+        })
+        .collect();
+    Round {
+        watermark,
+        records,
+        late,
+    }
 }
 
 /// Runs a dataflow with one main and one late input fed with `rounds` (round `e` in
