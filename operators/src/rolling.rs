@@ -310,11 +310,15 @@ struct Block<T, A> {
     run: Option<A>,
 }
 
+const NO_RUN: &str = "every block has a run while its key keeps runs";
+
 impl<T, A> Block<T, A> {
+    fn run(&self) -> &A {
+        self.run.as_ref().expect(NO_RUN)
+    }
+
     fn run_mut(&mut self) -> &mut A {
-        self.run
-            .as_mut()
-            .expect("every block has a run while its key keeps runs")
+        self.run.as_mut().expect(NO_RUN)
     }
 }
 
@@ -475,9 +479,7 @@ impl<T, A: Clone> Blocks<Block<T, A>> {
                         Some(at)
                     };
                     block.run = Some(match neighbour.and_then(|p| self.list.get(p)) {
-                        Some((i, b)) if (*i > split) == (index > split) => {
-                            b.run.clone().expect("every block has a run")
-                        }
+                        Some((i, b)) if (*i > split) == (index > split) => b.run().clone(),
                         _ => agg.create(),
                     });
                 }
@@ -545,10 +547,10 @@ impl<T, A: Clone> Blocks<Block<T, A>> {
         };
         let mid = self.position_after(split);
         if from < mid {
-            agg.merge_from(acc, self.list[from].1.run.as_ref().expect("a run"));
+            agg.merge_from(acc, self.list[from].1.run());
         }
         if mid < to {
-            agg.merge_from(acc, self.list[to - 1].1.run.as_ref().expect("a run"));
+            agg.merge_from(acc, self.list[to - 1].1.run());
         }
     }
 
