@@ -8,8 +8,10 @@
 //! window, exactly the count a sequential loop gives: 0 wrong, 0 missing. Duplicates are
 //! exact copies of results written after the restored checkpoint (counted, reported).
 //! No record of this input is late, so a run that logs records dropped as behind its
-//! restored state fails too. `FRESHET_TEST_KILLS=N` raises the kill count of the steady
-//! and bursty tests for a longer soak.
+//! restored state fails too. Each run draws its input and its kill moments from a fresh
+//! seed, printed at its start (`FRESHET_TEST_SEED=N` replays one), so repeated runs
+//! kill other input at other moments. `FRESHET_TEST_KILLS=N` raises the kill count of
+//! the steady and bursty tests for a longer soak.
 
 mod support;
 
@@ -59,7 +61,8 @@ struct Mode<'a> {
 
 /// Kills a live job `kills` times while input arrives, drains it, and reads the output
 /// as a consumer.
-fn crash_and_restore(arrival: Arrival, seed: u64, kills: usize, mode: Mode<'_>) {
+fn crash_and_restore(arrival: Arrival, kills: usize, mode: Mode<'_>) {
+    let seed = seed();
     let partitions = 4;
     let input = create_topic("ckpt-in", partitions);
     let output = create_topic("ckpt-out", 2);
@@ -534,6 +537,18 @@ fn reference_sessions<'a>(
     out
 }
 
+/// The seed of a crash test's input and of its kill moments: `$FRESHET_TEST_SEED` to
+/// replay a run, else drawn afresh, so that every run kills other input at other
+/// moments. Printed either way (a failing test's output shows it).
+fn seed() -> u64 {
+    let seed = std::env::var("FRESHET_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed} (FRESHET_TEST_SEED={seed} replays the input and the kill moments)");
+    seed
+}
+
 /// `n` kills, or `$FRESHET_TEST_KILLS` for a longer soak of the crash tests.
 fn kills(n: usize) -> usize {
     std::env::var("FRESHET_TEST_KILLS")
@@ -544,12 +559,12 @@ fn kills(n: usize) -> usize {
 
 #[test]
 fn steady_input_survives_sigkills_exactly() {
-    crash_and_restore(Arrival::Steady, 7, kills(5), Mode::default());
+    crash_and_restore(Arrival::Steady, kills(5), Mode::default());
 }
 
 #[test]
 fn bursty_input_survives_sigkills_exactly() {
-    crash_and_restore(Arrival::Bursty, 11, kills(5), Mode::default());
+    crash_and_restore(Arrival::Bursty, kills(5), Mode::default());
 }
 
 /// The steady crash test with the job as two processes of one worker each.
@@ -559,7 +574,7 @@ fn steady_input_at_two_processes_survives_sigkills_exactly() {
         two_processes: true,
         ..Mode::default()
     };
-    crash_and_restore(Arrival::Steady, 23, kills(5), mode);
+    crash_and_restore(Arrival::Steady, kills(5), mode);
 }
 
 /// The same crash test with checkpoints in an object store over the S3 protocol.
@@ -568,7 +583,6 @@ fn checkpoints_in_an_s3_store_survive_sigkills_exactly() {
     let store = s3_location("crash");
     crash_and_restore(
         Arrival::Steady,
-        13,
         5,
         Mode {
             store: Some(&store),
@@ -583,7 +597,6 @@ fn checkpoints_in_an_s3_store_survive_sigkills_exactly() {
 fn exactly_once_output_has_no_duplicates_after_sigkills() {
     crash_and_restore(
         Arrival::Steady,
-        17,
         10,
         Mode {
             exactly_once: true,
@@ -597,7 +610,6 @@ fn exactly_once_output_has_no_duplicates_after_sigkills() {
 fn exactly_once_output_under_bursty_input_has_no_duplicates_after_sigkills() {
     crash_and_restore(
         Arrival::Bursty,
-        29,
         10,
         Mode {
             exactly_once: true,
@@ -611,7 +623,6 @@ fn exactly_once_output_under_bursty_input_has_no_duplicates_after_sigkills() {
 fn exactly_once_output_at_two_processes_has_no_duplicates_after_sigkills() {
     crash_and_restore(
         Arrival::Steady,
-        19,
         10,
         Mode {
             exactly_once: true,
@@ -628,7 +639,6 @@ fn exactly_once_output_at_two_processes_has_no_duplicates_after_sigkills() {
 fn exactly_once_output_survives_a_rescale() {
     crash_and_restore(
         Arrival::Steady,
-        23,
         6,
         Mode {
             exactly_once: true,
