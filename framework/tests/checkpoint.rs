@@ -541,20 +541,14 @@ fn reference_sessions<'a>(
 /// replay a run, else drawn afresh, so that every run kills other input at other
 /// moments. Printed either way (a failing test's output shows it).
 fn seed() -> u64 {
-    let seed = std::env::var("FRESHET_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed = knob("FRESHET_TEST_SEED").unwrap_or_else(rand::random);
     println!("seed {seed} (FRESHET_TEST_SEED={seed} replays the input and the kill moments)");
     seed
 }
 
 /// `n` kills, or `$FRESHET_TEST_KILLS` for a longer soak of the crash tests.
 fn kills(n: usize) -> usize {
-    std::env::var("FRESHET_TEST_KILLS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(n)
+    knob("FRESHET_TEST_KILLS").unwrap_or(n)
 }
 
 #[test]

@@ -26,6 +26,12 @@ mod s3;
 #[allow(unused_imports)]
 pub use s3::*;
 
+/// A test knob: the environment variable `name` read as a `T`; `None` when it is unset
+/// or does not parse.
+pub fn knob<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// Generates and produces events to a fresh topic; returns the topic and the events.
 pub fn preload(
     prefix: &str,

@@ -9,10 +9,7 @@ use super::kafka::unique;
 
 /// The shared server's port: `FRESHET_S3_PORT`, default 9310 (`scripts/test` starts it).
 pub fn s3_port() -> u16 {
-    std::env::var("FRESHET_S3_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(9310)
+    super::knob("FRESHET_S3_PORT").unwrap_or(9310)
 }
 
 /// The bucket `scripts/s3-server` creates.
